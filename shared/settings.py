@@ -1,0 +1,332 @@
+"""Every generation setting, in one place: name, default, allowed range, help.
+
+This module is the single source of truth for the knobs an artist can turn. The CLI builds its
+flags from it, the server validates submitted jobs with it, the Blender add-on builds its panel
+properties from it and the engine reads its configuration from it, so a setting has the same
+name, default and range check on every side. Pure Python: Blender imports it, so no torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+MAX_PROMPT_CHARS = 500
+
+
+class SettingError(ValueError):
+    """A setting has a bad value. ``name`` is the setting's name (the CLI flag is --name-with-dashes)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _s(default: Any, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple | None = None, group: str = "", help: str = "", optional: bool = False,
+       max_len: int | None = None, protocol: bool = True):
+    """Declare one setting. ``optional`` allows ``None`` (e.g. "auto" threshold)."""
+    return field(default=default, metadata=dict(lo=lo, hi=hi, choices=choices, group=group,
+                                                help=help, optional=optional, max_len=max_len,
+                                                protocol=protocol))
+
+
+# A resolution schedule: comma-separated stages ``RESxBATCH@STEP`` (the first stage starts at 0).
+_STAGE_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*(?:@\s*(\d+))?\s*$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    resolution: int
+    batch_size: int
+    start_step: int
+
+
+def parse_resolution_schedule(text: str) -> list[Stage]:
+    """Parse ``"64x1,128x1@5000,256x1@8000"`` into stages; raises SettingError on bad input."""
+    stages: list[Stage] = []
+    for i, part in enumerate(str(text).split(",")):
+        m = _STAGE_RE.match(part)
+        if not m:
+            raise SettingError("resolution_schedule",
+                               f"stage {part.strip()!r} is not RESxBATCH or RESxBATCH@STEP "
+                               "(e.g. '64x1,128x1@5000')")
+        res, batch, start = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+        if i == 0 and start != 0:
+            raise SettingError("resolution_schedule", "the first stage must start at step 0")
+        if not 16 <= res <= 1024:
+            raise SettingError("resolution_schedule", f"resolution must be in [16, 1024], got {res}")
+        if not 1 <= batch <= 64:
+            raise SettingError("resolution_schedule", f"batch size must be in [1, 64], got {batch}")
+        if stages and start <= stages[-1].start_step:
+            raise SettingError("resolution_schedule", "stage start steps must increase")
+        stages.append(Stage(res, batch, start))
+    return stages
+
+
+@dataclass
+class GenerationSettings:
+    """All knobs of one text-to-3D run. Defaults follow threestudio's ``dreamfusion-sd``."""
+
+    # -- what to make ------------------------------------------------------------------------
+    prompt: str = _s("", group="prompt", max_len=MAX_PROMPT_CHARS, help="what to generate")
+    negative_prompt: str = _s("", group="prompt", max_len=MAX_PROMPT_CHARS,
+                              help="what to steer away from")
+    seed: int = _s(0, lo=0, hi=2**31 - 1, group="prompt", help="random seed (same seed, same result)")
+    model: str = _s("builtin", group="prompt", max_len=1000,
+                    help="'builtin', a local diffusers folder, or a Hugging Face id in your cache")
+
+    # -- cameras -------------------------------------------------------------------------------
+    elevation_min: float = _s(-10.0, lo=-89.0, hi=89.0, group="camera", help="degrees")
+    elevation_max: float = _s(45.0, lo=-89.0, hi=89.0, group="camera", help="degrees")
+    azimuth_min: float = _s(-180.0, lo=-180.0, hi=180.0, group="camera", help="degrees")
+    azimuth_max: float = _s(180.0, lo=-180.0, hi=180.0, group="camera", help="degrees")
+    distance_min: float = _s(1.5, lo=0.5, hi=10.0, group="camera", help="scene units; object fits in radius 1")
+    distance_max: float = _s(2.0, lo=0.5, hi=10.0, group="camera", help="scene units")
+    fovy_min: float = _s(40.0, lo=5.0, hi=120.0, group="camera", help="vertical field of view, degrees")
+    fovy_max: float = _s(70.0, lo=5.0, hi=120.0, group="camera", help="degrees")
+    camera_perturb: float = _s(0.1, lo=0.0, hi=1.0, group="camera", help="camera position jitter")
+    center_perturb: float = _s(0.2, lo=0.0, hi=1.0, group="camera", help="look-at point jitter")
+    up_perturb: float = _s(0.02, lo=0.0, hi=1.0, group="camera", help="up vector jitter")
+    view_dependent_prompt: bool = _s(True, group="camera", help="add front/side/back/overhead view suffixes")
+    front_threshold: float = _s(45.0, lo=0.0, hi=90.0, group="camera",
+                                help="|azimuth| below this is 'front view', above 180-this is 'back view'")
+    overhead_threshold: float = _s(60.0, lo=0.0, hi=90.0, group="camera",
+                                   help="elevation above this is 'overhead view'")
+
+    # -- optimisation ----------------------------------------------------------------------------
+    steps: int = _s(10000, lo=1, hi=100000, group="optim", help="SDS optimisation steps")
+    resolution_schedule: str = _s("64x1", group="optim", max_len=200,
+                                  help="render stages RESxBATCH@STEP, e.g. '64x1,128x1@5000,256x1@8000'")
+    lr: float = _s(0.01, lo=1e-6, hi=1.0, group="optim", help="Adam learning rate of the field")
+    lr_background: float = _s(0.001, lo=0.0, hi=1.0, group="optim", help="learning rate of the background")
+    albedo_warmup_steps: int = _s(2000, lo=0, hi=100000, group="optim",
+                                  help="albedo-only shading for the first N steps")
+    orientation_weight_start: float = _s(10.0, lo=0.0, hi=1e5, group="optim")
+    orientation_weight_end: float = _s(1000.0, lo=0.0, hi=1e5, group="optim")
+    orientation_ramp_steps: int = _s(5000, lo=0, hi=100000, group="optim",
+                                     help="steps over which the orientation weight ramps start->end")
+    sparsity_weight: float = _s(1.0, lo=0.0, hi=1e4, group="optim", help="mean sqrt(opacity^2+0.01)")
+    opacity_weight: float = _s(0.0, lo=0.0, hi=1e4, group="optim",
+                               help="push opacity to 0 or 1 (binary entropy)")
+    progressive_levels: bool = _s(True, group="optim", help="unlock hash-grid levels progressively")
+    preview_interval: int = _s(100, lo=0, hi=100000, group="optim",
+                               help="progress callback / preview every N steps (0: none)")
+    preview_size: int = _s(128, lo=16, hi=1024, group="optim", help="preview render size, pixels")
+    proxy_mesh_interval: int = _s(0, lo=0, hi=100000, group="optim",
+                                  help="coarse proxy mesh every N steps (0: none)")
+    checkpoint_interval: int = _s(500, lo=0, hi=100000, group="optim",
+                                  help="save a resumable checkpoint every N steps (0: never)")
+
+    # -- guidance --------------------------------------------------------------------------------
+    guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
+    t_min: float = _s(0.02, lo=0.0, hi=1.0, group="guidance", help="min diffusion time (fraction)")
+    t_max: float = _s(0.98, lo=0.0, hi=1.0, group="guidance", help="max diffusion time (fraction)")
+    t_anneal: bool = _s(False, group="guidance", help="anneal t_max linearly to t_max_end over the run")
+    t_max_end: float = _s(0.5, lo=0.0, hi=1.0, group="guidance", help="t_max at the last step when annealing")
+    sds_weighting: str = _s("sds", choices=("sds", "uniform", "fantasia3d"), group="guidance",
+                            help="w(t): sds = 1 - alpha_bar, uniform = 1, fantasia3d = sqrt(alpha_bar)*(1-alpha_bar)")
+    half_precision: bool = _s(True, group="guidance", help="UNet/VAE in fp16 on CUDA (always fp32 on CPU)")
+    guidance_resolution: int = _s(0, lo=0, hi=1024, group="guidance",
+                                  help="image size the render is upsampled to for the VAE (0: the model's own)")
+
+    # -- field and renderer ----------------------------------------------------------------------
+    hash_levels: int = _s(16, lo=1, hi=32, group="field")
+    hash_features: int = _s(2, lo=1, hi=8, group="field", help="features per level")
+    hash_log2_size: int = _s(19, lo=10, hi=24, group="field", help="log2 of the hash table size")
+    hash_base_resolution: int = _s(16, lo=2, hi=512, group="field")
+    hash_max_resolution: int = _s(4096, lo=16, hi=16384, group="field")
+    mlp_width: int = _s(64, lo=8, hi=512, group="field")
+    density_activation: str = _s("softplus", choices=("softplus", "exp"), group="field")
+    blob_density: float = _s(10.0, lo=0.0, hi=100.0, group="field", help="density bias at the centre")
+    blob_radius: float = _s(0.5, lo=0.05, hi=1.0, group="field", help="radius of the initial blob")
+    normal_type: str = _s("analytic", choices=("analytic", "finite_difference"), group="field")
+    background: str = _s("mlp", choices=("mlp", "random", "white", "black"), group="field",
+                         help="learned view-dependent MLP, random solid colour, or fixed colour")
+    random_background_prob: float = _s(0.0, lo=0.0, hi=1.0, group="field",
+                                       help="with background=mlp, chance of a random solid colour per step")
+    samples_per_ray: int = _s(512, lo=8, hi=4096, group="render",
+                              help="step size = diagonal / samples_per_ray")
+    occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
+    shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
+                      group="render", help="dreamfusion: random mix after the albedo warm-up")
+
+    # -- export ----------------------------------------------------------------------------------
+    mesh_resolution: int = _s(256, lo=32, hi=512, group="export", help="marching cubes grid per side")
+    mesh_threshold: float | None = _s(None, lo=0.0, hi=1e4, optional=True, group="export",
+                                      help="density iso-level (None: automatic)")
+    face_budget: int = _s(50000, lo=100, hi=1000000, group="export", help="max faces after simplification")
+    texture_size: int = _s(1024, lo=64, hi=4096, group="export", help="albedo texture side, pixels")
+    vertex_colors: bool = _s(False, group="export", help="vertex colours only, no UV texture")
+    keep_components: int = _s(1, lo=1, hi=100, group="export", help="keep the N largest mesh pieces")
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def spec(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: dict, *, require_prompt: bool = True) -> "GenerationSettings":
+        """Build validated settings from a JSON-like dict; unknown keys and bad values raise SettingError."""
+        if not isinstance(data, dict):
+            raise SettingError("settings", "must be an object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in names:
+                raise SettingError(str(key)[:64], "unknown setting")
+        kwargs = {f.name: _coerce(f, data[f.name]) for f in dataclasses.fields(cls) if f.name in data}
+        settings = cls(**kwargs)
+        settings.validate(require_prompt=require_prompt)
+        return settings
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "GenerationSettings":
+        new = dataclasses.replace(self, **{k: _coerce(_field(k), v) for k, v in changes.items()})
+        new.validate(require_prompt=False)
+        return new
+
+    def validate(self, *, require_prompt: bool = True) -> None:
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+        if require_prompt and not self.prompt.strip():
+            raise SettingError("prompt", "must not be empty")
+        for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),
+                       ("distance_min", "distance_max"), ("fovy_min", "fovy_max"), ("t_min", "t_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise SettingError(lo, f"must be <= {hi} ({getattr(self, lo)} > {getattr(self, hi)})")
+        if self.t_anneal and self.t_max_end < self.t_min:
+            raise SettingError("t_max_end", f"must be >= t_min ({self.t_min})")
+        if self.hash_max_resolution < self.hash_base_resolution:
+            raise SettingError("hash_max_resolution", "must be >= hash_base_resolution")
+        stages = parse_resolution_schedule(self.resolution_schedule)
+        if stages[-1].start_step >= self.steps and len(stages) > 1:
+            raise SettingError("resolution_schedule",
+                               f"stage at step {stages[-1].start_step} starts after the last step ({self.steps})")
+
+    @property
+    def stages(self) -> list[Stage]:
+        return parse_resolution_schedule(self.resolution_schedule)
+
+    def stage_at(self, step: int) -> Stage:
+        current = None
+        for stage in self.stages:
+            if step >= stage.start_step:
+                current = stage
+        return current
+
+
+def _field(name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(GenerationSettings):
+        if f.name == name:
+            return f
+    raise SettingError(name, "unknown setting")
+
+
+def _base_type(f: dataclasses.Field) -> type:
+    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    for t in ("bool", "int", "float", "str"):
+        if ann.startswith(t):
+            return {"bool": bool, "int": int, "float": float, "str": str}[t]
+    raise TypeError(f"unsupported setting type {ann}")
+
+
+def _range_text(f: dataclasses.Field) -> str:
+    m = f.metadata
+    if m["choices"]:
+        return "one of " + ", ".join(map(str, m["choices"]))
+    t = _base_type(f)
+    if m["lo"] is not None:
+        text = f"{'an integer' if t is int else 'a number'} in [{_fmt(m['lo'])}, {_fmt(m['hi'])}]"
+    else:
+        text = {bool: "true or false", str: "text", int: "an integer", float: "a number"}[t]
+    if m["optional"]:
+        text += " or auto"
+    return text
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Accept what JSON, argparse or bpy give (ints for floats, 'true' for bools); reject the rest."""
+    t = _base_type(f)
+    if value is None or (f.metadata["optional"] and isinstance(value, str)
+                         and value.strip().lower() in ("auto", "none", "")):
+        if f.metadata["optional"]:
+            return None
+        raise SettingError(f.name, f"must be {_range_text(f)}")
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif t is int:
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            return value
+        elif isinstance(value, float) and value.is_integer():
+            return int(value)
+        elif isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif t is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif t is str:
+        if isinstance(value, str):
+            return value
+    raise SettingError(f.name, f"must be {_range_text(f)}, got {str(value)[:40]!r}")
+
+
+def _check(f: dataclasses.Field, value: Any) -> None:
+    m = f.metadata
+    if value is None:
+        if m["optional"]:
+            return
+        raise SettingError(f.name, f"must be {_range_text(f)}")
+    t = _base_type(f)
+    if t is float and (isinstance(value, float) and not math.isfinite(value)):
+        raise SettingError(f.name, f"must be {_range_text(f)}, got {value}")
+    if m["lo"] is not None and not (m["lo"] <= value <= m["hi"]):
+        raise SettingError(f.name, f"must be {_range_text(f)}, got {_fmt(value) if t is not str else value}")
+    if m["choices"] and value not in m["choices"]:
+        raise SettingError(f.name, f"must be {_range_text(f)}, got {value!r}")
+    if m["max_len"] is not None and len(value) > m["max_len"]:
+        raise SettingError(f.name, f"must be at most {m['max_len']} characters, got {len(value)}")
+    if t is str and "\x00" in value:
+        raise SettingError(f.name, "must not contain NUL characters")
+
+
+def setting_help(f: dataclasses.Field) -> str:
+    """One-line help with default and allowed range, for CLI flags and tooltips."""
+    default = f.default if f.default is not None else "auto"
+    text = f.metadata["help"]
+    return f"{text + '; ' if text else ''}{_range_text(f)} (default {default})"
+
+
+def groups() -> dict[str, list[dataclasses.Field]]:
+    out: dict[str, list[dataclasses.Field]] = {}
+    for f in dataclasses.fields(GenerationSettings):
+        out.setdefault(f.metadata["group"], []).append(f)
+    return out
+
+
+def names() -> Iterable[str]:
+    return [f.name for f in dataclasses.fields(GenerationSettings)]
