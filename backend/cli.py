@@ -1,0 +1,154 @@
+"""``python -m backend generate "a red cube" -o out/red_cube.glb``: one generation on this machine.
+
+Every generation setting in ``shared.settings.GenerationSettings`` is a flag with the same name
+(underscores become dashes), default and range check as in the server and the Blender add-on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import GenerationSettings, SettingError, groups, setting_help
+
+GROUP_TITLES = {"prompt": "what to make", "camera": "cameras", "optim": "optimisation", "guidance": "guidance",
+                "field": "field", "render": "renderer", "export": "export"}
+from shared.presets import PRESETS
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # The full usage is ~80 lines of flags: point at -h instead of burying the message.
+        self.exit(2, f"error: {message}\n(see: {self.prog} -h)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m backend generate",
+                     description="Optimise a NeRF with Score Distillation Sampling and export a textured GLB.")
+    parser.add_argument("prompt", help="what to generate, e.g. 'a red cube'")
+    parser.add_argument("-o", "--output", default=None, help="GLB path (default: out/<prompt>.glb)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="allow fetching --model from the Hugging Face Hub (off: local folders and cache only)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint file: saved every --checkpoint-interval steps, resumed if it exists")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="named budgets (draft, standard, high for GPUs; cpu-demo finishes in minutes on a CPU) "
+                             "(explicit flags still win)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for group, fields in groups().items():
+        if group == "prompt":
+            fields = [f for f in fields if f.name != "prompt"]
+        g = parser.add_argument_group(GROUP_TITLES.get(group, group))
+        for f in fields:
+            if f.type in ("bool", bool):
+                g.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=setting_help(f))
+            else:
+                # Values stay strings here: shared.settings does the typing and the range check.
+                g.add_argument(flag(f.name), dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(),
+                               help=setting_help(f))
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
+    values = {"prompt": args.prompt}
+    if args.preset:
+        from shared.presets import preset_settings
+
+        values.update(preset_settings(args.preset))
+    for f in GenerationSettings.spec():
+        value = getattr(args, f.name, None)
+        if f.name != "prompt" and value is not None:
+            values[f.name] = value
+    return GenerationSettings.from_dict(values)
+
+
+def default_output(prompt: str) -> Path:
+    slug = "".join(c if c.isalnum() else "_" for c in prompt.lower()).strip("_")[:60] or "result"
+    return Path("out") / f"{slug}.glb"
+
+
+def generate_main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except SettingError as e:
+        name = {"prompt": "PROMPT", "settings": ""}.get(e.name, flag(e.name))
+        parser.error(f"{name}: {e.message}" if name else e.message)
+    if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+        parser.error(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    output = Path(args.output) if args.output else default_output(settings.prompt)
+    if output.suffix.lower() != ".glb":
+        parser.error(f"-o/--output: must end in .glb, got {str(output)!r}")
+
+    # Heavy imports only after the arguments are known to be good.
+    from backend.engine.api import Cancelled, generate
+    from backend.engine.guidance.models import ModelNotFoundError, load_guidance
+    from backend.engine.trainer import pick_device
+
+    try:
+        device = pick_device(args.device)
+        guidance = load_guidance(settings.model, device, half_precision=settings.half_precision,
+                                 resolution=settings.guidance_resolution, weighting=settings.sds_weighting,
+                                 allow_download=args.allow_download)
+    except (ModelNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"generating {settings.prompt!r}: {settings.steps} steps on {device} with {guidance.name}",
+          file=sys.stderr)
+    bar = _ProgressBar(settings.steps, enabled=not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        result = generate(settings, device=str(device), callback=bar, checkpoint_path=args.checkpoint,
+                          guidance=guidance)
+    except KeyboardInterrupt:
+        bar.close()
+        print("\ninterrupted" + (f"; resume with the same command (checkpoint {args.checkpoint})"
+                                 if args.checkpoint else ""), file=sys.stderr)
+        return 130
+    except Cancelled as e:
+        bar.close()
+        print(f"cancelled: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:     # e.g. an empty mesh: the message says which setting to change
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(result.glb)
+    strip = output.with_suffix(".turntable.png")
+    strip.write_bytes(result.turntable_png)
+    m = result.metadata
+    print(f"wrote {output} ({m['faces']} faces, {len(result.glb) / 1e6:.1f} MB) and {strip} "
+          f"in {time.perf_counter() - t0:.0f} s ({m['timings']['s_per_step'] * 1000:.0f} ms/step, "
+          f"export {m['timings']['export_s']:.1f} s)")
+    return 0
+
+
+class _ProgressBar:
+    """tqdm bar driven by the engine's progress events: step / total, losses, ETA."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, event) -> None:
+        if event.stage == "export":
+            self.bar.set_description(f"export: {event.message}")
+            return
+        self.bar.update(event.step - self.bar.n)
+        if event.losses:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in event.losses.items() if k != "total"}, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

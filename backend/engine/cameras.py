@@ -1,0 +1,130 @@
+"""Random training cameras, the fixed preview camera, rays, and view-dependent prompt suffixes.
+
+World is Z-up; azimuth 0 looks at the object from +X ("front"), azimuth grows counter-clockwise
+seen from above. Cameras follow OpenGL conventions (look down -z, y up), as threestudio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+VIEW_SUFFIXES = {"front": ", front view", "side": ", side view", "back": ", back view",
+                 "overhead": ", overhead view"}
+
+
+@dataclass
+class CameraBatch:
+    c2w: torch.Tensor          # (B, 4, 4) camera-to-world
+    fovy: torch.Tensor         # (B,) radians
+    elevation: torch.Tensor    # (B,) degrees
+    azimuth: torch.Tensor      # (B,) degrees in [-180, 180)
+    distance: torch.Tensor     # (B,)
+
+    @property
+    def positions(self) -> torch.Tensor:
+        return self.c2w[:, :3, 3]
+
+
+def look_at(eye: torch.Tensor, center: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Camera-to-world matrices (B,4,4) for cameras at ``eye`` looking at ``center``."""
+    forward = F.normalize(center - eye, dim=-1)
+    right = F.normalize(torch.cross(forward, up, dim=-1), dim=-1)
+    true_up = torch.cross(right, forward, dim=-1)
+    c2w = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype, device=eye.device)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, true_up, -forward, eye
+    c2w[:, 3, 3] = 1.0
+    return c2w
+
+
+def spherical_to_position(elevation_deg, azimuth_deg, distance) -> torch.Tensor:
+    el, az = torch.deg2rad(elevation_deg), torch.deg2rad(azimuth_deg)
+    return torch.stack([distance * torch.cos(el) * torch.cos(az), distance * torch.cos(el) * torch.sin(az),
+                        distance * torch.sin(el)], dim=-1)
+
+
+def wrap_azimuth(azimuth_deg: torch.Tensor) -> torch.Tensor:
+    return (azimuth_deg + 180.0) % 360.0 - 180.0
+
+
+def sample_cameras(settings, batch_size: int, device="cpu") -> CameraBatch:
+    """Draw a batch of training cameras from the settings' ranges (uses torch's global RNG).
+
+    Azimuth is stratified over the batch so one step sees the object from all around; elevation
+    is drawn half the time uniformly in degrees and half the time uniformly on the sphere, as
+    threestudio does, so high elevations are not over-represented.
+    """
+    s = settings
+    u = torch.rand(batch_size)
+    if torch.rand(()) < 0.5:
+        elevation = s.elevation_min + u * (s.elevation_max - s.elevation_min)
+    else:
+        lo, hi = math.sin(math.radians(s.elevation_min)), math.sin(math.radians(s.elevation_max))
+        elevation = torch.rad2deg(torch.asin((lo + u * (hi - lo)).clamp(-1.0, 1.0)))
+    azimuth = (torch.rand(batch_size) + torch.arange(batch_size)) / batch_size
+    azimuth = wrap_azimuth(s.azimuth_min + azimuth * (s.azimuth_max - s.azimuth_min))
+    distance = s.distance_min + torch.rand(batch_size) * (s.distance_max - s.distance_min)
+    fovy_deg = s.fovy_min + torch.rand(batch_size) * (s.fovy_max - s.fovy_min)
+
+    eye = spherical_to_position(elevation, azimuth, distance)
+    eye = eye + torch.randn(batch_size, 3) * s.camera_perturb
+    center = torch.randn(batch_size, 3) * s.center_perturb
+    up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(batch_size, 3) * s.up_perturb
+    c2w = look_at(eye, center, up)
+    return CameraBatch(c2w.to(device), torch.deg2rad(fovy_deg).to(device), elevation.to(device),
+                       azimuth.to(device), distance.to(device))
+
+
+def orbit_cameras(elevation_deg: float, azimuths_deg, distance: float, fovy_deg: float, device="cpu") -> CameraBatch:
+    """Unjittered cameras on an orbit: the preview camera and turntables."""
+    az = torch.as_tensor(list(azimuths_deg), dtype=torch.float32)
+    n = az.shape[0]
+    el = torch.full((n,), float(elevation_deg))
+    dist = torch.full((n,), float(distance))
+    eye = spherical_to_position(el, az, dist)
+    c2w = look_at(eye, torch.zeros(n, 3), torch.tensor([0.0, 0.0, 1.0]).expand(n, 3))
+    return CameraBatch(c2w.to(device), torch.deg2rad(torch.full((n,), float(fovy_deg))).to(device),
+                       el.to(device), az.to(device), dist.to(device))
+
+
+def preview_camera(settings, device="cpu") -> CameraBatch:
+    """The fixed 3/4 view used for progress previews: mid distance and field of view."""
+    elevation = min(max(15.0, settings.elevation_min), settings.elevation_max)
+    return orbit_cameras(elevation, [30.0], 0.5 * (settings.distance_min + settings.distance_max),
+                         0.5 * (settings.fovy_min + settings.fovy_max), device)
+
+
+def camera_rays(cameras: CameraBatch, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ray origins and unit directions, (B, H, W, 3) each, through pixel centres."""
+    device = cameras.c2w.device
+    b = cameras.c2w.shape[0]
+    ij = torch.arange(resolution, device=device, dtype=torch.float32) + 0.5
+    y, x = torch.meshgrid(ij, ij, indexing="ij")
+    focal = 0.5 * resolution / torch.tan(0.5 * cameras.fovy)                      # (B,)
+    dirs = torch.stack([(x[None] - 0.5 * resolution) / focal[:, None, None],
+                        -(y[None] - 0.5 * resolution) / focal[:, None, None],
+                        -torch.ones(b, resolution, resolution, device=device)], dim=-1)
+    dirs = torch.einsum("bij,bhwj->bhwi", cameras.c2w[:, :3, :3], dirs)
+    dirs = F.normalize(dirs, dim=-1)
+    origins = cameras.c2w[:, None, None, :3, 3].expand_as(dirs)
+    return origins, dirs
+
+
+def view_direction(elevation_deg: float, azimuth_deg: float, front_threshold: float = 45.0,
+                   overhead_threshold: float = 60.0) -> str:
+    """threestudio's view naming: overhead above the elevation threshold, else by |azimuth|."""
+    if elevation_deg > overhead_threshold:
+        return "overhead"
+    a = abs(((azimuth_deg + 180.0) % 360.0) - 180.0)
+    if a < front_threshold:
+        return "front"
+    if a > 180.0 - front_threshold:
+        return "back"
+    return "side"
+
+
+def view_prompt(prompt: str, view: str) -> str:
+    return prompt + VIEW_SUFFIXES[view]

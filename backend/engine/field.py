@@ -1,0 +1,99 @@
+"""The radiance field: hash grid + small MLP -> density and albedo; normals; background model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.engine.hashgrid import HashGridEncoding
+
+
+class NeRFField(nn.Module):
+    """Implicit volume in [-bound, bound]^3 (Z up).
+
+    Density follows threestudio's ``implicit-volume``: softplus(raw + blob) with Magic3D's blob bias
+    ``blob_density * (1 - |x| / blob_radius)`` so the first renders show a centred ball; ``exp``
+    uses stable-dreamfusion's Gaussian blob instead.
+    """
+
+    def __init__(self, *, n_levels=16, n_features=2, log2_table_size=19, base_resolution=16,
+                 max_resolution=4096, mlp_width=64, density_activation="softplus", blob_density=10.0,
+                 blob_radius=0.5, normal_type="analytic", bound=1.0):
+        super().__init__()
+        self.encoding = HashGridEncoding(n_levels, n_features, log2_table_size, base_resolution,
+                                         max_resolution, bound)
+        self.mlp = nn.Sequential(nn.Linear(self.encoding.output_dim, mlp_width), nn.ReLU(inplace=True),
+                                 nn.Linear(mlp_width, 4))
+        self.density_activation, self.normal_type, self.bound = density_activation, normal_type, bound
+        self.blob_density, self.blob_radius = blob_density, blob_radius
+        # Finite-difference step: about one cell of a 512^3 grid over the scene.
+        self.fd_eps = 2.0 * bound / 512
+
+    @classmethod
+    def from_settings(cls, s, bound: float = 1.0) -> "NeRFField":
+        return cls(n_levels=s.hash_levels, n_features=s.hash_features, log2_table_size=s.hash_log2_size,
+                   base_resolution=s.hash_base_resolution, max_resolution=s.hash_max_resolution,
+                   mlp_width=s.mlp_width, density_activation=s.density_activation,
+                   blob_density=s.blob_density, blob_radius=s.blob_radius, normal_type=s.normal_type,
+                   bound=bound)
+
+    def blob(self, x: torch.Tensor) -> torch.Tensor:
+        r = x.norm(dim=-1)
+        if self.density_activation == "softplus":
+            return self.blob_density * (1.0 - r / self.blob_radius)
+        return self.blob_density * torch.exp(-(r**2) / (2 * self.blob_radius**2))
+
+    def _activate(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.density_activation == "softplus":
+            return F.softplus(raw + self.blob(x))
+        # Clamped exp (stable-dreamfusion's trunc_exp) so a large raw value cannot overflow.
+        return torch.exp((raw + self.blob(x)).clamp(max=15.0))
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding(x))
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return self._activate(self._raw(x)[:, 0], x)
+
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self._raw(x)[:, 1:4])
+
+    def forward(self, x: torch.Tensor, with_normals: bool = False):
+        """Return (density [N], albedo [N,3], normals [N,3] or None). Normals point outward."""
+        if not with_normals:
+            h = self._raw(x)
+            return self._activate(h[:, 0], x), torch.sigmoid(h[:, 1:4]), None
+        if self.normal_type == "analytic":
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                h = self._raw(x)
+                density = self._activate(h[:, 0], x)
+                grad = torch.autograd.grad(density.sum(), x, create_graph=self.training)[0]
+            normals = F.normalize(-grad, dim=-1, eps=1e-8)
+            return density, torch.sigmoid(h[:, 1:4]), normals
+        h = self._raw(x)
+        density = self._activate(h[:, 0], x)
+        eps = self.fd_eps
+        offsets = torch.eye(3, device=x.device, dtype=x.dtype) * eps
+        pts = torch.cat([x[:, None, :] + offsets, x[:, None, :] - offsets], dim=1).reshape(-1, 3)
+        d = self.density(pts).reshape(-1, 2, 3)
+        grad = (d[:, 0] - d[:, 1]) / (2 * eps)
+        return density, torch.sigmoid(h[:, 1:4]), F.normalize(-grad, dim=-1, eps=1e-8)
+
+
+class BackgroundMLP(nn.Module):
+    """View-direction -> colour (threestudio's ``neural-environment-map-background``, frequency-encoded)."""
+
+    def __init__(self, width: int = 16, n_frequencies: int = 3):
+        super().__init__()
+        self.n_frequencies = n_frequencies
+        in_dim = 3 + 3 * 2 * n_frequencies
+        self.mlp = nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(inplace=True), nn.Linear(width, width),
+                                 nn.ReLU(inplace=True), nn.Linear(width, 3))
+
+    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        feats = [dirs]
+        for k in range(self.n_frequencies):
+            feats += [torch.sin((2.0**k) * torch.pi * dirs), torch.cos((2.0**k) * torch.pi * dirs)]
+        return torch.sigmoid(self.mlp(torch.cat(feats, dim=-1)))

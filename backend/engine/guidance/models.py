@@ -1,0 +1,176 @@
+"""Where guidance models come from: the built-in prior, a tiny random test model, a local folder
+or the user's Hugging Face cache. Nothing is downloaded unless the caller allows it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights"
+TINY_RANDOM = "tiny-random"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def cache_dir() -> Path:
+    """Models we build ourselves live here (``DREAMPROP_CACHE_DIR`` overrides)."""
+    env = os.environ.get("DREAMPROP_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dreamprop"))
+
+
+def builtin_available() -> bool:
+    return (BUILTIN_DIR / "model_index.json").is_file()
+
+
+def available_models() -> list[str]:
+    """Names a client may pick (local folders and HF ids work too)."""
+    return ["builtin", TINY_RANDOM]
+
+
+def resolve_model(name: str, *, allow_download: bool = False) -> Path:
+    """Turn a model name into a local diffusers folder."""
+    if name == "builtin":
+        if builtin_available():
+            return BUILTIN_DIR
+        print("\n" + "!" * 78 + "\n!! WARNING: the built-in prior is not installed: using a TINY RANDOMLY\n"
+              "!! INITIALISED model instead. The result will be a blob, not your prompt.\n"
+              "!! Point --model at real Stable Diffusion weights for real results.\n" + "!" * 78 + "\n",
+              file=sys.stderr)
+        name = TINY_RANDOM
+    if name == TINY_RANDOM:
+        path = cache_dir() / "models" / TINY_RANDOM
+        if not (path / "model_index.json").is_file():
+            build_tiny_sd(path)
+        return path
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
+            raise ModelNotFoundError(f"model: {path} is not a diffusers folder (no model_index.json)")
+        return path
+    if "/" in name and not name.startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(name, local_files_only=not allow_download,
+                                          allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"]))
+        except LocalEntryNotFoundError:
+            raise ModelNotFoundError(
+                f"model: {name!r} is not in your Hugging Face cache and downloading is off "
+                "(pass --allow-download, or point --model at a local diffusers folder)") from None
+    raise ModelNotFoundError(f"model: {name!r} is neither 'builtin', '{TINY_RANDOM}', a local folder "
+                             "nor a Hugging Face id (owner/name)")
+
+
+_loaded: dict = {}
+_lock = threading.Lock()
+
+
+def load_guidance(model: str = "builtin", device="cpu", *, half_precision: bool = True, resolution: int = 0,
+                  weighting: str = "sds", allow_download: bool = False):
+    """Load (once per process) a ``StableDiffusionGuidance``; workers reuse it between jobs."""
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+
+    path = resolve_model(model, allow_download=allow_download)
+    key = (str(path), str(torch.device(device)), half_precision)
+    with _lock:
+        guidance = _loaded.get(key)
+        if guidance is None:
+            guidance = StableDiffusionGuidance(str(path), device, half_precision=half_precision)
+            _loaded.clear()           # keep one model resident: a second would double GPU memory
+            _loaded[key] = guidance
+    guidance.configure(resolution=resolution, weighting=weighting)
+    return guidance
+
+
+# -- tiny models built from configuration ----------------------------------------------------------
+def build_clip_tokenizer(path: Path, words: list[str] = (), model_max_length: int = 77):
+    """A CLIP BPE tokenizer with a byte-level alphabet plus one merged token per word in ``words``.
+
+    We cannot download CLIP's 49k-token vocabulary here; this one tokenises any text (bytes) and
+    gives the words of a known grammar single tokens, which is all a small prior needs.
+    """
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    path.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges: list[str] = []
+    for word in dict.fromkeys(w.lower() for w in words):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merged = pieces[0] + pieces[1]
+            rule = f"{pieces[0]} {pieces[1]}"
+            if rule not in merges:
+                merges.append(rule)
+            vocab.setdefault(merged, len(vocab))
+            pieces = [merged] + pieces[2:]
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + ("\n" if merges else ""))
+    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"),
+                              model_max_length=model_max_length)
+    tokenizer.save_pretrained(str(path))
+    return tokenizer
+
+
+def build_tiny_sd(path: Path, *, seed: int = 0, sample_size: int = 32) -> Path:
+    """A tiny randomly initialised SD-1.x-layout pipeline, saved with ``save_pretrained``.
+
+    Same classes and file layout as Stable Diffusion (UNet2DConditionModel, AutoencoderKL,
+    CLIPTextModel, CLIPTokenizer, a scheduler), so it exercises the real loading path; sized like
+    diffusers' own test models so SDS steps take milliseconds on a CPU.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(tmp / "_tokenizer", model_max_length=16)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        sample_size=sample_size * 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=len(tokenizer) - 2, eos_token_id=len(tokenizer) - 1, pad_token_id=len(tokenizer) - 1,
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        vocab_size=len(tokenizer), max_position_embeddings=16))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    import shutil
+
+    shutil.rmtree(tmp / "_tokenizer", ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, path)         # atomic: concurrent builders never see half a model
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)   # another process won the race
+    return path

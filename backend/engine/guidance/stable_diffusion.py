@@ -1,0 +1,119 @@
+"""Score Distillation Sampling with any Stable-Diffusion-layout diffusers model (SD 1.x / 2.x, the
+built-in prior, tiny test models): DreamFusion's loss, implemented as threestudio's
+``stable-diffusion-guidance``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from backend.engine.cameras import VIEW_SUFFIXES
+from backend.engine.guidance.base import Guidance, PromptEmbeddings
+
+WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+
+
+class StableDiffusionGuidance(Guidance):
+    def __init__(self, model_path: str, device: torch.device, *, half_precision: bool = True):
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        self.device = torch.device(device)
+        # fp16 only on CUDA: CPU half-precision convolutions are slow or missing.
+        self.dtype = torch.float16 if (half_precision and self.device.type == "cuda") else torch.float32
+        load = dict(torch_dtype=self.dtype, local_files_only=True)
+        self.tokenizer = CLIPTokenizer.from_pretrained(model_path, subfolder="tokenizer", local_files_only=True)
+        self.text_encoder = CLIPTextModel.from_pretrained(model_path, subfolder="text_encoder", **load)
+        self.vae = AutoencoderKL.from_pretrained(model_path, subfolder="vae", **load)
+        self.unet = UNet2DConditionModel.from_pretrained(model_path, subfolder="unet", **load)
+        # Only the noise schedule is needed; DDPMScheduler reads any SD scheduler config.
+        self.scheduler = DDPMScheduler.from_pretrained(model_path, subfolder="scheduler", local_files_only=True)
+        for module in (self.text_encoder, self.vae, self.unet):
+            module.to(self.device).eval().requires_grad_(False)
+        if self.device.type == "cuda":
+            self.unet.to(memory_format=torch.channels_last)
+
+        self.name = str(model_path)
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_scale = self.vae.config.scaling_factor
+        self.native_resolution = int(self.unet.config.sample_size) * self.vae_scale
+        self.num_train_timesteps = self.scheduler.config.num_train_timesteps
+        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.prediction_type = self.scheduler.config.prediction_type
+        self._cache: dict[str, torch.Tensor] = {}
+        self.configure()
+
+    def configure(self, *, resolution: int = 0, weighting: str = "sds") -> None:
+        """Per-run options (a loaded model is shared by the runs of a worker)."""
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"sds_weighting must be one of {WEIGHTINGS}")
+        self.weighting = weighting
+        self.resolution = resolution or self.native_resolution
+
+    # -- prompts ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _embed(self, text: str) -> torch.Tensor:
+        if text not in self._cache:
+            tokens = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
+                                    truncation=True, return_tensors="pt")
+            self._cache[text] = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return self._cache[text]
+
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_dependent: bool) -> PromptEmbeddings:
+        by_view = {"": self._embed(prompt)}
+        for view, suffix in VIEW_SUFFIXES.items():
+            by_view[view] = self._embed(prompt + suffix) if view_dependent else by_view[""]
+        return PromptEmbeddings(by_view=by_view, uncond=self._embed(negative_prompt))
+
+    # -- SDS -------------------------------------------------------------------------------------
+    def encode_images(self, rgb_bchw: torch.Tensor) -> torch.Tensor:
+        posterior = self.vae.encode(rgb_bchw.to(self.dtype) * 2.0 - 1.0).latent_dist
+        return posterior.sample() * self.latent_scale
+
+    @torch.no_grad()
+    def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                      uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair."""
+        latent_in = torch.cat([latents_noisy] * 2).to(self.dtype)
+        t_in = torch.cat([t] * 2)
+        context = torch.cat([cond, uncond]).to(self.dtype)
+        if self.device.type == "cuda":
+            latent_in = latent_in.contiguous(memory_format=torch.channels_last)
+        out = self.unet(latent_in, t_in, encoder_hidden_states=context).sample.float()
+        if self.prediction_type == "v_prediction":
+            # v = sqrt(a) * eps - sqrt(1-a) * x0  =>  eps = sqrt(a) * v + sqrt(1-a) * x_t
+            a = self.alphas[t_in].view(-1, 1, 1, 1)
+            out = a.sqrt() * out + (1 - a).sqrt() * latent_in.float()
+        text, negative = out.chunk(2)
+        return negative + guidance_scale * (text - negative)
+
+    def weight(self, t: torch.Tensor) -> torch.Tensor:
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        if self.weighting == "sds":
+            return 1.0 - a
+        if self.weighting == "uniform":
+            return torch.ones_like(a)
+        return a.sqrt() * (1.0 - a)
+
+    def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *,
+                 guidance_scale: float, t_range: tuple[float, float]) -> dict:
+        batch = rgb.shape[0]
+        rgb_bchw = rgb.permute(0, 3, 1, 2)
+        if rgb_bchw.shape[-1] != self.resolution:
+            rgb_bchw = F.interpolate(rgb_bchw, (self.resolution, self.resolution), mode="bilinear",
+                                     align_corners=False)
+        latents = self.encode_images(rgb_bchw).float()
+        t_lo = int(t_range[0] * self.num_train_timesteps)
+        t_hi = max(t_lo, int(t_range[1] * self.num_train_timesteps))
+        # Drawn on the device so the step never waits on a host-to-device copy.
+        t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch,), device=self.device)
+        noise = torch.randn(latents.shape, dtype=latents.dtype, device=self.device)
+        cond, uncond = embeddings.for_views(views)
+        with torch.no_grad():
+            noisy = self.scheduler.add_noise(latents.detach(), noise, t)
+            noise_pred = self.predict_noise(noisy, t, cond, uncond, guidance_scale)
+        grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
+        # The MSE-to-detached-target trick: d(loss)/d(latents) == grad, without a custom backward.
+        target = (latents - grad).detach()
+        loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / batch
+        return {"loss_sds": loss, "grad_norm": grad.norm(), "timesteps": t}

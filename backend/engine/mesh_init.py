@@ -1,0 +1,91 @@
+"""Refine mode: initialise the field from a mesh (GLB) before SDS.
+
+Density is fitted to the mesh's filled voxel occupancy and albedo to its surface colours (texture
+or vertex colours, via trimesh), so the first renders already show the artist's mesh.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from backend.export.mesh import ENGINE_TO_GLTF
+
+# The mesh is scaled so its largest half-extent is this: about the size of the initial blob.
+TARGET_HALF_EXTENT = 0.6
+INSIDE_DENSITY = 50.0     # opaque after ~0.05 units at the default step size
+
+
+def load_mesh_engine_coords(glb: bytes):
+    """The GLB's geometry as one trimesh in engine coordinates, centred and scaled into the scene."""
+    import trimesh
+
+    loaded = trimesh.load(io.BytesIO(glb), file_type="glb", force="mesh", process=False)
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise ValueError("init_mesh: the GLB holds no triangles")
+    mesh = loaded.copy()
+    # glTF -> engine: the inverse (= transpose) of the rotation the exporter applies.
+    mesh.vertices = mesh.vertices @ ENGINE_TO_GLTF
+    lo, hi = mesh.bounds
+    center, half = (lo + hi) / 2, float((hi - lo).max()) / 2
+    if half <= 0:
+        raise ValueError("init_mesh: the mesh has no extent")
+    mesh.vertices = (mesh.vertices - center) * (TARGET_HALF_EXTENT / half)
+    return mesh, {"center": center.tolist(), "scale": TARGET_HALF_EXTENT / half}
+
+
+def mesh_colors(mesh, points: np.ndarray, face_index: np.ndarray) -> np.ndarray:
+    """Albedo at surface points: from the texture or vertex colours (grey when the mesh has none)."""
+    try:
+        vertex_colors = np.asarray(mesh.visual.to_color().vertex_colors, dtype=np.float32)[:, :3] / 255.0
+    except Exception:      # trimesh raises various errors for visuals it cannot convert
+        vertex_colors = None
+    if vertex_colors is None or len(vertex_colors) != len(mesh.vertices):
+        return np.full((len(points), 3), 0.7, dtype=np.float32)
+    import trimesh
+
+    tri = mesh.triangles[face_index]
+    bary = trimesh.triangles.points_to_barycentric(tri, points)
+    corner_colors = vertex_colors[mesh.faces[face_index]]
+    return np.clip((bary[:, :, None] * corner_colors).sum(1), 0.0, 1.0).astype(np.float32)
+
+
+def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 300, batch: int = 8192) -> dict:
+    """Fit ``trainer.field`` to the mesh; returns the normalisation applied (for placing the result)."""
+    import trimesh
+
+    mesh, transform = load_mesh_engine_coords(glb)
+    pitch = 2.0 / 96
+    voxels = mesh.voxelized(pitch).fill()
+    surface, face_index = trimesh.sample.sample_surface(mesh, 20000, seed=0)
+    colors = mesh_colors(mesh, surface, face_index)
+    field, device = trainer.field, trainer.device
+    surface_t = torch.as_tensor(surface, dtype=torch.float32, device=device)
+    colors_t = torch.as_tensor(colors, dtype=torch.float32, device=device)
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-15)
+    rng = np.random.default_rng(0)
+    target_inside = float(np.log1p(INSIDE_DENSITY))
+    field.train()
+    for _ in range(iterations):
+        # Half the samples near the surface (where the boundary must be sharp), half uniform.
+        near = surface[rng.integers(0, len(surface), batch // 2)] + rng.normal(0, 0.03, (batch // 2, 3))
+        uniform = rng.uniform(-1, 1, (batch - batch // 2, 3))
+        pts = np.concatenate([near, uniform]).astype(np.float32)
+        inside = voxels.is_filled(pts).astype(np.float32)
+        x = torch.as_tensor(pts, device=device)
+        target = torch.as_tensor(inside, device=device) * target_inside
+        loss_density = ((torch.log1p(field.density(x)) - target) ** 2).mean()
+        idx = torch.as_tensor(rng.integers(0, len(surface), batch // 4), device=device)
+        # Colour a thin shell, not just the surface: the renderer samples around it.
+        shell = surface_t[idx] + 0.01 * torch.randn(len(idx), 3, device=device)
+        loss_albedo = ((field.albedo(shell) - colors_t[idx]) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        (loss_density + loss_albedo).backward()
+        optimizer.step()
+    # The occupancy grid must see the new shape before the first render.
+    trainer.estimator.train()
+    for step in range(0, 256, 16):
+        trainer.renderer.update_occupancy(step)
+    return transform

@@ -1,0 +1,149 @@
+"""Empty-space skipping: an occupancy grid estimator with nerfacc's interface.
+
+On CUDA we use ``nerfacc.OccGridEstimator`` (fused ray marching). nerfacc's sampling kernels are
+CUDA-only, so on the CPU ``TorchOccGridEstimator`` does the same job in plain PyTorch with the
+same method names, arguments and outputs; the renderer cannot tell them apart.
+
+Samples are "packed": flat tensors ``ray_indices, t_starts, t_ends`` sorted by ray, as in nerfacc.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+
+def ray_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor):
+    """Slab test: entry and exit distance of each ray through the box (t_far < t_near: miss)."""
+    inv_d = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
+    t0 = (aabb[:3] - rays_o) * inv_d
+    t1 = (aabb[3:] - rays_o) * inv_d
+    t_near = torch.minimum(t0, t1).amax(-1)
+    t_far = torch.maximum(t0, t1).amin(-1)
+    return t_near, t_far
+
+
+def packed_segment_start(ray_indices: torch.Tensor) -> torch.Tensor:
+    """For each packed sample, the index of the first sample of its ray (no host sync)."""
+    n = ray_indices.shape[0]
+    idx = torch.arange(n, device=ray_indices.device)
+    is_start = torch.ones(n, dtype=torch.bool, device=ray_indices.device)
+    if n > 1:
+        is_start[1:] = ray_indices[1:] != ray_indices[:-1]
+    return torch.cummax(torch.where(is_start, idx, torch.zeros_like(idx)), dim=0).values
+
+
+def render_transmittance(sigmas: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor,
+                         ray_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transmittance before each sample and its alpha, for packed samples sorted by ray."""
+    sigma_dt = sigmas * (t_ends - t_starts)
+    # float64 scan: a float32 prefix sum over millions of samples loses the small per-ray sums.
+    cs = torch.cumsum(sigma_dt.double(), dim=0)
+    exclusive = cs - sigma_dt.double()
+    start = packed_segment_start(ray_indices)
+    trans = torch.exp(-(exclusive - exclusive[start])).to(sigmas.dtype)
+    alphas = 1.0 - torch.exp(-sigma_dt)
+    return trans, alphas
+
+
+def render_weights(sigmas, t_starts, t_ends, ray_indices) -> torch.Tensor:
+    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices)
+    return trans * alphas
+
+
+def accumulate_along_rays(weights: torch.Tensor, ray_indices: torch.Tensor, values: Optional[torch.Tensor],
+                          n_rays: int) -> torch.Tensor:
+    src = weights[:, None] if values is None else weights[:, None] * values
+    out = torch.zeros(n_rays, src.shape[-1], device=weights.device, dtype=src.dtype)
+    return out.index_add(0, ray_indices, src)
+
+
+class TorchOccGridEstimator(nn.Module):
+    """Pure-PyTorch twin of ``nerfacc.OccGridEstimator`` (one level)."""
+
+    def __init__(self, roi_aabb, resolution: int = 32, levels: int = 1):
+        super().__init__()
+        assert levels == 1, "only one level is implemented"
+        self.resolution = resolution
+        self.register_buffer("aabbs", torch.as_tensor(roi_aabb, dtype=torch.float32).reshape(1, 6))
+        n_cells = resolution**3
+        self.register_buffer("occs", torch.zeros(n_cells))
+        self.register_buffer("binaries", torch.ones(1, resolution, resolution, resolution, dtype=torch.bool))
+        r = torch.arange(resolution)
+        grid = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        self.register_buffer("grid_coords", grid, persistent=False)
+
+    # -- update ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_every_n_steps(self, step: int, occ_eval_fn: Callable, occ_thre: float = 1e-2,
+                             ema_decay: float = 0.95, warmup_steps: int = 256, n: int = 16) -> None:
+        if not self.training or step % n != 0:
+            return
+        n_cells = self.occs.shape[0]
+        if step < warmup_steps:
+            indices = torch.arange(n_cells, device=self.occs.device)
+        else:
+            # As nerfacc: a random quarter of all cells plus as many of the occupied ones.
+            uniform = torch.randint(n_cells, (n_cells // 4,), device=self.occs.device)
+            occupied = torch.nonzero(self.binaries.flatten())[:, 0]
+            if occupied.numel() > n_cells // 4:
+                occupied = occupied[torch.randint(occupied.numel(), (n_cells // 4,), device=occupied.device)]
+            indices = torch.cat([uniform, occupied])
+        x = (self.grid_coords[indices] + torch.rand(indices.shape[0], 3, device=self.occs.device)) / self.resolution
+        aabb = self.aabbs[0]
+        x = aabb[:3] + x * (aabb[3:] - aabb[:3])
+        occ = occ_eval_fn(x).reshape(-1)
+        self.occs[indices] = torch.maximum(self.occs[indices] * ema_decay, occ)
+        thre = torch.clamp(self.occs.mean(), max=occ_thre)
+        self.binaries = (self.occs > thre).reshape(self.binaries.shape)
+
+    # -- sampling --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sampling(self, rays_o: torch.Tensor, rays_d: torch.Tensor, sigma_fn: Optional[Callable] = None,
+                 near_plane: float = 0.0, far_plane: float = 1e10, render_step_size: float = 1e-3,
+                 stratified: bool = False, cone_angle: float = 0.0, alpha_thre: float = 0.0,
+                 early_stop_eps: float = 1e-4):
+        assert cone_angle == 0.0, "only constant step size is implemented"
+        aabb = self.aabbs[0]
+        t_near, t_far = ray_aabb(rays_o, rays_d, aabb)
+        t_near = t_near.clamp(min=near_plane)
+        t_far = t_far.clamp(max=far_plane)
+        diag = float((aabb[3:] - aabb[:3]).norm())
+        n_max = int(math.ceil(diag / render_step_size)) + 1
+        k = torch.arange(n_max, device=rays_o.device, dtype=rays_o.dtype)
+        jitter = (torch.rand(rays_o.shape[0], 1, device=rays_o.device) if stratified
+                  else torch.zeros(rays_o.shape[0], 1, device=rays_o.device))
+        t_starts = t_near[:, None] + (k[None] + jitter) * render_step_size        # (R, n_max)
+        t_ends = t_starts + render_step_size
+        valid = t_ends <= t_far[:, None]
+        mid = (t_starts + t_ends) * 0.5
+        pts = rays_o[:, None, :] + rays_d[:, None, :] * mid[..., None]
+        cell = ((pts - aabb[:3]) / (aabb[3:] - aabb[:3]) * self.resolution).long()
+        inside = ((cell >= 0) & (cell < self.resolution)).all(-1)
+        cell = cell.clamp(0, self.resolution - 1)
+        occupied = self.binaries[0, cell[..., 0], cell[..., 1], cell[..., 2]]
+        keep = valid & inside & occupied
+        ray_indices, sample_idx = torch.nonzero(keep, as_tuple=True)        # sorted by ray
+        t_starts, t_ends = t_starts[ray_indices, sample_idx], t_ends[ray_indices, sample_idx]
+        if sigma_fn is not None and ray_indices.numel() > 0:
+            sigmas = sigma_fn(t_starts, t_ends, ray_indices)
+            trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices)
+            vis = (trans >= early_stop_eps) & (alphas >= alpha_thre)
+            ray_indices, t_starts, t_ends = ray_indices[vis], t_starts[vis], t_ends[vis]
+        return ray_indices, t_starts, t_ends
+
+
+def make_estimator(bound: float, resolution: int, device: torch.device) -> nn.Module:
+    """nerfacc's estimator on CUDA when it is installed, else the PyTorch one."""
+    aabb = [-bound, -bound, -bound, bound, bound, bound]
+    if device.type == "cuda":
+        try:
+            import nerfacc
+
+            return nerfacc.OccGridEstimator(roi_aabb=aabb, resolution=resolution, levels=1).to(device)
+        except ImportError:
+            pass
+    return TorchOccGridEstimator(aabb, resolution=resolution).to(device)

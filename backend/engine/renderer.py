@@ -1,0 +1,97 @@
+"""Volume renderer: occupancy-grid ray marching, shading, compositing over a background."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.engine.occupancy import accumulate_along_rays, render_weights
+
+AMBIENT, DIFFUSE = 0.1, 0.9     # threestudio's diffuse-with-point-light defaults
+SHADINGS = ("albedo", "lambertian", "textureless")
+
+
+def shade(albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torch.Tensor,
+          light_positions: Optional[torch.Tensor], shading: str) -> torch.Tensor:
+    """Per-sample colour. ``textureless`` drops the albedo so SDS must explain the image by geometry."""
+    if shading == "albedo":
+        return albedo
+    light_dir = F.normalize(light_positions - positions, dim=-1)
+    lit = AMBIENT + DIFFUSE * (normals * light_dir).sum(-1, keepdim=True).clamp(min=0.0)
+    if shading == "lambertian":
+        return albedo * lit
+    if shading == "textureless":
+        return lit.expand_as(albedo)
+    raise ValueError(f"unknown shading {shading!r}")
+
+
+class VolumeRenderer(nn.Module):
+    def __init__(self, field: nn.Module, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
+                 samples_per_ray: int = 512, alpha_threshold: float = 0.01):
+        super().__init__()
+        self.field, self.background, self.estimator = field, background, estimator
+        self.bound = bound
+        self.render_step_size = math.sqrt(3.0) * 2.0 * bound / samples_per_ray
+        self.alpha_threshold = alpha_threshold
+
+    def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
+        def occ_eval_fn(x):
+            return self.field.density(x) * self.render_step_size
+        self.estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=0.01,
+                                            warmup_steps=warmup_steps)
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
+                light_positions: Optional[torch.Tensor] = None, bg_color: Optional[torch.Tensor] = None,
+                stratified: bool = False, need_normals: bool = False) -> dict:
+        """Render flat rays (R,3). ``light_positions``/``bg_color``: per ray (R,3); bg None -> model."""
+        n_rays = rays_o.shape[0]
+
+        def sigma_fn(t_starts, t_ends, ray_indices):
+            x = rays_o[ray_indices] + rays_d[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
+            return self.field.density(x)
+
+        ray_indices, t_starts, t_ends = self.estimator.sampling(
+            rays_o, rays_d, sigma_fn=sigma_fn, render_step_size=self.render_step_size,
+            stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4)
+        t_mid = (t_starts + t_ends) * 0.5
+        positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
+        with_normals = need_normals or shading != "albedo"
+        density, albedo, normals = self.field(positions, with_normals=with_normals)
+        weights = render_weights(density, t_starts, t_ends, ray_indices)
+        lights = light_positions[ray_indices] if light_positions is not None else None
+        colors = shade(albedo, normals, positions, lights, shading)
+
+        opacity = accumulate_along_rays(weights, ray_indices, None, n_rays)
+        rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays)
+        depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays)
+        if bg_color is None:
+            bg_color = self.background(rays_d)
+        out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth,
+               "weights": weights, "ray_indices": ray_indices, "n_samples": ray_indices.shape[0]}
+        if with_normals:
+            out["normals"] = normals
+            out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays)
+            out["sample_dirs"] = rays_d[ray_indices]
+        return out
+
+    @torch.no_grad()
+    def render_image(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
+                     light_positions=None, bg_color=None, chunk: int = 16384) -> dict:
+        """Render (B,H,W,3) rays without gradients, in chunks (previews, turntables of the field)."""
+        shape = rays_o.shape[:-1]
+        flat_o, flat_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        flat_l = None if light_positions is None else light_positions.reshape(-1, 3)
+        flat_bg = None if bg_color is None else bg_color.reshape(-1, 3)
+        parts: dict[str, list] = {"rgb": [], "opacity": [], "depth": []}
+        for i in range(0, flat_o.shape[0], chunk):
+            sl = slice(i, i + chunk)
+            out = self(flat_o[sl], flat_d[sl], shading=shading,
+                       light_positions=None if flat_l is None else flat_l[sl],
+                       bg_color=None if flat_bg is None else flat_bg[sl])
+            for k in parts:
+                parts[k].append(out[k])
+        return {k: torch.cat(v).reshape(*shape, -1) for k, v in parts.items()}

@@ -1,0 +1,202 @@
+"""Engine parts against closed forms and brute force: hash grid, renderer, cameras, prompts."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from backend.engine.cameras import (camera_rays, orbit_cameras, sample_cameras, view_direction,
+                                    view_prompt)
+from backend.engine.field import BackgroundMLP, NeRFField
+from backend.engine.hashgrid import CORNERS, HashGridEncoding
+from backend.engine.occupancy import TorchOccGridEstimator
+from backend.engine.renderer import VolumeRenderer
+from shared.settings import GenerationSettings, SettingError, parse_resolution_schedule
+
+
+# -- hash grid ----------------------------------------------------------------------------------
+def brute_force_encoding(enc: HashGridEncoding, x: torch.Tensor) -> torch.Tensor:
+    """Point by point, level by level, corner by corner: the definition of the encoding."""
+    out = torch.zeros(x.shape[0], enc.output_dim, dtype=torch.float64)
+    table = enc.table.detach().double()
+    for i, p in enumerate(x):
+        x01 = ((p + enc.bound) / (2 * enc.bound)).clamp(0, 1)
+        for level, res in enumerate(enc.resolutions):
+            if level >= enc.n_active:
+                continue
+            pos = x01 * res                    # float32, as the encoder: the same cell and fraction
+            base = pos.floor().clamp(max=res - 1)
+            frac = (pos - base).double()
+            acc = torch.zeros(enc.n_features, dtype=torch.float64)
+            for c in CORNERS:
+                corner = base.long() + c
+                w = torch.prod(torch.where(c.bool(), frac, 1 - frac))
+                acc += w * table[enc.level_index(level, corner)]
+            out[i, level * enc.n_features:(level + 1) * enc.n_features] = acc
+    return out
+
+
+@pytest.mark.parametrize("log2_size", [19, 10])   # 10: most levels hash (collisions), 19: dense + hashed
+def test_hash_encoding_matches_brute_force(log2_size):
+    torch.manual_seed(0)
+    enc = HashGridEncoding(n_levels=6, n_features=2, log2_table_size=log2_size, base_resolution=4,
+                           max_resolution=300)
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1)
+    x = torch.rand(64, 3) * 2 - 1
+    x[0] = torch.tensor([1.0, -1.0, 1.0])        # corners of the box are valid inputs
+    assert any(enc.dense) and (log2_size == 19 or not all(enc.dense))
+    got = enc(x).double()
+    assert torch.allclose(got, brute_force_encoding(enc, x), atol=1e-5)
+    enc.set_active_levels(3)
+    got = enc(x).double()
+    assert torch.allclose(got, brute_force_encoding(enc, x), atol=1e-5)
+    assert got[:, 6:].abs().max() == 0
+
+
+def test_hash_encoding_gradients_reach_table_and_positions():
+    torch.manual_seed(0)
+    enc = HashGridEncoding(n_levels=4, log2_table_size=12, base_resolution=4, max_resolution=64)
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1)
+    x = (torch.rand(32, 3) * 1.8 - 0.9).requires_grad_(True)
+    y = enc(x).pow(2).sum()
+    gx, = torch.autograd.grad(y, x, create_graph=True)
+    gx.pow(2).sum().backward()        # double backward, as analytic normals need
+    assert enc.table.grad is not None and enc.table.grad.abs().sum() > 0
+    # Finite-difference check of d(encoding)/dx.
+    eps = 1e-3
+    e = torch.zeros(3)
+    e[0] = eps
+    p = x.detach()[:1]
+    fd = (enc(p + e).pow(2).sum() - enc(p - e).pow(2).sum()) / (2 * eps)
+    assert torch.allclose(gx[0, 0], fd, rtol=5e-2, atol=1e-3)
+
+
+# -- renderer -----------------------------------------------------------------------------------
+class AnalyticSphere(nn.Module):
+    """Constant density inside a sphere, constant colour: the closed-form test scene."""
+
+    def __init__(self, radius=0.5, sigma=8.0, color=(0.2, 0.6, 0.9)):
+        super().__init__()
+        self.radius, self.sigma = radius, sigma
+        self.register_buffer("color", torch.tensor(color))
+
+    def density(self, x):
+        return torch.where(x.norm(dim=-1) < self.radius, self.sigma, 0.0)
+
+    def forward(self, x, with_normals=False):
+        normals = torch.nn.functional.normalize(x, dim=-1) if with_normals else None
+        return self.density(x), self.color.expand(x.shape[0], 3), normals
+
+
+def closed_form(radius, sigma, distance, offset):
+    """Opacity and expected depth of a ray passing ``offset`` from the centre of a uniform sphere,
+    starting ``distance`` before its closest approach to the centre."""
+    if offset >= radius:
+        return 0.0, 0.0
+    half = math.sqrt(radius**2 - offset**2)
+    t0, chord = distance - half, 2 * half
+    opacity = 1 - math.exp(-sigma * chord)
+    depth = t0 * opacity + (1 / sigma - math.exp(-sigma * chord) * (chord + 1 / sigma))
+    return opacity, depth / opacity
+
+
+@pytest.mark.parametrize("update_grid", [False, True])
+def test_renderer_matches_closed_form_on_sphere(update_grid):
+    torch.manual_seed(0)
+    sphere = AnalyticSphere()
+    estimator = TorchOccGridEstimator([-1, -1, -1, 1, 1, 1], resolution=32)
+    renderer = VolumeRenderer(sphere, BackgroundMLP(), estimator, samples_per_ray=2048)
+    if update_grid:
+        renderer.train()
+        for step in range(0, 257, 16):
+            renderer.update_occupancy(step)
+        renderer.eval()
+        assert 0.02 < estimator.binaries.float().mean() < 0.2    # it did skip empty space
+    distance = 2.0
+    offsets = torch.tensor([0.0, 0.1, 0.25, 0.4, 0.49, 0.6])
+    rays_o = torch.stack([torch.full_like(offsets, distance), offsets, torch.zeros_like(offsets)], -1)
+    rays_d = torch.tensor([[-1.0, 0.0, 0.0]]).expand_as(rays_o).contiguous()
+    bg = torch.ones_like(rays_o)
+    out = renderer(rays_o, rays_d, bg_color=bg)
+    for i, b in enumerate(offsets.tolist()):
+        opacity, depth = closed_form(sphere.radius, sphere.sigma, distance, b)
+        assert out["opacity"][i, 0].item() == pytest.approx(opacity, abs=0.01), b
+        if opacity > 0.05:
+            assert out["depth"][i, 0].item() / out["opacity"][i, 0].item() == pytest.approx(depth, abs=0.01), b
+        expected_rgb = opacity * sphere.color + (1 - opacity) * bg[i]
+        assert torch.allclose(out["rgb"][i], expected_rgb, atol=0.01)
+
+
+def test_field_starts_as_centred_blob_with_outward_normals():
+    torch.manual_seed(0)
+    field = NeRFField(log2_table_size=12, max_resolution=256)
+    centre = torch.zeros(1, 3)
+    far = torch.tensor([[0.9, 0.0, 0.0]])
+    assert field.density(centre).item() > 5.0 > 0.1 > field.density(far).item()
+    pts = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0], [0.0, 0.0, 0.3]])
+    for normal_type in ("analytic", "finite_difference"):
+        field.normal_type = normal_type
+        _, _, normals = field(pts, with_normals=True)
+        assert (normals * torch.nn.functional.normalize(pts, dim=-1)).sum(-1).min() > 0.95
+
+
+# -- cameras and prompts ------------------------------------------------------------------------
+def test_camera_sampling_stays_inside_ranges():
+    torch.manual_seed(0)
+    s = GenerationSettings(prompt="x", elevation_min=5, elevation_max=30, azimuth_min=-90, azimuth_max=60,
+                           distance_min=1.6, distance_max=1.9, fovy_min=35, fovy_max=50, camera_perturb=0.0,
+                           center_perturb=0.0, up_perturb=0.0)
+    for _ in range(50):
+        cams = sample_cameras(s, 4)
+        assert ((cams.elevation >= 5 - 1e-4) & (cams.elevation <= 30 + 1e-4)).all()
+        assert ((cams.azimuth >= -90 - 1e-4) & (cams.azimuth <= 60 + 1e-4)).all()
+        assert ((cams.distance >= 1.6) & (cams.distance <= 1.9)).all()
+        fov = torch.rad2deg(cams.fovy)
+        assert ((fov >= 35 - 1e-4) & (fov <= 50 + 1e-4)).all()
+        assert torch.allclose(cams.positions.norm(dim=-1), cams.distance, atol=1e-5)
+        # Stratified: one azimuth in each quarter of the range.
+        strata = ((cams.azimuth + 90) / 150 * 4).floor().clamp(0, 3).sort().values
+        assert strata.tolist() == [0, 1, 2, 3]
+
+
+def test_cameras_look_at_the_object():
+    cams = orbit_cameras(20.0, [0.0, 90.0, 180.0], 2.0, 50.0)
+    rays_o, rays_d = camera_rays(cams, 9)
+    centre_dir = rays_d[:, 4, 4]
+    assert torch.allclose(centre_dir, -torch.nn.functional.normalize(cams.positions, dim=-1), atol=1e-5)
+    # Azimuth 0 sits on +X (the front), and image "up" points to world +Z.
+    assert cams.positions[0, 0] > 1.5
+    assert (rays_d[0, 0, 4, 2] > rays_d[0, 8, 4, 2]).item()
+
+
+@pytest.mark.parametrize("elevation,azimuth,expected", [
+    (0, 0, "front"), (0, 44.9, "front"), (0, 45.1, "side"), (0, -45.1, "side"), (0, 134.9, "side"),
+    (0, 135.1, "back"), (0, -179, "back"), (0, 180, "back"), (59.9, 0, "front"), (60.1, 0, "overhead"),
+    (60.1, 180, "overhead")])
+def test_view_names_at_thresholds(elevation, azimuth, expected):
+    assert view_direction(elevation, azimuth, 45.0, 60.0) == expected
+
+
+def test_view_thresholds_are_configurable():
+    assert view_direction(0, 50, front_threshold=60) == "front"
+    assert view_direction(50, 0, overhead_threshold=40) == "overhead"
+    assert view_prompt("a red cube", "back") == "a red cube, back view"
+
+
+# -- settings -----------------------------------------------------------------------------------
+def test_settings_reject_bad_values_naming_the_field():
+    with pytest.raises(SettingError) as e:
+        GenerationSettings.from_dict({"prompt": "x", "guidance_scale": 500})
+    assert e.value.name == "guidance_scale" and "[1, 200]" in str(e.value)
+    with pytest.raises(SettingError) as e:
+        GenerationSettings.from_dict({"prompt": "x", "colour": 1})
+    assert e.value.name == "colour"
+    with pytest.raises(SettingError) as e:
+        GenerationSettings.from_dict({"prompt": "x" * 501})
+    assert e.value.name == "prompt"
+    assert [s.resolution for s in parse_resolution_schedule("64x4, 128x2@200,256x1@300")] == [64, 128, 256]
+    s = GenerationSettings.from_dict({"prompt": "x", "resolution_schedule": "64x4,128x2@200", "steps": 400})
+    assert s.stage_at(199).batch_size == 4 and s.stage_at(200).resolution == 128
