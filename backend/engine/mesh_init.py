@@ -16,16 +16,35 @@ from backend.export.mesh import ENGINE_TO_GLTF
 # The mesh is scaled so its largest half-extent is this: about the size of the initial blob.
 TARGET_HALF_EXTENT = 0.6
 INSIDE_DENSITY = 50.0     # opaque after ~0.05 units at the default step size
+DEFAULT_ALBEDO = 0.7      # meshes without colours start light grey
 
 
 def load_mesh_engine_coords(glb: bytes):
     """The GLB's geometry as one trimesh in engine coordinates, centred and scaled into the scene."""
     import trimesh
 
-    loaded = trimesh.load(io.BytesIO(glb), file_type="glb", force="mesh", process=False)
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+    try:
+        scene = trimesh.load(io.BytesIO(glb), file_type="glb", force="scene", process=False)
+    except Exception as e:       # trimesh raises many error types for corrupt files
+        raise ValueError(f"init_mesh: not a readable GLB ({type(e).__name__}: {e})") from None
+    parts = []
+    # Walk the scene graph ourselves: Scene.dump() drops COLOR_0 vertex attributes. Colours become
+    # plain vertex colours, which survive transforming and concatenating.
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geometry = scene.geometry[name]
+        if not isinstance(geometry, trimesh.Trimesh) or len(geometry.faces) == 0:
+            continue
+        colors = _vertex_colors(geometry.visual)
+        if colors is None:
+            colors = np.full((len(geometry.vertices), 3), DEFAULT_ALBEDO, dtype=np.float32)
+        part = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False,
+                               vertex_colors=(np.clip(colors, 0, 1) * 255).astype(np.uint8))
+        part.apply_transform(transform)
+        parts.append(part)
+    if not parts:
         raise ValueError("init_mesh: the GLB holds no triangles")
-    mesh = loaded.copy()
+    mesh = trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
     # glTF -> engine: the inverse (= transpose) of the rotation the exporter applies.
     mesh.vertices = mesh.vertices @ ENGINE_TO_GLTF
     lo, hi = mesh.bounds
@@ -36,18 +55,30 @@ def load_mesh_engine_coords(glb: bytes):
     return mesh, {"center": center.tolist(), "scale": TARGET_HALF_EXTENT / half}
 
 
-def mesh_colors(mesh, points: np.ndarray, face_index: np.ndarray) -> np.ndarray:
-    """Albedo at surface points: from the texture or vertex colours (grey when the mesh has none)."""
-    try:
-        vertex_colors = np.asarray(mesh.visual.to_color().vertex_colors, dtype=np.float32)[:, :3] / 255.0
-    except Exception:      # trimesh raises various errors for visuals it cannot convert
-        vertex_colors = None
-    if vertex_colors is None or len(vertex_colors) != len(mesh.vertices):
-        return np.full((len(points), 3), 0.7, dtype=np.float32)
+def _vertex_colors(visual):
+    """Per-vertex RGB in [0, 1] from whatever the GLB carried, or None."""
     import trimesh
 
-    tri = mesh.triangles[face_index]
-    bary = trimesh.triangles.points_to_barycentric(tri, points)
+    if isinstance(visual, trimesh.visual.TextureVisuals):
+        color = visual.vertex_attributes.get("color")          # glTF COLOR_0
+        if color is not None and len(color):
+            return np.asarray(color, dtype=np.float32)[:, :3] / (255.0 if np.asarray(color).max() > 1 else 1.0)
+        if visual.uv is None:
+            return None
+        # The texture looked up at each vertex's UV: enough to seed the albedo before SDS refines it.
+        visual = visual.to_color()
+    colors = getattr(visual, "vertex_colors", None)
+    if colors is None or np.asarray(colors).ndim != 2:
+        return None
+    return np.asarray(colors, dtype=np.float32)[:, :3] / 255.0
+
+
+def mesh_colors(mesh, points: np.ndarray, face_index: np.ndarray) -> np.ndarray:
+    """Albedo at surface points, interpolated from the vertex colours."""
+    import trimesh
+
+    vertex_colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
+    bary = trimesh.triangles.points_to_barycentric(mesh.triangles[face_index], points)
     corner_colors = vertex_colors[mesh.faces[face_index]]
     return np.clip((bary[:, :, None] * corner_colors).sum(1), 0.0, 1.0).astype(np.float32)
 

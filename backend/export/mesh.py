@@ -1,0 +1,391 @@
+"""Trained field -> textured GLB: marching cubes, cleanup, decimation, UV atlas, bake, glTF.
+
+The field comes as two callables on world-space points (engine coordinates: Z up, front = +X,
+object inside [-bound, bound]^3): ``density_fn(points[N,3]) -> [N]`` (non-negative density) and
+``albedo_fn(points[N,3]) -> [N,3]`` in [0, 1]. Both may live on CUDA, so they are called in chunks
+under ``torch.no_grad()`` on ``device`` and only their results come back to numpy.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import fast_simplification
+import mcubes
+import numpy as np
+import torch
+import trimesh
+import xatlas
+from PIL import Image
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from backend.export.raster import rasterize
+
+DensityFn = Callable[[torch.Tensor], torch.Tensor]
+AlbedoFn = Callable[[torch.Tensor], torch.Tensor]
+ProgressFn = Callable[[str, float], None]
+
+# Points per field call: large enough to keep a GPU busy, small enough for its memory.
+CHUNK = 1 << 18
+# Density below which nothing shows: even across the whole cube's diagonal (3.5 units) it makes
+# under 0.4 % opacity. Auto-threshold ignores it, and a field without any is empty.
+VISIBLE_DENSITY = 1e-3
+# xatlas grows charts and parameterises each one as a whole, superlinearly in its size: a smooth
+# 50k-face blob becomes ~8 huge charts and takes ~8 s; capping a chart at 1/64 of the surface
+# takes ~1 s for a few percent of texture utilisation.
+MAX_CHART_FRACTION = 1 / 64
+# Dilation of the baked colours past chart borders in export_field: mip levels up to 2^4 texels
+# per texel then read chart colours, not the gutter fill.
+EXPORT_DILATION_PX = 16
+
+# Engine (Z up, front +X) -> glTF (Y up, front +Z). Blender's glTF importer maps glTF (x, y, z) to
+# Blender (x, -z, y), so engine (x, y, z) lands at Blender (y, -x, z): upright, and the engine's
+# front (+X) faces Blender's front view (-Y). A cyclic axis permutation: det = +1, a proper
+# rotation, so triangle winding (outward normals) survives the transform.
+ENGINE_TO_GLTF = np.array([[0.0, 1.0, 0.0],
+                           [0.0, 0.0, 1.0],
+                           [1.0, 0.0, 0.0]])
+
+
+class EmptyMeshError(ValueError):
+    """Marching cubes found no surface; the message says the threshold and the density range."""
+
+    def __init__(self, threshold: float, density_min: float, density_max: float):
+        self.threshold, self.density_min, self.density_max = threshold, density_min, density_max
+        super().__init__(f"no surface at density threshold {threshold:.4g}: the field's density "
+                         f"ranges over [{density_min:.4g}, {density_max:.4g}]. "
+                         + _empty_mesh_hint(threshold, density_min, density_max))
+
+
+def _empty_mesh_hint(threshold, lo, hi):
+    if hi <= VISIBLE_DENSITY:
+        return "The field is empty: the optimisation produced nothing to export."
+    if threshold >= hi:
+        return f"Lower mesh_threshold below {hi:.4g}, or set it to auto."
+    return f"The whole grid is denser than the threshold: raise mesh_threshold above {lo:.4g}."
+
+
+@dataclass
+class ExportResult:
+    """The exported mesh; ``vertices``/``faces``/``uvs`` are the GLB's, in engine coordinates."""
+
+    glb: bytes
+    vertices: np.ndarray                       # float32 [V, 3]
+    faces: np.ndarray                          # int32 [F, 3]
+    threshold: float                           # the density iso-level used
+    timings: dict                              # stage -> seconds
+    uvs: Optional[np.ndarray] = None           # float32 [V, 2] (texture mode)
+    texture: Optional[np.ndarray] = None       # uint8 [S, S, 3] (texture mode)
+    vertex_colors: Optional[np.ndarray] = None  # float32 [V, 3] in [0, 1] (vertex-colour mode)
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.faces)
+
+    @property
+    def n_vertices(self) -> int:
+        return len(self.vertices)
+
+
+# -- field sampling ------------------------------------------------------------------------------
+
+def density_grid(density_fn: DensityFn, *, resolution: int, bound: float = 1.0,
+                 device="cpu") -> np.ndarray:
+    """Density at ``resolution^3`` points spanning [-bound, bound]^3, indexed [x, y, z]."""
+    axis = torch.linspace(-bound, bound, resolution, device=device)
+    grid = np.empty((resolution,) * 3, dtype=np.float32)
+    slabs = max(1, CHUNK // resolution ** 2)     # whole x-slabs per call, built on the device
+    with torch.no_grad():
+        for i in range(0, resolution, slabs):
+            xs = axis[i:i + slabs]
+            points = torch.stack(torch.meshgrid(xs, axis, axis, indexing="ij"), dim=-1)
+            density = density_fn(points.reshape(-1, 3))
+            grid[i:i + len(xs)] = density.reshape(len(xs), resolution, resolution).float().cpu().numpy()
+    return grid
+
+
+def evaluate(fn: Callable[[torch.Tensor], torch.Tensor], points: np.ndarray, device="cpu") -> np.ndarray:
+    """``fn`` at numpy points [N, 3], in chunks on ``device``; float32 numpy result."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(points), CHUNK):
+            chunk = torch.from_numpy(np.ascontiguousarray(points[start:start + CHUNK], np.float32))
+            out.append(fn(chunk.to(device)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def albedo_at(albedo_fn: AlbedoFn, points: np.ndarray, device="cpu") -> np.ndarray:
+    return np.clip(evaluate(albedo_fn, points, device), 0.0, 1.0)
+
+
+# -- iso-surface ---------------------------------------------------------------------------------
+
+def auto_threshold(density_grid: np.ndarray) -> float:
+    """Iso-level for marching cubes, chosen from the density values alone.
+
+    Rule: split the visible voxels (density > VISIBLE_DENSITY) into "object" and "surroundings"
+    with Otsu's method on log-density; the level is halfway between the object's density-weighted
+    median (half of its mass is denser) and the surroundings' median (invisible voxels count as
+    0): the middle of the wall between the two, where the renders put the surface.
+    Why: a trained NeRF is a plateau of high density (tens to hundreds, varying run to run) in
+    surroundings that are mostly empty but may hold haze, floaters and a softplus background.
+    Otsu on log-density separates the two whatever fraction of the cube each fills. Weighting by
+    density finds the plateau even on small or thin objects, whose voxels are mostly soft wall
+    (a plain median lands in the wall and bloats them), and a few hot voxels hold too little mass
+    to move it. The midpoint follows the haze as well as the plateau. The field mean
+    (threestudio's "auto", stable-dreamfusion's min(mean, 10)) instead shrinks with the object's
+    volume fraction and sinks into the haze for small objects. A grid with nothing visible gets
+    VISIBLE_DENSITY, which gives an empty mesh.
+    """
+    visible = density_grid[density_grid > VISIBLE_DENSITY]
+    if visible.size == 0:
+        return VISIBLE_DENSITY
+    split = float(np.exp(_otsu_split(np.log(visible))))
+    return 0.5 * (_mass_median(visible[visible >= split]) + _surroundings_median(density_grid, visible, split))
+
+
+def _mass_median(densities: np.ndarray) -> float:
+    """The density that splits the total mass in half (density-weighted median)."""
+    ordered = np.sort(densities)
+    mass = np.cumsum(ordered, dtype=np.float64)
+    return float(ordered[np.searchsorted(mass, 0.5 * mass[-1])])
+
+
+def _surroundings_median(grid: np.ndarray, visible: np.ndarray, split: float) -> float:
+    """Median of the voxels below ``split``, counting the (many) invisible ones as 0 instead of
+    gathering them; 0 when there are none (a constant, visible grid)."""
+    below = visible[visible < split]
+    invisible = grid.size - visible.size
+    rank = (below.size + invisible) // 2 - invisible
+    return float(np.partition(below, rank)[rank]) if 0 <= rank < below.size else 0.0
+
+
+def _otsu_split(values: np.ndarray, bins: int = 256) -> float:
+    """The value that best splits ``values`` into two classes (max between-class variance)."""
+    hist, edges = np.histogram(values, bins)
+    mids = 0.5 * (edges[:-1] + edges[1:])
+    n0 = np.cumsum(hist)[:-1]                  # class sizes and sums when splitting after bin k
+    s0 = np.cumsum(hist * mids)[:-1]
+    n1, s1 = hist.sum() - n0, (hist * mids).sum() - s0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = n0 * n1 * (s0 / n0 - s1 / n1) ** 2
+    return float(edges[1 + np.argmax(np.nan_to_num(between, nan=-1.0))])
+
+
+def surface_from_grid(grid: np.ndarray, threshold: float, *, bound: float = 1.0,
+                      keep_components: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of ``grid`` at ``threshold`` -> (vertices float32 [V,3] world, faces int32 [F,3]).
+
+    PyMCubes treats values above the iso-level as inside and winds triangles counter-clockwise
+    seen from outside for an [x, y, z]-indexed grid, so the faces already point outward.
+    """
+    vertices, faces = mcubes.marching_cubes(grid, float(threshold))
+    if len(faces) == 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+    vertices = vertices * (2.0 * bound / (grid.shape[0] - 1)) - bound
+    return keep_largest_components(vertices.astype(np.float32), faces.astype(np.int32), keep_components)
+
+
+def keep_largest_components(vertices: np.ndarray, faces: np.ndarray, keep: int):
+    """Drop floaters: keep the ``keep`` connected pieces with the most faces."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(len(vertices),) * 2)
+    n_components, labels = connected_components(graph, directed=False)
+    if n_components <= keep:
+        return vertices, faces
+    face_label = labels[faces[:, 0]]
+    largest = np.argsort(np.bincount(face_label, minlength=n_components))[::-1][:keep]
+    return compact(vertices, faces[np.isin(face_label, largest)])
+
+
+def compact(vertices: np.ndarray, faces: np.ndarray):
+    """Remove vertices no face uses and renumber the faces."""
+    used, remapped = np.unique(faces, return_inverse=True)
+    return vertices[used], remapped.reshape(faces.shape).astype(np.int32)
+
+
+def extract_mesh(density_fn: DensityFn, *, resolution: int = 256, bound: float = 1.0,
+                 threshold: float | None = None, keep_components: int = 1,
+                 device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Density grid -> marching cubes -> floaters removed. ``threshold=None``: ``auto_threshold``.
+    An empty field gives empty arrays."""
+    grid = density_grid(density_fn, resolution=resolution, bound=bound, device=device)
+    level = auto_threshold(grid) if threshold is None else threshold
+    return surface_from_grid(grid, level, bound=bound, keep_components=keep_components)
+
+
+# -- mesh processing ----------------------------------------------------------------------------
+
+def simplify_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int):
+    """Quadric decimation down to at most ``face_budget`` faces; unchanged if already under it."""
+    if len(faces) <= face_budget:
+        return vertices, faces
+    v, f = fast_simplification.simplify(vertices, faces, target_count=face_budget)
+    return compact(v.astype(np.float32), f)
+
+
+def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, *, texture_size: int = 1024, padding: int = 4):
+    """xatlas UV atlas -> (vertices, faces, uvs float32 [V, 2]); vertices are split at seams.
+
+    Decimate first: xatlas is superlinear in mesh and chart size. ``padding`` texels (in xatlas's
+    atlas, which it sizes to roughly ``texture_size``) separate charts so that bilinear filtering
+    never mixes two charts. UVs follow the OBJ/trimesh convention (v = 0 at the image bottom).
+    """
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(vertices.astype(np.float32), faces.astype(np.uint32))
+    charts = xatlas.ChartOptions()
+    charts.max_chart_area = float(trimesh.triangles.area(vertices[faces]).sum() * MAX_CHART_FRACTION)
+    packing = xatlas.PackOptions()
+    packing.resolution = texture_size
+    packing.padding = padding
+    atlas.generate(charts, packing)
+    vmap, new_faces, uvs = atlas[0]
+    return vertices[vmap], new_faces.astype(np.int32), uvs.astype(np.float32)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted smooth normals [V, 3]. Copies of a point (UV seams split vertices) share one
+    normal, so seams don't show in the shading."""
+    v = vertices.astype(np.float64)
+    _, point = np.unique(v, axis=0, return_inverse=True)
+    point = point.ravel()
+    face_n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    summed = np.zeros((point.max() + 1, 3))
+    for corner in range(3):
+        np.add.at(summed, point[faces[:, corner]], face_n)
+    n = summed[point]
+    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# -- texture --------------------------------------------------------------------------------------
+
+def bake_texture(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, albedo_fn: AlbedoFn,
+                 size: int = 1024, device="cpu", padding: int = 4) -> np.ndarray:
+    """Albedo texture uint8 [size, size, 3] for a UV-mapped mesh.
+
+    Each texel whose centre lies in a UV triangle is mapped through its barycentrics to the 3D
+    point on that triangle, where ``albedo_fn`` gives its colour. Texels up to ``padding`` pixels
+    outside the charts take the nearest chart texel's colour (so bilinear filtering and mip-maps
+    at chart borders read the surface, not the background); the rest get the mean colour.
+    """
+    corners = uvs[faces].astype(np.float64)
+    texel_xy = np.stack([corners[..., 0] * size, (1.0 - corners[..., 1]) * size], axis=-1)
+    frags = rasterize(texel_xy, size, size)
+    points = np.einsum("kc,kcd->kd", frags.bary, vertices[faces[frags.triangle]].astype(np.float64))
+    image = np.zeros((size * size, 3), np.float32)
+    image[frags.pixel] = albedo_at(albedo_fn, points, device)
+    covered = np.zeros(size * size, bool)
+    covered[frags.pixel] = True
+    image = _fill_gutters(image.reshape(size, size, 3), covered.reshape(size, size), padding)
+    return (image * 255.0 + 0.5).astype(np.uint8)
+
+
+def _fill_gutters(image: np.ndarray, covered: np.ndarray, padding: int) -> np.ndarray:
+    distance, (rows, cols) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    filled = image[rows, cols]
+    filled[distance > padding] = image[covered].mean(axis=0)
+    return filled
+
+
+# -- glTF -----------------------------------------------------------------------------------------
+
+def to_glb(vertices: np.ndarray, faces: np.ndarray, *, uvs: np.ndarray | None = None,
+           texture: np.ndarray | None = None, vertex_colors: np.ndarray | None = None) -> bytes:
+    """A GLB (glTF Y-up) of an engine-space mesh, with a matte PBR material.
+
+    Texture mode: ``uvs`` [V, 2] + ``texture`` uint8 [S, S, 3]. Vertex-colour mode:
+    ``vertex_colors`` float [V, 3] in [0, 1], written as COLOR_0. The material is set explicitly
+    (white base colour factor, metallic 0, roughness 1, double-sided): trimesh's default for an
+    image is a SimpleMaterial with a 0.4 grey factor and no metallic factor, which glTF reads as
+    fully metallic, i.e. dark in Blender. Smooth normals are written, or Blender shades flat.
+    """
+    if (uvs is None) != (texture is None):
+        raise ValueError("uvs and texture go together")
+    if vertex_colors is not None and len(vertex_colors) != len(vertices):
+        raise ValueError(f"{len(vertex_colors)} vertex colours for {len(vertices)} vertices")
+    material = trimesh.visual.material.PBRMaterial(
+        baseColorTexture=None if texture is None else Image.fromarray(texture),
+        baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0,
+        doubleSided=True)
+    visual = trimesh.visual.TextureVisuals(uv=uvs, material=material)
+    if vertex_colors is not None:
+        rgb = np.clip(np.asarray(vertex_colors) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        visual.vertex_attributes["color"] = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1)
+    mesh = trimesh.Trimesh(vertices=vertices @ ENGINE_TO_GLTF.T, faces=faces,
+                           vertex_normals=vertex_normals(vertices, faces) @ ENGINE_TO_GLTF.T,
+                           visual=visual, process=False)
+    return mesh.export(file_type="glb", include_normals=True)
+
+
+# -- the whole chain ------------------------------------------------------------------------------
+
+class _Stages:
+    """Times each stage and reports progress at its start (fraction of stages done)."""
+
+    def __init__(self, names: list[str], progress: Optional[ProgressFn]):
+        self.names, self.progress, self.timings = names, progress, {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.progress:
+            self.progress(name, self.names.index(name) / len(self.names))
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+
+    def done(self):
+        if self.progress:
+            self.progress("done", 1.0)
+
+
+def export_field(density_fn: DensityFn, albedo_fn: AlbedoFn, *, resolution: int,
+                 threshold: float | None, keep_components: int, face_budget: int, texture_size: int,
+                 vertex_colors: bool, bound: float = 1.0, device="cpu",
+                 progress: Optional[ProgressFn] = None) -> ExportResult:
+    """Field -> GLB with the export settings. ``progress(stage, fraction)`` is called as each stage
+    starts (fraction of the stages done) and with ("done", 1.0) at the end.
+    Raises EmptyMeshError when the iso-surface is empty."""
+    names = ["density", "marching_cubes", "simplify"]
+    names += ["vertex_colors"] if vertex_colors else ["uv_unwrap", "bake"]
+    stage = _Stages(names + ["glb"], progress)
+    with stage("density"):
+        grid = density_grid(density_fn, resolution=resolution, bound=bound, device=device)
+    with stage("marching_cubes"):
+        level = auto_threshold(grid) if threshold is None else float(threshold)
+        vertices, faces = surface_from_grid(grid, level, bound=bound, keep_components=keep_components)
+    if len(faces) == 0:
+        raise EmptyMeshError(level, float(grid.min()), float(grid.max()))
+    with stage("simplify"):
+        vertices, faces = simplify_mesh(vertices, faces, face_budget)
+    uvs = texture = colours = None
+    if vertex_colors:
+        with stage("vertex_colors"):
+            colours = albedo_at(albedo_fn, vertices, device)
+    else:
+        with stage("uv_unwrap"):
+            vertices, faces, uvs = unwrap_uv(vertices, faces, texture_size=texture_size)
+        with stage("bake"):
+            texture = bake_texture(vertices, faces, uvs, albedo_fn, size=texture_size, device=device,
+                                   padding=EXPORT_DILATION_PX)
+    with stage("glb"):
+        glb = to_glb(vertices, faces, uvs=uvs, texture=texture, vertex_colors=colours)
+    stage.done()
+    return ExportResult(glb=glb, vertices=vertices, faces=faces, threshold=level, timings=stage.timings,
+                        uvs=uvs, texture=texture, vertex_colors=colours)
+
+
+def proxy_glb(density_fn: DensityFn, albedo_fn: AlbedoFn, *, resolution: int = 64, bound: float = 1.0,
+              device="cpu", face_budget: int = 5000) -> bytes | None:
+    """A coarse vertex-coloured GLB for live previews (auto threshold, largest piece only);
+    None when the field has no surface yet."""
+    vertices, faces = extract_mesh(density_fn, resolution=resolution, bound=bound, device=device)
+    if len(faces) == 0:
+        return None
+    vertices, faces = simplify_mesh(vertices, faces, face_budget)
+    return to_glb(vertices, faces, vertex_colors=albedo_at(albedo_fn, vertices, device))
