@@ -134,7 +134,7 @@ def build_clip_tokenizer(path: Path, words: list[str] = (), model_max_length: in
     return tokenizer
 
 
-def build_tiny_sd(path: Path, *, seed: int = 0, sample_size: int = 32) -> Path:
+def build_tiny_sd(path: Path, *, seed: int = 0, sample_size: int = 16) -> Path:
     """A tiny randomly initialised SD-1.x-layout pipeline, saved with ``save_pretrained``.
 
     Same classes and file layout as Stable Diffusion (UNet2DConditionModel, AutoencoderKL,
@@ -160,7 +160,7 @@ def build_tiny_sd(path: Path, *, seed: int = 0, sample_size: int = 32) -> Path:
         hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
         vocab_size=len(tokenizer), max_position_embeddings=16))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

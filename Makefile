@@ -1,0 +1,58 @@
+# Two commands for a fresh machine: `make demo` and `make test` (each sets up what is missing).
+#
+# Set-up: a virtual environment in .venv with the project installed in editable mode.
+# torch: on a machine without an NVIDIA driver we install torch==2.13.0 (the CPU build; an unpinned
+# `torch` would pull several GB of CUDA packages). With an NVIDIA driver we install the default
+# (CUDA) build. Already have torch in .venv? It is left alone.
+# Blender tests run real Blender as a module (bpy==5.0.1) in a second venv, .venv-blender, because
+# bpy pins numpy 1.26 while the engine uses numpy 2.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BLENDER_VENV ?= .venv-blender
+BLENDER_PY := $(BLENDER_VENV)/bin/python
+BLENDER_STAMP := $(BLENDER_VENV)/.installed
+CPU_TORCH ?= torch==2.13.0
+DEMO_PROMPT ?= a red cube
+DEMO_FLAGS ?= --preset cpu-demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast blender-venv clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the CUDA build of torch"; $(PY) -m pip install -q torch; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build $(CPU_TORCH)"; $(PY) -m pip install -q "$(CPU_TORCH)"; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+blender-venv: $(BLENDER_STAMP)
+
+$(BLENDER_STAMP):
+	@test -x $(BLENDER_PY) || $(PYTHON) -m venv $(BLENDER_VENV)
+	$(BLENDER_PY) -m pip install -q --upgrade pip
+	$(BLENDER_PY) -m pip install -q bpy==5.0.1
+	@touch $(BLENDER_STAMP)
+
+demo: setup
+	$(PY) -m backend generate "$(DEMO_PROMPT)" -o out/demo.glb $(DEMO_FLAGS)
+
+test: setup blender-venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Everything but the slow end-to-end tests (CI runs those too).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(BLENDER_VENV) out dist test-output
