@@ -32,7 +32,7 @@ def test_model_found_in_hugging_face_cache_offline(tiny_model_path, tmp_path, mo
     path = resolve_model("someone/tiny-sd")
     assert path == repo / "snapshots" / commit
     guidance = StableDiffusionGuidance(str(path), "cpu")
-    assert guidance.resolution == guidance.native_resolution == 64
+    assert guidance.resolution == guidance.native_resolution == 32
     with pytest.raises(ModelNotFoundError, match="--allow-download"):
         resolve_model("someone/not-cached")
     with pytest.raises(ModelNotFoundError, match="model"):
@@ -61,8 +61,8 @@ def test_sds_gradient_is_the_weighted_noise_residual(tiny_model_path):
     """d(loss)/d(latents) must equal w(t) * (eps_hat - eps): the SDS update, not an MSE gradient."""
     guidance = load_guidance(str(tiny_model_path), "cpu")
     emb = guidance.encode_prompts("a red cube", "", True)
-    latents = torch.randn(1, 4, 32, 32, requires_grad=True)
-    image = torch.rand(1, 64, 64, 3)
+    latents = torch.randn(1, 4, 16, 16, requires_grad=True)
+    image = torch.rand(1, 32, 32, 3)
     guidance.encode_images = lambda rgb: latents     # feed latents straight in
     torch.manual_seed(3)
     try:

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from backend.engine.occupancy import accumulate_along_rays, render_weights
 
@@ -31,12 +32,13 @@ def shade(albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torc
 
 class VolumeRenderer(nn.Module):
     def __init__(self, field: nn.Module, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
-                 samples_per_ray: int = 512, alpha_threshold: float = 0.01):
+                 samples_per_ray: int = 512, alpha_threshold: float = 0.01, checkpoint_rays: int = 0):
         super().__init__()
         self.field, self.background, self.estimator = field, background, estimator
         self.bound = bound
         self.render_step_size = math.sqrt(3.0) * 2.0 * bound / samples_per_ray
         self.alpha_threshold = alpha_threshold
+        self.checkpoint_rays = checkpoint_rays
 
     def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
         def occ_eval_fn(x):
@@ -47,7 +49,31 @@ class VolumeRenderer(nn.Module):
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
                 light_positions: Optional[torch.Tensor] = None, bg_color: Optional[torch.Tensor] = None,
                 stratified: bool = False, need_normals: bool = False) -> dict:
-        """Render flat rays (R,3). ``light_positions``/``bg_color``: per ray (R,3); bg None -> model."""
+        """Render flat rays (R,3). ``light_positions``/``bg_color``: per ray (R,3); bg None -> model.
+
+        Returns per-ray ``rgb``, ``opacity``, ``depth`` (and ``normal_map``), plus ``orient_sum``,
+        the numerator of DreamFusion's orientation loss, when normals were computed. With gradients
+        on and more than ``checkpoint_rays`` rays, chunks are rendered under activation
+        checkpointing: memory then grows with the chunk, not the image (512^2 renders fit in 24 GB)
+        at the price of a second forward pass.
+        """
+        n_rays = rays_o.shape[0]
+        if not (torch.is_grad_enabled() and self.checkpoint_rays and n_rays > self.checkpoint_rays):
+            return self._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
+        parts = []
+        for i in range(0, n_rays, self.checkpoint_rays):
+            sl = slice(i, i + self.checkpoint_rays)
+            parts.append(checkpoint(self._render, rays_o[sl], rays_d[sl], shading,
+                                    None if light_positions is None else light_positions[sl],
+                                    None if bg_color is None else bg_color[sl], stratified, need_normals,
+                                    use_reentrant=False))
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if parts[0][k].dim() > 0}
+        for key in ("orient_sum", "n_samples"):
+            if key in parts[0]:
+                out[key] = sum(p[key] for p in parts)
+        return out
+
+    def _render(self, rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals) -> dict:
         n_rays = rays_o.shape[0]
 
         def sigma_fn(t_starts, t_ends, ray_indices):
@@ -71,11 +97,12 @@ class VolumeRenderer(nn.Module):
         if bg_color is None:
             bg_color = self.background(rays_d)
         out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth,
-               "weights": weights, "ray_indices": ray_indices, "n_samples": ray_indices.shape[0]}
+               "n_samples": torch.tensor(ray_indices.shape[0])}
         if with_normals:
-            out["normals"] = normals
             out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays)
-            out["sample_dirs"] = rays_d[ray_indices]
+            # Normals facing away from the camera on visible samples (DreamFusion's orientation loss).
+            facing = (normals * rays_d[ray_indices]).sum(-1).clamp(min=0.0) ** 2
+            out["orient_sum"] = (weights.detach() * facing).sum()
         return out
 
     @torch.no_grad()

@@ -23,6 +23,8 @@ from backend.engine.renderer import VolumeRenderer
 log = logging.getLogger(__name__)
 
 BOUND = 1.0                  # the object lives in [-1, 1]^3
+# Above this many rays per step (128^2 x 4 views) rendering runs under activation checkpointing.
+CHECKPOINT_RAYS = 65536
 CHECKPOINT_VERSION = 1
 # Settings that do not change the optimisation trajectory: a checkpoint may be resumed with other values.
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
@@ -68,7 +70,8 @@ class Trainer:
         self.background = BackgroundMLP().to(self.device)
         self.estimator = make_estimator(BOUND, settings.occupancy_resolution, self.device)
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
-                                       samples_per_ray=settings.samples_per_ray)
+                                       samples_per_ray=settings.samples_per_ray,
+                                       checkpoint_rays=CHECKPOINT_RAYS if self.device.type == "cuda" else 0)
         self.optimizer = torch.optim.Adam([
             {"params": self.field.encoding.parameters(), "lr": settings.lr, "name": "encoding"},
             {"params": self.field.mlp.parameters(), "lr": settings.lr, "name": "mlp"},
@@ -162,9 +165,8 @@ class Trainer:
                               t_range=self.t_range(step))
         losses = {"sds": guide["loss_sds"]}
         opacity = out["opacity"]
-        if need_normals and "normals" in out:
-            facing = (out["normals"] * out["sample_dirs"]).sum(-1).clamp(min=0.0) ** 2
-            orient = (out["weights"].detach() * facing).sum() / (opacity > 0).sum().clamp(min=1)
+        if "orient_sum" in out:
+            orient = out["orient_sum"] / (opacity > 0).sum().clamp(min=1)
             losses["orient"] = self.orientation_weight(step) * orient
         if s.sparsity_weight > 0:
             losses["sparsity"] = s.sparsity_weight * (opacity**2 + 0.01).sqrt().mean()
