@@ -20,9 +20,9 @@ VIEW_SUFFIXES = {"front": ", front view", "side": ", side view", "back": ", back
 class CameraBatch:
     c2w: torch.Tensor          # (B, 4, 4) camera-to-world
     fovy: torch.Tensor         # (B,) radians
-    elevation: torch.Tensor    # (B,) degrees
-    azimuth: torch.Tensor      # (B,) degrees in [-180, 180)
-    distance: torch.Tensor     # (B,)
+    elevation: torch.Tensor    # (B,) degrees, on the CPU
+    azimuth: torch.Tensor      # (B,) degrees in [-180, 180), on the CPU
+    distance: torch.Tensor     # (B,), on the CPU
 
     @property
     def positions(self) -> torch.Tensor:
@@ -74,8 +74,9 @@ def sample_cameras(settings, batch_size: int, device="cpu") -> CameraBatch:
     center = torch.randn(batch_size, 3) * s.center_perturb
     up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(batch_size, 3) * s.up_perturb
     c2w = look_at(eye, center, up)
-    return CameraBatch(c2w.to(device), torch.deg2rad(fovy_deg).to(device), elevation.to(device),
-                       azimuth.to(device), distance.to(device))
+    # Angles stay on the CPU: the trainer reads them to pick prompts, and reading GPU values would
+    # make every step wait for the GPU.
+    return CameraBatch(c2w.to(device), torch.deg2rad(fovy_deg).to(device), elevation, azimuth, distance)
 
 
 def orbit_cameras(elevation_deg: float, azimuths_deg, distance: float, fovy_deg: float, device="cpu") -> CameraBatch:
@@ -86,8 +87,7 @@ def orbit_cameras(elevation_deg: float, azimuths_deg, distance: float, fovy_deg:
     dist = torch.full((n,), float(distance))
     eye = spherical_to_position(el, az, dist)
     c2w = look_at(eye, torch.zeros(n, 3), torch.tensor([0.0, 0.0, 1.0]).expand(n, 3))
-    return CameraBatch(c2w.to(device), torch.deg2rad(torch.full((n,), float(fovy_deg))).to(device),
-                       el.to(device), az.to(device), dist.to(device))
+    return CameraBatch(c2w.to(device), torch.deg2rad(torch.full((n,), float(fovy_deg))).to(device), el, az, dist)
 
 
 def preview_camera(settings, device="cpu") -> CameraBatch:

@@ -142,8 +142,8 @@ class Trainer:
         self.renderer.update_occupancy(step)
 
         cams = sample_cameras(s, batch, device=self.device)
-        views = [view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold)
-                 for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())] if s.view_dependent_prompt \
+        views = [view_direction(e, a, s.front_threshold, s.overhead_threshold)
+                 for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())] if s.view_dependent_prompt \
             else [""] * batch
         shading = self.choose_shading(step)
         rays_o, rays_d = camera_rays(cams, res)

@@ -32,6 +32,7 @@ class StableDiffusionGuidance(Guidance):
             module.to(self.device).eval().requires_grad_(False)
         if self.device.type == "cuda":
             self.unet.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True     # fixed shapes per stage: let cuDNN pick kernels
 
         self.name = str(model_path)
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
