@@ -1,0 +1,336 @@
+"""GPU worker processes: one per visible GPU (CUDA_VISIBLE_DEVICES set per worker), or one on the CPU.
+
+A worker is a spawned process that connects a DEALER socket to the server's internal ROUTER
+(loopback, random port, messages signed with a per-run key). It keeps the guidance model loaded
+between jobs that use the same model, streams progress/previews/proxy meshes, writes results to
+the job directory and reports how the job ended. A crash (OOM kill, segfault, SIGKILL) only takes
+this process down; the server notices, re-queues or fails the job, and starts a new worker.
+
+Server -> worker: ``run`` {job}, ``cancel`` {job_id}, ``shutdown`` {}.
+Worker -> server: ``hello`` {device info, models}, ``heartbeat``, ``progress`` (+PNG),
+``proxy_mesh`` (+GLB), ``done`` {outcome: finished|failed|cancelled, ...}.
+
+This module must not import torch at import time: the server imports it to spawn workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+log = logging.getLogger("dreamprop.worker")
+
+HEARTBEAT_S = 2.0
+CANCEL_POLL_S = 0.05
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: die with the server even when it is SIGKILLed (no orphan keeps writing checkpoints)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except Exception:  # pragma: no cover
+            pass
+
+
+def clean_json(obj, depth: int = 0):
+    """Make engine output JSON-safe: numpy scalars/arrays -> Python, NaN/inf -> None."""
+    if depth > 20:
+        return None
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v, depth + 1) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy / torch
+        try:
+            return clean_json(obj.tolist(), depth + 1)
+        except Exception:
+            pass
+    if isinstance(obj, (bytes, bytearray)):
+        return f"<{len(obj)} bytes>"
+    try:
+        return clean_json(float(obj), depth + 1)
+    except Exception:
+        return str(obj)[:200]
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _gpu_info(device: str) -> dict:
+    info: dict = {"device": device, "gpu_name": None, "gpu_memory_bytes": None, "torch": None}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if device.startswith("cuda") and torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info["gpu_name"] = props.name
+            info["gpu_memory_bytes"] = int(props.total_memory)
+        elif device.startswith("cuda"):
+            info["error"] = "CUDA is not available in this worker"
+    except Exception as e:  # torch missing or broken: report, the job will fail with the reason
+        info["error"] = f"{type(e).__name__}: {e}"
+    return info
+
+
+def available_models() -> list[str]:
+    """Models a job can name: the engine's list when it offers one, else the built-in names plus
+    diffusers pipelines found in the local Hugging Face cache."""
+    try:
+        from backend.engine.guidance.models import available_models as engine_models
+
+        return list(engine_models())
+    except Exception:
+        pass
+    models = ["builtin", "tiny-random"]
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+    try:
+        for entry in sorted(os.listdir(hub)):
+            if not entry.startswith("models--"):
+                continue
+            snaps = os.path.join(hub, entry, "snapshots")
+            if any(os.path.exists(os.path.join(snaps, s, "model_index.json")) for s in os.listdir(snaps)):
+                models.append(entry[len("models--"):].replace("--", "/"))
+    except OSError:
+        pass
+    return models
+
+
+class Worker:
+    def __init__(self, index: int, gen: int, endpoint: str, key: bytes, device: str, parent_pid: int):
+        import zmq
+
+        from shared.protocol import Session
+
+        self.zmq = zmq
+        self.index, self.gen, self.device, self.parent_pid = index, gen, device, parent_pid
+        self.session = Session(key, max_age_s=None, max_content_bytes=16 * 1024 * 1024)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.SNDHWM, 200)
+        self.sock.setsockopt(zmq.IDENTITY, f"w{index}.{gen}".encode())
+        self.sock.connect(endpoint)
+        self.endpoint = endpoint
+        self.key = key
+        self.job_id: str | None = None
+        self.cancel = False
+        self.stopping = False
+        self._last_cancel_poll = 0.0
+        self._guidance: dict = {}   # model name -> loaded Guidance (one at a time)
+
+    # ---- messaging -----------------------------------------------------------------------------
+    def _send(self, msg_type: str, content: dict, buffers=(), *, droppable: bool = False) -> bool:
+        frames = self.session.serialize(msg_type, {"index": self.index, "gen": self.gen, **content}, buffers)
+        try:
+            self.sock.send_multipart(frames, flags=self.zmq.NOBLOCK if droppable else 0, copy=False)
+            return True
+        except self.zmq.Again:
+            return False
+
+    def _heartbeat_loop(self) -> None:
+        zmq = self.zmq
+        from shared.protocol import Session
+
+        session = Session(self.key, max_age_s=None)
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 10)
+        s.setsockopt(zmq.IDENTITY, f"w{self.index}.{self.gen}.hb".encode())
+        s.connect(self.endpoint)
+        while not self.stopping:
+            if os.getppid() != self.parent_pid:   # the server died (non-Linux: no PDEATHSIG)
+                os._exit(3)
+            try:
+                s.send_multipart(session.serialize("heartbeat", {"index": self.index, "gen": self.gen,
+                                                                 "job_id": self.job_id}), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            time.sleep(HEARTBEAT_S)
+        s.close(linger=0)
+
+    def _recv(self, timeout_ms: int):
+        if not self.sock.poll(timeout_ms, self.zmq.POLLIN):
+            return None
+        frames = self.sock.recv_multipart()
+        try:
+            return self.session.deserialize(frames)
+        except Exception as e:  # only the server talks to us; log and go on
+            log.warning("worker %d: bad message from server: %s", self.index, e)
+            return None
+
+    def _poll_control(self) -> None:
+        """Called from should_cancel during a run: handle cancel/shutdown without blocking."""
+        while True:
+            msg = self._recv(0)
+            if msg is None:
+                return
+            if msg.msg_type == "cancel" and msg.content.get("job_id") == self.job_id:
+                self.cancel = True
+            elif msg.msg_type == "shutdown":
+                self.stopping = self.cancel = True
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_cancel_poll >= CANCEL_POLL_S:
+            self._last_cancel_poll = now
+            self._poll_control()
+        return self.cancel
+
+    # ---- main loop -------------------------------------------------------------------------------
+    def _on_sigterm(self, signum, frame) -> None:
+        # e.g. `systemctl stop` signals the whole group: save a checkpoint and stop, like a shutdown
+        self.stopping = self.cancel = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
+        info = _gpu_info(self.device)
+        info["models"] = available_models()
+        info["pid"] = os.getpid()
+        self._send("hello", info)
+        while not self.stopping:
+            msg = self._recv(500)
+            if msg is None:
+                continue
+            if msg.msg_type == "run":
+                self._run_job(msg.content)
+            elif msg.msg_type == "shutdown":
+                self.stopping = True
+        self._send("bye", {})
+        self.sock.close(linger=2000)
+        self.ctx.term()
+
+    def _load_guidance(self, settings):
+        """The guidance model stays loaded between jobs that use it (one model resident at a time)."""
+        key = (settings.model, settings.half_precision)
+        if key in self._guidance:
+            return self._guidance[key]
+        try:
+            from backend.engine.guidance import load_guidance
+        except ImportError:
+            return None  # the engine loads it itself
+        if self._guidance:
+            self._guidance.clear()
+            _free_memory()
+        g = load_guidance(settings.model, self.device, half_precision=settings.half_precision,
+                          resolution=settings.guidance_resolution, weighting=settings.sds_weighting)
+        self._guidance[key] = g
+        return g
+
+    def _run_job(self, job: dict) -> None:
+        job_id = job["job_id"]
+        self.job_id, self.cancel = job_id, False
+        result_dir = job["result_dir"]
+        try:
+            from backend.engine.api import Cancelled, generate
+            from shared.settings import GenerationSettings
+
+            settings = GenerationSettings.from_dict(job["settings"])
+            init_mesh = None
+            if job.get("init_mesh_path"):
+                with open(job["init_mesh_path"], "rb") as f:
+                    init_mesh = f.read()
+            t_load = time.perf_counter()
+            cached = (settings.model, settings.half_precision) in self._guidance
+            guidance = self._load_guidance(settings)
+            load_s = time.perf_counter() - t_load
+
+            def callback(ev) -> None:
+                try:
+                    losses = clean_json(dict(ev.losses or {}))
+                    content = {"job_id": job_id, "step": int(ev.step), "total": int(ev.total),
+                               "losses": losses, "elapsed_s": clean_json(float(ev.elapsed_s)),
+                               "eta_s": clean_json(float(ev.eta_s)) if ev.eta_s is not None else None,
+                               "stage": str(ev.stage), "message": str(getattr(ev, "message", "") or "")[:500],
+                               "preview": bool(ev.preview_png)}
+                    self._send("progress", content, [ev.preview_png] if ev.preview_png else [], droppable=True)
+                    if getattr(ev, "proxy_glb", None):
+                        self._send("proxy_mesh", {"job_id": job_id, "step": int(ev.step)}, [ev.proxy_glb],
+                                   droppable=True)
+                except Exception:  # never let reporting break the run
+                    log.exception("progress callback")
+
+            try:
+                result = generate(settings, device=self.device, callback=callback,
+                                  checkpoint_path=job["checkpoint_path"], should_cancel=self.should_cancel,
+                                  init_mesh_glb=init_mesh, init_checkpoint=job.get("init_checkpoint"),
+                                  guidance=guidance)
+            except Cancelled as c:
+                self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step,
+                                    "model": settings.model})
+                return
+            metadata = clean_json(dict(result.metadata or {}))
+            metadata["worker"] = {"index": self.index, "device": self.device, "model_cached": cached,
+                                  "model_load_s": load_s}
+            _atomic_write(os.path.join(result_dir, "result.glb"), result.glb)
+            _atomic_write(os.path.join(result_dir, "turntable.png"), result.turntable_png or b"")
+            _atomic_write(os.path.join(result_dir, "metadata.json"), json.dumps(metadata).encode("utf-8"))
+            self._send("done", {"job_id": job_id, "outcome": "finished", "metadata": metadata,
+                                "model": settings.model})
+        except BaseException as e:  # noqa: BLE001 - report every failure, keep the worker alive
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            oom = "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
+            text = f"{type(e).__name__}: {e}"
+            if oom:
+                text = "out of GPU memory: lower resolution_schedule, samples_per_ray or the batch size (" + text + ")"
+                self._guidance.clear()
+                _free_memory()
+            self._send("done", {"job_id": job_id, "outcome": "failed", "error": text[:4000],
+                                "traceback": traceback.format_exc()[-8000:]})
+        finally:
+            self.job_id = None
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def worker_main(index: int, gen: int, endpoint: str, key: bytes, device: str, cuda_device: str | None,
+                parent_pid: int, log_level: str = "INFO") -> None:
+    """Entry point of a spawned worker process (must run before torch is imported)."""
+    if cuda_device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_device
+    elif device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the server decides
+    logging.basicConfig(level=log_level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
+    if os.getppid() != parent_pid:
+        os._exit(3)
+    Worker(index, gen, endpoint, key, device, parent_pid).run()
