@@ -1,0 +1,76 @@
+"""Helpers shared by the operators: settings from the panel, new job records, error reporting."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from mathutils import Matrix
+
+from .. import importer, jobs, properties
+from ..jobs import UserError
+from ..shared import settings as S
+
+MAX_SEED = 2**31 - 1
+
+
+def validated(data: dict) -> dict:
+    """Check a settings dict against the shared schema; UserError with "<name>: <problem>"."""
+    try:
+        return S.GenerationSettings.from_dict(data).to_dict()
+    except S.SettingError as exc:
+        raise UserError(f"{exc.name.replace('_', ' ')}: {exc.message}") from None
+
+
+def panel_settings(scene, **overrides) -> dict:
+    """The panel's settings (+ overrides), with a fresh random seed when "random" is on."""
+    pg = scene.dreamprop.settings
+    data = properties.settings_dict(pg)
+    if pg.seed_random:
+        data["seed"] = random.randint(0, MAX_SEED)
+    data.update(overrides)
+    return with_proxy_interval(scene, data)
+
+
+def with_proxy_interval(scene, data: dict) -> dict:
+    """"Live proxy mesh" on and no interval set: ask for a proxy every 5 previews."""
+    if scene.dreamprop.show_proxy and not data.get("proxy_mesh_interval"):
+        preview = data.get("preview_interval") or S.GenerationSettings.preview_interval
+        data["proxy_mesh_interval"] = max(1, 5 * preview)
+    return data
+
+
+def new_job(scene, kind: str, matrix: Matrix, *, fit_size: float = 0.0, **fields):
+    """Add a job record to the scene's list (state SUBMITTING, a fresh local id = client token).
+
+    Connects first: when the server cannot be reached at all the operator fails without a record."""
+    jobs.get_client()
+    dp = scene.dreamprop
+    job = dp.jobs.add()
+    job.request_id = uuid.uuid4().hex
+    job.kind = kind
+    importer.store_matrix(job, matrix)
+    job.fit_size = fit_size
+    for key, value in fields.items():
+        setattr(job, key, value)
+    dp.active_job_index = len(dp.jobs) - 1
+    return job
+
+
+def remove_job(scene, job) -> None:
+    dp = scene.dreamprop
+    for i, j in enumerate(dp.jobs):
+        if j == job:
+            dp.jobs.remove(i)
+            dp.active_job_index = min(dp.active_job_index, len(dp.jobs) - 1)
+            return
+
+
+def run(op, fn) -> set:
+    """Run an operator body; a UserError becomes an error report instead of a traceback."""
+    try:
+        result = fn()
+    except UserError as exc:
+        op.report({'ERROR'}, str(exc))
+        return {'CANCELLED'}
+    return result or {'FINISHED'}

@@ -1,0 +1,311 @@
+"""Add-on checks that need Blender but no server (run by tests/test_addon_blender.py).
+
+usage: <bpy python> scenario_offline.py <addon.zip> <inputs.json> <results.json>
+inputs: {"textured_glb", "proxy_glb_a", "proxy_glb_b"} made with trimesh by the pytest side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import bpy
+import numpy as np
+from mathutils import Euler, Matrix, Vector
+
+import harness
+
+ZIP, INPUTS, OUT = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
+JOB_ID = "ab" * 16
+
+
+def fake_job(**fields):
+    """A job record as the add-on makes one (no server involved: only the placement data)."""
+    job = bpy.context.scene.dreamprop.jobs.add()
+    job.job_id, job.prompt = JOB_ID, fields.pop("prompt", "a tall test box")
+    for k, v in fields.items():
+        setattr(job, k, v)
+    return job
+
+
+def check_install():
+    harness.install(ZIP)
+    import zmq
+    assert "extensions" in zmq.__file__, zmq.__file__   # the bundled wheel, not a system pyzmq
+    return {"zmq": zmq.zmq_version(), "pyzmq": zmq.__version__}
+
+
+def check_properties_match_schema():
+    S = harness.module("shared.settings")
+    props = harness.module("properties")
+    pg = bpy.context.scene.dreamprop.settings
+    rna = pg.bl_rna.properties
+    for f in S.GenerationSettings.spec():
+        p, m = rna[f.name], f.metadata
+        assert p.description == S.setting_help(f), f.name
+        if m["optional"]:
+            assert rna[f.name + props.OPTIONAL_SUFFIX].default is True, f.name
+        elif p.type in ('INT', 'FLOAT'):
+            assert math.isclose(p.default, f.default, rel_tol=1e-6), (f.name, p.default, f.default)
+        elif p.type == 'ENUM':
+            assert p.default == f.default and [i.identifier for i in p.enum_items] == list(m["choices"]), f.name
+        else:
+            assert p.default == f.default, (f.name, p.default, f.default)
+        if p.type in ('INT', 'FLOAT'):
+            assert math.isclose(p.hard_min, m["lo"], rel_tol=1e-6) and math.isclose(p.hard_max, m["hi"], rel_tol=1e-6), f.name
+    assert props.settings_dict(pg) == S.GenerationSettings().to_dict()
+    pg.mesh_threshold_auto = False
+    pg.mesh_threshold = 12.5
+    assert props.settings_dict(pg)["mesh_threshold"] == 12.5
+    pg.mesh_threshold_auto = True
+    assert props.settings_dict(pg)["mesh_threshold"] is None
+    return {"settings": len(S.GenerationSettings.spec())}
+
+
+def check_presets():
+    P = harness.module("shared.presets")
+    presets = harness.module("presets")
+    pg = bpy.context.scene.dreamprop.settings
+    assert pg.quality == 'STANDARD' and presets.matching(pg) == 'STANDARD'
+    for name in P.QUALITY_PRESETS:
+        pg.quality = name.upper()
+        for key, value in P.preset_settings(name).items():
+            assert getattr(pg, key) == value, (name, key, getattr(pg, key), value)
+        assert presets.matching(pg) == name.upper()
+    pg.steps = 1234
+    assert presets.matching(pg) == 'CUSTOM'
+    pg.quality = 'STANDARD'
+    return {"presets": list(P.QUALITY_PRESETS)}
+
+
+def check_import_textured_at_cursor():
+    importer = harness.module("importer")
+    scene = bpy.context.scene
+    scene.cursor.location = (1.0, 2.0, 3.0)
+    job = fake_job()
+    importer.store_matrix(job, Matrix.Translation(scene.cursor.location))
+    settings = {"prompt": job.prompt, "seed": 42, "steps": 20}
+    obj = importer.import_result(job, INPUTS["textured_glb"], scene, settings)
+    assert obj.name == "a tall test box" and obj.type == 'MESH'
+    assert (obj.matrix_world.translation - Vector((1, 2, 3))).length < 1e-6
+    dims = obj.dimensions
+    assert dims.z > dims.y > dims.x, tuple(dims)   # glTF +Y (the tall side) is Blender +Z: upright
+    images = [n.image for m in obj.data.materials for n in m.node_tree.nodes if n.type == 'TEX_IMAGE']
+    assert images and all(i.packed_file for i in images), images
+    assert obj["dreamprop_job_id"] == JOB_ID and obj["dreamprop_seed"] == 42
+    assert json.loads(obj["dreamprop_settings"]) == settings
+    return {"dimensions": tuple(dims)}
+
+
+def check_fit_to_marker():
+    importer = harness.module("importer")
+    scene = bpy.context.scene
+    marker = bpy.data.objects.new("marker", None)
+    scene.collection.objects.link(marker)
+    marker.empty_display_type = 'CUBE'
+    marker.empty_display_size = 0.5
+    marker.location, marker.rotation_euler, marker.scale = (5, 0, 0), Euler((0, 0, math.pi / 2)), (2, 2, 2)
+    bpy.context.view_layer.update()
+    job = fake_job(prompt="fitted box", marker=marker, fit_size=importer.marker_fit_size(marker))
+    importer.store_matrix(job, marker.matrix_world.copy())
+    obj = importer.import_result(job, INPUTS["textured_glb"], scene, {"prompt": "fitted box"})
+    bpy.context.view_layer.update()
+    lo, hi = harness.world_bounds(obj)
+    size = hi - lo
+    # largest side = display size (both ways) x scale = 2 * 0.5 * 2; centred on the marker
+    assert abs(size.max() - 2.0) < 1e-4, size
+    assert np.allclose((lo + hi) / 2, (5, 0, 0), atol=1e-4), (lo + hi) / 2
+    # rotated 90 degrees about Z: the box's X side (0.4) now runs along world Y
+    assert size[1] < size[0], size
+    return {"world_size": size.tolist()}
+
+
+def check_proxy_replaced_in_place():
+    importer = harness.module("importer")
+    scene = bpy.context.scene
+    job = fake_job(prompt="proxy test")
+    importer.store_matrix(job, Matrix.Translation((0, -3, 0)))
+    a = importer.update_proxy(job, open(INPUTS["proxy_glb_a"], "rb").read(), scene)
+    na = len(a.data.vertices)
+    b = importer.update_proxy(job, open(INPUTS["proxy_glb_b"], "rb").read(), scene)
+    assert a == b and job.proxy == b, "the proxy object is reused"
+    assert len(b.data.vertices) != na and len(b.data.polygons) > 0
+    col = b.data.color_attributes.get(importer.PROXY_COLOR_ATTR)
+    values = np.empty(len(col.data) * 4, np.float32)
+    col.data.foreach_get("color", values)
+    assert np.allclose(values.reshape(-1, 4).mean(axis=0)[:3], (0, 0, 1), atol=0.02)   # proxy b is blue
+    assert (b.matrix_world.translation - Vector((0, -3, 0))).length < 1e-6
+    name, nb = b.name, len(b.data.vertices)
+    importer.remove_proxy(job)
+    assert name not in bpy.data.objects and job.proxy is None
+    return {"vertices": [na, nb]}
+
+
+def check_batch_markers():
+    batch = harness.module("operators.batch")
+    scene = bpy.context.scene
+    col = bpy.data.collections.new("Markers")
+    scene.collection.children.link(col)
+    for i, name in enumerate(["m1", "m2"]):
+        e = bpy.data.objects.new(name, None)
+        e.location = (i * 3, 5, 0)
+        col.objects.link(e)
+    col.objects.link(bpy.data.objects.new("not a marker", bpy.data.meshes.new("m")))
+    loose = bpy.data.objects.new("loose", None)
+    loose["prompt"] = "a lamp"
+    loose["seed"] = 7
+    loose["colour"] = "ignored: not a setting"
+    scene.collection.objects.link(loose)
+    scene.dreamprop.batch_collection = col
+    names = [o.name for o in batch.find_markers(scene)]
+    assert names == ["loose", "m1", "m2"], names
+    assert batch.marker_overrides(loose) == {"prompt": "a lamp", "seed": 7}
+    scene.dreamprop.batch_prompt_property = False
+    assert [o.name for o in batch.find_markers(scene)] == ["m1", "m2"]
+    scene.dreamprop.batch_prompt_property = True
+    return {"markers": names}
+
+
+def check_refine_export():
+    importer = harness.module("importer")
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(2, 1, 0), rotation=(0.3, 0, 0.5))
+    cube = bpy.context.active_object
+    cube.scale = (1, 2, 0.5)
+    bpy.context.view_layer.update()
+    glb, matrix = importer.export_refine_glb(cube, bpy.context)
+    assert bpy.context.active_object == cube and cube.select_get(), "selection restored"
+    assert "dreamprop_refine_export" not in bpy.data.objects
+    verts, faces, _ = importer.read_glb_mesh(glb)
+    lo, hi = verts.min(axis=0), verts.max(axis=0)
+    assert np.allclose(hi, -lo, atol=1e-5) and abs(hi.max() - importer.REFINE_HALF_EXTENT) < 1e-5, (lo, hi)
+    world = np.array([tuple(matrix @ Vector(v)) for v in verts])
+    expected = np.array([tuple(cube.matrix_world @ v.co) for v in cube.data.vertices])
+    for p in world:   # every exported vertex lands on a cube vertex after placement
+        assert np.min(np.linalg.norm(expected - p, axis=1)) < 1e-4, p
+    return {"glb_bytes": len(glb), "faces": len(faces)}
+
+
+def check_errors_are_reports():
+    p = harness.prefs()
+    p.mode = 'LOCAL'
+    p.connection_file = "/nonexistent/connection.json"
+    pg = bpy.context.scene.dreamprop.settings
+    pg.prompt = "a chair"
+    n = len(bpy.context.scene.dreamprop.jobs)
+    messages = []
+    for setup in (lambda: None, lambda: setattr(pg, "elevation_min", 60.0)):
+        setup()
+        try:
+            bpy.ops.dreamprop.generate()
+        except RuntimeError as exc:   # an operator's ERROR report, as Python sees it
+            messages.append(str(exc))
+        else:
+            raise AssertionError("generate should have reported an error")
+    pg.elevation_min = -10.0
+    p.mode = 'REMOTE'   # the bpy module runs with online access off, as Blender does by default
+    try:
+        bpy.ops.dreamprop.generate()
+    except RuntimeError as exc:
+        messages.append(str(exc))
+    p.mode = 'LOCAL'
+    assert "Online access is off" in messages[2], messages
+    assert "no dreamprop server connection file" in messages[0], messages
+    assert "elevation min: must be <= elevation_max" in messages[1], messages
+    assert all("Traceback" not in m for m in messages)
+    assert len(bpy.context.scene.dreamprop.jobs) == n, "no job record for a request that was not sent"
+    return {"messages": messages}
+
+
+class RecordingLayout:
+    """Stands in for a UILayout while calling a panel's draw() headless (background Blender has no
+    windows): every call is checked against UILayout's RNA (method and keyword names, property
+    names on the data, operator idnames and the properties set on them)."""
+
+    FUNCS = {f.identifier: set(f.parameters.keys()) for f in bpy.types.UILayout.bl_rna.functions}
+    ATTRS = set(bpy.types.UILayout.bl_rna.properties.keys())
+    NESTED = {"row", "column", "box", "split", "column_flow", "grid_flow"}
+
+    def __init__(self, calls):
+        object.__setattr__(self, "_calls", calls)
+
+    def __setattr__(self, name, value):
+        assert name in self.ATTRS, f"UILayout has no attribute {name}"
+
+    def __getattr__(self, name):
+        assert name in self.FUNCS, f"UILayout has no function {name}"
+
+        def call(*args, **kwargs):
+            assert not set(kwargs) - self.FUNCS[name], (name, set(kwargs) - self.FUNCS[name])
+            self._calls.append(name)
+            if name in ("prop", "template_list"):
+                pairs = [(args[0], args[1])] if name == "prop" else [(args[2], args[3]), (args[4], args[5])]
+                for data, prop in pairs:
+                    assert prop in data.bl_rna.properties, f"{data.bl_rna.identifier} has no {prop}"
+            if name in self.NESTED:
+                return RecordingLayout(self._calls)
+            if name == "operator":
+                idname = args[0] if args else kwargs["operator"]
+                mod, op = idname.split(".")
+                return OperatorProps(getattr(getattr(bpy.ops, mod), op).get_rna_type())
+            return None
+        return call
+
+
+class OperatorProps:
+    def __init__(self, rna):
+        object.__setattr__(self, "_rna", rna)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"{self._rna.identifier} has no property {name}"
+
+
+class Drawable:
+    """``self`` for a draw() call: the recording layout, everything else from ``base``."""
+
+    def __init__(self, layout, base=None):
+        object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "_base", base)
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+def check_panels_draw():
+    panels, prefs_mod = harness.module("panels"), harness.module("preferences")
+    jobs = harness.module("jobs")
+    scene = bpy.context.scene
+    img = bpy.data.images.new(jobs.PREVIEW_IMAGE, 16, 16)
+    img["dreamprop_job_id"] = JOB_ID
+    running = fake_job(prompt="running job", state='RUNNING', step=3, total=10, eta_s=75.0, batch_id="b" * 32)
+    fake_job(prompt="failed job", state='FAILED', message="out of memory")
+    scene.dreamprop.active_job_index = len(scene.dreamprop.jobs) - 1
+    calls = []
+    for cls in panels.CLASSES:
+        if issubclass(cls, bpy.types.UIList):
+            for i, job in enumerate(scene.dreamprop.jobs):
+                cls.draw_item(Drawable(RecordingLayout(calls)), bpy.context, RecordingLayout(calls), scene.dreamprop,
+                              job, 0, scene.dreamprop, "active_job_index", i)
+        else:
+            cls.draw(Drawable(RecordingLayout(calls), cls), bpy.context)
+    p = harness.prefs()
+    for mode in ('LOCAL', 'REMOTE'):
+        p.mode = mode
+        jobs.set_server_info({"server_version": "0.1.0", "protocol_version": "1.0", "device": "cuda",
+                              "gpus": [{"name": "H100"}], "models": ["builtin", "tiny-random"],
+                              "queue_length": 2, "workers": [{}]})
+        prefs_mod.DREAMPROP_AP_preferences.draw(Drawable(RecordingLayout(calls), p), bpy.context)
+    p.mode = 'LOCAL'
+    assert "progress" in calls and "template_icon" in calls and "template_list" in calls
+    assert panels.progress_text(running) == "3 / 10, ETA 1:15"
+    lines = prefs_mod.info_lines(jobs.state().server_info)
+    assert "GPU: H100" in lines and "Models: builtin, tiny-random" in lines, lines
+    bpy.data.images.remove(img)
+    return {"layout_calls": len(calls)}
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_checks([
+        check_install, check_properties_match_schema, check_presets, check_import_textured_at_cursor,
+        check_fit_to_marker, check_proxy_replaced_in_place, check_batch_markers, check_refine_export,
+        check_errors_are_reports, check_panels_draw], OUT))

@@ -1,0 +1,51 @@
+"""The add-on in real Blender (bpy 5.0.1), without a server: install, settings, import, placement,
+proxies, batch markers, refine export, error reports. One fresh bpy process runs all checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.blender.runner import OUTPUT, addon_zip, check, run_scenario
+
+pytestmark = pytest.mark.blender
+
+CHECKS = ["check_install", "check_properties_match_schema", "check_presets", "check_import_textured_at_cursor",
+          "check_fit_to_marker", "check_proxy_replaced_in_place", "check_batch_markers", "check_refine_export",
+          "check_errors_are_reports", "check_panels_draw"]
+
+
+def _make_glbs(folder):
+    import trimesh
+    from PIL import Image
+
+    box = trimesh.creation.box(extents=[0.4, 1.6, 0.8])   # glTF is Y-up: 1.6 is the height
+    uv = (box.vertices[:, :2] - box.vertices[:, :2].min(0)) / np.ptp(box.vertices[:, :2], axis=0)
+    img = Image.fromarray(np.array([[[200, 30, 30], [30, 200, 30]], [[30, 30, 200], [200, 200, 30]]], np.uint8))
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, image=img)
+    paths = {"textured_glb": folder / "textured.glb"}
+    box.export(paths["textured_glb"])
+    for name, sub, colour in (("proxy_glb_a", 2, [255, 0, 0, 255]), ("proxy_glb_b", 1, [0, 0, 255, 255])):
+        sphere = trimesh.creation.icosphere(subdivisions=sub, radius=0.5)
+        sphere.visual.vertex_colors = np.tile(colour, (len(sphere.vertices), 1))
+        paths[name] = folder / f"{name}.glb"
+        sphere.export(paths[name])
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def results():
+    work = OUTPUT / "offline"
+    import shutil
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    inputs = work / "inputs.json"
+    inputs.write_text(json.dumps(_make_glbs(work)))
+    return run_scenario("scenario_offline.py", [addon_zip(), inputs], work, timeout=180)
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_offline(results, name):
+    check(results, name)
