@@ -8,6 +8,8 @@
 # bpy pins numpy 1.26 while the engine uses numpy 2.
 
 PYTHON ?= python3
+# bpy 5.0.1 ships for Python 3.11 only.
+BLENDER_PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -39,7 +41,7 @@ $(STAMP): pyproject.toml Makefile
 blender-venv: $(BLENDER_STAMP)
 
 $(BLENDER_STAMP):
-	@test -x $(BLENDER_PY) || $(PYTHON) -m venv $(BLENDER_VENV)
+	@test -x $(BLENDER_PY) || $(BLENDER_PYTHON) -m venv $(BLENDER_VENV)
 	$(BLENDER_PY) -m pip install -q --upgrade pip
 	$(BLENDER_PY) -m pip install -q bpy==5.0.1
 	@touch $(BLENDER_STAMP)

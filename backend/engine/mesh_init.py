@@ -83,8 +83,10 @@ def mesh_colors(mesh, points: np.ndarray, face_index: np.ndarray) -> np.ndarray:
     return np.clip((bary[:, :, None] * corner_colors).sum(1), 0.0, 1.0).astype(np.float32)
 
 
-def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 300, batch: int = 8192) -> dict:
-    """Fit ``trainer.field`` to the mesh; returns the normalisation applied (for placing the result)."""
+def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 200, batch: int = 4096,
+                      progress=None) -> dict:
+    """Fit ``trainer.field`` to the mesh; returns the normalisation applied (for placing the result).
+    ``progress(fraction)`` is called every 20 iterations (seconds of work on a CPU)."""
     import trimesh
 
     mesh, transform = load_mesh_engine_coords(glb)
@@ -99,7 +101,9 @@ def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 300, batch: int = 8
     rng = np.random.default_rng(0)
     target_inside = float(np.log1p(INSIDE_DENSITY))
     field.train()
-    for _ in range(iterations):
+    for it in range(iterations):
+        if progress is not None and it % 20 == 0:
+            progress(it / iterations)
         # Half the samples near the surface (where the boundary must be sharp), half uniform.
         near = surface[rng.integers(0, len(surface), batch // 2)] + rng.normal(0, 0.03, (batch // 2, 3))
         uniform = rng.uniform(-1, 1, (batch - batch // 2, 3))

@@ -275,12 +275,26 @@ class Trainer:
         return {k: float(v) for k, v in losses.items()}
 
     # -- export ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def occupied_density(self, x: torch.Tensor) -> torch.Tensor:
+        """Density, skipping points in cells the occupancy grid marks empty (dilated by one cell so
+        thin parts are never cut). Most of a 256^3 export grid is empty: this is ~10x faster."""
+        grid = self.estimator.binaries.reshape(1, 1, *self.estimator.binaries.shape[-3:]).float()
+        grid = F.max_pool3d(grid, kernel_size=3, stride=1, padding=1)[0, 0].bool()
+        res = grid.shape[0]
+        cell = ((x + BOUND) / (2 * BOUND) * res).long().clamp(0, res - 1)
+        occupied = grid[cell[:, 0], cell[:, 1], cell[:, 2]]
+        out = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        if occupied.any():
+            out[occupied] = self.field.density(x[occupied])
+        return out
+
     def export(self, progress: Optional[Callable[[str, float], None]] = None):
         from backend.export.mesh import export_field
 
         self.field.eval()
         s = self.s
-        return export_field(self.field.density, self.field.albedo, resolution=s.mesh_resolution,
+        return export_field(self.occupied_density, self.field.albedo, resolution=s.mesh_resolution,
                             threshold=s.mesh_threshold, keep_components=s.keep_components,
                             face_budget=s.face_budget, texture_size=s.texture_size,
                             vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress)
@@ -301,7 +315,7 @@ def run_generation(settings, *, device="auto", callback=None, checkpoint_path=No
         guidance.configure(resolution=settings.guidance_resolution, weighting=settings.sds_weighting)
     t_loaded = time.perf_counter()
     trainer = Trainer(settings, guidance, dev)
-    resumed_from = 0
+    resumed_from, init_transform = 0, None
     if checkpoint_path and Path(checkpoint_path).is_file():
         trainer.load_checkpoint(checkpoint_path)
         resumed_from = trainer.step
@@ -310,7 +324,12 @@ def run_generation(settings, *, device="auto", callback=None, checkpoint_path=No
     elif init_mesh_glb:
         from backend.engine.mesh_init import fit_field_to_mesh
 
-        fit_field_to_mesh(trainer, init_mesh_glb)
+        def init_progress(fraction: float) -> None:
+            if callback is not None:
+                callback(ProgressEvent(step=0, total=settings.steps, losses={}, elapsed_s=0.0, eta_s=0.0,
+                                       stage="init", message=f"fitting the field to the mesh {fraction:.0%}"))
+
+        init_transform = fit_field_to_mesh(trainer, init_mesh_glb, progress=init_progress)
     final_losses = trainer.fit(callback, should_cancel, checkpoint_path)
     t_fit = time.perf_counter()
 
@@ -327,6 +346,8 @@ def run_generation(settings, *, device="auto", callback=None, checkpoint_path=No
     metadata = {
         "settings": settings.to_dict(), "device": str(dev), "guidance": guidance.name,
         "resumed_from_step": resumed_from, "final_losses": final_losses,
+        # Refine from a mesh: how it was centred (engine coords) and scaled into the scene.
+        "init_transform": init_transform,
         "faces": int(exported.n_faces), "vertices": int(exported.n_vertices),
         "mesh_threshold": float(exported.threshold),
         "timings": {"load_s": t_loaded - t_start, "optimise_s": t_fit - t_loaded,
