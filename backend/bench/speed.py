@@ -61,6 +61,11 @@ def measure_bound(guidance, batch: int = 1) -> dict:
             "resolution": res, "batch": batch}
 
 
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def time_steps(trainer, n: int, start_step: int | None = None) -> list[float]:
     if start_step is not None:
         trainer.step = start_step
@@ -68,7 +73,7 @@ def time_steps(trainer, n: int, start_step: int | None = None) -> list[float]:
     for _ in range(n):
         t0 = time.perf_counter()
         trainer.train_step()
-        torch.cuda.synchronize()
+        synchronize()
         times.append((time.perf_counter() - t0) * 1000)
     return times
 
@@ -114,12 +119,12 @@ def long_run(guidance, model: str, device, total_measured: int = 1200) -> dict:
 
 
 def export_time(guidance, model: str, device) -> dict:
+    """Export of a briefly trained field at the default 256^3 / 50k faces / 1024^2."""
     from backend.engine.trainer import Trainer
 
     settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "steps": 10000})
     trainer = Trainer(settings, guidance, device)
     time_steps(trainer, 20)
-    torch.cuda.synchronize()
     t0 = time.perf_counter()
     result = trainer.export()
     return {"total_s": time.perf_counter() - t0, "stages": result.timings, "faces": result.n_faces,
@@ -166,6 +171,32 @@ def render_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_main(model: str, out: Path) -> int:
+    """The CPU reference numbers: one 64^2 SDS step with the default settings, and the export."""
+    from backend.engine.guidance import load_guidance
+    from backend.engine.trainer import Trainer
+
+    device = torch.device("cpu")
+    guidance = load_guidance(model, device)
+    settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "resolution_schedule": "64x1"})
+    trainer = Trainer(settings, guidance, device)
+    time_steps(trainer, 3)
+    albedo = statistics.median(time_steps(trainer, 10))
+    mixed = statistics.median(time_steps(trainer, 10, start_step=settings.albedo_warmup_steps + 1000))
+    exported = export_time(guidance, model, device)
+    report = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+              "model": guidance.name, "step_64_albedo_ms": albedo, "step_64_after_warmup_ms": mixed,
+              "export": exported}
+    text = (f"# CPU reference ({report['threads']} threads, {guidance.name})\n\n"
+            f"| 64² SDS step, albedo warm-up | 64² SDS step, after warm-up | export 256³ / 50k / 1024² |\n"
+            f"|---|---|---|\n| {albedo:.0f} ms | {mixed:.0f} ms | {exported['total_s']:.1f} s |\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cpu.json").write_text(json.dumps(report, indent=2))
+    (out / "cpu.md").write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend bench speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,9 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default="/tmp/dreamprop-sd15", help="where the SD-1.5 layout is built")
     parser.add_argument("--long-steps", type=int, default=1200, help="real steps timed for the 10k projection")
     parser.add_argument("--stages", default="64x1,128x1,256x1,512x1", help="render stages to time")
+    parser.add_argument("--cpu", action="store_true",
+                        help="CPU reference only: 64^2 step and export with --cpu-model")
+    parser.add_argument("--cpu-model", default="builtin", help="model for --cpu (default: the built-in prior)")
     args = parser.parse_args(argv)
+    if args.cpu:
+        return cpu_main(args.cpu_model, Path(args.out))
     if not torch.cuda.is_available():
-        print("bench speed: needs a CUDA GPU (this machine has none)")
+        print("bench speed: needs a CUDA GPU (this machine has none; --cpu gives the CPU reference)")
         return 2
     from backend.bench.sd15 import build_sd15
     from backend.engine.guidance import load_guidance
