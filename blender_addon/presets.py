@@ -9,6 +9,7 @@ never leaves a value of the previous preset behind.
 from __future__ import annotations
 
 import contextlib
+import math
 
 from .shared import presets as P
 from .shared import settings as S
@@ -40,10 +41,17 @@ def apply(pg, name: str) -> None:
         setattr(pg, key, value)
 
 
+def same_value(a, b) -> bool:
+    """Blender stores float properties in single precision: 0.1 comes back as 0.10000000149."""
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
 def matching(pg) -> str:
     """The preset whose values the group currently has, or CUSTOM."""
     for name, values in PRESETS.items():
-        if all(getattr(pg, k) == v for k, v in values.items()):
+        if all(same_value(getattr(pg, k), v) for k, v in values.items()):
             return name
     return "CUSTOM"
 
