@@ -1,0 +1,470 @@
+"""Train the built-in prior from scratch: ``python -m backend.prior.train --out DIR``.
+
+Stages, all on one device (a GPU: about 6-8 minutes in all on an H100 with the defaults):
+
+1. render ``--images`` training images with ``backend.prior.render`` (engine cameras, shading and
+   backgrounds; captions from ``backend.prior.grammar``), kept on the device as uint8;
+2. train the VAE (L1 + L2 reconstruction, a small KL term) for ``--vae-minutes``; set its
+   ``scaling_factor`` to 1 / std of the latents, as SD does;
+3. encode every image once, then train the UNet and the text encoder together on the latents
+   (epsilon prediction, SD's scaled-linear DDPM schedule, 10% empty captions for classifier-free
+   guidance) for ``--unet-minutes``, keeping an EMA of the weights;
+4. save the EMA pipeline in diffusers layout to ``OUT/weights`` and a report to ``OUT/report``
+   (``report.md``, ``train_log.json`` with the loss curves, ``samples.png`` with samples of every
+   prompt, ``data.png`` with training images, ``vae_recon.png``).
+
+Resumable: with ``--checkpoint FILE`` the state is saved after each stage and every
+``--checkpoint-every`` seconds, and a later run with the same file continues where it stopped
+(carry the file back and forth between device commands).
+
+Step counts follow from the time budgets (measured speed after a warm-up), so the same command
+fits in one device call on any GPU; ``--vae-steps``/``--unet-steps`` fix them instead (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.prior import model as M
+from backend.prior.grammar import COLOURS, SHAPES, VIEWS, caption
+
+P_EMPTY = 0.10          # classifier-free guidance dropout
+P_NO_COLOUR = 0.05      # "a cube": the shape word alone
+P_NO_VIEW = 0.25        # no view suffix (view_dependent_prompt off)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- captions ---------------------------------------------------------------------------------------
+def caption_table() -> list[str]:
+    """Every caption variant, indexed by ``caption_index``; the last entry is the empty caption."""
+    out = []
+    for s in SHAPES:
+        for c in [*COLOURS, None]:
+            for v in [*VIEWS, None]:
+                out.append(caption(s, c, v))
+    out.append("")
+    return out
+
+
+def caption_index(shape: torch.Tensor, colour: torch.Tensor, view: torch.Tensor, generator=None) -> torch.Tensor:
+    """Random caption variant per image: empty, colour dropped, view dropped, or the full caption."""
+    n, dev = shape.shape[0], shape.device
+    nc, nv = len(COLOURS) + 1, len(VIEWS) + 1
+    u = torch.rand(3, n, device=dev, generator=generator)
+    colour = torch.where(u[0] < P_NO_COLOUR, torch.full_like(colour, nc - 1), colour)
+    view = torch.where(u[1] < P_NO_VIEW, torch.full_like(view, nv - 1), view)
+    idx = (shape * nc + colour) * nv + view
+    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, len(SHAPES) * nc * nv), idx)
+
+
+# -- data -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None):
+    """``n`` training images (uint8, on ``device``) and labels (shape, colour, view); with ``minutes``,
+    fewer when rendering all of them would take longer than that."""
+    from backend.prior.render import sample_batch
+
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    images = torch.empty(n, 3, M.IMAGE_SIZE, M.IMAGE_SIZE, dtype=torch.uint8, device=device)
+    labels = torch.empty(n, 3, dtype=torch.long, device=device)
+    t0, i = time.perf_counter(), 0
+    while i < n:
+        b = sample_batch(min(chunk, n - i), M.IMAGE_SIZE, device=device, generator=gen)
+        images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
+        labels[i:i + len(b.images)] = torch.stack([b.shape, b.colour, b.view], 1)
+        i += len(b.images)
+        if minutes and i == 4 * chunk:
+            per_image = (time.perf_counter() - t0) / i
+            fits = int(minutes * 60 / per_image)
+            if fits < n:
+                log(f"  rendering {per_image * 1e3:.2f} ms/image: {fits} images fit in {minutes} min (asked {n})")
+                n = max(i, fits)
+    return images[:n], labels[:n]
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float() / 127.5 - 1.0
+
+
+# -- schedules --------------------------------------------------------------------------------------
+def lr_at(step: int, total: int, base: float, warmup: int = 200, floor: float = 0.1) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    f = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * f)))
+
+
+class Budget:
+    """Turns a time budget into a step count after ``probe`` timed steps."""
+
+    def __init__(self, minutes: float | None, steps: int | None, probe: int = 30):
+        self.minutes, self.fixed, self.probe = minutes, steps, probe
+        self.total = steps or 10**9
+        self.t0 = None
+
+    def update(self, step: int) -> None:
+        if self.fixed:
+            return
+        if step == 5:
+            self.t0 = time.perf_counter()
+        elif step == 5 + self.probe:
+            per_step = (time.perf_counter() - self.t0) / self.probe
+            self.total = max(step + 1, int(self.minutes * 60 / per_step))
+            log(f"  {per_step * 1000:.1f} ms/step -> {self.total} steps in {self.minutes} min")
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def save_ckpt(path, state: dict) -> None:
+    if not path:
+        return
+    tmp = Path(str(path) + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_ckpt(path) -> dict:
+    if path and Path(path).is_file():
+        return torch.load(path, map_location="cpu", weights_only=False)
+    return {}
+
+
+# -- VAE --------------------------------------------------------------------------------------------
+def train_vae(vae, images, args, ckpt, report) -> None:
+    dev = images.device
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    start = 0
+    if ckpt.get("stage") == "vae":
+        vae.load_state_dict(ckpt["vae"])
+        opt.load_state_dict(ckpt["vae_opt"])
+        start = ckpt["step"]
+        report["vae_curve"] = ckpt["report"]["vae_curve"]
+    budget = Budget(args.vae_minutes, args.vae_steps)
+    if start:
+        budget.total = ckpt["total"]
+    gen = torch.Generator(device=dev).manual_seed(args.seed + 1)
+    vae.train()
+    step, run, t_last = start, [], time.perf_counter()
+    while step < budget.total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget.total, args.vae_lr)
+        idx = torch.randint(len(images), (args.vae_batch,), device=dev, generator=gen)
+        x = to_float(images[idx])
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            post = vae.encode(x).latent_dist
+            z = post.sample()
+            rec = vae.decode(z).sample.float()
+        mean, logvar = post.mean.float(), post.logvar.float()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()      # per latent dimension
+        rec_loss = (rec - x).abs().mean() + F.mse_loss(rec, x)
+        loss = rec_loss + args.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        run.append([rec_loss.detach(), kl.detach()])
+        step += 1
+        budget.update(step - start)
+        if step % 100 == 0 or step == budget.total:
+            r, k = torch.stack([torch.stack(v) for v in run]).mean(0).tolist()
+            report["vae_curve"].append({"step": step, "rec": round(r, 5), "kl_per_dim": round(k, 4)})
+            log(f"vae {step}/{budget.total} rec {r:.4f} kl/dim {k:.3f}")
+            run = []
+        if args.checkpoint and time.perf_counter() - t_last > args.checkpoint_every:
+            save_ckpt(args.checkpoint, {"stage": "vae", "step": step, "total": budget.total, "vae": vae.state_dict(),
+                                        "vae_opt": opt.state_dict(), "report": report})
+            t_last = time.perf_counter()
+    report["vae_steps"] = budget.total
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_all(vae, images, chunk=1024):
+    means, stds = [], []
+    for i in range(0, len(images), chunk):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+            post = vae.encode(to_float(images[i:i + chunk])).latent_dist
+        means.append(post.mean.float())
+        stds.append(post.std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+# -- UNet + text encoder ----------------------------------------------------------------------------
+def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base):
+    from diffusers import DDPMScheduler
+
+    dev = latents.device
+    sched = DDPMScheduler(**{k: v for k, v in M.SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    alphas = sched.alphas_cumprod.to(dev)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
+    ema = [p.detach().clone().float() for p in params]
+    start = 0
+    if ckpt.get("stage") == "unet":
+        unet.load_state_dict(ckpt["unet"])
+        text_encoder.load_state_dict(ckpt["text_encoder"])
+        opt.load_state_dict(ckpt["unet_opt"])
+        ema = [e.to(dev) for e in ckpt["ema"]]
+        start = ckpt["step"]
+        report["unet_curve"] = ckpt["report"]["unet_curve"]
+    budget = Budget(args.unet_minutes, args.unet_steps)
+    if start:
+        budget.total = ckpt["total"]
+    gen = torch.Generator(device=dev).manual_seed(args.seed + 2)
+    unet.train(), text_encoder.train()
+    step, run, t_last = start, [], time.perf_counter()
+    bins = torch.zeros(10, device=dev)
+    counts = torch.zeros(10, device=dev)
+    while step < budget.total:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget.total, args.unet_lr)
+        idx = torch.randint(len(latents), (args.unet_batch,), device=dev, generator=gen)
+        z0 = (latents[idx] + latent_std[idx] * torch.randn(latents[idx].shape, device=dev, generator=gen)) * scale
+        if args.flip:
+            flip = torch.rand(len(idx), device=dev, generator=gen) < 0.5
+            z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
+        cap = caption_index(labels[idx, 0], labels[idx, 1], labels[idx, 2], generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=dev, generator=gen)
+        noise = torch.randn(z0.shape, device=dev, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            context = text_encoder(tokens[cap])[0]
+            pred = unet(zt, t, encoder_hidden_states=context).sample.float()
+        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = per.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - decay)
+            b = (t * 10 // sched.config.num_train_timesteps).clamp(max=9)
+            bins.index_add_(0, b, per.detach())
+            counts.index_add_(0, b, torch.ones_like(per))
+        run.append(loss.detach())
+        step += 1
+        budget.update(step - start)
+        if step % 200 == 0 or step == budget.total:
+            mean = torch.stack(run).mean().item()
+            by_t = (bins / counts.clamp(min=1)).tolist()
+            report["unet_curve"].append({"step": step, "loss": round(mean, 5),
+                                         "loss_by_t_decile": [round(v, 4) for v in by_t]})
+            log(f"unet {step}/{budget.total} loss {mean:.4f} lr {opt.param_groups[0]['lr']:.2e}")
+            run = []
+            bins.zero_(), counts.zero_()
+        if args.checkpoint and time.perf_counter() - t_last > args.checkpoint_every:
+            save_ckpt(args.checkpoint, {"stage": "unet", "step": step, "total": budget.total, "unet": unet.state_dict(),
+                                        "text_encoder": text_encoder.state_dict(), "unet_opt": opt.state_dict(),
+                                        "ema": [e.cpu() for e in ema], "report": report, **base})
+            t_last = time.perf_counter()
+    report["unet_steps"] = budget.total
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    unet.eval(), text_encoder.eval()
+
+
+# -- sampling and report ----------------------------------------------------------------------------
+@torch.no_grad()
+def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prompt=2, steps=40, cfg=4.0,
+           seed=0, device="cpu") -> torch.Tensor:
+    """DDIM samples (len(prompts) * n_per_prompt, 3, H, W) in [0, 1], prompt-major."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**M.SCHEDULER_CONFIG)
+    sched.set_timesteps(steps)
+    n = len(prompts) * n_per_prompt
+    cond = text_encoder(tokens_of(prompts).to(device))[0].repeat_interleave(n_per_prompt, 0)
+    uncond = text_encoder(tokens_of([""]).to(device))[0].expand_as(cond)
+    g = torch.Generator(device=device).manual_seed(seed)
+    z = torch.randn(n, 4, M.LATENT_SIZE, M.LATENT_SIZE, generator=g, device=device)
+    for t in sched.timesteps:
+        inp = torch.cat([z, z])
+        eps = unet(inp, t.to(device), encoder_hidden_states=torch.cat([cond, uncond])).sample
+        e_c, e_u = eps.chunk(2)
+        z = sched.step(e_u + cfg * (e_c - e_u), t, z).prev_sample
+    img = vae.decode(z / vae.config.scaling_factor).sample
+    return ((img + 1) / 2).clamp(0, 1)
+
+
+def grid_png(images: torch.Tensor, cols: int, path: Path, upscale: int = 2, pad: int = 2) -> None:
+    from PIL import Image
+
+    imgs = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    n, h, w, _ = imgs.shape
+    rows = math.ceil(n / cols)
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, cols)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = im
+    Image.fromarray(canvas).resize((canvas.shape[1] * upscale, canvas.shape[0] * upscale), Image.NEAREST).save(path)
+
+
+def _thin(curve: list, n: int) -> list:
+    rows = curve[:: max(1, len(curve) // n)]
+    return rows + curve[-1:] if curve and rows[-1] is not curve[-1] else rows
+
+
+def write_report(out: Path, report: dict) -> None:
+    lines = ["# Built-in prior: training report", "",
+             f"- device: {report['device']}; total time {report['timings']['total_s']:.0f} s "
+             f"(render {report['timings']['render_s']:.0f} s, VAE {report['timings']['vae_s']:.0f} s, "
+             f"UNet {report['timings']['unet_s']:.0f} s)",
+             f"- images: {report['images']} at {M.IMAGE_SIZE} px; batch VAE {report['args']['vae_batch']}, "
+             f"UNet {report['args']['unet_batch']}",
+             f"- parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()),
+             f"- VAE scaling_factor: {report['scaling_factor']:.4f}",
+             f"- command: `{report['command']}`", "",
+             "## VAE (reconstruction L1+L2, KL per latent dimension)", "", "| step | rec | KL/dim |", "|---:|---:|---:|"]
+    for row in _thin(report["vae_curve"], 15):
+        lines.append(f"| {row['step']} | {row['rec']:.4f} | {row['kl_per_dim']:.3f} |")
+    lines += ["", "## UNet + text encoder (epsilon MSE; by timestep decile 0-99 ... 900-999)", "",
+              "| step | loss | " + " | ".join(f"t{d}" for d in range(10)) + " |", "|---:|---:|" + "---:|" * 10]
+    for row in _thin(report["unet_curve"], 20):
+        lines.append(f"| {row['step']} | {row['loss']:.4f} | " + " | ".join(f"{v:.3f}" for v in row["loss_by_t_decile"]) + " |")
+    lines += ["", "## Images", "",
+              "- `data.png`: training images (rows of 8).",
+              "- `vae_recon.png`: VAE reconstructions: odd rows originals, even rows reconstructions.",
+              f"- `samples.png`: {report['samples']['per_prompt']} DDIM samples ({report['samples']['steps']} steps, "
+              f"CFG {report['samples']['cfg']}) per prompt; one row per shape ({', '.join(SHAPES)}), "
+              f"columns in colour order ({', '.join(COLOURS)}).", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "train_log.json").write_text(json.dumps(report, indent=1))
+
+
+# -- main -------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m backend.prior.train", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="writes OUT/weights (diffusers layout) and OUT/report")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=100_000)
+    p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
+    p.add_argument("--vae-minutes", type=float, default=1.2)
+    p.add_argument("--vae-steps", type=int, default=None)
+    p.add_argument("--vae-batch", type=int, default=128)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-kl", type=float, default=3e-5)
+    p.add_argument("--unet-minutes", type=float, default=4.5)
+    p.add_argument("--unet-steps", type=int, default=None)
+    p.add_argument("--unet-batch", type=int, default=256)
+    p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="mirror latents left-right (every shape is mirror-symmetric)")
+    p.add_argument("--samples-per-prompt", type=int, default=2)
+    p.add_argument("--sample-steps", type=int, default=40, help="DDIM steps of the report's samples")
+    p.add_argument("--sample-cfg", type=float, default=4.0)
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--checkpoint-every", type=float, default=60.0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import sys
+
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if args.device == "auto" else args.device))
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    out = args.out
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    ckpt = load_ckpt(args.checkpoint)
+    report = ckpt.get("report") or {"vae_curve": [], "unet_curve": []}
+    report.update(device=str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
+                  args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                  command="python -m backend.prior.train " + " ".join(sys.argv[1:] if argv is None else argv))
+    timings = report.setdefault("timings", {})
+
+    t0 = time.perf_counter()
+    images, labels = render_dataset(args.images, dev, seed=args.seed, minutes=args.render_minutes)
+    timings["render_s"] = time.perf_counter() - t0
+    report["images"] = len(images)
+    log(f"rendered {len(images)} images in {timings['render_s']:.1f} s")
+    grid_png(images[:64].float() / 255, 8, out / "report" / "data.png")
+
+    torch.manual_seed(args.seed)
+    tok_dir = out / "_tokenizer"
+    tokenizer = M.build_tokenizer(tok_dir)
+    vae, unet, text_encoder = M.build_vae().to(dev), M.build_unet().to(dev), M.build_text_encoder(tokenizer).to(dev)
+    report["params"] = {"vae": M.n_params(vae), "vae_encoder": M.n_params(vae.encoder), "unet": M.n_params(unet),
+                        "text_encoder": M.n_params(text_encoder)}
+    log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
+
+    t0 = time.perf_counter()
+    stage = ckpt.get("stage")
+    if stage == "done":
+        log(f"checkpoint {args.checkpoint} says training is done; delete it to train again")
+        return 0
+    if stage in (None, "vae"):
+        train_vae(vae, images, args, ckpt, report)
+    else:
+        vae.load_state_dict(ckpt["vae_final"])
+        log(f"resumed from {args.checkpoint} (stage {stage}, step {ckpt.get('step', 0)})")
+    timings["vae_s"] = timings.get("vae_s", 0.0) + time.perf_counter() - t0
+
+    means, stds = encode_all(vae, images)
+    scale = float(ckpt.get("scale") or 1.0 / means.std().item())
+    vae.register_to_config(scaling_factor=scale)
+    report["scaling_factor"] = scale
+    log(f"latents {tuple(means.shape)}, std {means.std().item():.3f}, posterior std {stds.mean().item():.4f}, "
+        f"scaling_factor {scale:.4f}")
+    base = {"vae_final": {k: v.cpu() for k, v in vae.state_dict().items()}, "scale": scale}
+    if stage in (None, "vae"):
+        save_ckpt(args.checkpoint, {"stage": "unet_start", **base, "report": report})
+    with torch.no_grad():
+        k = min(8, len(images))
+        recon = vae.decode(vae.encode(to_float(images[:2 * k])).latent_dist.mean).sample
+    originals = images[:2 * k].float() / 255
+    recon = ((recon + 1) / 2).clamp(0, 1).float()
+    rows = [originals[:k], recon[:k], originals[k:], recon[k:]]
+    grid_png(torch.cat([r for r in rows if len(r)]), k, out / "report" / "vae_recon.png")
+
+    captions = caption_table()
+    tokens = M.tokenize(tokenizer, captions).to(dev)
+    t0 = time.perf_counter()
+    train_unet(unet, text_encoder, tokens, means, stds, labels, scale, args,
+               ckpt if stage == "unet" else {}, report, base)
+    timings["unet_s"] = timings.get("unet_s", 0.0) + time.perf_counter() - t0
+
+    vae.eval()
+    prompts = [caption(s, c) for s in SHAPES for c in COLOURS]
+    tokens_of = lambda texts: M.tokenize(tokenizer, texts)
+    samples = sample(unet, text_encoder, vae, tokens_of, prompts, n_per_prompt=args.samples_per_prompt,
+                     steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed)
+    grid_png(samples, len(COLOURS) * args.samples_per_prompt, out / "report" / "samples.png")
+    report["samples"] = {"per_prompt": args.samples_per_prompt, "steps": args.sample_steps, "cfg": args.sample_cfg}
+
+    weights = M.save_pipeline(out / "weights", vae=vae.float().cpu(), unet=unet.float().cpu(),
+                              text_encoder=text_encoder.float().cpu(), tokenizer=tokenizer)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    timings["total_s"] = time.perf_counter() - t_start
+    write_report(out / "report", report)
+    size = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())
+    log(f"saved {weights} ({size / 1e6:.1f} MB) and {out / 'report'} in {timings['total_s']:.0f} s")
+    if args.checkpoint:
+        save_ckpt(args.checkpoint, {"stage": "done", "report": report})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""The built-in prior: grammar, analytic shapes, training renders, architecture, shipped weights."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.prior import CAMERA, PRESET, WEIGHTS_DIR, available, recommended_settings, shapes
+from backend.prior.grammar import COLOURS, SHAPES, VIEWS, all_prompts, caption, parse_prompt, vocabulary
+
+needs_weights = pytest.mark.skipif(not available(), reason="backend/prior/weights is not installed")
+
+
+# -- grammar ----------------------------------------------------------------------------------------
+def test_grammar_has_at_least_7_shapes_and_8_colours():
+    assert len(SHAPES) >= 7 and len(COLOURS) >= 8
+    assert len(all_prompts()) == len(SHAPES) * len(COLOURS)
+    for rgb in COLOURS.values():
+        assert all(0.0 <= c <= 1.0 for c in rgb)
+
+
+@pytest.mark.parametrize("shape,colour,view,text", [
+    ("cube", "red", None, "a red cube"),
+    ("torus", "orange", None, "an orange torus"),
+    ("cone", "blue", "side", "a blue cone, side view"),
+    ("sphere", None, "overhead", "a sphere, overhead view"),
+    (None, None, None, ""),
+])
+def test_captions_follow_the_grammar(shape, colour, view, text):
+    assert caption(shape, colour, view) == text
+    if shape:
+        assert parse_prompt(text) == (shape, colour)
+
+
+def test_parse_prompt_rejects_text_outside_the_grammar():
+    for bad in ("a red dragon", "a magenta cube", "red cube", "a red cube on a table"):
+        with pytest.raises(ValueError):
+            parse_prompt(bad)
+
+
+def test_every_caption_fits_the_tokenizer_without_truncation(tmp_path):
+    """Grammar words are (mostly) single tokens and even the longest caption leaves padding.
+
+    ``build_clip_tokenizer`` gives a word one token only when its merge rules do not collide with
+    another word's (e.g. "re" of "red" splits "green"); the shipped tokenizer is saved with the
+    weights, so training and generation always agree, and nothing is truncated."""
+    from transformers import CLIPTokenizer
+
+    from backend.prior.model import MAX_TOKENS, build_tokenizer, tokenize
+
+    for tok in [build_tokenizer(tmp_path / "tok")] + (
+            [CLIPTokenizer.from_pretrained(str(WEIGHTS_DIR), subfolder="tokenizer")] if available() else []):
+        assert tok.model_max_length == MAX_TOKENS
+        singles = [w for w in vocabulary() if len(tok.tokenize(w)) == 1]
+        assert len(singles) >= len(vocabulary()) - 3
+        captions = [caption(s, c, v) for s in SHAPES for c in [*COLOURS, None] for v in [*VIEWS, None]]
+        assert max(len(tok(c).input_ids) for c in captions) < MAX_TOKENS
+        ids = tokenize(tok, captions)
+        assert ids.shape == (len(captions), MAX_TOKENS) and len({tuple(r) for r in ids.tolist()}) == len(captions)
+
+
+# -- shapes -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shape_volume_and_extent_match_closed_form(shape):
+    gen = torch.Generator().manual_seed(0)
+    p = torch.rand(200_000, 3, generator=gen) * 2 - 1
+    inside = shapes.sdf(shape, p) < 0
+    assert inside.float().mean().item() * 8 == pytest.approx(shapes.volume(shape), rel=0.05)
+    assert p[inside].norm(dim=1).max().item() <= shapes.bounding_radius(shape) + 1e-6
+    # Canonical placement: centred in x and y.
+    assert p[inside][:, :2].mean(0).abs().max().item() < 0.01
+
+
+@pytest.mark.parametrize("shape", ["sphere", "cube", "cone", "cylinder", "torus", "capsule"])
+def test_exact_sdfs_have_unit_gradient_near_the_surface(shape):
+    p = (torch.rand(5000, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1).requires_grad_(True)
+    d = shapes.sdf(shape, p)
+    (g,) = torch.autograd.grad(d.sum(), p)
+    near = d.detach().abs() < 0.1
+    assert g[near].norm(dim=1).sub(1).abs().median().item() < 0.05
+
+
+def test_rotate_z_is_counter_clockwise_seen_from_above():
+    p = torch.tensor([[1.0, 0.0, 0.5]])
+    assert torch.allclose(shapes.rotate_z(p, 90.0), torch.tensor([[0.0, 1.0, 0.5]]), atol=1e-6)
+
+
+# -- renders ----------------------------------------------------------------------------------------
+def test_training_renders_use_the_engine_cameras_and_show_the_object():
+    from backend.prior.render import default_settings, sample_batch
+
+    s = default_settings()
+    for key, value in CAMERA.items():
+        assert getattr(s, key) == value
+    torch.manual_seed(0)
+    b = sample_batch(6, 16, generator=torch.Generator().manual_seed(0))
+    assert b.images.shape == (6, 3, 16, 16)
+    assert 0.0 <= b.images.min() and b.images.max() <= 1.0
+    assert b.shape.max() < len(SHAPES) and b.colour.max() < len(COLOURS) and b.view.max() < len(VIEWS)
+    # The object sits in the middle (no look-at jitter): centre pixels differ from the corners.
+    centre = b.images[:, :, 6:10, 6:10].mean((2, 3))
+    corner = b.images[:, :, :2, :2].mean((2, 3))
+    assert ((centre - corner).abs().max(1).values > 0.02).float().mean() >= 0.8
+
+
+def test_albedo_renders_show_the_exact_colour():
+    from backend.engine.cameras import orbit_cameras
+    from backend.prior.render import BACKGROUNDS, SHADINGS, render
+
+    cams = orbit_cameras(20.0, [30.0], 1.8, 50.0)
+    red = torch.tensor([COLOURS["red"]])
+    img = render(torch.tensor([SHAPES.index("sphere")]), red, cams, 16,
+                 shading=torch.tensor([SHADINGS.index("albedo")]), background=torch.tensor([BACKGROUNDS.index("white")]))
+    assert torch.allclose(img[0, :, 8, 8], red[0], atol=1e-4)
+    assert torch.allclose(img[0, :, 0, 0], torch.ones(3))
+
+
+# -- settings ---------------------------------------------------------------------------------------
+def test_recommended_settings_are_valid_and_use_the_training_camera():
+    from shared.settings import GenerationSettings
+
+    s = GenerationSettings.from_dict({**recommended_settings("cpu"), "prompt": "a red cube"})
+    for key, value in CAMERA.items():
+        assert getattr(s, key) == value
+    assert s.model == "builtin"
+    assert recommended_settings("cuda") == PRESET
+
+
+# -- architecture -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def random_prior(tmp_path_factory):
+    from backend.prior.model import build_random
+
+    return build_random(tmp_path_factory.mktemp("prior") / "random")
+
+
+def test_architecture_loads_through_the_sd_guidance(random_prior):
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+    from backend.prior.model import IMAGE_SIZE
+
+    g = StableDiffusionGuidance(str(random_prior), "cpu")
+    assert g.native_resolution == IMAGE_SIZE
+    emb = g.encode_prompts("a red cube", "", True)
+    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
+    out = g(rgb, emb, ["front"], guidance_scale=10.0, t_range=(0.02, 0.98))
+    out["loss_sds"].backward()
+    assert rgb.grad is not None and torch.isfinite(rgb.grad).all()
+
+
+def test_weights_budget_of_the_architecture(random_prior):
+    size = sum(f.stat().st_size for f in Path(random_prior).rglob("*") if f.is_file())
+    assert size <= 25e6
+    assert not list(Path(random_prior).rglob("*.bin"))
+
+
+# -- the shipped weights ----------------------------------------------------------------------------
+@needs_weights
+def test_shipped_weights_are_the_builtin_model_and_small():
+    from backend.engine.guidance.models import resolve_model
+
+    assert resolve_model("builtin") == WEIGHTS_DIR
+    files = [f for f in WEIGHTS_DIR.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 25e6
+    weights = [f for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".ckpt")]
+    assert weights and all(f.suffix == ".safetensors" for f in weights)
+    index = json.loads((WEIGHTS_DIR / "model_index.json").read_text())
+    assert {"unet", "vae", "text_encoder", "tokenizer", "scheduler"} <= set(index)
+    sched = json.loads((WEIGHTS_DIR / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["beta_schedule"] == "scaled_linear" and sched["prediction_type"] == "epsilon"
+
+
+@needs_weights
+@torch.no_grad()
+def test_shipped_prior_draws_the_asked_colour():
+    """DDIM samples of 'a red cube' / 'a blue sphere': the mean colour of the image centres (where
+    the prior puts the object) is closest to the asked colour among all colours of the grammar."""
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+    from backend.prior.train import sample
+
+    g = StableDiffusionGuidance(str(WEIGHTS_DIR), "cpu")
+    tokens_of = lambda texts: g.tokenizer(list(texts), padding="max_length", max_length=g.tokenizer.model_max_length,
+                                          truncation=True, return_tensors="pt").input_ids
+    prompts = ["a red cube", "a blue sphere"]
+    n = 4
+    images = sample(g.unet, g.text_encoder, g.vae, tokens_of, prompts, n_per_prompt=n, steps=20, cfg=4.0, seed=0)
+    table = torch.tensor(list(COLOURS.values()))
+    names = list(COLOURS)
+    for i, prompt in enumerate(prompts):
+        centre = images[n * i: n * (i + 1), :, 28:36, 28:36].mean((0, 2, 3))      # mean RGB of the centres
+        nearest = names[int(torch.cdist(centre[None], table).argmin())]
+        assert nearest == parse_prompt(prompt)[1], (prompt, nearest, centre)
+
+
+@needs_weights
+def test_shipped_prior_prefers_the_right_prompt():
+    """The denoiser's error on noised latents of a rendered red cube is lower with the caption
+    'a red cube' than with a wrong shape or colour: text conditioning works."""
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+    from backend.prior.render import sample_batch
+
+    g = StableDiffusionGuidance(str(WEIGHTS_DIR), "cpu")
+    torch.manual_seed(0)
+    batch = sample_batch(48, 64, generator=torch.Generator().manual_seed(3))
+    keep = (batch.shape == SHAPES.index("cube")) | (batch.shape == SHAPES.index("sphere"))
+    images, shape_idx, colour_idx = batch.images[keep][:8], batch.shape[keep][:8], batch.colour[keep][:8]
+    assert len(images) >= 4
+    with torch.no_grad():
+        z = g.vae.encode(images * 2 - 1).latent_dist.mean * g.latent_scale
+        gen = torch.Generator().manual_seed(0)
+        errors = {"right": 0.0, "wrong_shape": 0.0, "wrong_colour": 0.0}
+        for _ in range(4):
+            t = torch.randint(200, 700, (len(z),), generator=gen)
+            noise = torch.randn(z.shape, generator=gen)
+            noisy = g.scheduler.add_noise(z, noise, t)
+            for kind in errors:
+                texts = []
+                for s, c in zip(shape_idx.tolist(), colour_idx.tolist()):
+                    if kind == "wrong_shape":
+                        s = SHAPES.index("sphere") if SHAPES[s] == "cube" else SHAPES.index("cube")
+                    if kind == "wrong_colour":
+                        c = (c + len(COLOURS) // 2) % len(COLOURS)
+                    texts.append(caption(SHAPES[s], list(COLOURS)[c]))
+                ctx = torch.cat([g._embed(x) for x in texts])
+                pred = g.unet(noisy, t, encoder_hidden_states=ctx).sample
+                errors[kind] += float(((pred - noise) ** 2).mean())
+    assert errors["right"] < errors["wrong_shape"] and errors["right"] < errors["wrong_colour"], errors
+
+
+# -- training script --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_training_script_writes_a_loadable_pipeline_and_report(tmp_path):
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+    from backend.prior.train import main
+
+    ckpt = tmp_path / "ckpt.pt"
+    args = ["--out", str(tmp_path / "run"), "--device", "cpu", "--images", "8", "--vae-steps", "2",
+            "--unet-steps", "2", "--vae-batch", "4", "--unet-batch", "4", "--samples-per-prompt", "1",
+            "--sample-steps", "1", "--checkpoint", str(ckpt), "--checkpoint-every", "0"]
+    assert main(args) == 0
+    report = tmp_path / "run" / "report"
+    for name in ("report.md", "train_log.json", "samples.png", "data.png", "vae_recon.png"):
+        assert (report / name).is_file(), name
+    log = json.loads((report / "train_log.json").read_text())
+    assert log["unet_curve"][-1]["step"] == 2 and log["vae_curve"][-1]["step"] == 2
+    g = StableDiffusionGuidance(str(tmp_path / "run" / "weights"), "cpu")
+    assert math.isclose(g.latent_scale, log["scaling_factor"], rel_tol=1e-6)
+    # A finished checkpoint makes a second run a no-op.
+    assert torch.load(ckpt, weights_only=False)["stage"] == "done"
+    assert main(args) == 0
