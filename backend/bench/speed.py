@@ -204,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default="/tmp/dreamprop-sd15", help="where the SD-1.5 layout is built")
     parser.add_argument("--long-steps", type=int, default=1200, help="real steps timed for the 10k projection")
     parser.add_argument("--stages", default="64x1,128x1,256x1,512x1", help="render stages to time")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a generation setting in every measured configuration (repeatable)")
+    parser.add_argument("--checkpoint-rays", type=int, default=None,
+                        help="rays per activation-checkpointed chunk (default: the trainer's)")
+    parser.add_argument("--quick", action="store_true", help="bound and render stages only (no export, no long run)")
     parser.add_argument("--cpu", action="store_true",
                         help="CPU reference only: 64^2 step and export with --cpu-model")
     parser.add_argument("--cpu-model", default="builtin", help="model for --cpu (default: the built-in prior)")
@@ -218,18 +223,30 @@ def main(argv: list[str] | None = None) -> int:
     from backend.engine.guidance.models import builtin_available
 
     device = torch.device("cuda")
+    overrides = dict(item.split("=", 1) for item in args.overrides)
+    if args.checkpoint_rays is not None:
+        import backend.engine.trainer as trainer_module
+
+        trainer_module.CHECKPOINT_RAYS = args.checkpoint_rays
     t0 = time.perf_counter()
     model = str(build_sd15(Path(args.model_dir)))
     guidance = load_guidance(model, device)
-    report = {"versions": versions(), "build_and_load_s": time.perf_counter() - t0}
+    report = {"versions": versions(), "build_and_load_s": time.perf_counter() - t0, "overrides": overrides,
+              "checkpoint_rays": args.checkpoint_rays}
     report["bound"] = measure_bound(guidance)
     print("bound", report["bound"], flush=True)
     report["steps"] = []
     for stage in args.stages.split(","):
         big = int(stage.split("x")[0]) >= 256      # slow steps: fewer repeats keep the run in one command
-        row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30, repeat=12 if big else 60)
+        row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30, repeat=12 if big else 60,
+                                 **overrides)
         print(row, flush=True)
         report["steps"].append(row)
+    if args.quick:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        return 0
     report["export"] = export_time(guidance, model, device)
     print("export", report["export"], flush=True)
     report["long_run"] = long_run(guidance, model, device, args.long_steps)
