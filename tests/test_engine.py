@@ -228,3 +228,60 @@ def test_checkpointed_chunks_give_the_same_image_and_gradients(shading):
     if shading == "lambertian":
         assert torch.allclose(outs[0]["orient_sum"], outs[1]["orient_sum"], rtol=1e-4, atol=1e-6)
     assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+# -- closed-form Jacobian and normals (no double backward) ------------------------------------------
+@pytest.mark.parametrize("n_active", [6, 4])
+def test_hash_encoding_jacobian_matches_autograd(n_active):
+    torch.manual_seed(3)
+    enc = HashGridEncoding(n_levels=6, n_features=2, log2_table_size=10, base_resolution=4, max_resolution=200)
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1)
+    enc.set_active_levels(n_active)
+    x = torch.rand(40, 3, dtype=torch.float32) * 2.2 - 1.1           # some points outside the box
+    feats, jac = enc.forward_with_jacobian(x)
+    assert torch.equal(feats, enc(x))
+    xg = x.clone().requires_grad_(True)
+    out = enc(xg)
+    rows = [torch.autograd.grad(out[:, k].sum(), xg, retain_graph=True)[0] for k in range(out.shape[1])]
+    expected = torch.stack(rows, dim=1)                                 # (N, E, 3)
+    assert torch.allclose(jac, expected, atol=1e-4)
+    assert jac[:, 2 * n_active:].abs().sum() == 0
+    # The Jacobian is differentiable in the table: its gradient equals autograd's second derivative.
+    w = torch.randn_like(jac)
+    g_closed, = torch.autograd.grad((jac * w).sum(), enc.table)
+    xg = x.clone().requires_grad_(True)
+    out = enc(xg)
+    g_x = torch.stack([torch.autograd.grad(out[:, k].sum(), xg, create_graph=True)[0]
+                       for k in range(out.shape[1])], dim=1)
+    g_auto, = torch.autograd.grad((g_x * w).sum(), enc.table)
+    assert torch.allclose(g_closed, g_auto, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "exp"])
+def test_closed_form_normals_match_double_backward(activation):
+    """The field's analytic normals (encoder Jacobian pushed through the MLP by hand) equal
+    -normalize(d density / dx) from autograd, and so do the parameter gradients of a loss on them."""
+    torch.manual_seed(1)
+    field = NeRFField(n_levels=6, log2_table_size=12, base_resolution=4, max_resolution=128,
+                      density_activation=activation)
+    with torch.no_grad():
+        field.encoding.table.uniform_(-0.5, 0.5)
+    x = torch.rand(300, 3) * 1.6 - 0.8
+    density, albedo, normals = field(x, with_normals=True)
+    weights = torch.randn(300, 3)
+    loss = (normals * weights).sum() + density.sum() * 1e-2 + albedo.sum()
+    params = [field.encoding.table, *field.mlp.parameters()]
+    closed = torch.autograd.grad(loss, params)
+
+    xg = x.clone().requires_grad_(True)
+    h = field.mlp(field.encoding(xg))
+    ref_density = field._activate(h[:, 0], xg)
+    grad, = torch.autograd.grad(ref_density.sum(), xg, create_graph=True)
+    ref_normals = torch.nn.functional.normalize(-grad, dim=-1, eps=1e-8)
+    assert torch.allclose(density, ref_density, atol=1e-5)
+    assert torch.allclose(normals, ref_normals, atol=1e-4)
+    ref_loss = (ref_normals * weights).sum() + ref_density.sum() * 1e-2 + torch.sigmoid(h[:, 1:4]).sum()
+    reference = torch.autograd.grad(ref_loss, params)
+    for got, want in zip(closed, reference):
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-3), (got - want).abs().max()

@@ -61,25 +61,101 @@ def measure_bound(guidance, batch: int = 1) -> dict:
             "resolution": res, "batch": batch}
 
 
+def bound_variants(guidance, compile_vae: bool = True) -> dict:
+    """The bound's two parts under the levers that act on them: the UNet eager vs replayed from a CUDA
+    graph, the VAE encoder with contiguous vs channels_last weights. Leaves the guidance as it was."""
+    rows = {}
+    graphs = guidance.use_cuda_graphs
+    for use_graphs in (False, True):
+        guidance.use_cuda_graphs = use_graphs
+        rows["unet_graph" if use_graphs else "unet_eager"] = measure_bound(guidance)["unet_cfg_ms"]
+    guidance.use_cuda_graphs = graphs
+    rows["vae_contiguous"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
+    guidance.vae.to(memory_format=torch.channels_last)
+    rows["vae_channels_last"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
+    guidance.vae.to(memory_format=torch.contiguous_format)
+    if compile_vae:
+        # torch.compile fuses the encoder's GroupNorm+SiLU and elementwise passes (the profile's top
+        # kernels); measured here, not yet used by the engine (its compile time is per shape).
+        encoder = guidance.vae.encoder
+        try:
+            guidance.vae.encoder = torch.compile(encoder)
+            t0 = time.perf_counter()
+            guidance.encode_images(torch.rand(1, 3, guidance.resolution, guidance.resolution,
+                                              device=guidance.device, requires_grad=True)).float().sum().backward()
+            rows["vae_compile_s"] = time.perf_counter() - t0
+            rows["vae_compiled"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
+        except Exception as exc:                  # noqa: BLE001 - a lever that fails is a reading too
+            rows["vae_compiled_error"] = repr(exc)[:300]
+        finally:
+            guidance.vae.encoder = encoder
+    return rows
+
+
+def hashgrid_micro(device, n_points: int = 262144) -> dict:
+    """Forward+backward of the default 16-level encoder on ``n_points`` points: PyTorch vs fused."""
+    from backend.engine.hashgrid import HashGridEncoding
+
+    enc = HashGridEncoding().to(device)
+    x = torch.rand(n_points, 3, device=device) * 2 - 1
+    out = {"points": n_points}
+    for fused in (False, True):
+        enc.fused = fused
+        for jac in (False, True):
+            def run():
+                if jac:
+                    f, j = enc.forward_with_jacobian(x)
+                    (f.sum() + j.sum()).backward()
+                else:
+                    enc(x).sum().backward()
+            out[f"{'fused' if fused else 'torch'}_{'with_jacobian' if jac else 'features'}_ms"] = cuda_ms(run)
+    enc.fused = True
+    return out
+
+
+def profile_steps(trainer, n: int = 10) -> dict:
+    """Where a step's GPU time goes: top kernels by device time, and GPU-busy vs wall time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    time_steps(trainer, 3)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        time_steps(trainer, n, block=n)
+    wall = (time.perf_counter() - t0) * 1000 / n
+    # Kernel events only (CPU ops also carry the device time of what they launched).
+    events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    busy = sum(e.self_device_time_total for e in events) / 1000 / n
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]
+    return {"steps": n, "wall_ms_per_step": wall, "gpu_busy_ms_per_step": busy,
+            "top": [{"name": e.key[:90], "ms_per_step": e.self_device_time_total / 1000 / n,
+                     "calls_per_step": e.count / n} for e in top]}
+
+
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def time_steps(trainer, n: int, start_step: int | None = None) -> list[float]:
+def time_steps(trainer, n: int, start_step: int | None = None, block: int = 1) -> list[float]:
+    """Per-step ms of ``n`` steps, timed in blocks of ``block`` steps with one synchronisation per
+    block: a real run never waits for the GPU between steps (the CPU queues the next step while the
+    GPU finishes the last), so a sync per step would add a bubble that training does not have."""
     if start_step is not None:
         trainer.step = start_step
+    synchronize()
     times = []
-    for _ in range(n):
+    for _ in range(max(1, n // block)):
         t0 = time.perf_counter()
-        trainer.train_step()
+        for _ in range(block):
+            trainer.train_step()
         synchronize()
-        times.append((time.perf_counter() - t0) * 1000)
+        times.append((time.perf_counter() - t0) * 1000 / block)
     return times
 
 
 def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 30, repeat: int = 60,
-                       **overrides) -> dict:
+                       profile: bool = False, **overrides) -> dict:
     from backend.engine.trainer import Trainer
 
     settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "resolution_schedule": stage,
@@ -90,20 +166,26 @@ def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 3
     try:
         trainer = Trainer(settings, guidance, device)
         time_steps(trainer, warmup)                           # occupancy warm-up, allocator, autotune
-        albedo = time_steps(trainer, repeat)
-        mixed = time_steps(trainer, repeat, start_step=settings.albedo_warmup_steps + 1000)
+        block = 1 if repeat < 30 else 10
+        albedo = time_steps(trainer, repeat, block=block)
+        mixed = time_steps(trainer, repeat, start_step=settings.albedo_warmup_steps + 1000, block=block)
         row.update(albedo_ms=statistics.median(albedo), mixed_ms=statistics.median(mixed),
-                   peak_gb=torch.cuda.max_memory_allocated() / 2**30)
+                   peak_gb=torch.cuda.max_memory_allocated() / 2**30, overrides=overrides)
+        if profile:
+            try:
+                row["profile"] = profile_steps(trainer)
+            except Exception as exc:        # noqa: BLE001 - the profile is a reading aid; keep the timings
+                row["profile_error"] = repr(exc)
     except torch.OutOfMemoryError:
         row.update(albedo_ms=None, mixed_ms=None, peak_gb=None, error="CUDA out of memory")
     return row
 
 
-def long_run(guidance, model: str, device, total_measured: int = 1200) -> dict:
+def long_run(guidance, model: str, device, total_measured: int = 1200, **overrides) -> dict:
     """Time real steps from three parts of the default 10k schedule and project the whole run."""
     from backend.engine.trainer import Trainer
 
-    settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model})
+    settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, **overrides})
     trainer = Trainer(settings, guidance, device)
     per = total_measured // 3
     # (start of the measured segment, first and last step of the schedule it stands for)
@@ -111,11 +193,12 @@ def long_run(guidance, model: str, device, total_measured: int = 1200) -> dict:
                 (8000, 7000, settings.steps)]
     projected, measured = 0.0, []
     for start, lo, hi in segments:
-        times = time_steps(trainer, per, start_step=start)
+        times = time_steps(trainer, per, start_step=start, block=per)
         mean_ms = sum(times) / len(times)
         measured.append({"start": start, "steps": per, "mean_ms": mean_ms, "represents": [lo, hi]})
         projected += mean_ms * (hi - lo) / 1000
-    return {"measured_steps": per * 3, "segments": measured, "projected_10k_s": projected}
+    return {"measured_steps": per * 3, "segments": measured, "projected_10k_s": projected,
+            "overrides": overrides}
 
 
 def export_time(guidance, model: str, device) -> dict:
@@ -137,6 +220,12 @@ def versions() -> dict:
     out = {"torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
            "device": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
     try:
+        import triton
+
+        out["triton"] = triton.__version__
+    except ImportError:
+        out["triton"] = None
+    try:
         import nerfacc
 
         out["nerfacc"] = nerfacc.__version__
@@ -146,29 +235,75 @@ def versions() -> dict:
 
 
 def render_report(report: dict) -> str:
-    b = report["bound"]
-    lines = [f"# Speed benchmark — {report['versions']['device']}", "",
-             f"Versions: {json.dumps(report['versions'])}", "",
-             f"Bound (UNet CFG pair + VAE encode fwd/bwd at {b['resolution']}², fp16 eager): "
-             f"**{b['bound_ms']:.1f} ms** (UNet {b['unet_cfg_ms']:.1f} + VAE {b['vae_encode_fwd_bwd_ms']:.1f})", "",
-             "| render | step, albedo warm-up (ms) | step, after warm-up (ms) | × bound | peak GPU memory (GB) |",
-             "|---|---|---|---|---|"]
+    b, v = report["bound"], report["versions"]
+    graphs = "UNet replayed from a CUDA graph" if report.get("cuda_graphs") else "eager"
+    lines = [f"# Speed benchmark — {v['device']}", "", f"Versions: {json.dumps(v)}", "",
+             f"Bound (UNet CFG pair + VAE encode fwd/bwd at {b['resolution']}², fp16, {graphs}): "
+             f"**{b['bound_ms']:.1f} ms** (UNet {b['unet_cfg_ms']:.1f} + VAE {b['vae_encode_fwd_bwd_ms']:.1f})", ""]
+    if report.get("bound_variants"):
+        bv = report["bound_variants"]
+        lines += [f"Levers on the bound: UNet eager {bv['unet_eager']:.1f} ms, CUDA graph {bv['unet_graph']:.1f} ms; "
+                  f"VAE encoder fwd+bwd contiguous {bv['vae_contiguous']:.1f} ms, channels_last "
+                  f"{bv['vae_channels_last']:.1f} ms"
+                  + (f", torch.compile {bv['vae_compiled']:.1f} ms (compiled in {bv['vae_compile_s']:.0f} s)"
+                     if "vae_compiled" in bv else "") + ".", ""]
+    if report.get("kernel_check"):
+        kc = report["kernel_check"]
+        lines += [f"Fused Triton hash grid vs the PyTorch reference (features, Jacobian, table gradient; "
+                  f"{len(kc['errors'])} checks): max relative error {kc['max_rel_error']:.1e}, tolerance "
+                  f"{kc.get('tolerance', 1e-3):.0e} (see `hashgrid_triton.GPU_TOLERANCE`) — "
+                  f"**{'PASS' if kc['passed'] else 'FAIL'}**", ""]
+    if report.get("hashgrid_micro"):
+        m = report["hashgrid_micro"]
+        lines += [f"Hash grid fwd+bwd, {m['points']} points, 16 levels: PyTorch {m['torch_features_ms']:.2f} ms "
+                  f"(with Jacobian {m['torch_with_jacobian_ms']:.2f}), fused {m['fused_features_ms']:.2f} ms "
+                  f"(with Jacobian {m['fused_with_jacobian_ms']:.2f}).", ""]
+    lines += ["| render | step, albedo warm-up (ms) | step, after warm-up (ms) | × bound | peak GPU memory (GB) |",
+              "|---|---|---|---|---|"]
     for row in report["steps"]:
+        name = row["stage"] + (" (again)" if row.get("repeat") else "")
         if row.get("error"):
-            lines.append(f"| {row['stage']} | {row['error']} | | | |")
+            lines.append(f"| {name} | {row['error']} | | | |")
             continue
-        lines.append(f"| {row['stage']} | {row['albedo_ms']:.1f} | {row['mixed_ms']:.1f} | "
+        lines.append(f"| {name} | {row['albedo_ms']:.1f} | {row['mixed_ms']:.1f} | "
                      f"{row['mixed_ms'] / b['bound_ms']:.2f} | {row['peak_gb']:.2f} |")
-    lr = report["long_run"]
-    lines += ["", f"Default schedule: {lr['measured_steps']} real steps measured, projected 10,000 steps: "
-              f"**{lr['projected_10k_s'] / 60:.1f} min**", "",
-              f"Export ({report['export']['settings']}): **{report['export']['total_s']:.1f} s** "
-              f"({', '.join(f'{k} {v:.2f}' for k, v in report['export']['stages'].items())})"]
+    lr = report.get("long_run")
+    if lr:
+        lines += ["", f"Default schedule: {lr['measured_steps']} real steps measured, projected 10,000 steps: "
+                  f"**{lr['projected_10k_s'] / 60:.1f} min** (segments: "
+                  + ", ".join(f"{s['mean_ms']:.1f} ms" for s in lr["segments"]) + ")"]
+    if report.get("export"):
+        e = report["export"]
+        lines += ["", f"Export ({e['settings']}): **{e['total_s']:.1f} s** "
+                  f"({', '.join(f'{k} {t:.2f}' for k, t in e['stages'].items())})"]
+    low = report.get("low_res_guidance")
+    if low:
+        lb, ls, ll = low["bound"], low["step"], low["long_run"]
+        lines += ["", f"Option `guidance_resolution=256` (32² latents): bound {lb['bound_ms']:.1f} ms "
+                  f"(UNet {lb['unet_cfg_ms']:.1f} + VAE {lb['vae_encode_fwd_bwd_ms']:.1f}); 64² step "
+                  f"{ls['albedo_ms']:.1f} / {ls['mixed_ms']:.1f} ms ({ls['mixed_ms'] / lb['bound_ms']:.2f}× its bound); "
+                  f"10,000 steps projected from {ll['measured_steps']}: **{ll['projected_10k_s'] / 60:.1f} min**"]
+    prof = next((r["profile"] for r in report["steps"] if r.get("profile")), None)
+    if prof:
+        lines += ["", f"Profile of the first stage ({prof['steps']} steps after warm-up): wall "
+                  f"{prof['wall_ms_per_step']:.1f} ms/step under the profiler, GPU busy "
+                  f"{prof['gpu_busy_ms_per_step']:.1f} ms/step.", "", "| kernel / op | ms per step | calls per step |",
+                  "|---|---:|---:|"]
+        lines += [f"| `{t['name']}` | {t['ms_per_step']:.2f} | {t['calls_per_step']:.0f} |" for t in prof["top"]]
     if report.get("prior"):
         p = report["prior"]
-        lines += ["", f"Built-in prior ({p['stage']}): {p['albedo_ms']:.1f} ms / {p['mixed_ms']:.1f} ms per step, "
-                  f"peak {p['peak_gb']:.2f} GB"]
+        lines += ["", f"Built-in prior ({p['stage']}, its preset): {p['albedo_ms']:.1f} ms / {p['mixed_ms']:.1f} ms "
+                  f"per step, peak {p['peak_gb']:.2f} GB"]
     return "\n".join(lines) + "\n"
+
+
+def PRIOR_PRESET_OVERRIDES() -> dict:
+    """The built-in prior's own preset (its camera, budgets and render size), as the CLI applies it."""
+    from backend.prior import recommended_settings
+
+    preset = dict(recommended_settings("cuda"))
+    preset.pop("resolution_schedule", None)
+    return preset
 
 
 def cpu_main(model: str, out: Path) -> int:
@@ -232,31 +367,59 @@ def main(argv: list[str] | None = None) -> int:
     model = str(build_sd15(Path(args.model_dir)))
     guidance = load_guidance(model, device)
     report = {"versions": versions(), "build_and_load_s": time.perf_counter() - t0, "overrides": overrides,
-              "checkpoint_rays": args.checkpoint_rays}
+              "checkpoint_rays": args.checkpoint_rays, "cuda_graphs": guidance.use_cuda_graphs}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:                       # after every part: a run cut short keeps what it measured
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+
+    from backend.engine.hashgrid_triton import GPU_TOLERANCE, available as fused_available, compare_with_reference
+
+    if fused_available():
+        errors = compare_with_reference("cuda", n_points=200000)
+        worst = max(errors.values())
+        report["kernel_check"] = {"max_rel_error": worst, "tolerance": GPU_TOLERANCE,
+                                  "passed": worst <= GPU_TOLERANCE, "errors": errors}
+        print("fused hash grid vs reference: max relative error", worst, flush=True)
+    report["hashgrid_micro"] = hashgrid_micro(device)
+    print("hash grid", report["hashgrid_micro"], flush=True)
     report["bound"] = measure_bound(guidance)
-    print("bound", report["bound"], flush=True)
+    report["bound_variants"] = bound_variants(guidance, compile_vae=not args.quick)
+    print("bound", report["bound"], report["bound_variants"], flush=True)
+    save()
     report["steps"] = []
-    for stage in args.stages.split(","):
+    stages = args.stages.split(",")
+    for i, stage in enumerate(stages + stages[:1]):      # the first stage again: run-to-run spread
         big = int(stage.split("x")[0]) >= 256      # slow steps: fewer repeats keep the run in one command
         row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30, repeat=12 if big else 60,
-                                 **overrides)
-        print(row, flush=True)
+                                 profile=(i == 0 and not args.quick), **overrides)
+        row["repeat"] = i >= len(stages)
+        print({k: v for k, v in row.items() if k != "profile"}, flush=True)
         report["steps"].append(row)
+        save()
     if args.quick:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
         return 0
     report["export"] = export_time(guidance, model, device)
     print("export", report["export"], flush=True)
-    report["long_run"] = long_run(guidance, model, device, args.long_steps)
+    save()
+    report["long_run"] = long_run(guidance, model, device, args.long_steps, **overrides)
     print("long run", report["long_run"], flush=True)
+    save()
+    # The lever on the bound itself: encode at 256^2 (32^2 latents), as an option (not the default).
+    low = {**overrides, "guidance_resolution": "256"}
+    guidance.configure(resolution=256)
+    report["low_res_guidance"] = {"bound": measure_bound(guidance),
+                                  "step": step_at_resolution(guidance, model, stages[0], device, **low),
+                                  "long_run": long_run(guidance, model, device, args.long_steps // 2, **low)}
+    guidance.configure()
+    print("guidance at 256^2", report["low_res_guidance"]["bound"], report["low_res_guidance"]["long_run"],
+          flush=True)
+    save()
     if builtin_available():
         prior = load_guidance("builtin", device)
-        report["prior"] = step_at_resolution(prior, "builtin", prior.native_resolution and "64x1", device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+        report["prior"] = step_at_resolution(prior, "builtin", "32x1", device, **PRIOR_PRESET_OVERRIDES())
+    save()
     text = render_report(report)
     (out / "report.md").write_text(text)
     print(text)

@@ -50,6 +50,16 @@ def wrap_azimuth(azimuth_deg: torch.Tensor) -> torch.Tensor:
     return (azimuth_deg + 180.0) % 360.0 - 180.0
 
 
+def host_to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without stalling it: a copy from pageable memory makes the
+    CPU wait for all queued GPU work first, which cost a step one sync per camera/light/background
+    tensor; pinned memory with non_blocking=True just queues the copy."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def sample_cameras(settings, batch_size: int, device="cpu") -> CameraBatch:
     """Draw a batch of training cameras from the settings' ranges (uses torch's global RNG).
 
@@ -76,7 +86,8 @@ def sample_cameras(settings, batch_size: int, device="cpu") -> CameraBatch:
     c2w = look_at(eye, center, up)
     # Angles stay on the CPU: the trainer reads them to pick prompts, and reading GPU values would
     # make every step wait for the GPU.
-    return CameraBatch(c2w.to(device), torch.deg2rad(fovy_deg).to(device), elevation, azimuth, distance)
+    return CameraBatch(host_to_device(c2w, device), host_to_device(torch.deg2rad(fovy_deg), device), elevation,
+                       azimuth, distance)
 
 
 def orbit_cameras(elevation_deg: float, azimuths_deg, distance: float, fovy_deg: float, device="cpu") -> CameraBatch:

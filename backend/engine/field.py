@@ -59,19 +59,51 @@ class NeRFField(nn.Module):
     def albedo(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self._raw(x)[:, 1:4])
 
+    def _density_and_gradient(self, x: torch.Tensor):
+        """Density, albedo and d(density)/dx in closed form: the encoder's Jacobian pushed through
+        the MLP by hand (Linear/ReLU layers), so the gradient is an ordinary differentiable tensor
+        and training needs no double backward (which cost +26 ms and most of the memory of a GPU
+        step: results/speed/NOTES.md). ``tests/test_engine.py`` checks it against autograd."""
+        x = x.detach()
+        feats, jac = self.encoding.forward_with_jacobian(x)             # (N, E), (N, E, 3)
+        h, masks = feats, []
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                h = layer(h)
+            elif isinstance(layer, nn.ReLU):
+                masks.append(h > 0)
+                h = F.relu(h)                  # not the inplace module: the pre-activation is kept
+            else:
+                raise TypeError(f"closed-form normals support Linear/ReLU MLPs, not {type(layer).__name__}")
+        # Row 0 (raw density) of the MLP's Jacobian, from the last layer back to the features.
+        v = None
+        for layer in reversed(self.mlp):
+            if isinstance(layer, nn.Linear):
+                v = layer.weight[0] if v is None else v @ layer.weight
+            else:
+                v = v * masks.pop()
+        grad_raw = torch.einsum("ne,ned->nd", v.expand_as(feats), jac)
+        pre = h[:, 0] + self.blob(x)
+        if self.density_activation == "softplus":
+            density = F.softplus(pre)
+            slope = torch.sigmoid(pre)
+            r = x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            grad_blob = -self.blob_density / self.blob_radius * x / r
+        else:
+            clamped = pre.clamp(max=15.0)
+            density = torch.exp(clamped)
+            slope = density * (pre < 15.0)
+            grad_blob = self.blob(x)[:, None] * (-x / self.blob_radius**2)
+        return density, torch.sigmoid(h[:, 1:4]), slope[:, None] * (grad_raw + grad_blob)
+
     def forward(self, x: torch.Tensor, with_normals: bool = False):
         """Return (density [N], albedo [N,3], normals [N,3] or None). Normals point outward."""
         if not with_normals:
             h = self._raw(x)
             return self._activate(h[:, 0], x), torch.sigmoid(h[:, 1:4]), None
         if self.normal_type == "analytic":
-            with torch.enable_grad():
-                x = x.detach().requires_grad_(True)
-                h = self._raw(x)
-                density = self._activate(h[:, 0], x)
-                grad = torch.autograd.grad(density.sum(), x, create_graph=self.training)[0]
-            normals = F.normalize(-grad, dim=-1, eps=1e-8)
-            return density, torch.sigmoid(h[:, 1:4]), normals
+            density, albedo, grad = self._density_and_gradient(x)
+            return density, albedo, F.normalize(-grad, dim=-1, eps=1e-8)
         h = self._raw(x)
         density = self._activate(h[:, 0], x)
         eps = self.fd_eps

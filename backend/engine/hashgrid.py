@@ -1,13 +1,16 @@
-"""Multiresolution hash encoding (Instant-NGP), in plain PyTorch.
+"""Multiresolution hash encoding (Instant-NGP), in plain PyTorch, with a fused Triton kernel on CUDA.
 
 Written by hand because tiny-cuda-nn is CUDA-only and needs a compiler at install time; this
-version runs everywhere, is the tested reference for any fused GPU kernel, and supports double
-backward (analytic normals need d(features)/d(x) to stay differentiable).
+version runs everywhere and is the tested reference for the fused kernel (``hashgrid_triton``).
+``forward_with_jacobian`` also returns d(features)/d(x) in closed form, so analytic normals need
+no double backward (the fused kernel computes both in one launch); ``forward`` on the PyTorch path
+supports double backward as well, which the tests use as the reference for the closed form.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
@@ -55,6 +58,10 @@ class HashGridEncoding(nn.Module):
         # A Python int, not a tensor, so the forward pass never syncs with the GPU to read it;
         # saved in checkpoints through get_extra_state.
         self.n_active = n_levels
+        # Use the fused Triton kernel for CUDA inputs when Triton is there (DREAMPROP_FUSED_HASHGRID=0
+        # turns it off); the PyTorch path is the reference and the CPU path.
+        self.fused = os.environ.get("DREAMPROP_FUSED_HASHGRID", "1") != "0"
+        self._meta: dict = {}
 
     @property
     def output_dim(self) -> int:
@@ -93,13 +100,52 @@ class HashGridEncoding(nn.Module):
             rows = rows & (size - 1)         # the table size is a power of two
         return rows.reshape(-1, 8)
 
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        if not (self.fused and x.is_cuda) or x.requires_grad:
+            return False             # the kernel has no d/dx backward: position gradients take PyTorch
+        from backend.engine import hashgrid_triton
+
+        return hashgrid_triton.available()
+
+    def level_meta(self, device: torch.device) -> torch.Tensor:
+        """(n_levels, 4) int64 [resolution, size, offset, dense] for the fused kernel, cached per device."""
+        key = str(device)
+        if key not in self._meta:
+            self._meta[key] = torch.tensor([[r, s, o, int(d)] for r, s, o, d in
+                                            zip(self.resolutions, self.sizes, self.offsets, self.dense)],
+                                           dtype=torch.int64, device=device)
+        return self._meta[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x01 = ((x + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)
-        outputs = []
-        # One level at a time keeps the (N, 8) index tensors small; a fused kernel would do all at once.
+        if self._use_fused(x):
+            from backend.engine.hashgrid_triton import hash_encode
+
+            return hash_encode(x, self.table, self.level_meta(x.device), self.n_active, self.bound,
+                               with_jacobian=False)[0]
+        return self._forward_torch(x, with_jacobian=False)[0]
+
+    def forward_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, L*F) and their Jacobian d(features)/d(x) (N, L*F, 3), both differentiable
+        in the table (not in ``x``): what analytic normals need, without a double backward."""
+        if self._use_fused(x):
+            from backend.engine.hashgrid_triton import hash_encode
+
+            return hash_encode(x, self.table, self.level_meta(x.device), self.n_active, self.bound,
+                               with_jacobian=True)
+        return self._forward_torch(x, with_jacobian=True)
+
+    def _forward_torch(self, x: torch.Tensor, with_jacobian: bool):
+        raw01 = (x + self.bound) / (2 * self.bound)
+        x01 = raw01.clamp(0.0, 1.0)
+        # d(x01)/dx: 1/(2*bound) inside the box, 0 where the clamp holds (as autograd's clamp).
+        inside = ((raw01 >= 0.0) & (raw01 <= 1.0)).to(x.dtype) / (2 * self.bound)
+        outputs, jacobians = [], []
+        # One level at a time keeps the (N, 8) index tensors small; the fused kernel does all at once.
         for level, res in enumerate(self.resolutions):
             if level >= self.n_active:
                 outputs.append(x.new_zeros(x.shape[0], self.n_features))
+                if with_jacobian:
+                    jacobians.append(x.new_zeros(x.shape[0], self.n_features, 3))
                 continue
             pos = x01 * res
             base = pos.detach().floor().clamp(max=res - 1)
@@ -111,4 +157,13 @@ class HashGridEncoding(nn.Module):
             wx, wy, wz = (torch.stack([1.0 - frac[:, i], frac[:, i]], dim=1) for i in range(3))
             w = (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
             outputs.append(torch.bmm(w[:, None, :], feats)[:, 0])
-        return torch.cat(outputs, dim=-1)
+            if with_jacobian:
+                # d(w_corner)/d(frac_axis): the other two axes' weights times -1 or +1.
+                sign = torch.tensor([-1.0, 1.0], dtype=x.dtype, device=x.device)
+                dwx = (wz[:, :, None, None] * wy[:, None, :, None] * sign[None, None, None, :]).reshape(-1, 8)
+                dwy = (wz[:, :, None, None] * sign[None, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
+                dwz = (sign[None, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
+                dw = torch.stack([dwx, dwy, dwz], dim=-1).detach() * (inside * res)[:, None, :]   # (N, 8, 3)
+                jacobians.append(torch.bmm(feats.transpose(1, 2), dw))                          # (N, F, 3)
+        feats = torch.cat(outputs, dim=-1)
+        return feats, (torch.cat(jacobians, dim=1) if with_jacobian else None)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.engine.api import Cancelled, GenerationResult, ProgressEvent
-from backend.engine.cameras import camera_rays, preview_camera, sample_cameras, view_direction
+from backend.engine.cameras import camera_rays, host_to_device, preview_camera, sample_cameras, view_direction
 from backend.engine.field import BackgroundMLP, NeRFField
 from backend.engine.occupancy import make_estimator
 from backend.engine.renderer import VolumeRenderer
@@ -76,7 +76,7 @@ class Trainer:
             {"params": self.field.encoding.parameters(), "lr": settings.lr, "name": "encoding"},
             {"params": self.field.mlp.parameters(), "lr": settings.lr, "name": "mlp"},
             {"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"},
-        ], betas=(0.9, 0.99), eps=1e-15)
+        ], betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")   # fused: one launch on CUDA
         self.embeddings = guidance.encode_prompts(settings.prompt, settings.negative_prompt,
                                                   settings.view_dependent_prompt)
         self.step = 0
@@ -129,7 +129,7 @@ class Trainer:
         if mode == "black":
             return torch.zeros(batch, 3, device=self.device)
         if mode == "random" or (self.s.random_background_prob > 0 and random.random() < self.s.random_background_prob):
-            return torch.rand(batch, 3).to(self.device)
+            return host_to_device(torch.rand(batch, 3), self.device)
         return None
 
     # -- one step --------------------------------------------------------------------------------
@@ -151,8 +151,8 @@ class Trainer:
         light = None
         if shading != "albedo":
             # DreamFusion's light: near the camera direction, 0.8-1.5 units from the centre.
-            direction = F.normalize(cams.positions + torch.randn(batch, 3).to(self.device), dim=-1)
-            light = direction * (0.8 + 0.7 * torch.rand(batch, 1).to(self.device))
+            direction = F.normalize(cams.positions + host_to_device(torch.randn(batch, 3), self.device), dim=-1)
+            light = direction * (0.8 + 0.7 * host_to_device(torch.rand(batch, 1), self.device))
             light = light.repeat_interleave(per_ray, 0)
         bg = self.background_colors(batch)
         if bg is not None:

@@ -4,6 +4,9 @@ built-in prior, tiny test models): DreamFusion's loss, implemented as threestudi
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -11,6 +14,7 @@ from backend.engine.cameras import VIEW_SUFFIXES
 from backend.engine.guidance.base import Guidance, PromptEmbeddings
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+log = logging.getLogger(__name__)
 
 
 class StableDiffusionGuidance(Guidance):
@@ -42,6 +46,11 @@ class StableDiffusionGuidance(Guidance):
         self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.prediction_type = self.scheduler.config.prediction_type
         self._cache: dict[str, torch.Tensor] = {}
+        # The UNet runs under no_grad on fixed shapes: on CUDA it is captured once per shape as a CUDA
+        # graph and replayed, which removes the ~1,000 kernel launches per call that eager mode makes
+        # the CPU issue (DREAMPROP_CUDA_GRAPHS=0 turns it off; a failed capture falls back to eager).
+        self.use_cuda_graphs = self.device.type == "cuda" and os.environ.get("DREAMPROP_CUDA_GRAPHS", "1") != "0"
+        self._graphs: dict[tuple, tuple] = {}
         self.configure()
 
     def configure(self, *, resolution: int = 0, weighting: str = "sds") -> None:
@@ -80,13 +89,48 @@ class StableDiffusionGuidance(Guidance):
         context = torch.cat([cond, uncond]).to(self.dtype)
         if self.device.type == "cuda":
             latent_in = latent_in.contiguous(memory_format=torch.channels_last)
-        out = self.unet(latent_in, t_in, encoder_hidden_states=context).sample.float()
+        out = self._unet(latent_in, t_in, context).float()
         if self.prediction_type == "v_prediction":
             # v = sqrt(a) * eps - sqrt(1-a) * x0  =>  eps = sqrt(a) * v + sqrt(1-a) * x_t
             a = self.alphas[t_in].view(-1, 1, 1, 1)
             out = a.sqrt() * out + (1 - a).sqrt() * latent_in.float()
         text, negative = out.chunk(2)
         return negative + guidance_scale * (text - negative)
+
+    def _unet(self, latent_in: torch.Tensor, t_in: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """UNet epsilon/v prediction; replayed from a CUDA graph captured per input shape when enabled.
+        The returned tensor is the graph's static output: use it before the next call."""
+        if not self.use_cuda_graphs:
+            return self.unet(latent_in, t_in, encoder_hidden_states=context).sample
+        key = (tuple(latent_in.shape), tuple(context.shape), latent_in.dtype)
+        entry = self._graphs.get(key)
+        if entry is None:
+            try:
+                entry = self._graphs[key] = self._capture(latent_in, t_in, context)
+            except Exception as exc:         # noqa: BLE001 - any capture failure: run eagerly from now on
+                log.warning("CUDA graph capture of the UNet failed (%s); running it eagerly", exc)
+                self.use_cuda_graphs = False
+                torch.cuda.synchronize(self.device)
+                return self.unet(latent_in, t_in, encoder_hidden_states=context).sample
+        graph, static_in, static_out = entry
+        for buf, value in zip(static_in, (latent_in, t_in, context)):
+            buf.copy_(value)
+        graph.replay()
+        return static_out
+
+    def _capture(self, latent_in, t_in, context):
+        static_in = (latent_in.clone(memory_format=torch.preserve_format), t_in.clone(), context.clone())
+        # PyTorch's recipe: warm up on a side stream (cuDNN/cuBLAS choose kernels), then capture.
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self.unet(static_in[0], static_in[1], encoder_hidden_states=static_in[2])
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.unet(static_in[0], static_in[1], encoder_hidden_states=static_in[2]).sample
+        return graph, static_in, static_out
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         a = self.alphas[t].view(-1, 1, 1, 1)

@@ -1,0 +1,254 @@
+"""Fused multiresolution hash encoding on CUDA (Triton): every level in one launch.
+
+Why by hand: tiny-cuda-nn would need a CUDA compiler at install time and has no closed-form
+Jacobian output, and the PyTorch reference (``HashGridEncoding._forward_torch``) launches ~15
+small kernels per level whose launch gaps and (double) backward dominated the GPU step (see
+``results/speed/NOTES.md``). One program handles ``BLOCK`` points at one level; the forward
+writes the features and, when asked, d(features)/d(x); the backward scatters the table gradient
+of both with atomic adds (as tiny-cuda-nn does). Positions get no gradient: nothing upstream of
+the encoder is learnt, and analytic normals use the Jacobian output instead of a double backward.
+
+Checked against the PyTorch reference by ``tests/test_hashgrid_triton.py`` (on a GPU, or on the
+CPU under ``TRITON_INTERPRET=1``) and by ``python -m backend bench speed``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:              # CPU-only installs: the PyTorch path is used
+    triton = None
+
+BLOCK = 128
+# Relative error allowed against the PyTorch reference on a GPU. The compiled kernel computes a cell's
+# fraction as one fused multiply-add (x01 * res - floor), the reference rounds x01 * res first: at
+# res 4096 that rounding is up to 2.4e-4 of a cell, which gives a relative difference of 5.7e-5 over
+# 16 levels (measured on the H100, and reproduced exactly on the CPU by emulating the FMA in float64;
+# see results/speed/NOTES.md). A wrong corner, weight or hash shows as 1e-2 or more. Under Triton's
+# interpreter (numpy, no FMA) the two agree to float32 rounding, and the CPU test holds them to 1e-5.
+GPU_TOLERANCE = 1e-3
+INTERPRETER_TOLERANCE = 1e-5
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    return triton is not None and torch.cuda.is_available()
+
+
+if triton is not None:
+    @triton.jit
+    def _corner(ix, iy, iz, res, size, dense, DX: tl.constexpr, DY: tl.constexpr, DZ: tl.constexpr):
+        """Row within the level's table of corner (ix+DX, iy+DY, iz+DZ): dense index or spatial hash.
+        The hash works in int64 and keeps the low bits (size is a power of two), as the reference."""
+        cx = (ix + DX).to(tl.int64)
+        cy = (iy + DY).to(tl.int64)
+        cz = (iz + DZ).to(tl.int64)
+        r1 = (res + 1).to(tl.int64)
+        dense_row = cx + cy * r1 + cz * r1 * r1
+        hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (size - 1)
+        return tl.where(dense != 0, dense_row, hashed)
+
+    @triton.jit
+    def _weights(fx, fy, fz, DX: tl.constexpr, DY: tl.constexpr, DZ: tl.constexpr):
+        """Trilinear weight of a corner and its derivatives along each fraction."""
+        wx = fx if DX else 1.0 - fx
+        wy = fy if DY else 1.0 - fy
+        wz = fz if DZ else 1.0 - fz
+        sx = 1.0 if DX else -1.0
+        sy = 1.0 if DY else -1.0
+        sz = 1.0 if DZ else -1.0
+        return wx * wy * wz, sx * wy * wz, wx * sy * wz, wx * wy * sz
+
+    @triton.jit
+    def _cell(x_ptr, meta_ptr, level, offs, mask, inv_span, bound):
+        x = tl.load(x_ptr + offs * 3 + 0, mask=mask, other=0.0)
+        y = tl.load(x_ptr + offs * 3 + 1, mask=mask, other=0.0)
+        z = tl.load(x_ptr + offs * 3 + 2, mask=mask, other=0.0)
+        res = tl.load(meta_ptr + level * 4 + 0)
+        size = tl.load(meta_ptr + level * 4 + 1)
+        offset = tl.load(meta_ptr + level * 4 + 2)
+        dense = tl.load(meta_ptr + level * 4 + 3)
+        resf = res.to(tl.float32)
+        rx, ry, rz = (x + bound) * inv_span, (y + bound) * inv_span, (z + bound) * inv_span
+        # d(pos)/dx per axis: res / (2 bound) inside the box, 0 where the clamp holds.
+        gx = tl.where((rx >= 0.0) & (rx <= 1.0), resf * inv_span, 0.0)
+        gy = tl.where((ry >= 0.0) & (ry <= 1.0), resf * inv_span, 0.0)
+        gz = tl.where((rz >= 0.0) & (rz <= 1.0), resf * inv_span, 0.0)
+        px = tl.minimum(tl.maximum(rx, 0.0), 1.0) * resf
+        py = tl.minimum(tl.maximum(ry, 0.0), 1.0) * resf
+        pz = tl.minimum(tl.maximum(rz, 0.0), 1.0) * resf
+        bx = tl.minimum(tl.floor(px), resf - 1.0)
+        by = tl.minimum(tl.floor(py), resf - 1.0)
+        bz = tl.minimum(tl.floor(pz), resf - 1.0)
+        return (px - bx, py - by, pz - bz, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32),
+                gx, gy, gz, res, size, offset, dense)
+
+    @triton.jit
+    def _fwd_kernel(x_ptr, table_ptr, meta_ptr, feat_ptr, jac_ptr, N, n_active, inv_span, bound,
+                    N_LEVELS: tl.constexpr, F: tl.constexpr, WITH_JAC: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        level = tl.program_id(1)
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        out_cols = N_LEVELS * F
+        if level >= n_active:           # locked level: zero features (and Jacobian)
+            for f in tl.static_range(F):
+                col = level * F + f
+                tl.store(feat_ptr + offs * out_cols + col, tl.zeros([BLOCK], tl.float32), mask=mask)
+                if WITH_JAC:
+                    for d in tl.static_range(3):
+                        tl.store(jac_ptr + (offs * out_cols + col) * 3 + d, tl.zeros([BLOCK], tl.float32),
+                                 mask=mask)
+        else:
+            fx, fy, fz, ix, iy, iz, gx, gy, gz, res, size, offset, dense = _cell(
+                x_ptr, meta_ptr, level, offs, mask, inv_span, bound)
+            for f in tl.static_range(F):
+                acc = tl.zeros([BLOCK], tl.float32)
+                jx = tl.zeros([BLOCK], tl.float32)
+                jy = tl.zeros([BLOCK], tl.float32)
+                jz = tl.zeros([BLOCK], tl.float32)
+                for c in tl.static_range(8):       # corner c = dx + 2 dy + 4 dz, as CORNERS
+                    row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
+                    t = tl.load(table_ptr + row * F + f, mask=mask, other=0.0)
+                    w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
+                    acc += w * t
+                    if WITH_JAC:
+                        jx += dwx * t
+                        jy += dwy * t
+                        jz += dwz * t
+                col = level * F + f
+                tl.store(feat_ptr + offs * out_cols + col, acc, mask=mask)
+                if WITH_JAC:
+                    tl.store(jac_ptr + (offs * out_cols + col) * 3 + 0, jx * gx, mask=mask)
+                    tl.store(jac_ptr + (offs * out_cols + col) * 3 + 1, jy * gy, mask=mask)
+                    tl.store(jac_ptr + (offs * out_cols + col) * 3 + 2, jz * gz, mask=mask)
+
+    @triton.jit
+    def _bwd_kernel(x_ptr, meta_ptr, gfeat_ptr, gjac_ptr, gtable_ptr, N, n_active, inv_span, bound,
+                    N_LEVELS: tl.constexpr, F: tl.constexpr, HAS_GFEAT: tl.constexpr, HAS_GJAC: tl.constexpr,
+                    BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        level = tl.program_id(1)
+        if level < n_active:
+            offs = pid * BLOCK + tl.arange(0, BLOCK)
+            mask = offs < N
+            out_cols = N_LEVELS * F
+            fx, fy, fz, ix, iy, iz, gx, gy, gz, res, size, offset, dense = _cell(
+                x_ptr, meta_ptr, level, offs, mask, inv_span, bound)
+            for f in tl.static_range(F):
+                col = level * F + f
+                ge = tl.zeros([BLOCK], tl.float32)
+                if HAS_GFEAT:
+                    ge = tl.load(gfeat_ptr + offs * out_cols + col, mask=mask, other=0.0)
+                gjx = tl.zeros([BLOCK], tl.float32)
+                gjy = tl.zeros([BLOCK], tl.float32)
+                gjz = tl.zeros([BLOCK], tl.float32)
+                if HAS_GJAC:
+                    gjx = tl.load(gjac_ptr + (offs * out_cols + col) * 3 + 0, mask=mask, other=0.0) * gx
+                    gjy = tl.load(gjac_ptr + (offs * out_cols + col) * 3 + 1, mask=mask, other=0.0) * gy
+                    gjz = tl.load(gjac_ptr + (offs * out_cols + col) * 3 + 2, mask=mask, other=0.0) * gz
+                for c in tl.static_range(8):
+                    row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
+                    w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
+                    g = w * ge + dwx * gjx + dwy * gjy + dwz * gjz
+                    tl.atomic_add(gtable_ptr + row * F + f, g, mask=mask)
+
+
+def _launch_grid(n: int, n_levels: int):
+    return (triton.cdiv(n, BLOCK), n_levels)
+
+
+class _FusedHashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, table, meta, n_active, bound, with_jacobian):
+        x = x.contiguous().float()
+        n, (n_levels, f) = x.shape[0], (meta.shape[0], table.shape[1])
+        feats = torch.empty(n, n_levels * f, device=x.device, dtype=torch.float32)
+        jac = torch.empty(n, n_levels * f, 3, device=x.device, dtype=torch.float32) if with_jacobian else feats
+        if n:
+            _fwd_kernel[_launch_grid(n, n_levels)](x, table, meta, feats, jac, n, n_active, 1.0 / (2 * bound),
+                                                   bound, N_LEVELS=n_levels, F=f, WITH_JAC=with_jacobian,
+                                                   BLOCK=BLOCK)
+        ctx.save_for_backward(x, meta)
+        ctx.table_shape, ctx.n_active, ctx.bound = table.shape, n_active, bound
+        ctx.set_materialize_grads(False)
+        if with_jacobian:
+            return feats, jac
+        return feats
+
+    @staticmethod
+    def backward(ctx, grad_feats, grad_jac=None):
+        x, meta = ctx.saved_tensors
+        grad_table = torch.zeros(ctx.table_shape, device=x.device, dtype=torch.float32)
+        n, n_levels = x.shape[0], meta.shape[0]
+        if n and (grad_feats is not None or grad_jac is not None):
+            gf = grad_feats.contiguous() if grad_feats is not None else grad_table
+            gj = grad_jac.contiguous() if grad_jac is not None else grad_table
+            _bwd_kernel[_launch_grid(n, n_levels)](x, meta, gf, gj, grad_table, n, ctx.n_active,
+                                                   1.0 / (2 * ctx.bound), ctx.bound, N_LEVELS=n_levels,
+                                                   F=ctx.table_shape[1], HAS_GFEAT=grad_feats is not None,
+                                                   HAS_GJAC=grad_jac is not None, BLOCK=BLOCK)
+        return None, grad_table, None, None, None, None
+
+
+def hash_encode(x: torch.Tensor, table: torch.Tensor, meta: torch.Tensor, n_active: int, bound: float,
+                with_jacobian: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(features (N, L*F), Jacobian (N, L*F, 3) or None) of points ``x`` (N, 3); ``meta`` is
+    ``HashGridEncoding.level_meta``. Differentiable in ``table`` only."""
+    out = _FusedHashEncode.apply(x, table, meta, int(n_active), float(bound), bool(with_jacobian))
+    if with_jacobian:
+        return out[0], out[1]
+    return out, None
+
+
+def compare_with_reference(device: str | torch.device, *, n_points: int = 20000, seed: int = 0) -> dict:
+    """Relative errors of the fused kernel against the PyTorch reference (features, Jacobian and the
+    table gradient of both; all levels and with locked levels; dense and hashed tables), on fresh
+    random inputs that include points outside the box. Used by the GPU test and ``bench speed``."""
+    gen = torch.Generator().manual_seed(seed)
+    errors: dict[str, float] = {}
+    # The reference's bmm must be true float32 (TF32 matmuls, which libraries may switch on, err ~1e-4).
+    tf32, precision = torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        _compare(device, n_points, gen, errors)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.set_float32_matmul_precision(precision)
+    return errors
+
+
+def _compare(device, n_points: int, gen: torch.Generator, errors: dict) -> None:
+    from backend.engine.hashgrid import HashGridEncoding
+
+    for log2, n_active in ((10, 16), (19, 16), (19, 11)):
+        enc = HashGridEncoding(n_levels=16, n_features=2, log2_table_size=log2, base_resolution=16,
+                               max_resolution=4096).to(device)
+        with torch.no_grad():
+            enc.table.copy_(torch.rand(enc.table.shape, generator=gen) * 2 - 1)
+        enc.set_active_levels(n_active)
+        x = (torch.rand(n_points, 3, generator=gen) * 2.1 - 1.05).to(device)
+        ref_f, ref_j = enc._forward_torch(x, with_jacobian=True)
+        meta = enc.level_meta(torch.device(device))
+        f, j = hash_encode(x, enc.table, meta, enc.n_active, enc.bound, with_jacobian=True)
+        gf = torch.randn(f.shape, generator=gen).to(device)
+        gj = torch.randn(j.shape, generator=gen).to(device)
+        g_ref, = torch.autograd.grad((ref_f.double() * gf).sum() + (ref_j.double() * gj).sum(), enc.table)
+        g, = torch.autograd.grad((f * gf).sum() + (j * gj).sum(), enc.table)
+        f_only, _ = hash_encode(x, enc.table, meta, enc.n_active, enc.bound, with_jacobian=False)
+        tag = f"log2={log2},active={n_active}"
+
+        def rel(a, b):
+            return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm().clamp(min=1e-30))
+        errors[f"features {tag}"] = rel(f, ref_f)
+        errors[f"jacobian {tag}"] = rel(j, ref_j)
+        errors[f"table grad {tag}"] = rel(g, g_ref)
+        errors[f"features-only {tag}"] = rel(f_only, ref_f)
+        if n_active < 16:
+            errors[f"locked levels zero {tag}"] = float(f[:, n_active * 2:].abs().max() + j[:, n_active * 2:].abs().max())
