@@ -22,7 +22,9 @@ PRESETS: dict[str, dict] = {
                 "camera_perturb": 0.0, "center_perturb": 0.0, "steps": 500, "resolution_schedule": "32x1",
                 "samples_per_ray": 64, "hash_levels": 8, "hash_log2_size": 16, "hash_max_resolution": 256,
                 "shading": "dreamfusion", "albedo_warmup_steps": 100, "background": "random",
-                "guidance_scale": 10.0, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
+                # Low guidance and t_max annealed 0.98 -> 0.5: at guidance 10 colours saturated (red ->
+                # (1, 0, 0)) and cubes/pyramids came out rounded and oversized (results/quality/README.md).
+                "guidance_scale": 3.0, "t_anneal": True, "t_max_end": 0.5, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
                 "preview_interval": 100, "preview_size": 64, "checkpoint_interval": 0},
 }
 
