@@ -106,7 +106,9 @@ def test_cancel_mid_run(engine_server):
 def test_killed_worker_job_is_retried_from_its_checkpoint(engine_server):
     c = engine_server.client()
     old_pid = engine_server.worker_pids()[0]
-    job = c.submit(tiny(steps=8, preview_interval=2, checkpoint_interval=2))
+    # 40 steps so the kill lands long before the end: with 8, a fast step let the worker checkpoint
+    # its last step before the kill, leaving nothing to resume.
+    job = c.submit(tiny(steps=40, preview_interval=2, checkpoint_interval=2))
     before = watch(c, job, until=lambda e: e.msg_type == "progress" and e.content["step"] >= 4)
     os.kill(old_pid, signal.SIGKILL)                     # as the OOM killer or a segfault would
     after = watch(c, job, after_seq=before[-1].seq)
@@ -130,7 +132,7 @@ def test_kill9_everything_then_restart_loses_nothing(server_factory):
     s.wait_workers_ready()
     c = s.client()
     done = c.submit(tiny("finished before the crash", steps=1, preview_interval=1))
-    running = c.submit(tiny("running at the crash", steps=8, preview_interval=2, checkpoint_interval=2))
+    running = c.submit(tiny("running at the crash", steps=40, preview_interval=2, checkpoint_interval=2))
     queued = c.submit(tiny("queued at the crash", steps=2, preview_interval=1))
     assert watch(c, done)[-1].msg_type == "finished"
     stream = c.events(running, timeout=EVENT_TIMEOUT)     # this client stays open across the crash
@@ -150,7 +152,7 @@ def test_kill9_everything_then_restart_loses_nothing(server_factory):
     started = next(e for e in after if e.msg_type == "started")
     assert started.content["resumed"] is True
     steps = [e.content["step"] for e in after if e.msg_type == "progress" and e.content["stage"] == "optimise"]
-    assert steps[0] >= 6 and types[-1] == "finished"    # resumed from the step-4 checkpoint
+    assert steps and steps[0] >= 6 and types[-1] == "finished"    # resumed from a step->=4 checkpoint
     st = c.status(running)
     assert st["runs"] == 2 and st["crashes"] == 0 and st["state"] == "finished"
     with s.client() as fresh:                           # a new client sees everything too
