@@ -22,6 +22,9 @@ PRESETS: dict[str, dict] = {
                 "camera_perturb": 0.0, "center_perturb": 0.0, "steps": 500, "resolution_schedule": "32x1",
                 "samples_per_ray": 64, "hash_levels": 8, "hash_log2_size": 16, "hash_max_resolution": 256,
                 "shading": "dreamfusion", "albedo_warmup_steps": 100, "background": "random",
+                # The prior's captions name the camera's 45-degree azimuth sector: it pins the yaw
+                # of four-fold symmetric shapes, which front/side/back cannot.
+                "view_naming": "compass",
                 # Low guidance and t_max annealed 0.98 -> 0.5: at guidance 10 colours saturated (red ->
                 # (1, 0, 0)) and cubes/pyramids came out rounded and oversized (results/quality/README.md).
                 "guidance_scale": 3.0, "t_anneal": True, "t_max_end": 0.5, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,

@@ -93,6 +93,9 @@ class GenerationSettings:
     center_perturb: float = _s(0.2, lo=0.0, hi=1.0, group="camera", help="look-at point jitter")
     up_perturb: float = _s(0.02, lo=0.0, hi=1.0, group="camera", help="up vector jitter")
     view_dependent_prompt: bool = _s(True, group="camera", help="add front/side/back/overhead view suffixes")
+    view_naming: str = _s("threestudio", choices=("threestudio", "compass"), group="camera",
+                          help="view suffixes: threestudio's front/side/back/overhead, or 'compass': eight "
+                               "45-degree sectors (front, front left, left, ... ) + overhead")
     front_threshold: float = _s(45.0, lo=0.0, hi=90.0, group="camera",
                                 help="|azimuth| below this is 'front view', above 180-this is 'back view'")
     overhead_threshold: float = _s(60.0, lo=0.0, hi=90.0, group="camera",

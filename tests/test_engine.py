@@ -186,6 +186,25 @@ def test_view_thresholds_are_configurable():
     assert view_prompt("a red cube", "back") == "a red cube, back view"
 
 
+@pytest.mark.parametrize("azimuth,expected", [
+    (0, "front"), (22.4, "front"), (-22.4, "front"), (22.6, "front left"), (90, "left"), (-90, "right"),
+    (135, "back left"), (179.9, "back"), (-179.9, "back"), (-67.6, "right"), (-67.4, "front right")])
+def test_compass_view_names_are_45_degree_sectors(azimuth, expected):
+    assert view_direction(0, azimuth, naming="compass") == expected
+    assert view_direction(70, azimuth, naming="compass") == "overhead"
+    assert view_prompt("a cube", expected, "compass") == f"a cube, {expected} view"
+
+
+def test_compass_naming_is_a_setting_with_a_clear_error():
+    from backend.engine.cameras import COMPASS_SUFFIXES, view_suffixes
+
+    assert view_suffixes("compass") is COMPASS_SUFFIXES and len(COMPASS_SUFFIXES) == 9
+    with pytest.raises(ValueError, match="view_naming"):
+        view_suffixes("octant")
+    with pytest.raises(SettingError, match="view_naming"):
+        GenerationSettings(view_naming="octant").validate()
+
+
 # -- settings -----------------------------------------------------------------------------------
 def test_settings_reject_bad_values_naming_the_field():
     with pytest.raises(SettingError) as e:

@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 
+from backend.engine.cameras import VIEW_SUFFIXES
 from backend.engine.guidance.models import ModelNotFoundError, load_guidance, resolve_model
 from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 from backend.engine.trainer import Trainer
@@ -57,10 +58,25 @@ def test_twenty_sds_steps_reach_the_hash_grid_and_move_the_loss(tiny_model_path)
     assert all(torch.isfinite(torch.tensor(sds)))
 
 
+def test_compass_view_naming_embeds_one_prompt_per_sector(tiny_model_path):
+    from backend.engine.cameras import COMPASS_SUFFIXES
+
+    guidance = load_guidance(str(tiny_model_path), "cpu")
+    trainer = Trainer(tiny_settings(model=str(tiny_model_path), view_naming="compass"), guidance, torch.device("cpu"))
+    by_view = trainer.embeddings.by_view
+    assert set(by_view) == {"", *COMPASS_SUFFIXES}
+    assert torch.equal(by_view["front left"], guidance._embed("a red cube, front left view"))
+    trainer.train_step()           # every sampled camera finds its sector's embedding
+    off = Trainer(tiny_settings(model=str(tiny_model_path), view_dependent_prompt=False), guidance,
+                  torch.device("cpu"))
+    assert set(off.embeddings.by_view) == {""}
+    off.train_step()
+
+
 def test_sds_gradient_is_the_weighted_noise_residual(tiny_model_path):
     """d(loss)/d(latents) must equal w(t) * (eps_hat - eps): the SDS update, not an MSE gradient."""
     guidance = load_guidance(str(tiny_model_path), "cpu")
-    emb = guidance.encode_prompts("a red cube", "", True)
+    emb = guidance.encode_prompts("a red cube", "", VIEW_SUFFIXES)
     latents = torch.randn(1, 4, 16, 16, requires_grad=True)
     image = torch.rand(1, 32, 32, 3)
     guidance.encode_images = lambda rgb: latents     # feed latents straight in

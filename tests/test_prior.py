@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend.engine.cameras import VIEW_SUFFIXES
 from backend.prior import CAMERA, PRESET, WEIGHTS_DIR, available, recommended_settings, shapes
 from backend.prior.grammar import COLOURS, SHAPES, VIEWS, all_prompts, caption, parse_prompt, vocabulary
 
@@ -25,7 +26,8 @@ def test_grammar_has_at_least_7_shapes_and_8_colours():
 @pytest.mark.parametrize("shape,colour,view,text", [
     ("cube", "red", None, "a red cube"),
     ("torus", "orange", None, "an orange torus"),
-    ("cone", "blue", "side", "a blue cone, side view"),
+    ("cone", "blue", "front left", "a blue cone, front left view"),
+    ("cube", "red", "back right", "a red cube, back right view"),
     ("sphere", None, "overhead", "a sphere, overhead view"),
     (None, None, None, ""),
 ])
@@ -143,7 +145,7 @@ def test_architecture_loads_through_the_sd_guidance(random_prior):
 
     g = StableDiffusionGuidance(str(random_prior), "cpu")
     assert g.native_resolution == IMAGE_SIZE
-    emb = g.encode_prompts("a red cube", "", True)
+    emb = g.encode_prompts("a red cube", "", VIEW_SUFFIXES)
     rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
     out = g(rgb, emb, ["front"], guidance_scale=10.0, t_range=(0.02, 0.98))
     out["loss_sds"].backward()
@@ -250,3 +252,23 @@ def test_training_script_writes_a_loadable_pipeline_and_report(tmp_path):
     # A finished checkpoint makes a second run a no-op.
     assert torch.load(ckpt, weights_only=False)["stage"] == "done"
     assert main(args) == 0
+
+
+def test_a_mirrored_render_is_the_mirrored_compass_view():
+    """Training flips images left-right and swaps the caption's left/right: that is only right if the
+    mirror image of a view at azimuth a is the view at -a, with the mirrored name."""
+    from backend.engine.cameras import orbit_cameras, view_direction
+    from backend.prior.grammar import VIEW_NAMING, mirrored_view
+    from backend.prior.render import render
+
+    assert mirrored_view("front left") == "front right" and mirrored_view("back") == "back"
+    assert sorted(mirrored_view(v) for v in VIEWS) == sorted(VIEWS)
+    cams = orbit_cameras(20.0, [30.0, -30.0, 100.0, -100.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    n = 4
+    images = render(torch.full((n,), SHAPES.index("pyramid")), torch.tensor([[0.8, 0.2, 0.2]] * n), cams, 32,
+                    shading=torch.zeros(n, dtype=torch.long), background=torch.ones(n, dtype=torch.long))
+    for i, j in ((0, 1), (2, 3)):
+        assert (images[i].flip(-1) - images[j]).abs().max() < 1e-4
+        assert (images[i] - images[j]).abs().max() > 0.1          # the views do differ
+        a, b = (view_direction(20.0, float(cams.azimuth[k]), naming=VIEW_NAMING) for k in (i, j))
+        assert a != b and mirrored_view(a) == b

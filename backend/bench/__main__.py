@@ -1,4 +1,4 @@
-"""``python -m backend bench <quality|speed> [options]`` (also ``python -m backend.bench``)."""
+"""``python -m backend bench <quality|speed|demo> [options]`` (also ``python -m backend.bench``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ benchmarks:
   quality   generate every shape x colour of the built-in prior and compare the exported meshes
             with the analytic ground truth (IoU, Chamfer, albedo error); -h for options
   speed     GPU speed and memory vs the SDS bound (--cpu: the CPU reference); -h for options
+  demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
 """
 
 
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         return entry(rest)
     if name == "speed":
         from backend.bench.speed import main as entry
+        return entry(rest)
+    if name == "demo":
+        from backend.bench.demo import main as entry
         return entry(rest)
     print(f"unknown benchmark {name!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from backend.engine.cameras import VIEW_SUFFIXES
 from shared.settings import GenerationSettings
 
 PROMPT = "a weathered wooden barrel"
@@ -43,7 +44,7 @@ def cuda_ms(fn, *, warmup: int = 3, repeat: int = 20) -> float:
 def measure_bound(guidance, batch: int = 1) -> dict:
     """UNet CFG pair + VAE encoder fwd/bwd at the guidance resolution: what SDS cannot go under."""
     device, res = guidance.device, guidance.resolution
-    emb = guidance.encode_prompts(PROMPT, "", True)
+    emb = guidance.encode_prompts(PROMPT, "", VIEW_SUFFIXES)
     cond, uncond = emb.for_views(["front"] * batch)
     latent = res // guidance.vae_scale
     noisy = torch.randn(batch, 4, latent, latent, device=device)

@@ -15,6 +15,22 @@ import torch.nn.functional as F
 VIEW_SUFFIXES = {"front": ", front view", "side": ", side view", "back": ", back view",
                  "overhead": ", overhead view"}
 
+# "compass": eight 45-degree azimuth sectors instead of threestudio's front/side/back. A shape with
+# four-fold symmetry (a cube, a pyramid) looks the same under every threestudio name, so those names
+# cannot tell SDS its yaw and the denoiser's average over yaws rounds the corners off; 45-degree
+# sectors pin it. Azimuth 0 looks at the object's front (from +X); positive azimuth turns towards +Y,
+# the object's left.
+COMPASS_VIEWS = ("front", "front left", "left", "back left", "back", "back right", "right", "front right")
+COMPASS_SUFFIXES = {**{v: f", {v} view" for v in COMPASS_VIEWS}, "overhead": ", overhead view"}
+VIEW_NAMINGS = {"threestudio": VIEW_SUFFIXES, "compass": COMPASS_SUFFIXES}
+
+
+def view_suffixes(naming: str = "threestudio") -> dict[str, str]:
+    """View name -> prompt suffix of a view naming (the ``view_naming`` setting)."""
+    if naming not in VIEW_NAMINGS:
+        raise ValueError(f"view_naming must be one of {', '.join(VIEW_NAMINGS)}, got {naming!r}")
+    return VIEW_NAMINGS[naming]
+
 
 @dataclass
 class CameraBatch:
@@ -125,11 +141,16 @@ def camera_rays(cameras: CameraBatch, resolution: int) -> tuple[torch.Tensor, to
 
 
 def view_direction(elevation_deg: float, azimuth_deg: float, front_threshold: float = 45.0,
-                   overhead_threshold: float = 60.0) -> str:
-    """threestudio's view naming: overhead above the elevation threshold, else by |azimuth|."""
+                   overhead_threshold: float = 60.0, naming: str = "threestudio") -> str:
+    """The view name of a camera: overhead above the elevation threshold, else by azimuth —
+    threestudio's front/side/back by |azimuth| against ``front_threshold``, or with ``naming=
+    "compass"`` the 45-degree sector around the azimuth (``COMPASS_VIEWS``)."""
     if elevation_deg > overhead_threshold:
         return "overhead"
-    a = abs(((azimuth_deg + 180.0) % 360.0) - 180.0)
+    a = ((azimuth_deg + 180.0) % 360.0) - 180.0
+    if naming == "compass":
+        return COMPASS_VIEWS[int(math.floor((a + 22.5) / 45.0)) % 8]
+    a = abs(a)
     if a < front_threshold:
         return "front"
     if a > 180.0 - front_threshold:
@@ -137,5 +158,5 @@ def view_direction(elevation_deg: float, azimuth_deg: float, front_threshold: fl
     return "side"
 
 
-def view_prompt(prompt: str, view: str) -> str:
-    return prompt + VIEW_SUFFIXES[view]
+def view_prompt(prompt: str, view: str, naming: str = "threestudio") -> str:
+    return prompt + view_suffixes(naming)[view]

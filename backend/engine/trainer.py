@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from backend.engine.api import Cancelled, GenerationResult, ProgressEvent
-from backend.engine.cameras import camera_rays, host_to_device, preview_camera, sample_cameras, view_direction
+from backend.engine.cameras import (camera_rays, host_to_device, preview_camera, sample_cameras, view_direction,
+                                    view_suffixes)
 from backend.engine.field import BackgroundMLP, NeRFField
 from backend.engine.occupancy import make_estimator
 from backend.engine.renderer import VolumeRenderer
@@ -77,8 +78,9 @@ class Trainer:
             {"params": self.field.mlp.parameters(), "lr": settings.lr, "name": "mlp"},
             {"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"},
         ], betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")   # fused: one launch on CUDA
-        self.embeddings = guidance.encode_prompts(settings.prompt, settings.negative_prompt,
-                                                  settings.view_dependent_prompt)
+        self.embeddings = guidance.encode_prompts(
+            settings.prompt, settings.negative_prompt,
+            view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
         self.step = 0
         self._set_levels()
 
@@ -142,7 +144,7 @@ class Trainer:
         self.renderer.update_occupancy(step)
 
         cams = sample_cameras(s, batch, device=self.device)
-        views = [view_direction(e, a, s.front_threshold, s.overhead_threshold)
+        views = [view_direction(e, a, s.front_threshold, s.overhead_threshold, s.view_naming)
                  for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())] if s.view_dependent_prompt \
             else [""] * batch
         shading = self.choose_shading(step)

@@ -4,10 +4,12 @@
     ARTICLE := "a" | "an"            ("an" before a colour or shape that starts with a vowel)
     COLOUR  := red | orange | yellow | green | cyan | blue | purple | white
     SHAPE   := cube | sphere | cone | cylinder | torus | pyramid | capsule
-    VIEW    := ", front view" | ", side view" | ", back view" | ", overhead view"
-               (the engine's view-dependent suffixes, ``backend.engine.cameras.VIEW_SUFFIXES``)
+    VIEW    := ", " SECTOR " view" | ", overhead view"
+    SECTOR  := front | front left | left | back left | back | back right | right | front right
+               (the engine's "compass" view naming, ``backend.engine.cameras.COMPASS_SUFFIXES``: the
+               45-degree azimuth sector of the camera; azimuth 0 = front, seen from +X; left = +Y)
 
-Examples: "a red cube", "an orange torus", "a blue cone, side view", "a sphere". The empty prompt
+Examples: "a red cube", "an orange torus", "a blue cone, front left view", "a sphere". The empty prompt
 is the unconditional one (the default negative prompt). Words are matched case-insensitively;
 anything else is tokenised byte by byte and is out of distribution for the prior.
 """
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import itertools
 
-from backend.engine.cameras import VIEW_SUFFIXES
+from backend.engine.cameras import VIEW_NAMINGS, view_suffixes
+from shared.presets import PRESETS
 
 SHAPES: tuple[str, ...] = ("cube", "sphere", "cone", "cylinder", "torus", "pyramid", "capsule")
 
@@ -32,7 +35,18 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "white": (0.92, 0.92, 0.92),
 }
 
-VIEWS: tuple[str, ...] = tuple(VIEW_SUFFIXES)          # front, side, back, overhead
+# The view naming the prior is trained and generated with (the preset's ``view_naming``): with
+# threestudio's front/side/back a cube or pyramid looked the same under every name, and SDS made
+# them yaw-averaged and round.
+VIEW_NAMING: str = PRESETS["builtin"]["view_naming"]
+VIEW_SUFFIXES: dict[str, str] = view_suffixes(VIEW_NAMING)
+VIEWS: tuple[str, ...] = tuple(VIEW_SUFFIXES)          # front, front left, ..., front right, overhead
+
+
+def mirrored_view(view: str) -> str:
+    """The view name seen in a left-right mirrored image (left and right swap)."""
+    swap = {"left": "right", "right": "left"}
+    return " ".join(swap.get(w, w) for w in view.split())
 
 
 def article(word: str) -> str:
@@ -62,9 +76,10 @@ def all_prompts() -> list[str]:
 def parse_prompt(prompt: str) -> tuple[str, str | None]:
     """(shape, colour or None) of a grammar prompt; ValueError for anything else."""
     text = prompt.strip().lower()
-    for suffix in VIEW_SUFFIXES.values():
+    for suffix in sorted({x for naming in VIEW_NAMINGS.values() for x in naming.values()}, key=len, reverse=True):
         if text.endswith(suffix):
             text = text[: -len(suffix)]
+            break
     words = text.split()
     if len(words) in (2, 3) and words[0] in ("a", "an") and words[-1] in SHAPES:
         colour = words[1] if len(words) == 3 else None
@@ -76,5 +91,6 @@ def parse_prompt(prompt: str) -> tuple[str, str | None]:
 
 def vocabulary() -> list[str]:
     """The words that get one token each in the prior's tokenizer."""
-    words = ["a", "an", "view", *SHAPES, *COLOURS, *VIEWS]
+    view_words = [w for v in VIEWS for w in v.split()]
+    words = ["a", "an", "view", *SHAPES, *COLOURS, *view_words]
     return list(dict.fromkeys(words))

@@ -17,7 +17,7 @@ import torch
 
 IMAGE_SIZE = 64
 LATENT_SIZE = 16
-MAX_TOKENS = 12          # "<bos> an orange cylinder , overhead view <eos>" is 8 tokens
+MAX_TOKENS = 16          # "<bos> a g re e n cylinder , front left view <eos>" is 12 tokens ("green" splits)
 
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64),
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,

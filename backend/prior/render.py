@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from backend.engine.cameras import CameraBatch, camera_rays, sample_cameras, view_direction
 from backend.engine.renderer import shade
 from backend.prior import shapes
-from backend.prior.grammar import COLOURS, SHAPES, VIEWS
+from backend.prior.grammar import COLOURS, SHAPES, VIEW_NAMING, VIEWS
 
 SHADINGS = ("albedo", "lambertian", "textureless")
 SHADING_PROBS = (0.45, 0.40, 0.15)
@@ -145,6 +145,7 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     blur = torch.rand(n, device=dev, generator=generator) < BLUR_PROB
     images = render(shape_idx, table[colour_idx], cams, resolution, shading=shading, background=background,
                     blur=blur, generator=generator)
-    views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold))
+    views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
+                                                     VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)
     return Batch(images, shape_idx, colour_idx, views)

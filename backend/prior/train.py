@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.prior import model as M
-from backend.prior.grammar import COLOURS, SHAPES, VIEWS, caption
+from backend.prior.grammar import COLOURS, SHAPES, VIEWS, caption, mirrored_view
 
 P_EMPTY = 0.10          # classifier-free guidance dropout
 P_NO_COLOUR = 0.05      # "a cube": the shape word alone
@@ -228,15 +228,20 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
     step, run, t_last = start, [], time.perf_counter()
     bins = torch.zeros(10, device=dev)
     counts = torch.zeros(10, device=dev)
+    mirror = torch.tensor([VIEWS.index(mirrored_view(v)) for v in VIEWS], device=dev)
     while step < budget.total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.total, args.unet_lr)
         idx = torch.randint(len(latents), (args.unet_batch,), device=dev, generator=gen)
         z0 = (latents[idx] + latent_std[idx] * torch.randn(latents[idx].shape, device=dev, generator=gen)) * scale
+        view = labels[idx, 2]
         if args.flip:
+            # A mirrored image of a mirror-symmetric shape is the view from the mirrored azimuth:
+            # "front left" becomes "front right", so the caption flips with the latents.
             flip = torch.rand(len(idx), device=dev, generator=gen) < 0.5
             z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
-        cap = caption_index(labels[idx, 0], labels[idx, 1], labels[idx, 2], generator=gen)
+            view = torch.where(flip, mirror[view], view)
+        cap = caption_index(labels[idx, 0], labels[idx, 1], view, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)

@@ -10,7 +10,7 @@ import torch
 
 @dataclass
 class PromptEmbeddings:
-    """Conditional embeddings per view name ("front", "side", "back", "overhead", "" = no suffix)
+    """Conditional embeddings per view name ("front", "side", ... of the view naming; "" = no suffix)
     and the unconditional (negative prompt) embedding, all already on the guidance's device."""
 
     by_view: dict
@@ -30,7 +30,9 @@ class Guidance(ABC):
     name: str
 
     @abstractmethod
-    def encode_prompts(self, prompt: str, negative_prompt: str, view_dependent: bool) -> PromptEmbeddings:
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
+        """Embeddings of ``prompt`` alone ("") and with each view's suffix (view name -> suffix,
+        ``backend.engine.cameras.view_suffixes``; empty when prompts are not view-dependent)."""
         ...
 
     @abstractmethod

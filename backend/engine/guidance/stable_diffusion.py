@@ -10,7 +10,6 @@ import os
 import torch
 import torch.nn.functional as F
 
-from backend.engine.cameras import VIEW_SUFFIXES
 from backend.engine.guidance.base import Guidance, PromptEmbeddings
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
@@ -69,10 +68,10 @@ class StableDiffusionGuidance(Guidance):
             self._cache[text] = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return self._cache[text]
 
-    def encode_prompts(self, prompt: str, negative_prompt: str, view_dependent: bool) -> PromptEmbeddings:
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
         by_view = {"": self._embed(prompt)}
-        for view, suffix in VIEW_SUFFIXES.items():
-            by_view[view] = self._embed(prompt + suffix) if view_dependent else by_view[""]
+        for view, suffix in view_suffixes.items():
+            by_view[view] = self._embed(prompt + suffix)
         return PromptEmbeddings(by_view=by_view, uncond=self._embed(negative_prompt))
 
     # -- SDS -------------------------------------------------------------------------------------
