@@ -27,7 +27,10 @@ PRESETS: dict[str, dict] = {
                 "view_naming": "compass",
                 # Low guidance and t_max annealed 0.98 -> 0.5: at guidance 10 colours saturated (red ->
                 # (1, 0, 0)) and cubes/pyramids came out rounded and oversized (results/quality/README.md).
-                "guidance_scale": 3.0, "t_anneal": True, "t_max_end": 0.5, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
+                "guidance_scale": 3.0, "t_anneal": True, "t_max_end": 0.5,
+                # Learning rates decay to 30% by the last step: at a constant rate a late drift of the
+                # colour MLP turned some red cubes near-black in the last 100 steps (CPU runs).
+                "lr_final_ratio": 0.3, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
                 "preview_interval": 100, "preview_size": 64, "checkpoint_interval": 0},
 }
 

@@ -107,6 +107,9 @@ class GenerationSettings:
                                   help="render stages RESxBATCH@STEP, e.g. '64x1,128x1@5000,256x1@8000'")
     lr: float = _s(0.01, lo=1e-6, hi=1.0, group="optim", help="Adam learning rate of the field")
     lr_background: float = _s(0.001, lo=0.0, hi=1.0, group="optim", help="learning rate of the background")
+    lr_final_ratio: float = _s(1.0, lo=0.0, hi=1.0, group="optim",
+                               help="learning rates decay exponentially to this fraction by the last step "
+                                    "(1 = constant, threestudio's default)")
     albedo_warmup_steps: int = _s(2000, lo=0, hi=100000, group="optim",
                                   help="albedo-only shading for the first N steps")
     orientation_weight_start: float = _s(10.0, lo=0.0, hi=1e5, group="optim")

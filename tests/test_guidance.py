@@ -97,8 +97,9 @@ def test_sds_gradient_is_the_weighted_noise_residual(tiny_model_path):
     assert torch.allclose(latents.grad, expected, atol=1e-4)
 
 
-def test_checkpoint_restore_continue_equals_uninterrupted(tiny_model_path, tmp_path):
-    settings = tiny_settings(steps=10, albedo_warmup_steps=3, shading="dreamfusion")
+@pytest.mark.parametrize("lr_final_ratio", [1.0, 0.1])
+def test_checkpoint_restore_continue_equals_uninterrupted(tiny_model_path, tmp_path, lr_final_ratio):
+    settings = tiny_settings(steps=10, albedo_warmup_steps=3, shading="dreamfusion", lr_final_ratio=lr_final_ratio)
     guidance = load_guidance("tiny-random", "cpu")
 
     straight = Trainer(settings, guidance, torch.device("cpu"))
@@ -124,6 +125,23 @@ def test_checkpoint_restore_continue_equals_uninterrupted(tiny_model_path, tmp_p
     for a, b in zip(straight.background.parameters(), resumed.background.parameters()):
         assert torch.equal(a, b)
     assert torch.equal(straight.estimator.binaries, resumed.estimator.binaries)
+
+
+def test_learning_rates_decay_exponentially_to_the_final_ratio():
+    guidance = load_guidance("tiny-random", "cpu")
+    trainer = Trainer(tiny_settings(steps=10, lr=0.02, lr_background=0.004, lr_final_ratio=0.1), guidance,
+                      torch.device("cpu"))
+    seen = []
+    for _ in range(10):
+        trainer.train_step()
+        seen.append({g["name"]: g["lr"] for g in trainer.optimizer.param_groups})
+    assert seen[0] == {"encoding": 0.02, "mlp": 0.02, "background": 0.004}
+    assert seen[-1]["mlp"] == pytest.approx(0.02 * 0.1 ** 0.9) and seen[-1]["background"] == pytest.approx(0.004 * 0.1 ** 0.9)
+    assert all(a["mlp"] > b["mlp"] for a, b in zip(seen, seen[1:]))
+    constant = Trainer(tiny_settings(steps=10, lr=0.02), guidance, torch.device("cpu"))
+    for _ in range(3):
+        constant.train_step()
+    assert {g["lr"] for g in constant.optimizer.param_groups if g["name"] != "background"} == {0.02}
 
 
 def test_checkpoint_refuses_other_settings(tmp_path):

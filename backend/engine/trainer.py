@@ -78,6 +78,8 @@ class Trainer:
             {"params": self.field.mlp.parameters(), "lr": settings.lr, "name": "mlp"},
             {"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"},
         ], betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")   # fused: one launch on CUDA
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = group["lr"]
         self.embeddings = guidance.encode_prompts(
             settings.prompt, settings.negative_prompt,
             view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
@@ -105,6 +107,11 @@ class Trainer:
         if self.s.t_anneal:
             t_max = self.s.t_max + (self.s.t_max_end - self.s.t_max) * step / max(1, self.s.steps)
         return self.s.t_min, max(self.s.t_min, t_max)
+
+    def lr_scale(self, step: int) -> float:
+        """Exponential decay from 1 to ``lr_final_ratio`` over the run. Computed from the step (not a
+        torch LR scheduler with its own counter) so a resumed run gets exactly the same rates."""
+        return self.s.lr_final_ratio ** (step / max(1, self.s.steps))
 
     def orientation_weight(self, step: int) -> float:
         s = self.s
@@ -176,6 +183,10 @@ class Trainer:
             o = opacity.clamp(1e-3, 1 - 1e-3)
             losses["opacity"] = s.opacity_weight * F.binary_cross_entropy(o, (o > 0.5).float().detach())
         total = sum(losses.values())
+        if s.lr_final_ratio != 1.0:
+            scale = self.lr_scale(step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * scale
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
