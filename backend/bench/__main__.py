@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 USAGE = """usage: python -m backend bench <benchmark> [options]
@@ -13,6 +14,8 @@ benchmarks:
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
 """
 
+BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed", "demo": "backend.bench.demo"}
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -20,15 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name == "quality":
-        from backend.bench.quality import main as entry
-        return entry(rest)
-    if name == "speed":
-        from backend.bench.speed import main as entry
-        return entry(rest)
-    if name == "demo":
-        from backend.bench.demo import main as entry
-        return entry(rest)
+    if name in BENCHMARKS:
+        # Imported on demand: each benchmark pulls in torch and its own dependencies.
+        return importlib.import_module(BENCHMARKS[name]).main(rest)
     print(f"unknown benchmark {name!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
