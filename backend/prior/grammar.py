@@ -1,39 +1,34 @@
-"""The built-in prior's prompt grammar: which shapes and colours it knows and how captions read.
+"""The built-in prior's prompt grammar: what it can draw and how captions read.
 
-    prompt  := ARTICLE " " [COLOUR " "] SHAPE [VIEW]
-    ARTICLE := "a" | "an"            ("an" before a colour or shape that starts with a vowel)
-    COLOUR  := red | orange | yellow | green | cyan | blue | purple | white
-    SHAPE   := cube | sphere | cone | cylinder | torus | pyramid | capsule
+    prompt  := ARTICLE " " [LOOK " "] NOUN [VIEW]
+    ARTICLE := "a" | "an"            ("an" before a vowel: "an orange cube", "an anvil")
+    NOUN    := a category of ``catalogue.CATEGORIES``: the simple solids (cube | sphere | cone |
+               cylinder | torus | pyramid | capsule) and the props (barrel | crate | treasure chest |
+               table | chair | ... | house | anvil)
+    LOOK    := one of the category's looks: a colour word (red | orange | yellow | green | cyan |
+               blue | purple | white) for the solids and painted props, or wooden | stone | metal
     VIEW    := ", " SECTOR " view" | ", overhead view"
     SECTOR  := front | front left | left | back left | back | back right | right | front right
                (the engine's "compass" view naming, ``backend.engine.cameras.COMPASS_SUFFIXES``: the
                45-degree azimuth sector of the camera; azimuth 0 = front, seen from +X; left = +Y)
 
-Examples: "a red cube", "an orange torus", "a blue cone, front left view", "a sphere". The empty prompt
-is the unconditional one (the default negative prompt). Words are matched case-insensitively;
-anything else is tokenised byte by byte and is out of distribution for the prior.
+Examples: "a red cube", "a wooden barrel", "a red mushroom", "a pine tree", "a stone house, front
+left view". Without the look word ("a mug") any of the category's looks is meant (training drops
+it now and then); the benchmark's ground truth of such a prompt is the first (default) look. The
+empty prompt is the unconditional one (the default negative prompt). Words are matched
+case-insensitively; anything else is tokenised byte by byte and is out of distribution.
 """
 
 from __future__ import annotations
 
-import itertools
-
 from backend.engine.cameras import VIEW_NAMINGS, view_suffixes
+from backend.prior.catalogue import BY_NAME, CATEGORIES, PROP_NAMES
+from backend.prior.materials import COLOURS
+from backend.prior.shapes import SHAPES
 from shared.presets import PRESETS
 
-SHAPES: tuple[str, ...] = ("cube", "sphere", "cone", "cylinder", "torus", "pyramid", "capsule")
-
-# Albedo of each colour word, linear RGB in [0, 1]: the ground truth of the quality benchmark.
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.85, 0.10, 0.10),
-    "orange": (0.95, 0.50, 0.08),
-    "yellow": (0.95, 0.85, 0.12),
-    "green": (0.15, 0.65, 0.20),
-    "cyan": (0.10, 0.75, 0.80),
-    "blue": (0.12, 0.25, 0.85),
-    "purple": (0.55, 0.20, 0.75),
-    "white": (0.92, 0.92, 0.92),
-}
+NAMES: tuple[str, ...] = tuple(BY_NAME)              # every category: the solids, then the props
+LOOKS: tuple[str, ...] = tuple(dict.fromkeys(w for c in CATEGORIES for w in c.looks if w))
 
 # The view naming the prior is trained and generated with (the preset's ``view_naming``): with
 # threestudio's front/side/back a cube or pyramid looked the same under every name, and SDS made
@@ -53,15 +48,16 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def caption(shape: str | None, colour: str | None = None, view: str | None = None) -> str:
-    """The caption of one training image; ``shape=None`` gives the empty (unconditional) caption."""
-    if shape is None:
+def caption(name: str | None, look: str | None = None, view: str | None = None) -> str:
+    """The caption of one training image; ``name=None`` gives the empty (unconditional) caption."""
+    if name is None:
         return ""
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; the built-in prior knows {', '.join(SHAPES)}")
-    if colour is not None and colour not in COLOURS:
-        raise ValueError(f"unknown colour {colour!r}; the built-in prior knows {', '.join(COLOURS)}")
-    words = f"{colour} {shape}" if colour else shape
+    if name not in BY_NAME:
+        raise ValueError(f"unknown object {name!r}; the built-in prior knows {', '.join(NAMES)}")
+    if look is not None and look not in BY_NAME[name].looks:
+        raise ValueError(f"unknown look {look!r} for {name}; it knows "
+                         f"{', '.join(w for w in BY_NAME[name].looks if w) or 'none'}")
+    words = f"{look} {name}" if look else name
     text = f"{article(words)} {words}"
     if view:
         text += VIEW_SUFFIXES[view]
@@ -69,28 +65,47 @@ def caption(shape: str | None, colour: str | None = None, view: str | None = Non
 
 
 def all_prompts() -> list[str]:
-    """Every shape x colour prompt (no view suffix), shape-major: the benchmark's full set."""
-    return [caption(s, c) for s, c in itertools.product(SHAPES, COLOURS)]
+    """Every prompt the prior knows (no view suffix): each category with each of its looks, the
+    solids first (the 56 "a <colour> <shape>" of the first priors), then the props, then the bare
+    nouns of categories with several looks ("a mug": any look)."""
+    full = [caption(c.name, w) for c in CATEGORIES for w in c.looks]
+    bare = [caption(c.name) for c in CATEGORIES if any(c.looks)]
+    return list(dict.fromkeys(full + bare))
 
 
-def parse_prompt(prompt: str) -> tuple[str, str | None]:
-    """(shape, colour or None) of a grammar prompt; ValueError for anything else."""
+def benchmark_prompts() -> list[str]:
+    """The quality benchmark's set: every colour of every solid, and every prop in its default look."""
+    solids = [caption(s, c) for s in SHAPES for c in COLOURS]
+    props = [caption(n, BY_NAME[n].looks[0]) for n in PROP_NAMES]
+    return solids + props
+
+
+def strip_view(prompt: str) -> str:
     text = prompt.strip().lower()
     for suffix in sorted({x for naming in VIEW_NAMINGS.values() for x in naming.values()}, key=len, reverse=True):
         if text.endswith(suffix):
-            text = text[: -len(suffix)]
-            break
-    words = text.split()
-    if len(words) in (2, 3) and words[0] in ("a", "an") and words[-1] in SHAPES:
-        colour = words[1] if len(words) == 3 else None
-        if colour is None or colour in COLOURS:
-            return words[-1], colour
-    raise ValueError(f"{prompt!r} is not in the built-in prior's grammar "
-                     f"('a <colour> <shape>', colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)})")
+            return text[: -len(suffix)]
+    return text
+
+
+def parse_prompt(prompt: str) -> tuple[str, str | None]:
+    """(category name, look or None) of a grammar prompt; ValueError for anything else."""
+    words = strip_view(prompt).split()
+    if len(words) >= 2 and words[0] in ("a", "an"):
+        rest = " ".join(words[1:])
+        if rest in BY_NAME:
+            return rest, None
+        look, _, noun = rest.partition(" ")
+        if noun in BY_NAME and look in BY_NAME[noun].looks:
+            return noun, look
+    raise ValueError(f"{prompt!r} is not in the built-in prior's grammar ('a [look] <object>'; objects: "
+                     f"{', '.join(NAMES)}; looks: {', '.join(LOOKS)}; `python -m backend generate "
+                     f"--list-prompts` lists every prompt)")
 
 
 def vocabulary() -> list[str]:
     """The words that get one token each in the prior's tokenizer."""
     view_words = [w for v in VIEWS for w in v.split()]
-    words = ["a", "an", "view", *SHAPES, *COLOURS, *view_words]
+    nouns = [w for n in NAMES for w in n.split()]
+    words = ["a", "an", "view", *nouns, *COLOURS, *LOOKS, *view_words]
     return list(dict.fromkeys(words))

@@ -1,14 +1,16 @@
-"""Procedural training images: the prior's shapes seen exactly as the engine sees its field.
+"""Procedural training images: the prior's objects seen exactly as the engine sees its field.
 
 Every image uses the engine's own machinery: cameras from ``sample_cameras`` with the default
 ``GenerationSettings`` elevation and azimuth ranges and up jitter, at the prior's fixed distance
-and field of view without look-at or eye jitter (``backend.prior.CAMERA``), rays from ``camera_rays``, colour from the renderer's ``shade`` (albedo,
-lambertian or textureless, with the trainer's DreamFusion point light), composited over the
-kinds of background the trainer renders (solid colours, white, black, and smooth gradients over
-the view direction like the learned background MLP). The surface is found by sphere tracing the
-analytic SDFs of ``backend.prior.shapes``; images are rendered at 2x and box-filtered down, and a
-fraction is blurred by a round trip through half resolution, as the guidance sees a 32 px render
-upsampled to its 64 px input.
+and field of view without look-at or eye jitter (``backend.prior.CAMERA``), rays from
+``camera_rays``, colour from the renderer's ``shade`` (albedo, lambertian or textureless, with
+the trainer's DreamFusion point light), composited over the kinds of background the trainer
+renders (solid colours, white, black, and smooth gradients over the view direction like the
+learned background MLP). The surface is found by sphere tracing the signed distance fields of
+``backend.prior.catalogue`` (each image with its own sampled proportions and part counts), the
+albedo is the category's procedural material at the hit point; images are rendered at 2x and
+box-filtered down, and a fraction is blurred by a round trip through half resolution, as the
+guidance sees a low-resolution render upsampled to its input.
 """
 
 from __future__ import annotations
@@ -20,24 +22,31 @@ import torch.nn.functional as F
 
 from backend.engine.cameras import CameraBatch, camera_rays, sample_cameras, view_direction
 from backend.engine.renderer import shade
-from backend.prior import shapes
-from backend.prior.grammar import COLOURS, SHAPES, VIEW_NAMING, VIEWS
+from backend.prior.catalogue import CATEGORIES, SHAPE_CATEGORIES
+from backend.prior.grammar import VIEW_NAMING, VIEWS
+from backend.prior.props import evaluate
 
 SHADINGS = ("albedo", "lambertian", "textureless")
 SHADING_PROBS = (0.45, 0.40, 0.15)
 BACKGROUNDS = ("solid", "white", "black", "gradient")
 BACKGROUND_PROBS = (0.35, 0.15, 0.10, 0.40)
 BLUR_PROB = 0.25
-SCENE_RADIUS = 0.85          # every shape lies inside this sphere: rays start tracing at it
-TRACE_STEPS = 64
+SCENE_RADIUS = 0.85          # every object lies inside this sphere: rays start tracing at it
+TRACE_STEPS = 80
 HIT_EPS = 1e-3
+
+# What an image shows: one entry per (category, look) of the catalogue.
+ENTRIES: tuple[tuple[int, str | None], ...] = tuple((k, w) for k, c in enumerate(CATEGORIES) for w in c.looks)
+# Categories are drawn with these weights (then a look uniformly): the seven solids a little more
+# often than a prop, so the first priors' 56 prompts keep their share of the data.
+SOLID_WEIGHT = 1.3
+CATEGORY_WEIGHTS = tuple(SOLID_WEIGHT if k < len(SHAPE_CATEGORIES) else 1.0 for k in range(len(CATEGORIES)))
 
 
 @dataclass
 class Batch:
     images: torch.Tensor       # (B, 3, H, W) in [0, 1]
-    shape: torch.Tensor        # (B,) index into SHAPES
-    colour: torch.Tensor       # (B,) index into COLOURS
+    entry: torch.Tensor        # (B,) index into ENTRIES (category and look)
     view: torch.Tensor         # (B,) index into VIEWS (the engine's view name of the camera)
 
 
@@ -49,9 +58,10 @@ def default_settings():
     return GenerationSettings().replace(**CAMERA)
 
 
-def trace(shape: str, rays_o: torch.Tensor, rays_d: torch.Tensor):
-    """Sphere-trace flat rays against one shape: (hit mask (R,), hit points (R,3), normals (R,3))."""
-    # Start on the bounding sphere (rays that miss it miss the shape).
+def trace(sdf, rays_o: torch.Tensor, rays_d: torch.Tensor):
+    """Sphere-trace flat rays against ``sdf(points (R,3)) -> (R,)``: (hit mask (R,), hit points (R,3),
+    normals (R,3))."""
+    # Start on the bounding sphere (rays that miss it miss the object).
     b = (rays_o * rays_d).sum(-1)
     c = (rays_o * rays_o).sum(-1) - SCENE_RADIUS**2
     disc = b * b - c
@@ -59,14 +69,14 @@ def trace(shape: str, rays_o: torch.Tensor, rays_d: torch.Tensor):
     t_far = -b + disc.clamp(min=0.0).sqrt()
     alive = disc > 0
     for _ in range(TRACE_STEPS):
-        d = shapes.sdf(shape, rays_o + rays_d * t[:, None])
+        d = sdf(rays_o + rays_d * t[:, None])
         t = torch.where(alive, t + 0.9 * d.clamp(min=0.0) + 1e-5, t)
         alive = alive & (t < t_far)
     points = rays_o + rays_d * t[:, None]
-    hit = (disc > 0) & (shapes.sdf(shape, points).abs() < 4 * HIT_EPS) & (t < t_far)
+    hit = (disc > 0) & (sdf(points).abs() < 4 * HIT_EPS) & (t < t_far)
     eps = 1e-3
     offsets = torch.eye(3, device=points.device) * eps
-    grad = torch.stack([shapes.sdf(shape, points + o) - shapes.sdf(shape, points - o) for o in offsets], -1)
+    grad = torch.stack([sdf(points + o) - sdf(points - o) for o in offsets], -1)
     return hit, points, F.normalize(grad, dim=-1, eps=1e-8)
 
 
@@ -84,15 +94,21 @@ def backgrounds(kind: torch.Tensor, rays_d: torch.Tensor, generator=None) -> tor
     return torch.where(k == BACKGROUNDS.index("black"), torch.zeros_like(out), out)
 
 
-def render(shape_idx: torch.Tensor, colour_rgb: torch.Tensor, cams: CameraBatch, resolution: int, *,
-           shading: torch.Tensor, background: torch.Tensor, supersample: int = 2,
-           blur: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+def _per_ray(params: dict, sel: torch.Tensor, per: int) -> dict:
+    return {k: v[sel].repeat_interleave(per, 0) for k, v in params.items()}
+
+
+def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shading: torch.Tensor,
+           background: torch.Tensor, supersample: int = 2, blur: torch.Tensor | None = None, vary: bool = True,
+           generator=None) -> torch.Tensor:
     """Render one image per camera: (B, 3, resolution, resolution) in [0, 1].
 
-    ``shading`` and ``background`` (B,) index SHADINGS and BACKGROUNDS; ``blur`` (B,) bool.
+    ``entry_idx`` (B,) indexes ENTRIES; ``shading`` and ``background`` (B,) index SHADINGS and
+    BACKGROUNDS; ``blur`` (B,) bool. With ``vary`` every image draws its own proportions and part
+    counts from its category's ranges; without, all are canonical (the benchmark's ground truth).
     """
     dev = cams.c2w.device
-    n = shape_idx.shape[0]
+    n = entry_idx.shape[0]
     size = resolution * supersample
     per = size * size
     rays_o, rays_d = camera_rays(cams, size)                          # (B, S, S, 3)
@@ -101,12 +117,26 @@ def render(shape_idx: torch.Tensor, colour_rgb: torch.Tensor, cams: CameraBatch,
     direction = F.normalize(cams.positions + torch.randn(n, 3, device=dev, generator=generator), dim=-1)
     light = direction * (0.8 + 0.7 * torch.rand(n, 1, device=dev, generator=generator))
     image = bg.clone()
-    for k, name in enumerate(SHAPES):
-        sel = torch.nonzero(shape_idx == k)[:, 0]
+    cat_of = torch.tensor([k for k, _ in ENTRIES], device=dev)[entry_idx]
+    for k, category in enumerate(CATEGORIES):
+        sel = torch.nonzero(cat_of == k)[:, 0]
         if sel.numel() == 0:
             continue
-        hit, points, normals = trace(name, rays_o[sel].reshape(-1, 3), rays_d[sel].reshape(-1, 3))
-        albedo = colour_rgb[sel].repeat_interleave(per, 0)
+        if vary:
+            params = category.sample(sel.numel(), dev, generator)
+        else:
+            params = {key: torch.full((sel.numel(),), v, device=dev) for key, v in category.canonical().items()}
+        ray_params = _per_ray(params, torch.arange(sel.numel(), device=dev), per)
+        flat_o, flat_d = rays_o[sel].reshape(-1, 3), rays_d[sel].reshape(-1, 3)
+        hit, points, normals = trace(lambda q: evaluate(category, q, ray_params, None), flat_o, flat_d)
+        albedo = torch.zeros_like(points)
+        looks = [ENTRIES[int(e)][1] for e in entry_idx[sel].tolist()]
+        look_of_ray = torch.tensor([category.looks.index(w) for w in looks], device=dev).repeat_interleave(per, 0)
+        for j, look in enumerate(category.looks):
+            rows = torch.nonzero(hit & (look_of_ray == j))[:, 0]
+            if rows.numel():
+                sub = {key: v[rows] for key, v in ray_params.items()}
+                albedo[rows] = evaluate(category, points[rows], sub, look, albedo=True)[1]
         lights = light[sel].repeat_interleave(per, 0)
         mode = shading[sel].repeat_interleave(per, 0)[:, None]
         colour = shade(albedo, normals, points, lights, "albedo")
@@ -123,9 +153,16 @@ def render(shape_idx: torch.Tensor, colour_rgb: torch.Tensor, cams: CameraBatch,
     return image.clamp(0.0, 1.0).contiguous()
 
 
+def entry_index(name: str, look: str | None) -> int:
+    """Index into ENTRIES of a category name and look (None: the category's default look)."""
+    k = next(i for i, c in enumerate(CATEGORIES) if c.name == name)
+    look = CATEGORIES[k].looks[0] if look is None else look
+    return ENTRIES.index((k, look))
+
+
 def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, generator=None,
                  camera_chunk: int = 32) -> Batch:
-    """``n`` random training images (shapes, colours, cameras, shading, backgrounds, blur).
+    """``n`` random training images (objects, looks, proportions, cameras, shading, backgrounds, blur).
 
     Cameras come from the engine's ``sample_cameras`` (torch's global RNG; it draws the elevation
     law once per call, so it is called in chunks of ``camera_chunk``); everything else uses
@@ -133,9 +170,12 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     """
     s = settings or default_settings()
     dev = torch.device(device)
-    shape_idx = torch.randint(len(SHAPES), (n,), generator=generator, device=dev)
-    colour_idx = torch.randint(len(COLOURS), (n,), generator=generator, device=dev)
-    table = torch.tensor(list(COLOURS.values()), dtype=torch.float32, device=dev)
+    weights = torch.tensor(CATEGORY_WEIGHTS, device=dev)
+    cat = torch.multinomial(weights, n, replacement=True, generator=generator)
+    n_looks = torch.tensor([len(c.looks) for c in CATEGORIES], device=dev)
+    first = torch.cumsum(n_looks, 0) - n_looks
+    look = torch.floor(torch.rand(n, device=dev, generator=generator) * n_looks[cat]).long()
+    entry = first[cat] + look
     parts = [sample_cameras(s, min(camera_chunk, n - i), device=dev) for i in range(0, n, camera_chunk)]
     cams = CameraBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in
                          ("c2w", "fovy", "elevation", "azimuth", "distance")))
@@ -143,9 +183,8 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     background = torch.multinomial(torch.tensor(BACKGROUND_PROBS, device=dev), n, replacement=True,
                                    generator=generator)
     blur = torch.rand(n, device=dev, generator=generator) < BLUR_PROB
-    images = render(shape_idx, table[colour_idx], cams, resolution, shading=shading, background=background,
-                    blur=blur, generator=generator)
+    images = render(entry, cams, resolution, shading=shading, background=background, blur=blur, generator=generator)
     views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
                                                      VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)
-    return Batch(images, shape_idx, colour_idx, views)
+    return Batch(images, entry, views)

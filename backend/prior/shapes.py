@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from backend.prior.grammar import SHAPES
+SHAPES: tuple[str, ...] = ("cube", "sphere", "cone", "cylinder", "torus", "pyramid", "capsule")
 
 # Dimensions (scene units): the single source for rendering, ground truth and the README.
 CUBE_HALF = 0.40                       # side 0.8

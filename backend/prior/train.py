@@ -36,11 +36,16 @@ import torch
 import torch.nn.functional as F
 
 from backend.prior import model as M
-from backend.prior.grammar import COLOURS, SHAPES, VIEWS, caption, mirrored_view
+from backend.prior.catalogue import CATEGORIES
+from backend.prior.grammar import VIEWS, benchmark_prompts, caption, mirrored_view
+from backend.prior.render import ENTRIES
 
 P_EMPTY = 0.10          # classifier-free guidance dropout
-P_NO_COLOUR = 0.05      # "a cube": the shape word alone
+P_NO_LOOK = 0.08        # "a cube", "a mug": the noun alone (any look)
 P_NO_VIEW = 0.25        # no view suffix (view_dependent_prompt off)
+
+
+SAMPLE_COLUMNS = 8      # prompts per row of samples.png (the 8 colours of each solid make a row)
 
 
 def log(msg: str) -> None:
@@ -51,41 +56,42 @@ def log(msg: str) -> None:
 def caption_table() -> list[str]:
     """Every caption variant, indexed by ``caption_index``; the last entry is the empty caption."""
     out = []
-    for s in SHAPES:
-        for c in [*COLOURS, None]:
+    for k, look in ENTRIES:
+        name = CATEGORIES[k].name
+        for w in (look, None):
             for v in [*VIEWS, None]:
-                out.append(caption(s, c, v))
+                out.append(caption(name, w, v))
     out.append("")
     return out
 
 
-def caption_index(shape: torch.Tensor, colour: torch.Tensor, view: torch.Tensor, generator=None) -> torch.Tensor:
-    """Random caption variant per image: empty, colour dropped, view dropped, or the full caption."""
-    n, dev = shape.shape[0], shape.device
-    nc, nv = len(COLOURS) + 1, len(VIEWS) + 1
+def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None) -> torch.Tensor:
+    """Random caption variant per image: empty, look word dropped, view dropped, or the full caption."""
+    n, dev = entry.shape[0], entry.device
+    nv = len(VIEWS) + 1
     u = torch.rand(3, n, device=dev, generator=generator)
-    colour = torch.where(u[0] < P_NO_COLOUR, torch.full_like(colour, nc - 1), colour)
+    dropped = (u[0] < P_NO_LOOK).long()
     view = torch.where(u[1] < P_NO_VIEW, torch.full_like(view, nv - 1), view)
-    idx = (shape * nc + colour) * nv + view
-    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, len(SHAPES) * nc * nv), idx)
+    idx = (entry * 2 + dropped) * nv + view
+    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, len(ENTRIES) * 2 * nv), idx)
 
 
 # -- data -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None):
-    """``n`` training images (uint8, on ``device``) and labels (shape, colour, view); with ``minutes``,
+    """``n`` training images (uint8, on ``device``) and labels (entry, view); with ``minutes``,
     fewer when rendering all of them would take longer than that."""
     from backend.prior.render import sample_batch
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     images = torch.empty(n, 3, M.IMAGE_SIZE, M.IMAGE_SIZE, dtype=torch.uint8, device=device)
-    labels = torch.empty(n, 3, dtype=torch.long, device=device)
+    labels = torch.empty(n, 2, dtype=torch.long, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
         b = sample_batch(min(chunk, n - i), M.IMAGE_SIZE, device=device, generator=gen)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
-        labels[i:i + len(b.images)] = torch.stack([b.shape, b.colour, b.view], 1)
+        labels[i:i + len(b.images)] = torch.stack([b.entry, b.view], 1)
         i += len(b.images)
         if minutes and i == 4 * chunk:
             per_image = (time.perf_counter() - t0) / i
@@ -229,19 +235,22 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
     bins = torch.zeros(10, device=dev)
     counts = torch.zeros(10, device=dev)
     mirror = torch.tensor([VIEWS.index(mirrored_view(v)) for v in VIEWS], device=dev)
+    # Only objects whose mirror image is themselves may be flipped (a mug with its handle on the
+    # left is not the prior's mug).
+    mirror_ok = torch.tensor([CATEGORIES[k].mirror_ok for k, _ in ENTRIES], device=dev)
     while step < budget.total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.total, args.unet_lr)
         idx = torch.randint(len(latents), (args.unet_batch,), device=dev, generator=gen)
         z0 = (latents[idx] + latent_std[idx] * torch.randn(latents[idx].shape, device=dev, generator=gen)) * scale
-        view = labels[idx, 2]
+        view = labels[idx, 1]
         if args.flip:
-            # A mirrored image of a mirror-symmetric shape is the view from the mirrored azimuth:
+            # A mirrored image of a mirror-symmetric object is the view from the mirrored azimuth:
             # "front left" becomes "front right", so the caption flips with the latents.
-            flip = torch.rand(len(idx), device=dev, generator=gen) < 0.5
+            flip = (torch.rand(len(idx), device=dev, generator=gen) < 0.5) & mirror_ok[labels[idx, 0]]
             z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
             view = torch.where(flip, mirror[view], view)
-        cap = caption_index(labels[idx, 0], labels[idx, 1], view, generator=gen)
+        cap = caption_index(labels[idx, 0], view, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -346,8 +355,9 @@ def write_report(out: Path, report: dict) -> None:
               "- `data.png`: training images (rows of 8).",
               "- `vae_recon.png`: VAE reconstructions: odd rows originals, even rows reconstructions.",
               f"- `samples.png`: {report['samples']['per_prompt']} DDIM samples ({report['samples']['steps']} steps, "
-              f"CFG {report['samples']['cfg']}) per prompt; one row per shape ({', '.join(SHAPES)}), "
-              f"columns in colour order ({', '.join(COLOURS)}).", ""]
+              f"CFG {report['samples']['cfg']}) per prompt, {SAMPLE_COLUMNS} prompts a row, in the order of "
+              f"`grammar.benchmark_prompts()`: the 7 solids in 8 colours, then every prop in its default look:",
+              "", ", ".join(benchmark_prompts()), ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "train_log.json").write_text(json.dumps(report, indent=1))
 
@@ -371,7 +381,7 @@ def parse_args(argv=None):
     p.add_argument("--unet-lr", type=float, default=5e-4)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="mirror latents left-right (every shape is mirror-symmetric)")
+                   help="mirror latents left-right (only objects that are their own mirror image)")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--sample-steps", type=int, default=40, help="DDIM steps of the report's samples")
     p.add_argument("--sample-cfg", type=float, default=4.0)
@@ -452,11 +462,11 @@ def main(argv=None) -> int:
     timings["unet_s"] = timings.get("unet_s", 0.0) + time.perf_counter() - t0
 
     vae.eval()
-    prompts = [caption(s, c) for s in SHAPES for c in COLOURS]
+    prompts = benchmark_prompts()
     tokens_of = lambda texts: M.tokenize(tokenizer, texts)
     samples = sample(unet, text_encoder, vae, tokens_of, prompts, n_per_prompt=args.samples_per_prompt,
                      steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed)
-    grid_png(samples, len(COLOURS) * args.samples_per_prompt, out / "report" / "samples.png")
+    grid_png(samples, SAMPLE_COLUMNS * args.samples_per_prompt, out / "report" / "samples.png")
     report["samples"] = {"per_prompt": args.samples_per_prompt, "steps": args.sample_steps, "cfg": args.sample_cfg}
 
     weights = M.save_pipeline(out / "weights", vae=vae.float().cpu(), unet=unet.float().cpu(),

@@ -1,0 +1,70 @@
+"""Everything the built-in prior can draw, as one list of categories: the seven simple solids of
+the first priors (``shapes``) and the props library (``props``).
+
+Each category has its prompt noun, its looks (the adjective of the prompt: a colour word for
+the solids and most painted props, "wooden"/"stone"/"metal" for the rest; the first is the
+default), its signed distance field and albedo, and its symmetry. The grammar, the training
+renders and the quality benchmark all read this list, so a category added here is drawable,
+trainable and measured.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from backend.prior import materials as M
+from backend.prior import shapes
+from backend.prior.props import CATEGORIES as PROP_CATEGORIES
+from backend.prior.props import Category, Part, evaluate
+
+
+def _solid(shape: str, p: torch.Tensor, P: dict, look) -> list[Part]:
+    return [Part(shapes.sdf(shape, p), M.flat(M.COLOURS[look]), p)]
+
+
+def _shape_extent(shape: str) -> tuple[float, float, float]:
+    return {"cube": (0.4,) * 3, "sphere": (0.5,) * 3, "cone": (0.45, 0.45, 0.45), "cylinder": (0.4,) * 3,
+            "torus": (0.52, 0.52, 0.16), "pyramid": (0.45,) * 3, "capsule": (0.3, 0.3, 0.55)}[shape]
+
+
+SHAPE_CATEGORIES: tuple[Category, ...] = tuple(
+    Category(s, partial(_solid, s), tuple(M.COLOURS), yaw_period=shapes.YAW_PERIOD[s], extent=_shape_extent(s))
+    for s in shapes.SHAPES)
+
+CATEGORIES: tuple[Category, ...] = SHAPE_CATEGORIES + PROP_CATEGORIES
+BY_NAME: dict[str, Category] = {c.name: c for c in CATEGORIES}
+PROP_NAMES: tuple[str, ...] = tuple(c.name for c in PROP_CATEGORIES)
+
+
+def category(name: str) -> Category:
+    if name not in BY_NAME:
+        raise ValueError(f"unknown category {name!r}; the built-in prior knows {', '.join(BY_NAME)}")
+    return BY_NAME[name]
+
+
+class GroundTruth:
+    """The canonical object of a prompt: ``sdf(p) -> (N,)`` and ``albedo(p) -> (N, 3)`` at points
+    ``(N, 3)`` (albedo of the nearest part), plus what the benchmark needs to know about it."""
+
+    def __init__(self, name: str, look=None):
+        self.category = category(name)
+        self.name = name
+        self.look = look if look is not None else self.category.looks[0]
+        self.yaw_period = self.category.yaw_period
+        self.facing = self.category.facing
+
+    def sdf(self, p: torch.Tensor) -> torch.Tensor:
+        return evaluate(self.category, p.float(), None, self.look)
+
+    def albedo(self, p: torch.Tensor) -> torch.Tensor:
+        return evaluate(self.category, p.float(), None, self.look, albedo=True)[1]
+
+
+def ground_truth(prompt: str) -> GroundTruth:
+    """The ground truth of a prompt of the grammar (ValueError for any other prompt)."""
+    from backend.prior.grammar import parse_prompt
+
+    name, look = parse_prompt(prompt)
+    return GroundTruth(name, look)
