@@ -7,7 +7,12 @@ a job killed at any instant resumes from its last checkpoint. A worker that dies
 segfault, SIGKILL) or goes silent is reported as :class:`JobLost` and started again (with a
 back-off when it keeps dying at start-up).
 
-Messages on the worker channel are signed with a key made for this server run.
+The worker channel is guarded against other local processes as the rest of local mode is: every
+message is signed with a key made for this server run, and each worker spawn gets a routing
+identity with a random part (``w{index}.{gen}.{token}``). Key and identity reach the worker through
+the spawn pipe (never the command line or the environment), so a process that connects to the
+loopback port cannot pose as, or get ahead of, the next worker (issue 16 point 7): a guessable
+identity let any local process claim it first, and the real worker's messages were then dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -40,6 +46,7 @@ class WorkerHandle:
     device: str                  # "cuda" | "cpu"
     cuda_device: str | None      # the CUDA_VISIBLE_DEVICES value of this worker
     gen: int = 0
+    token: str = ""              # random part of this spawn's identity
     proc: multiprocessing.Process | None = None
     state: str = "down"          # down | starting | idle | busy | stopping
     job_id: str | None = None
@@ -55,7 +62,7 @@ class WorkerHandle:
 
     @property
     def identity(self) -> bytes:
-        return f"w{self.index}.{self.gen}".encode()
+        return f"w{self.index}.{self.gen}.{self.token}".encode()
 
     def public(self) -> dict:
         return {"index": self.index, "device": self.device, "cuda_device": self.cuda_device,
@@ -130,6 +137,7 @@ class LocalProcessPool(WorkerPool):
         r = self.ctx.socket(zmq.ROUTER)
         r.setsockopt(zmq.LINGER, 0)
         r.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        r.setsockopt(zmq.MAXMSGSIZE, MAX_WORKER_BUFFER_BYTES + 16 * MB)   # a stranger can't make us buffer GBs
         r.bind("tcp://127.0.0.1:*")
         self.endpoint = r.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.router = r
@@ -219,6 +227,7 @@ class LocalProcessPool(WorkerPool):
         from .worker import WorkerArgs, worker_main
 
         w.gen += 1
+        w.token = secrets.token_hex(16)
         w.state, w.job_id, w.model, w.cancel_sent_at, w.kill_reason = "starting", None, None, None, None
         w.info = {}
         args = WorkerArgs(index=w.index, gen=w.gen, identity=w.identity, endpoint=self.endpoint, key=self.key,
@@ -305,6 +314,9 @@ class LocalProcessPool(WorkerPool):
             w = self.workers[idx]
             if gen != w.gen:
                 continue            # a message from a previous incarnation of this worker
+            if msg.identities[:1] not in ([w.identity], [w.identity + b".hb"]):
+                self._bad_message("wrong identity")
+                continue
             w.last_seen = time.monotonic()
             try:
                 self._on_message(w, msg)

@@ -1,7 +1,8 @@
 """GPU worker processes: one per visible GPU (CUDA_VISIBLE_DEVICES set per worker), or one on the CPU.
 
 A worker is a spawned process that connects a DEALER socket to the local pool's ROUTER
-(loopback, random port, messages signed with a per-run key).
+(loopback, random port, messages signed with a per-run key, a routing identity with a random part
+made for this spawn; both reach the worker through the spawn pipe, see ``local_pool.py``).
 It keeps the guidance model loaded between jobs that use the same model, streams progress/previews/proxy meshes, writes results to
 the job directory and reports how the job ended. A crash (OOM kill, segfault, SIGKILL) only takes
 this process down; the server notices, re-queues or fails the job, and starts a new worker.
@@ -124,12 +125,12 @@ def available_models() -> list[str]:
 
 @dataclass
 class WorkerArgs:
-    """What the pool gives a worker it spawns (pickled through the spawn pipe, so the key never
-    shows in the command line or the environment of the process)."""
+    """What the pool gives a worker it spawns (pickled through the spawn pipe, so the key and the
+    identity never show in the command line or the environment of the process)."""
 
     index: int
     gen: int
-    identity: bytes              # routing identity of this spawn
+    identity: bytes              # routing identity of this spawn (unguessable)
     endpoint: str
     key: bytes                   # signs every message on the worker channel
     device: str                  # "cuda" | "cpu"
