@@ -38,6 +38,7 @@ log = logging.getLogger("dreamprop.server")
 
 MB = 1024 * 1024
 MAX_WORKER_BUFFER_BYTES = 512 * MB        # previews, proxy meshes: far below this
+WORKER_THREADS_AUTO = 0
 
 
 @dataclass
@@ -68,8 +69,8 @@ class WorkerHandle:
         return {"index": self.index, "device": self.device, "cuda_device": self.cuda_device,
                 "pid": self.proc.pid if self.proc else None, "state": self.state, "job_id": self.job_id,
                 "model": self.model, "gpu_name": self.info.get("gpu_name"),
-                "gpu_memory_bytes": self.info.get("gpu_memory_bytes"), "error": self.info.get("error"),
-                "last_exit": self.last_exit}
+                "gpu_memory_bytes": self.info.get("gpu_memory_bytes"), "threads": self.info.get("threads"),
+                "error": self.info.get("error"), "last_exit": self.last_exit}
 
 
 def detect_gpus() -> list[dict]:
@@ -92,19 +93,37 @@ def detect_gpus() -> list[dict]:
     return gpus
 
 
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_worker_threads(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"worker_threads: must be 0 (auto: all cores, shared among the workers) or a positive "
+                         f"number of threads per worker, got {value!r}")
+    return value
+
+
 class LocalProcessPool(WorkerPool):
     def __init__(self, files: JobFiles, *, devices: str = "auto", workers: int | None = None,
-                 worker_timeout_s: float = 300.0,
+                 worker_threads: int = WORKER_THREADS_AUTO, worker_timeout_s: float = 300.0,
                  start_timeout_s: float = 600.0, cancel_timeout_s: float = 60.0, log_level: str | None = None):
         """``devices``: auto (one worker per visible GPU, a CPU worker when there is none) | cpu |
-        CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue)."""
+        CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue).
+        ``worker_threads``: CPU threads per worker (torch, OpenMP, MKL); 0 shares all cores among them."""
         self.files = files
+        self.worker_threads = check_worker_threads(worker_threads)
         self.worker_timeout_s = worker_timeout_s
         self.start_timeout_s = start_timeout_s
         self.cancel_timeout_s = cancel_timeout_s
         self.log_level = log_level or logging.getLevelName(log.getEffectiveLevel())
         self.detected_gpus: list[dict] = []
         self.workers = [WorkerHandle(i, d, c) for i, (d, c) in enumerate(self._worker_specs(devices, workers))]
+        self.threads_per_worker = self.worker_threads or max(1, available_cores() // max(1, len(self.workers)))
         self._stopping = False
         self._events: list = []
         self._bad_messages = 0
@@ -141,7 +160,8 @@ class LocalProcessPool(WorkerPool):
         r.bind("tcp://127.0.0.1:*")
         self.endpoint = r.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.router = r
-        log.info("worker channel on %s; %d worker(s)", self.endpoint, len(self.workers))
+        log.info("worker channel on %s; %d worker(s), %d CPU thread(s) each", self.endpoint, len(self.workers),
+                 self.threads_per_worker)
         self.mp = multiprocessing.get_context("spawn")
         for w in self.workers:
             self._spawn(w)
@@ -232,7 +252,7 @@ class LocalProcessPool(WorkerPool):
         w.info = {}
         args = WorkerArgs(index=w.index, gen=w.gen, identity=w.identity, endpoint=self.endpoint, key=self.key,
                           device=w.device, cuda_device=w.cuda_device, parent_pid=os.getpid(),
-                          log_level=self.log_level)
+                          threads=self.threads_per_worker, log_level=self.log_level)
         w.proc = self.mp.Process(target=worker_main, name=f"dreamprop-worker-{w.index}", daemon=True, args=(args,))
         w.proc.start()
         w.spawned_at = w.last_seen = time.monotonic()
@@ -338,7 +358,8 @@ class LocalProcessPool(WorkerPool):
             w.info = c
             if w.state == "starting":
                 w.state = "idle"
-            log.info("worker %d ready: %s %s", w.index, c.get("device"), c.get("gpu_name") or "")
+            log.info("worker %d ready: %s %s (%s CPU threads)", w.index, c.get("device"), c.get("gpu_name") or "",
+                     c.get("threads"))
             self._events.append(WorkerReady(w.index))
             return
         if t == "bye":

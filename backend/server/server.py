@@ -51,6 +51,7 @@ class ServerConfig:
     connection_file: str | None = None        # default: <state_dir>/connection.json
     devices: str = "auto"                     # auto | cpu | comma-separated CUDA indices
     workers: int | None = None                # override the worker count (0: accept and queue only)
+    worker_threads: int = 0                   # CPU threads per worker (0: all cores, shared among workers)
     curve: bool = False
     server_key_file: str | None = None        # default: <state_dir>/keys/server.key_secret (created)
     allowed_clients_dir: str | None = None    # default: <state_dir>/keys/allowed_clients
@@ -129,7 +130,7 @@ class Server:
             from .local_pool import LocalProcessPool
 
             self.pool = LocalProcessPool(self.files, devices=cfg.devices, workers=cfg.workers,
-                                         worker_timeout_s=cfg.worker_timeout_s,
+                                         worker_threads=cfg.worker_threads, worker_timeout_s=cfg.worker_timeout_s,
                                          start_timeout_s=cfg.worker_start_timeout_s,
                                          cancel_timeout_s=cfg.cancel_timeout_s)
         self.handlers = RequestHandlers(cfg, self.store, self.files, self.outbox, self.events, self.pool,

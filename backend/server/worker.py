@@ -83,11 +83,12 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _gpu_info(device: str) -> dict:
-    info: dict = {"device": device, "gpu_name": None, "gpu_memory_bytes": None, "torch": None}
+    info: dict = {"device": device, "gpu_name": None, "gpu_memory_bytes": None, "torch": None, "threads": None}
     try:
         import torch
 
         info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
         if device.startswith("cuda") and torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
             info["gpu_name"] = props.name
@@ -136,6 +137,7 @@ class WorkerArgs:
     device: str                  # "cuda" | "cpu"
     cuda_device: str | None
     parent_pid: int
+    threads: int                 # CPU threads (torch intra-op, OpenMP, MKL)
     log_level: str = "INFO"
 
 
@@ -340,15 +342,28 @@ def _free_memory() -> None:
         pass
 
 
+def _limit_threads(threads: int) -> None:
+    """Before torch is imported: OpenMP / MKL / OpenBLAS pools take their size from the environment."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
 def worker_main(args: WorkerArgs) -> None:
     """Entry point of a spawned worker process (must run before torch is imported)."""
     if args.cuda_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.cuda_device
     elif args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    _limit_threads(args.threads)
     _set_parent_death_signal()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the server decides
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s worker{args.index} %(levelname)s %(message)s")
     if os.getppid() != args.parent_pid:
         os._exit(3)
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    except Exception:  # torch missing or broken: reported in the hello, a job fails with the reason
+        pass
     Worker(args).run()
