@@ -175,7 +175,7 @@ def test_a_local_process_cannot_stall_the_workers(server_factory):
             assert monitor.poll(10000), f"rogue {name} could not connect"   # it holds the name from now on
             sock.disable_monitor()
             monitor.close(0)
-            sock.send_multipart([b"<IDS|MSG>", b"0" * 64, b"{}", b"{}"])   # and talks nonsense
+            sock.send_multipart([DELIM, b"0" * 64, b"{}", b"{}"])   # and talks nonsense (badly signed)
             rogues.append(sock)
 
     os.kill(old["pid"], signal.SIGKILL)

@@ -3,12 +3,13 @@
 A worker is a spawned process that connects a DEALER socket to the local pool's ROUTER
 (loopback, random port, messages signed with a per-run key, a routing identity with a random part
 made for this spawn; both reach the worker through the spawn pipe, see ``local_pool.py``).
-It keeps the guidance model loaded between jobs that use the same model, streams progress/previews/proxy meshes, writes results to
-the job directory and reports how the job ended. A crash (OOM kill, segfault, SIGKILL) only takes
-this process down; the server notices, re-queues or fails the job, and starts a new worker.
+It keeps the guidance model loaded between jobs that use the same model, streams progress,
+previews and proxy meshes, writes results to the job directory and reports how the job ended.
+A crash (OOM kill, segfault, SIGKILL) only takes this process down; the server notices,
+re-queues or fails the job, and starts a new worker.
 
 Server -> worker: ``run`` {job}, ``cancel`` {job_id}, ``shutdown`` {}.
-Worker -> server: ``hello`` {device info, models}, ``heartbeat``, ``progress`` (+PNG),
+Worker -> server: ``hello`` {device info, models, CPU threads}, ``heartbeat``, ``progress`` (+PNG),
 ``proxy_mesh`` (+GLB), ``done`` {outcome: finished|failed|cancelled, ...}.
 
 This module must not import torch at import time: the server imports it to spawn workers.
