@@ -22,8 +22,12 @@ Implementations:
   (:class:`~backend.server.jobfiles.JobResult`). ``poll_events`` would ``ray.wait(..., timeout=0)``
   on the actors' pending results and an event queue; a dead node's actor error becomes
   :class:`JobLost`; ``cancel`` calls the actor (which sets its cancel flag between steps);
-  ``wait_handles`` returns nothing (the server's loop wakes every 200 ms anyway). Nothing in this
-  interface is a path on a shared disk.
+  ``wait_handles`` returns nothing (the server's loop wakes every 200 ms anyway). It would also
+  need: slots from the cluster's resources instead of the local ``nvidia-smi`` (``health`` reports
+  them; a node that joins simply adds slots to ``idle_slots``), slot ids that stay small integers
+  (the job store and the ``started`` event record the slot as ``worker``), and named or detached
+  actors so that a restarted server re-attaches to them in ``start``. Nothing in this interface
+  is a path on a shared disk.
 """
 
 from __future__ import annotations
