@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from backend.server.local_pool import available_cores
 from shared.client import ServerError
 from shared.protocol import Session
 from tests.server_fixtures import REPO, free_port, queue_server, raw_dealer, server_factory, tiny  # noqa: F401
@@ -240,3 +241,23 @@ def test_submit_cli(queue_server):
     assert rc == 0 and json.loads(out)["cancelled"] is True
     rc, out, err = cli("--result", job)
     assert rc == 1 and "not finished" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,expected", [
+    (["--worker-threads", "1"], 1),
+    (["--workers", "2"], max(1, available_cores() // 2)),      # auto: the cores shared among the workers
+], ids=["one-thread", "auto-shared"])
+def test_workers_run_with_the_thread_count_they_are_given(server_factory, args, expected):
+    s = server_factory("threads", args=["--devices", "cpu", *args])
+    s.wait_workers_ready()
+    with s.client() as c:
+        workers = c.info()["workers"]
+    assert workers and [w["threads"] for w in workers] == [expected] * len(workers)   # torch.get_num_threads()
+
+
+def test_worker_threads_must_not_be_negative(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "backend", "serve", "--port", str(free_port()), "--state-dir",
+                        str(tmp_path / "s"), "--worker-threads", "-1"], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "--worker-threads" in r.stderr and "0 (all cores)" in r.stderr

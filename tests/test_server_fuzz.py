@@ -1,17 +1,21 @@
 """Fuzz a live server with thousands of malformed, oversized, unsigned, wrongly signed and replayed
-messages (seeded random); afterwards a valid client is still served and every message is accounted for."""
+messages (seeded random); afterwards a valid client is still served and every message is accounted for.
+And the worker channel: a local process that claims the next worker's name cannot stall the workers."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
+import signal
 import time
 
+import pytest
 import zmq
 
 from shared.protocol import DELIM, Session, json_dumps
-from tests.server_fixtures import raw_dealer, server_factory, tiny  # noqa: F401
+from tests.server_fixtures import pid_alive, raw_dealer, server_factory, tiny  # noqa: F401
 
 BAD_HEADER_VALUES = {
     "msg_id": [-1, [], "", "bad id!", "x" * 65, None],
@@ -143,4 +147,52 @@ def test_fuzzed_server_keeps_serving(server_factory):
                                      "bad_header", "stale", "many_frames"))
     assert stats["dropped"] - stats["dropped_by_reason"].get("unknown_type", 0) \
         - stats["dropped_by_reason"].get("version_mismatch", 0) == invalid
+    assert s.proc.poll() is None and "Traceback" not in s.log()
+
+
+@pytest.mark.slow
+def test_a_local_process_cannot_stall_the_workers(server_factory):
+    """Issue 16 point 7. Workers named themselves w{index}.{gen} on a loopback port any local process
+    can reach: a process that connected first under the next generation's name (and its ``.hb``
+    heartbeat twin) got the respawned worker's messages dropped by the ROUTER, so it stayed
+    "starting" until the 600 s start timeout with every job queued behind it."""
+    s = server_factory("rogue", args=["--devices", "cpu"])
+    s.wait_workers_ready()
+    endpoint = re.search(r"worker channel on (tcp://127\.0\.0\.1:\d+)", s.log()).group(1)
+    c = s.client()
+    old = c.info()["workers"][0]
+    assert old["state"] == "idle"
+
+    ctx = zmq.Context()
+    rogues = []
+    for gen in range(1, 6):                     # every name the next incarnations of worker 0 could take
+        for name in (f"w0.{gen}", f"w0.{gen}.hb"):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IDENTITY, name.encode())
+            monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            sock.connect(endpoint)
+            assert monitor.poll(10000), f"rogue {name} could not connect"   # it holds the name from now on
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.send_multipart([DELIM, b"0" * 64, b"{}", b"{}"])   # and talks nonsense (badly signed)
+            rogues.append(sock)
+
+    os.kill(old["pid"], signal.SIGKILL)
+    job = c.submit(tiny("queued behind the respawn", steps=2, preview_interval=1, checkpoint_interval=0))
+    # functional deadline, far below the 600 s start timeout that used to be the only way out
+    deadline = time.monotonic() + 240
+    events = []
+    for ev in c.events(job, timeout=240):
+        events.append(ev)
+        assert time.monotonic() < deadline, f"job still not done: {[e.msg_type for e in events]}\n{s.log()}"
+    assert [e.msg_type for e in events][-1] == "finished", [e.msg_type for e in events]
+    new = c.info()["workers"][0]
+    assert new["pid"] != old["pid"] and new["state"] == "idle" and "SIGKILL" in new["last_exit"]
+    assert not pid_alive(old["pid"])
+    assert not any(r.poll(0) for r in rogues)   # and nothing meant for a worker went to an impostor
+    for r in rogues:
+        r.close(0)
+    ctx.term()
+    c.close()
     assert s.proc.poll() is None and "Traceback" not in s.log()

@@ -13,6 +13,16 @@ from shared.paths import DEFAULT_HOST, DEFAULT_PORT, default_connection_file, de
 
 
 # ---- serve ------------------------------------------------------------------------------------------
+def _worker_threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all cores) or a positive number of threads, got {text!r}")
+    return n
+
+
 def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend serve",
                                 description="Run the dreamprop job server (ZeroMQ) with one worker process per GPU.")
@@ -30,6 +40,9 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="number of worker processes (default: one per device; 0 accepts and queues jobs "
                         "without running them)")
+    p.add_argument("--worker-threads", type=_worker_threads, default=0, metavar="N",
+                   help="CPU threads per worker (torch, OpenMP, MKL); 0 (default): all cores, shared among "
+                        "the workers. Leave a core free when the machine does other work (e.g. Blender)")
     p.add_argument("--curve", action="store_true",
                    help="remote mode: CurveZMQ encryption + client authentication by public key")
     p.add_argument("--server-key", default=None,
@@ -57,7 +70,8 @@ def serve_main(argv: list[str]) -> int:
 
     cfg = ServerConfig(
         host=args.host, port=args.port, state_dir=args.state_dir or default_state_dir(),
-        connection_file=args.connection_file, devices=args.devices, workers=args.workers, curve=args.curve,
+        connection_file=args.connection_file, devices=args.devices, workers=args.workers,
+        worker_threads=args.worker_threads, curve=args.curve,
         server_key_file=args.server_key, allowed_clients_dir=args.allowed_clients, insecure=args.insecure,
         max_attempts=max(1, args.max_attempts), worker_timeout_s=args.worker_timeout,
         max_init_mesh_bytes=args.max_init_mesh_mb * 1024 * 1024, max_queued_per_client=args.max_queued_per_client)

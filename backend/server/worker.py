@@ -1,13 +1,15 @@
 """GPU worker processes: one per visible GPU (CUDA_VISIBLE_DEVICES set per worker), or one on the CPU.
 
-A worker is a spawned process that connects a DEALER socket to the server's internal ROUTER
-(loopback, random port, messages signed with a per-run key). It keeps the guidance model loaded
-between jobs that use the same model, streams progress/previews/proxy meshes, writes results to
-the job directory and reports how the job ended. A crash (OOM kill, segfault, SIGKILL) only takes
-this process down; the server notices, re-queues or fails the job, and starts a new worker.
+A worker is a spawned process that connects a DEALER socket to the local pool's ROUTER
+(loopback, random port, messages signed with a per-run key, a routing identity with a random part
+made for this spawn; both reach the worker through the spawn pipe, see ``local_pool.py``).
+It keeps the guidance model loaded between jobs that use the same model, streams progress,
+previews and proxy meshes, writes results to the job directory and reports how the job ended.
+A crash (OOM kill, segfault, SIGKILL) only takes this process down; the server notices,
+re-queues or fails the job, and starts a new worker.
 
 Server -> worker: ``run`` {job}, ``cancel`` {job_id}, ``shutdown`` {}.
-Worker -> server: ``hello`` {device info, models}, ``heartbeat``, ``progress`` (+PNG),
+Worker -> server: ``hello`` {device info, models, CPU threads}, ``heartbeat``, ``progress`` (+PNG),
 ``proxy_mesh`` (+GLB), ``done`` {outcome: finished|failed|cancelled, ...}.
 
 This module must not import torch at import time: the server imports it to spawn workers.
@@ -24,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 
 log = logging.getLogger("dreamprop.worker")
 
@@ -81,11 +84,12 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _gpu_info(device: str) -> dict:
-    info: dict = {"device": device, "gpu_name": None, "gpu_memory_bytes": None, "torch": None}
+    info: dict = {"device": device, "gpu_name": None, "gpu_memory_bytes": None, "torch": None, "threads": None}
     try:
         import torch
 
         info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
         if device.startswith("cuda") and torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
             info["gpu_name"] = props.name
@@ -121,23 +125,41 @@ def available_models() -> list[str]:
     return models
 
 
+@dataclass
+class WorkerArgs:
+    """What the pool gives a worker it spawns (pickled through the spawn pipe, so the key and the
+    identity never show in the command line or the environment of the process)."""
+
+    index: int
+    gen: int
+    identity: bytes              # routing identity of this spawn (unguessable)
+    endpoint: str
+    key: bytes                   # signs every message on the worker channel
+    device: str                  # "cuda" | "cpu"
+    cuda_device: str | None
+    parent_pid: int
+    threads: int                 # CPU threads (torch intra-op, OpenMP, MKL)
+    log_level: str = "INFO"
+
+
 class Worker:
-    def __init__(self, index: int, gen: int, endpoint: str, key: bytes, device: str, parent_pid: int):
+    def __init__(self, args: WorkerArgs):
         import zmq
 
         from shared.protocol import Session
 
         self.zmq = zmq
-        self.index, self.gen, self.device, self.parent_pid = index, gen, device, parent_pid
-        self.session = Session(key, max_age_s=None, max_content_bytes=16 * 1024 * 1024)
+        self.index, self.gen, self.device, self.parent_pid = args.index, args.gen, args.device, args.parent_pid
+        self.identity = args.identity
+        self.session = Session(args.key, max_age_s=None, max_content_bytes=16 * 1024 * 1024)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.setsockopt(zmq.SNDHWM, 200)
-        self.sock.setsockopt(zmq.IDENTITY, f"w{index}.{gen}".encode())
-        self.sock.connect(endpoint)
-        self.endpoint = endpoint
-        self.key = key
+        self.sock.setsockopt(zmq.IDENTITY, self.identity)
+        self.sock.connect(args.endpoint)
+        self.endpoint = args.endpoint
+        self.key = args.key
         self.job_id: str | None = None
         self.cancel = False
         self.stopping = False
@@ -161,7 +183,7 @@ class Worker:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 10)
-        s.setsockopt(zmq.IDENTITY, f"w{self.index}.{self.gen}.hb".encode())
+        s.setsockopt(zmq.IDENTITY, self.identity + b".hb")
         s.connect(self.endpoint)
         while not self.stopping:
             if os.getppid() != self.parent_pid:   # the server died (non-Linux: no PDEATHSIG)
@@ -321,16 +343,28 @@ def _free_memory() -> None:
         pass
 
 
-def worker_main(index: int, gen: int, endpoint: str, key: bytes, device: str, cuda_device: str | None,
-                parent_pid: int, log_level: str = "INFO") -> None:
+def _limit_threads(threads: int) -> None:
+    """Before torch is imported: OpenMP / MKL / OpenBLAS pools take their size from the environment."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def worker_main(args: WorkerArgs) -> None:
     """Entry point of a spawned worker process (must run before torch is imported)."""
-    if cuda_device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_device
-    elif device == "cpu":
+    if args.cuda_device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.cuda_device
+    elif args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    _limit_threads(args.threads)
     _set_parent_death_signal()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the server decides
-    logging.basicConfig(level=log_level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
-    if os.getppid() != parent_pid:
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s worker{args.index} %(levelname)s %(message)s")
+    if os.getppid() != args.parent_pid:
         os._exit(3)
-    Worker(index, gen, endpoint, key, device, parent_pid).run()
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    except Exception:  # torch missing or broken: reported in the hello, a job fails with the reason
+        pass
+    Worker(args).run()

@@ -1,0 +1,201 @@
+"""Client requests: one method per request type, each checks its fields (a :class:`FieldError`
+names the bad field and becomes the error reply) and answers through the outbox.
+
+Ownership: a client sees only its own jobs; asking for anyone else's job gets the same
+``not_found`` as a job that does not exist, so job ids of others are not revealed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Callable
+
+from backend import __version__
+from shared import PROTOCOL_VERSION
+from shared.protocol import (JOB_STATES, FieldError, Message, check_fields, check_glb, new_id, require_bool,
+                             require_int, require_job_id, require_str)
+from shared.settings import GenerationSettings, SettingError
+
+from .events import JobEvents
+from .jobfiles import INIT_MESH, RESULT_GLB, TURNTABLE, JobFiles
+from .jobstore import JobStore
+from .outbox import ClientState, Outbox
+from .pool import WorkerPool
+
+log = logging.getLogger("dreamprop.server")
+
+
+class RequestHandlers:
+    def __init__(self, cfg, store: JobStore, files: JobFiles, outbox: Outbox, events: JobEvents, pool: WorkerPool,
+                 stats: dict, schedule: Callable[[], None]):
+        """``cfg``: the ServerConfig; ``schedule``: called when a job may start (a submit)."""
+        self.cfg, self.store, self.files, self.outbox, self.events = cfg, store, files, outbox, events
+        self.pool, self.stats, self.schedule = pool, stats, schedule
+        self.table: dict[str, Callable[[ClientState, Message], None]] = {
+            "info_request": self.info, "submit_request": self.submit, "cancel_request": self.cancel,
+            "status_request": self.status, "list_request": self.list_jobs, "attach_request": self.attach,
+            "detach_request": self.detach, "result_request": self.result,
+        }
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _own_job(self, client: ClientState, content: dict) -> dict:
+        job_id = require_job_id(content)
+        job = self.store.get(job_id)
+        if job is None or job["owner"] != client.owner:   # same answer: don't reveal others' jobs
+            raise FieldError("job_id", f"no job {job_id} of yours on this server", code="not_found")
+        return job
+
+    def _job_view(self, job: dict, *, full: bool = False) -> dict:
+        settings = json.loads(job["settings"])
+        view = {
+            "job_id": job["id"], "state": job["state"], "prompt": settings.get("prompt", ""),
+            "model": settings.get("model"), "created": job["created"], "started": job["started"],
+            "finished": job["finished"], "step": job["step"], "total": job["total"], "eta_s": job["eta_s"],
+            "losses": json.loads(job["losses"]) if job["losses"] else {},
+            "progress": (job["step"] / job["total"]) if job["total"] else 0.0,
+            "error": job["error"], "runs": job["runs"], "crashes": job["crashes"], "last_seq": job["last_seq"],
+            "parent_job_id": job["parent_job_id"], "has_init_mesh": bool(job["has_init_mesh"]),
+            "cancel_requested": bool(job["cancel_requested"]),
+            "position": self.store.position(job["id"]) if job["state"] == "queued" else None,
+            "worker": job["worker"],
+        }
+        if job["state"] == "finished":
+            view["progress"] = 1.0
+        if full:
+            view["settings"] = settings
+            view["metadata"] = json.loads(job["metadata"]) if job["metadata"] else None
+        return view
+
+    # ---- requests ------------------------------------------------------------------------------
+    def info(self, client: ClientState, msg: Message) -> None:
+        check_fields(msg.content, ())
+        health = self.pool.health()
+        self.outbox.reply(client, msg, {
+            "server_version": __version__, "protocol_version": PROTOCOL_VERSION,
+            "device": "cuda" if health.gpus else "cpu", "gpus": health.gpus,
+            "models": health.models or ["builtin"],
+            "queue_length": self.store.count("queued"), "running": self.store.count("running"),
+            "workers": health.workers,
+            "auth": "curve" if self.cfg.curve else "hmac", "owner": client.owner,
+            "limits": {"max_init_mesh_bytes": self.cfg.max_init_mesh_bytes,
+                       "max_queued_per_client": self.cfg.max_queued_per_client},
+            "stats": json.loads(json.dumps(self.stats)),
+        })
+
+    def submit(self, client: ClientState, msg: Message) -> None:
+        c = msg.content
+        check_fields(c, ("settings", "parent_job_id", "client_token", "attach"))
+        token = require_str(c, "client_token", 64, optional=True)
+        attach = require_bool(c, "attach", True)
+        if token is not None:
+            existing = self.store.find_by_token(client.owner, token)
+            if existing is not None:   # a re-sent submit whose reply was lost: same job
+                if attach:
+                    self.outbox.subscribe(client, existing["id"])
+                self.outbox.reply(client, msg, {"job_id": existing["id"],
+                                                "position": self.store.position(existing["id"]), "duplicate": True})
+                return
+        raw = c.get("settings")
+        if not isinstance(raw, dict):
+            raise FieldError("settings", "must be an object of generation settings")
+        try:
+            settings = GenerationSettings.from_dict(raw)
+        except SettingError as e:
+            raise FieldError(e.name, str(e)) from None
+        if self.cfg.curve:
+            m = settings.model
+            if os.path.isabs(m) or m.startswith("~") or ".." in m.replace("\\", "/").split("/") or "\\" in m:
+                raise FieldError("model", "model: remote clients may name a model id, not a path on the server")
+        parent = require_job_id(c, "parent_job_id", optional=True)
+        if len(msg.buffers) > 1:
+            raise FieldError("buffers", "at most one buffer (the initial mesh, GLB) may be sent")
+        init_mesh = msg.buffers[0] if msg.buffers else None
+        if init_mesh is not None:
+            check_glb(init_mesh, "init_mesh", self.cfg.max_init_mesh_bytes)
+        if parent is not None:
+            if init_mesh is not None:
+                raise FieldError("parent_job_id", "give either an initial mesh or a parent job, not both")
+            pjob = self.store.get(parent)
+            if pjob is None or pjob["owner"] != client.owner:
+                raise FieldError("parent_job_id", f"no job {parent} of yours on this server", code="not_found")
+            if pjob["state"] != "finished":
+                raise FieldError("parent_job_id", f"parent job is {pjob['state']}, not finished")
+        if self.store.count("queued", client.owner) >= self.cfg.max_queued_per_client:
+            raise FieldError(None, f"you already have {self.cfg.max_queued_per_client} queued jobs",
+                             code="queue_full")
+        job_id = new_id()
+        self.files.make_dir(job_id)
+        if init_mesh is not None:      # on disk before the job row: an acknowledged job has its mesh
+            self.files.write(job_id, INIT_MESH, init_mesh)
+        job_id, position = self.store.add_job(client.owner, settings.to_dict(), parent_job_id=parent,
+                                              has_init_mesh=init_mesh is not None, client_token=token,
+                                              job_id=job_id)
+        log.info("job %s accepted from %s (position %d): %r", job_id, client.owner, position, settings.prompt[:80])
+        self.outbox.reply(client, msg, {"job_id": job_id, "position": position, "duplicate": False})
+        if attach:
+            self.outbox.subscribe(client, job_id)
+            self.events.replay(client, job_id, 0)
+        self.schedule()
+
+    def cancel(self, client: ClientState, msg: Message) -> None:
+        check_fields(msg.content, ("job_id",))
+        job = self._own_job(client, msg.content)
+        jid, state = job["id"], job["state"]
+        if state == "queued":
+            seq = self.store.finish(jid, "cancelled")
+            self.outbox.reply(client, msg, {"job_id": jid, "state": "cancelled", "cancelled": True})
+            self.events.emit_persisted(jid, "cancelled", seq)
+            self.files.remove_checkpoints(jid)
+        elif state == "running":
+            self.store.request_cancel(jid)
+            self.pool.cancel(jid)
+            self.outbox.reply(client, msg, {"job_id": jid, "state": "running", "cancelled": True,
+                                            "message": "cancelling: the worker stops at its next step"})
+        else:
+            self.outbox.reply(client, msg, {"job_id": jid, "state": state, "cancelled": False,
+                                            "message": f"job is already {state}"})
+
+    def status(self, client: ClientState, msg: Message) -> None:
+        check_fields(msg.content, ("job_id",))
+        self.outbox.reply(client, msg, {"job": self._job_view(self._own_job(client, msg.content), full=True)})
+
+    def list_jobs(self, client: ClientState, msg: Message) -> None:
+        c = msg.content
+        check_fields(c, ("limit", "states"))
+        limit = require_int(c, "limit", 1, 1000, default=100)
+        states = c.get("states")
+        if states is not None and (not isinstance(states, list) or len(states) > 5
+                                   or any(s not in JOB_STATES for s in states)):
+            raise FieldError("states", f"must be a list of job states ({', '.join(JOB_STATES)})")
+        self.outbox.reply(client, msg, {"jobs": [self._job_view(j) for j in self.store.list(client.owner, limit,
+                                                                                             states)]})
+
+    def attach(self, client: ClientState, msg: Message) -> None:
+        c = msg.content
+        check_fields(c, ("job_id", "after_seq"))
+        job = self._own_job(client, c)
+        after = require_int(c, "after_seq", 0, 2 ** 62, default=0)
+        self.outbox.subscribe(client, job["id"])
+        self.outbox.reply(client, msg, {"job_id": job["id"], "state": job["state"], "last_seq": job["last_seq"]})
+        self.events.replay(client, job["id"], after)
+
+    def detach(self, client: ClientState, msg: Message) -> None:
+        check_fields(msg.content, ("job_id",))
+        job = self._own_job(client, msg.content)
+        self.outbox.unsubscribe(client, job["id"])
+        self.outbox.reply(client, msg, {"job_id": job["id"]})
+
+    def result(self, client: ClientState, msg: Message) -> None:
+        check_fields(msg.content, ("job_id",))
+        job = self._own_job(client, msg.content)
+        if job["state"] != "finished":
+            raise FieldError("job_id", f"job is {job['state']}, not finished", code="not_finished")
+        try:
+            glb = self.files.read(job["id"], RESULT_GLB)
+            turntable = self.files.read(job["id"], TURNTABLE)
+        except OSError as e:
+            raise FieldError("job_id", f"result files are missing on the server ({e})", code="missing") from None
+        self.outbox.reply(client, msg, {"job_id": job["id"], "metadata": json.loads(job["metadata"] or "{}")},
+                          [glb, turntable])

@@ -1,0 +1,384 @@
+"""The local worker pool: worker processes on the server's own machine (see ``pool.py``).
+
+One spawned process per visible GPU (``CUDA_VISIBLE_DEVICES`` set per worker), or one on the CPU.
+Workers connect a DEALER socket to this pool's ROUTER on loopback. They share the server's disk:
+a worker reads its inputs and writes checkpoints and results straight into the job directory, so
+a job killed at any instant resumes from its last checkpoint. A worker that dies (OOM kill,
+segfault, SIGKILL) or goes silent is reported as :class:`JobLost` and started again (with a
+back-off when it keeps dying at start-up).
+
+The worker channel is guarded against other local processes as the rest of local mode is: every
+message is signed with a key made for this server run, and each worker spawn gets a routing
+identity with a random part (``w{index}.{gen}.{token}``). Key and identity reach the worker through
+the spawn pipe (never the command line or the environment), so a process that connects to the
+loopback port cannot pose as, or get ahead of, the next worker (issue 16 point 7): a guessable
+identity let any local process claim it first, and the real worker's messages were then dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from shared.protocol import Message, ProtocolError, Session, new_id
+
+from .jobfiles import JobFiles
+from .pool import (JobEnded, JobLost, JobProgress, JobSpec, PoolHealth, ProxyMesh, Slot, WorkerPool,
+                   WorkerReady)
+
+log = logging.getLogger("dreamprop.server")
+
+MB = 1024 * 1024
+MAX_WORKER_BUFFER_BYTES = 512 * MB        # previews, proxy meshes: far below this
+WORKER_THREADS_AUTO = 0
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    device: str                  # "cuda" | "cpu"
+    cuda_device: str | None      # the CUDA_VISIBLE_DEVICES value of this worker
+    gen: int = 0
+    token: str = ""              # random part of this spawn's identity
+    proc: multiprocessing.Process | None = None
+    state: str = "down"          # down | starting | idle | busy | stopping
+    job_id: str | None = None
+    model: str | None = None     # model it has loaded
+    last_seen: float = 0.0
+    spawned_at: float = 0.0
+    respawn_at: float = 0.0
+    quick_deaths: int = 0
+    cancel_sent_at: float | None = None
+    kill_reason: str | None = None
+    last_exit: str | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> bytes:
+        return f"w{self.index}.{self.gen}.{self.token}".encode()
+
+    def public(self) -> dict:
+        return {"index": self.index, "device": self.device, "cuda_device": self.cuda_device,
+                "pid": self.proc.pid if self.proc else None, "state": self.state, "job_id": self.job_id,
+                "model": self.model, "gpu_name": self.info.get("gpu_name"),
+                "gpu_memory_bytes": self.info.get("gpu_memory_bytes"), "threads": self.info.get("threads"),
+                "error": self.info.get("error"), "last_exit": self.last_exit}
+
+
+def detect_gpus() -> list[dict]:
+    """Visible NVIDIA GPUs without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    gpus: list[dict] = []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+        for line in out.strip().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 3 and parts[0].isdigit():
+                gpus.append({"index": parts[0], "name": parts[1], "memory_bytes": int(float(parts[2]) * MB)})
+    except (OSError, subprocess.SubprocessError, ValueError):
+        gpus = []
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        wanted = [d.strip() for d in cvd.split(",") if d.strip() and d.strip() != "-1"]
+        by_index = {g["index"]: g for g in gpus}
+        gpus = [by_index.get(d, {"index": d, "name": None, "memory_bytes": None}) for d in wanted]
+    return gpus
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_worker_threads(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"worker_threads: must be 0 (auto: all cores, shared among the workers) or a positive "
+                         f"number of threads per worker, got {value!r}")
+    return value
+
+
+class LocalProcessPool(WorkerPool):
+    def __init__(self, files: JobFiles, *, devices: str = "auto", workers: int | None = None,
+                 worker_threads: int = WORKER_THREADS_AUTO, worker_timeout_s: float = 300.0,
+                 start_timeout_s: float = 600.0, cancel_timeout_s: float = 60.0, log_level: str | None = None):
+        """``devices``: auto (one worker per visible GPU, a CPU worker when there is none) | cpu |
+        CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue).
+        ``worker_threads``: CPU threads per worker (torch, OpenMP, MKL); 0 shares all cores among them."""
+        self.files = files
+        self.worker_threads = check_worker_threads(worker_threads)
+        self.worker_timeout_s = worker_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.cancel_timeout_s = cancel_timeout_s
+        self.log_level = log_level or logging.getLevelName(log.getEffectiveLevel())
+        self.detected_gpus: list[dict] = []
+        self.workers = [WorkerHandle(i, d, c) for i, (d, c) in enumerate(self._worker_specs(devices, workers))]
+        self.threads_per_worker = self.worker_threads or max(1, available_cores() // max(1, len(self.workers)))
+        self._stopping = False
+        self._events: list = []
+        self._bad_messages = 0
+        self._last_bad_log = 0.0
+        self.ctx: zmq.Context | None = None
+        self.router = None
+
+    def _worker_specs(self, devices: str, workers: int | None) -> list[tuple[str, str | None]]:
+        if devices == "cpu":
+            specs = [("cpu", None)]
+        elif devices == "auto":
+            self.detected_gpus = detect_gpus()
+            specs = [("cuda", g["index"]) for g in self.detected_gpus] or [("cpu", None)]
+        else:
+            specs = [("cuda", d.strip()) for d in devices.split(",") if d.strip()]
+            self.detected_gpus = detect_gpus()
+        if workers is not None:
+            n = workers
+            specs = (specs * (n // max(1, len(specs)) + 1))[:n] if n > 0 else []
+        return specs
+
+    # ---- WorkerPool ----------------------------------------------------------------------------
+    def start(self) -> None:
+        # workers talk to us over loopback with a key made for this run (it reaches them through
+        # the spawn pipe); unsigned or wrongly signed messages are dropped
+        self.key = new_id().encode("ascii")
+        self.session = Session(self.key, max_age_s=None, max_content_bytes=16 * MB, max_buffers=4,
+                               max_buffer_bytes=MAX_WORKER_BUFFER_BYTES)
+        self.ctx = zmq.Context()
+        r = self.ctx.socket(zmq.ROUTER)
+        r.setsockopt(zmq.LINGER, 0)
+        r.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        r.setsockopt(zmq.MAXMSGSIZE, MAX_WORKER_BUFFER_BYTES + 16 * MB)   # a stranger can't make us buffer GBs
+        r.bind("tcp://127.0.0.1:*")
+        self.endpoint = r.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.router = r
+        log.info("worker channel on %s; %d worker(s), %d CPU thread(s) each", self.endpoint, len(self.workers),
+                 self.threads_per_worker)
+        self.mp = multiprocessing.get_context("spawn")
+        for w in self.workers:
+            self._spawn(w)
+
+    def idle_slots(self) -> list[Slot]:
+        if self._stopping:
+            return []
+        return [Slot(w.index, w.device, w.model) for w in self.workers if w.state == "idle"]
+
+    def submit(self, slot_id: int, job: JobSpec) -> bool:
+        w = self.workers[slot_id]
+        if w.state != "idle":
+            return False
+        payload = {"job_id": job.job_id, "settings": job.settings, "checkpoint_path": self.files.path(job.checkpoint),
+                   "result_dir": self.files.make_dir(job.job_id)}
+        if job.init_mesh is not None:
+            payload["init_mesh_path"] = self.files.path(job.init_mesh)
+        if job.init_checkpoint is not None:
+            payload["init_checkpoint"] = self.files.path(job.init_checkpoint)
+        # (resume_checkpoint is checkpoint_path itself: the engine resumes from it when it exists)
+        if not self._send(w, "run", payload):
+            return False
+        w.state, w.job_id, w.cancel_sent_at = "busy", job.job_id, None
+        w.last_seen = time.monotonic()
+        return True
+
+    def cancel(self, job_id: str) -> None:
+        for w in self.workers:
+            if w.job_id == job_id and w.state == "busy":
+                self._send(w, "cancel", {"job_id": job_id})
+                w.cancel_sent_at = w.cancel_sent_at or time.monotonic()
+
+    def poll_events(self) -> list:
+        self._read_messages()
+        self._check_workers(time.monotonic())
+        events, self._events = self._events, []
+        return events
+
+    def wait_handles(self) -> list:
+        return [self.router] if self.router is not None else []
+
+    def health(self) -> PoolHealth:
+        gpus, models = [], []
+        for w in self.workers:
+            if w.device == "cuda":
+                known = next((g for g in self.detected_gpus if g["index"] == w.cuda_device), {})
+                gpus.append({"worker": w.index, "cuda_device": w.cuda_device,
+                             "name": w.info.get("gpu_name") or known.get("name"),
+                             "memory_bytes": w.info.get("gpu_memory_bytes") or known.get("memory_bytes")})
+            for m in w.info.get("models", []):
+                if m not in models:
+                    models.append(m)
+        return PoolHealth([w.public() for w in self.workers], gpus, models)
+
+    def stop(self, *, force: bool = False) -> None:
+        self._stopping = True
+        for w in self.workers:
+            if w.proc is not None and w.proc.is_alive():
+                if force or w.state == "starting":
+                    w.proc.kill()       # still importing: nothing to save
+                else:
+                    self._send(w, "shutdown", {})
+
+    def stopped(self) -> bool:
+        return not any(w.proc is not None and w.proc.is_alive() for w in self.workers)
+
+    def close(self) -> None:
+        self._stopping = True
+        for w in self.workers:
+            if w.proc is not None:
+                if w.proc.is_alive():
+                    w.proc.kill()
+                w.proc.join(5)
+        if self.router is not None:
+            self.router.close(linger=0)
+            self.router = None
+        if self.ctx is not None:
+            self.ctx.term()
+            self.ctx = None
+
+    # ---- processes -----------------------------------------------------------------------------
+    def _spawn(self, w: WorkerHandle) -> None:
+        from .worker import WorkerArgs, worker_main
+
+        w.gen += 1
+        w.token = secrets.token_hex(16)
+        w.state, w.job_id, w.model, w.cancel_sent_at, w.kill_reason = "starting", None, None, None, None
+        w.info = {}
+        args = WorkerArgs(index=w.index, gen=w.gen, identity=w.identity, endpoint=self.endpoint, key=self.key,
+                          device=w.device, cuda_device=w.cuda_device, parent_pid=os.getpid(),
+                          threads=self.threads_per_worker, log_level=self.log_level)
+        w.proc = self.mp.Process(target=worker_main, name=f"dreamprop-worker-{w.index}", daemon=True, args=(args,))
+        w.proc.start()
+        w.spawned_at = w.last_seen = time.monotonic()
+        log.info("worker %d started (pid %d, %s%s)", w.index, w.proc.pid, w.device,
+                 f" CUDA_VISIBLE_DEVICES={w.cuda_device}" if w.cuda_device is not None else "")
+
+    def _kill(self, w: WorkerHandle, reason: str) -> None:
+        log.warning("killing worker %d (pid %s): %s", w.index, w.proc.pid if w.proc else None, reason)
+        w.kill_reason = reason
+        if w.proc is not None:
+            w.proc.kill()
+
+    def _check_workers(self, now: float) -> None:
+        for w in self.workers:
+            if w.proc is None:
+                if w.state == "down" and now >= w.respawn_at and not self._stopping:
+                    self._spawn(w)
+                continue
+            if not w.proc.is_alive():
+                self._on_death(w, now)
+                continue
+            silent = now - w.last_seen
+            if w.state == "busy" and silent > self.worker_timeout_s:
+                self._kill(w, f"no heartbeat for {silent:.0f} s")
+            elif w.state == "starting" and now - w.spawned_at > self.start_timeout_s:
+                self._kill(w, "did not start in time")
+            elif w.cancel_sent_at is not None and now - w.cancel_sent_at > self.cancel_timeout_s:
+                self._kill(w, "ignored a cancel request")
+
+    def _on_death(self, w: WorkerHandle, now: float) -> None:
+        code = w.proc.exitcode
+        how = (f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exit code {code}")
+        if w.kill_reason:
+            how = f"{w.kill_reason}; {how}"
+        log.warning("worker %d (pid %s) died: %s", w.index, w.proc.pid, how)
+        w.last_exit = how
+        try:
+            w.proc.join(0.1)
+            w.proc.close()
+        except Exception:
+            pass
+        w.proc = None
+        job_id, w.job_id = w.job_id, None
+        w.state = "down"
+        lived = now - w.spawned_at
+        w.quick_deaths = w.quick_deaths + 1 if lived < 30 else 0
+        w.respawn_at = now + min(60.0, 0.5 * 2 ** w.quick_deaths) if w.quick_deaths else now
+        if job_id is not None:
+            self._events.append(JobLost(job_id, how))
+
+    # ---- messages ------------------------------------------------------------------------------
+    def _send(self, w: WorkerHandle, msg_type: str, content: dict) -> bool:
+        try:
+            self.router.send_multipart(self.session.serialize(msg_type, content, identities=[w.identity]),
+                                       flags=zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as e:
+            log.warning("cannot reach worker %d (%s)", w.index, e)
+            return False
+
+    def _read_messages(self) -> None:
+        if self.router is None:
+            return
+        for _ in range(1000):
+            try:
+                frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = self.session.deserialize(frames)
+            except ProtocolError as e:
+                self._bad_message(f"{e.reason}")
+                continue
+            idx, gen = msg.content.get("index"), msg.content.get("gen")
+            if not isinstance(idx, int) or not 0 <= idx < len(self.workers):
+                self._bad_message("no such worker")
+                continue
+            w = self.workers[idx]
+            if gen != w.gen:
+                continue            # a message from a previous incarnation of this worker
+            if msg.identities[:1] not in ([w.identity], [w.identity + b".hb"]):
+                self._bad_message("wrong identity")
+                continue
+            w.last_seen = time.monotonic()
+            try:
+                self._on_message(w, msg)
+            except Exception:
+                log.exception("error handling a worker message")
+
+    def _bad_message(self, why: str) -> None:
+        self._bad_messages += 1
+        now = time.monotonic()
+        if now - self._last_bad_log > 60.0:     # a local stranger may send many: log at most once a minute
+            self._last_bad_log = now
+            log.warning("dropped a bad message on the worker channel (%s; %d so far)", why, self._bad_messages)
+
+    def _on_message(self, w: WorkerHandle, msg: Message) -> None:
+        t, c = msg.msg_type, msg.content
+        if t == "heartbeat":
+            return
+        if t == "hello":
+            w.info = c
+            if w.state == "starting":
+                w.state = "idle"
+            log.info("worker %d ready: %s %s (%s CPU threads)", w.index, c.get("device"), c.get("gpu_name") or "",
+                     c.get("threads"))
+            self._events.append(WorkerReady(w.index))
+            return
+        if t == "bye":
+            return
+        job_id = c.get("job_id")
+        if job_id != w.job_id or job_id is None:
+            return
+        if t == "progress":
+            content = {k: c.get(k) for k in ("step", "total", "losses", "elapsed_s", "eta_s", "stage", "message")}
+            preview = msg.buffers[0] if msg.buffers and msg.buffers[0] else None
+            self._events.append(JobProgress(job_id, content, preview))
+        elif t == "proxy_mesh":
+            if msg.buffers and msg.buffers[0]:
+                self._events.append(ProxyMesh(job_id, c.get("step"), msg.buffers[0]))
+        elif t == "done":
+            w.state = "idle" if w.state == "busy" else w.state
+            w.job_id, w.cancel_sent_at = None, None
+            if c.get("model"):
+                w.model = c["model"]
+            self._events.append(JobEnded(job_id, str(c.get("outcome")), error=c.get("error"),
+                                         traceback=c.get("traceback") or "", step=c.get("step"),
+                                         metadata=c.get("metadata") or {}))
