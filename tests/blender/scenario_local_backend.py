@@ -69,9 +69,24 @@ def start_backend():
 
 
 def stop_backend(proc):
-    assert bpy.ops.dreamprop.stop_backend() == {'FINISHED'}
-    proc.wait(60)
+    """Stop Backend, as the button does; the process is gone when this returns."""
+    if proc.poll() is None:
+        assert bpy.ops.dreamprop.stop_backend() == {'FINISHED'}
+        proc.wait(60)
     harness.module("jobs").tick()   # notices the exit, drops the client
+
+
+@contextlib.contextmanager
+def started_backend():
+    """Start Backend for the duration of a check (stopped even when the check fails)."""
+    proc = start_backend()
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+        harness.module("jobs").tick()
 
 
 def wait_for_backend_timer() -> list:
@@ -99,21 +114,21 @@ def check_test_connection_right_after_start_waits_for_the_backend():
     the answer once the server listens, from a timer (the operator itself returns at once)."""
     setup_prefs()
     jobs = harness.module("jobs")
-    proc = start_backend()
     out = []
-    with captured_stdout(out):
-        result = bpy.ops.dreamprop.test_connection()   # an ERROR report would raise RuntimeError here
-    assert result == {'FINISHED'}, result
-    assert "backend is starting" in out[0] and str(proc.pid) in out[0], out[0]
-    reports = wait_for_backend_timer()
-    assert reports and reports[-1][0] == 'INFO' and reports[-1][1].startswith("Connected to"), reports
-    info = jobs.state().server_info
-    assert info.get("server_version") and info.get("owner"), info
-    # once it listens, Test Connection answers at once again
-    with captured_stdout(out):
-        assert bpy.ops.dreamprop.test_connection() == {'FINISHED'}
-    assert "Connected to" in out[-1] and not bpy.app.timers.is_registered(connection().wait_for_backend), out[-1]
-    stop_backend(proc)
+    with started_backend() as proc:
+        with captured_stdout(out):
+            result = bpy.ops.dreamprop.test_connection()   # an ERROR report would raise RuntimeError here
+        assert result == {'FINISHED'}, result
+        assert "backend is starting" in out[0] and str(proc.pid) in out[0], out[0]
+        reports = wait_for_backend_timer()
+        assert reports and reports[-1][0] == 'INFO' and reports[-1][1].startswith("Connected to"), reports
+        info = jobs.state().server_info
+        assert info.get("server_version") and info.get("owner"), info
+        # once it listens, Test Connection answers at once again
+        with captured_stdout(out):
+            assert bpy.ops.dreamprop.test_connection() == {'FINISHED'}
+        assert "Connected to" in out[-1] and not bpy.app.timers.is_registered(connection().wait_for_backend), out
+        stop_backend(proc)
     return {"operator_report": out[0].strip(), "timer_report": reports[-1][1]}
 
 
@@ -124,15 +139,15 @@ def check_connection_file_preference_is_used_by_start_backend():
     assert not os.path.exists(path)
     setup_prefs(connection_file=path)
     jobs = harness.module("jobs")
-    proc = start_backend()
-    assert bpy.ops.dreamprop.test_connection() == {'FINISHED'}
-    reports = wait_for_backend_timer()
-    assert reports and reports[-1][1].startswith("Connected to"), reports
-    with open(path) as f:
-        written = json.load(f)
-    assert written["pid"] == proc.pid and written["port"] == CONFIG["port"], written
-    assert jobs.get_client().endpoint == written["endpoint"]
-    stop_backend(proc)
+    with started_backend() as proc:
+        assert bpy.ops.dreamprop.test_connection() == {'FINISHED'}
+        reports = wait_for_backend_timer()
+        assert reports and reports[-1][1].startswith("Connected to"), reports
+        with open(path) as f:
+            written = json.load(f)
+        assert written["pid"] == proc.pid and written["port"] == CONFIG["port"], written
+        assert jobs.get_client().endpoint == written["endpoint"]
+        stop_backend(proc)
     return {"connection_file": path, "written_by_pid": written["pid"], "backend_pid": proc.pid}
 
 
@@ -141,17 +156,17 @@ def check_started_backend_leaves_blender_a_core():
     nothing of its own when the extra arguments already give one; the server accepts the flag."""
     cores = len(os.sched_getaffinity(0))
     setup_prefs()
-    proc = start_backend()
-    args = list(proc.args)
-    assert args.count("--worker-threads") == 1, args
-    threads = int(args[args.index("--worker-threads") + 1])
-    assert threads == max(1, cores - 1), (threads, cores)
-    assert threads < cores or cores == 1, (threads, cores)
-    # the real server took the flag: it answers (an unknown flag would have ended it with status 2)
-    assert bpy.ops.dreamprop.test_connection() == {'FINISHED'}
-    reports = wait_for_backend_timer() if bpy.app.timers.is_registered(connection().wait_for_backend) else []
-    assert harness.module("jobs").state().server_info.get("server_version"), reports
-    stop_backend(proc)
+    with started_backend() as proc:
+        args = list(proc.args)
+        assert args.count("--worker-threads") == 1, args
+        threads = int(args[args.index("--worker-threads") + 1])
+        assert threads == max(1, cores - 1), (threads, cores)
+        assert threads < cores or cores == 1, (threads, cores)
+        # the real server took the flag: it answers (an unknown flag would have ended it with status 2)
+        assert bpy.ops.dreamprop.test_connection() == {'FINISHED'}
+        reports = wait_for_backend_timer() if bpy.app.timers.is_registered(connection().wait_for_backend) else []
+        assert harness.module("jobs").state().server_info.get("server_version"), reports
+        stop_backend(proc)
 
     p = setup_prefs(worker_threads=3)
     command = connection().serve_command("python", p)
