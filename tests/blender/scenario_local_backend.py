@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import bpy
 
@@ -94,14 +93,8 @@ def wait_for_backend_timer() -> list:
     jobs, fn = harness.module("jobs"), connection().wait_for_backend
     assert bpy.app.timers.is_registered(fn), "Test Connection did not start waiting for the backend"
     before = len(jobs.state().reports)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        jobs.tick()
-        if fn() is None:
-            bpy.app.timers.unregister(fn)
-            return jobs.state().reports[before:]
-        assert time.monotonic() < deadline, "the wait-for-backend timer never finished"
-        time.sleep(0.1)
+    harness.run_timer(fn, START_TIMEOUT, what="wait for the backend")
+    return jobs.state().reports[before:]
 
 
 def check_install():
