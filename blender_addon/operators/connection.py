@@ -117,9 +117,7 @@ def wait_for_backend() -> float | None:
     """``bpy.app.timers`` callback of ``_StartupWait``: the next interval, or None when done."""
     w, st = _StartupWait, jobs.state()
     if st.backend is None or st.backend.pid != w.pid or st.backend.poll() is not None:
-        if not st.backend_stopping:
-            jobs.report('ERROR', f"the backend (pid {w.pid}) exited before it answered; log: {st.backend_log}")
-        return None
+        return None   # it exited (or was stopped): the main timer reports that, with its log's last line
     late = time.monotonic() > w.deadline
     if not w.asked:
         if not _backend_listening(w.pid):
