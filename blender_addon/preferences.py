@@ -31,6 +31,11 @@ class DREAMPROP_AP_preferences(bpy.types.AddonPreferences):
                     "empty when the backend package is installed into that Python")
     serve_args: StringProperty(
         name="Extra arguments", description="added to `python -m backend serve` (e.g. --device cpu)")
+    worker_threads: IntProperty(
+        name="Worker threads", default=0, min=0, max=1024,
+        description="CPU threads of each worker of a backend started here (serve --worker-threads); "
+                    "0: every core but one, so Blender keeps a core (next to a busy Blender a worker "
+                    "on every core runs several times slower)")
     connection_file: StringProperty(
         name="Connection file", subtype='FILE_PATH', update=_reset_client,
         description=f"the local server's connection file (empty: {paths.default_connection_file()})")
@@ -57,6 +62,7 @@ class DREAMPROP_AP_preferences(bpy.types.AddonPreferences):
             box.prop(self, "python_path")
             box.prop(self, "backend_dir")
             box.prop(self, "serve_args")
+            box.prop(self, "worker_threads")
             row = box.row()
             running = jobs.state().backend is not None
             row.operator("dreamprop.start_backend", icon='PLAY')

@@ -162,7 +162,7 @@ class DREAMPROP_PG_scene(bpy.types.PropertyGroup):
         name="Live proxy mesh", default=True,
         description="show a coarse mesh at the target while the job runs; when the "
                     "proxy_mesh_interval setting is 0 (its default) jobs ask for one every "
-                    "5 x preview_interval steps")
+                    "5 x preview_interval steps, and at least 5 per run")
     refine_keep_original: BoolProperty(name="Keep original", default=True,
                                        description="keep the refined object visible (else hide it)")
     refine_use_checkpoint: BoolProperty(

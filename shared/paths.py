@@ -46,11 +46,18 @@ def default_state_dir() -> str:
     return os.path.join(user_data_dir(), "server")
 
 
+def connection_file_override() -> str | None:
+    """``DREAMPROP_CONNECTION_FILE`` as an absolute path, or None when it is not set.
+
+    The server (``serve``) writes its connection file there and every local client reads it from
+    there: the Blender add-on starts its backend with this variable set to its *Connection file*
+    preference, so both sides must honour it."""
+    env = os.environ.get("DREAMPROP_CONNECTION_FILE", "").strip()
+    return os.path.abspath(os.path.expanduser(env)) if env else None
+
+
 def default_connection_file() -> str:
-    env = os.environ.get("DREAMPROP_CONNECTION_FILE")
-    if env:
-        return os.path.abspath(os.path.expanduser(env))
-    return os.path.join(default_state_dir(), CONNECTION_FILE_NAME)
+    return connection_file_override() or os.path.join(default_state_dir(), CONNECTION_FILE_NAME)
 
 
 def default_keys_dir() -> str:

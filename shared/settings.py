@@ -336,3 +336,17 @@ def groups() -> dict[str, list[dataclasses.Field]]:
 
 def names() -> Iterable[str]:
     return [f.name for f in dataclasses.fields(GenerationSettings)]
+
+
+LIVE_PROXIES_MIN = 5   # a run with a live proxy shows at least this many: the first lands by 1/5 of the steps
+
+
+def live_proxy_interval(steps: int, preview_interval: int) -> int:
+    """``proxy_mesh_interval`` for a client that wants a live proxy mesh and did not set one.
+
+    Every 5th preview (a proxy costs a density grid and marching cubes), but at least
+    ``LIVE_PROXIES_MIN`` proxies in the run, at regular steps: with the built-in prior's 500 steps
+    and a preview every 100, "every 5th preview" was the whole budget and the proxy only showed up
+    together with the result."""
+    every_fifth_preview = 5 * preview_interval if preview_interval > 0 else steps
+    return max(1, min(every_fifth_preview, steps // LIVE_PROXIES_MIN))

@@ -178,3 +178,14 @@ def test_paths_fallback_without_platformdirs(monkeypatch):
     assert paths.user_data_dir() == with_pd
     monkeypatch.setenv("DREAMPROP_CONNECTION_FILE", "/tmp/x/conn.json")
     assert paths.default_connection_file() == "/tmp/x/conn.json"
+
+
+@given(st.integers(1, 100000), st.integers(0, 100000))
+def test_live_proxy_lands_by_a_fifth_of_the_run(steps, preview_interval):
+    from shared.settings import live_proxy_interval
+
+    interval = live_proxy_interval(steps, preview_interval)
+    assert interval >= 1
+    assert interval <= max(1, steps / 5)                       # the first proxy by 20% of the steps
+    if preview_interval:
+        assert interval <= 5 * preview_interval               # and at least every 5th preview

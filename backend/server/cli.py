@@ -9,7 +9,10 @@ import os
 import sys
 import time
 
-from shared.paths import DEFAULT_HOST, DEFAULT_PORT, default_connection_file, default_keys_dir, default_state_dir
+from shared.paths import (DEFAULT_HOST, DEFAULT_PORT, connection_file_override, default_connection_file,
+                          default_keys_dir, default_state_dir)
+
+MAX_WORKER_THREADS = 1024
 
 
 # ---- serve ------------------------------------------------------------------------------------------
@@ -18,8 +21,9 @@ def _worker_threads(text: str) -> int:
         n = int(text)
     except ValueError:
         n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (all cores) or a positive number of threads, got {text!r}")
+    if not 0 <= n <= MAX_WORKER_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_WORKER_THREADS}] (0: all cores), "
+                                         f"got {text!r}")
     return n
 
 
@@ -33,7 +37,8 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=None,
                    help=f"job database, results, checkpoints, keys (default {default_state_dir()})")
     p.add_argument("--connection-file", default=None,
-                   help="where to write endpoint + key for local clients (default <state-dir>/connection.json)")
+                   help="where to write endpoint + key for local clients (default $DREAMPROP_CONNECTION_FILE "
+                        "when set, else <state-dir>/connection.json)")
     p.add_argument("--devices", default="auto",
                    help="auto (one worker per visible GPU, CPU worker when there is none), cpu, or CUDA "
                         "indices like 0,1")
@@ -63,15 +68,18 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
-    args = serve_parser().parse_args(argv)
+    parser = serve_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.worker_threads <= MAX_WORKER_THREADS:
+        parser.error(f"--worker-threads: must be 0 (automatic) to {MAX_WORKER_THREADS}, got {args.worker_threads}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     from .server import Server, ServerConfig
 
     cfg = ServerConfig(
         host=args.host, port=args.port, state_dir=args.state_dir or default_state_dir(),
-        connection_file=args.connection_file, devices=args.devices, workers=args.workers,
-        worker_threads=args.worker_threads, curve=args.curve,
+        connection_file=args.connection_file or connection_file_override(), devices=args.devices,
+        workers=args.workers, worker_threads=args.worker_threads, curve=args.curve,
         server_key_file=args.server_key, allowed_clients_dir=args.allowed_clients, insecure=args.insecure,
         max_attempts=max(1, args.max_attempts), worker_timeout_s=args.worker_timeout,
         max_init_mesh_bytes=args.max_init_mesh_mb * 1024 * 1024, max_queued_per_client=args.max_queued_per_client)
@@ -123,6 +131,7 @@ def keygen_main(argv: list[str]) -> int:
 
 # ---- submit (and the other client commands) ------------------------------------------------------------
 def submit_parser() -> argparse.ArgumentParser:
+    from shared.presets import PRESETS
     from shared.settings import GenerationSettings, setting_help
 
     p = argparse.ArgumentParser(
@@ -147,6 +156,10 @@ def submit_parser() -> argparse.ArgumentParser:
     act.add_argument("--after-seq", type=int, default=0, help="with --attach: resume after this event")
     act.add_argument("--result", metavar="JOB", help="download a finished job's GLB")
     out = p.add_argument_group("submit")
+    out.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                     help="named settings shared with `generate --preset` and the Blender panel (draft, "
+                          "standard, high for GPUs; builtin / cpu-demo for the built-in prior, minutes on a CPU); "
+                          "explicit flags still win")
     out.add_argument("--init-mesh", default=None, help="refine this GLB instead of starting from a blob")
     out.add_argument("--parent", default=None, help="refine the result of this job (id)")
     out.add_argument("--no-wait", action="store_true", help="print the job id and return")
@@ -228,6 +241,7 @@ def _watch(client, args, job_id: str) -> int:
 
 def submit_main(argv: list[str]) -> int:
     from shared.client import ServerError
+    from shared.presets import preset_settings
     from shared.settings import GenerationSettings, SettingError
 
     args = submit_parser().parse_args(argv)
@@ -267,6 +281,8 @@ def submit_main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         given = {"prompt": args.prompt}
+        if args.preset:   # as `generate --preset`: the preset's values, then the explicit flags
+            given.update(preset_settings(args.preset))
         for k, v in vars(args).items():
             if k.startswith("s_") and v is not None:
                 given[k[2:]] = v

@@ -19,5 +19,6 @@ def register():
 
 
 def unregister():
+    connection.stop_waiting()
     for cls in reversed(classes()):
         bpy.utils.unregister_class(cls)

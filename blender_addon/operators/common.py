@@ -33,10 +33,12 @@ def panel_settings(scene, **overrides) -> dict:
 
 
 def with_proxy_interval(scene, data: dict) -> dict:
-    """"Live proxy mesh" on and no interval set: ask for a proxy every 5 previews."""
+    """"Live proxy mesh" on and no interval set: ask for one at the shared rule's interval (every 5
+    previews, at least 5 proxies per run)."""
     if scene.dreamprop.show_proxy and not data.get("proxy_mesh_interval"):
-        preview = data.get("preview_interval") or S.GenerationSettings.preview_interval
-        data["proxy_mesh_interval"] = max(1, 5 * preview)
+        data["proxy_mesh_interval"] = S.live_proxy_interval(
+            data.get("steps", S.GenerationSettings.steps),
+            data.get("preview_interval", S.GenerationSettings.preview_interval))
     return data
 
 

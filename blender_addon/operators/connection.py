@@ -1,4 +1,9 @@
-"""Test connection, start / stop a local backend process."""
+"""Test connection, start / stop a local backend process.
+
+A backend started here needs a few seconds before it listens (its connection file names its pid
+once it does): Test Connection pressed in that window waits for it from a ``bpy.app.timers``
+callback instead of failing (and never blocks Blender while it waits).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from ..shared import paths
 from .common import run
 
 TEST_TIMEOUT_S = 3.0
+STARTING_WAIT_S = 30.0   # Test Connection while the backend starts: wait this long for it (busy 2-core CPUs)
+RETRY_INTERVAL_S = 0.25
 
 
 class DREAMPROP_OT_test_connection(bpy.types.Operator):
@@ -30,6 +37,12 @@ class DREAMPROP_OT_test_connection(bpy.types.Operator):
         def body():
             from ..shared.client import AuthError, ServerError
 
+            pid = _starting_backend_pid()
+            if pid is not None:
+                _StartupWait.begin(pid)
+                self.report({'INFO'}, f"The backend is starting (pid {pid}): testing the connection again "
+                                      f"for up to {STARTING_WAIT_S:g} s")
+                return
             client = jobs.get_client()
             try:   # the one blocking call of the add-on: a button press, a short timeout
                 info = client.request("info_request", {}, timeout=TEST_TIMEOUT_S).content
@@ -46,6 +59,117 @@ class DREAMPROP_OT_test_connection(bpy.types.Operator):
 def _connection_file() -> str:
     p = jobs.prefs()
     return bpy.path.abspath(p.connection_file) if p.connection_file else paths.default_connection_file()
+
+
+def _connection_file_pid() -> int | None:
+    try:
+        with open(_connection_file(), encoding="utf-8") as f:
+            return int(json.load(f)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+_started_at: dict[int, float] = {}   # pid of a backend started here -> time.time() of the start
+
+
+def _backend_listening(pid: int) -> bool:
+    """The connection file is this backend's: it names its pid, or (a launcher in between, as a
+    Windows venv's python.exe) it was written after the start."""
+    if _connection_file_pid() == pid:
+        return True
+    try:
+        return os.path.getmtime(_connection_file()) >= _started_at.get(pid, float("inf"))
+    except OSError:
+        return False
+
+
+def _starting_backend_pid() -> int | None:
+    """pid of the backend started from this Blender while it is running but not listening yet."""
+    st = jobs.state()
+    if jobs.prefs().mode != 'LOCAL' or st.backend is None or st.backend.poll() is not None:
+        return None
+    return None if _backend_listening(st.backend.pid) else st.backend.pid
+
+
+class _StartupWait:
+    """Test Connection pressed while the backend was starting: a timer polls (file checks and the
+    shared client's non-blocking info request, nothing that blocks) until it answers, dies or the
+    wait runs out, and reports the outcome like Test Connection does."""
+
+    pid = 0
+    deadline = 0.0
+    asked = False
+
+    @classmethod
+    def begin(cls, pid: int) -> None:
+        cls.pid, cls.deadline, cls.asked = pid, time.monotonic() + STARTING_WAIT_S, False
+        if not bpy.app.timers.is_registered(wait_for_backend):
+            bpy.app.timers.register(wait_for_backend, first_interval=RETRY_INTERVAL_S)
+
+
+def stop_waiting() -> None:
+    """Add-on disabled: no timer may call into its unloaded modules."""
+    if bpy.app.timers.is_registered(wait_for_backend):
+        bpy.app.timers.unregister(wait_for_backend)
+
+
+def wait_for_backend() -> float | None:
+    """``bpy.app.timers`` callback of ``_StartupWait``: the next interval, or None when done."""
+    w, st = _StartupWait, jobs.state()
+    if st.backend is None or st.backend.pid != w.pid or st.backend.poll() is not None:
+        return None   # it exited (or was stopped): the main timer reports that, with its log's last line
+    late = time.monotonic() > w.deadline
+    if not w.asked:
+        if not _backend_listening(w.pid):
+            if late:
+                jobs.report('ERROR', f"the backend (pid {w.pid}) did not write {_connection_file()} within "
+                                     f"{STARTING_WAIT_S:g} s; log: {st.backend_log}")
+                return None
+            return RETRY_INTERVAL_S
+        jobs.close_client()          # a client made from an older connection file talks to nobody
+        st.server_info = {}
+        try:
+            jobs.send("info", "info_request", {})
+        except UserError as exc:
+            jobs.report('ERROR', str(exc))
+            return None
+        w.asked, w.deadline = True, max(w.deadline, time.monotonic() + TEST_TIMEOUT_S)
+        return RETRY_INTERVAL_S
+    client = st.client
+    if st.server_info and client is not None:
+        jobs.report('INFO', f"Connected to {client.endpoint}: " + "; ".join(info_lines(st.server_info)))
+        return None
+    if client is not None and client.auth_error:
+        jobs.report('ERROR', client.auth_error)
+        return None
+    if late:
+        endpoint = client.endpoint if client is not None else _connection_file()
+        jobs.report('ERROR', f"no answer from {endpoint} within {STARTING_WAIT_S:g} s; log: {st.backend_log}")
+        return None
+    return RETRY_INTERVAL_S
+
+
+def default_worker_threads() -> int:
+    """All cores this process may use but one: the backend's CPU workers leave Blender a core (next
+    to a busy process a worker using every core ran several times slower)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def serve_command(python: str, p) -> list[str]:
+    """``python -m backend serve`` + the preferences' extra arguments + the worker thread count
+    (the Worker threads preference, else ``default_worker_threads()``) unless the extra arguments
+    name one."""
+    try:
+        args = shlex.split(p.serve_args)
+    except ValueError as exc:
+        raise UserError(f"extra arguments: {exc}") from None
+    if not any(a == "--worker-threads" or a.startswith("--worker-threads=") for a in args):
+        args += ["--worker-threads", str(p.worker_threads or default_worker_threads())]
+    return [python, "-m", "backend", "serve", *args]
 
 
 class DREAMPROP_OT_start_backend(bpy.types.Operator):
@@ -67,10 +191,7 @@ class DREAMPROP_OT_start_backend(bpy.types.Operator):
             workdir = bpy.path.abspath(p.backend_dir) if p.backend_dir else None
             if workdir and not os.path.isdir(workdir):
                 raise UserError(f"the dreamprop folder {workdir} does not exist")
-            try:
-                args = shlex.split(p.serve_args)
-            except ValueError as exc:
-                raise UserError(f"extra arguments: {exc}") from None
+            command = serve_command(python, p)
             env = dict(os.environ)
             env.pop("PYTHONHOME", None)   # Blender's Python must not leak into the backend's
             env["PYTHONPATH"] = workdir or ""
@@ -81,14 +202,16 @@ class DREAMPROP_OT_start_backend(bpy.types.Operator):
             kwargs = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
                       else {"start_new_session": True})
             with open(log_path, "ab") as log:
-                log.write(f"\n--- {time.ctime()}: {python} -m backend serve {' '.join(args)}\n".encode())
+                log.write(f"\n--- {time.ctime()}: {shlex.join(command)}\n".encode())
                 log.flush()
+                started_at = time.time()
                 try:
-                    proc = subprocess.Popen([python, "-m", "backend", "serve", *args], cwd=workdir, env=env,
+                    proc = subprocess.Popen(command, cwd=workdir, env=env,
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             **kwargs)
                 except OSError as exc:
                     raise UserError(f"cannot start {python}: {exc}") from None
+            _started_at[proc.pid] = started_at
             st.backend, st.backend_log, st.backend_stopping = proc, log_path, False
             jobs.close_client()   # reconnect through the new connection file
             jobs.ensure_timer()
@@ -111,12 +234,9 @@ class DREAMPROP_OT_stop_backend(bpy.types.Operator):
                 st.backend.terminate()
                 self.report({'INFO'}, f"Stopping the backend (pid {st.backend.pid})")
                 return
-            path = _connection_file()
-            try:
-                with open(path, encoding="utf-8") as f:
-                    pid = int(json.load(f)["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UserError(f"no local backend to stop (no usable connection file at {path})") from None
+            pid = _connection_file_pid()
+            if pid is None:
+                raise UserError(f"no local backend to stop (no usable connection file at {_connection_file()})")
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError as exc:

@@ -61,6 +61,21 @@ def pump(until, timeout: float, interval: float = 0.02, what: str = "condition")
         time.sleep(interval)
 
 
+def run_timer(fn, timeout: float, interval: float = 0.1, what: str = "timer"):
+    """Call a ``bpy.app.timers`` function of the add-on as Blender would (with the add-on's main
+    timer in between) until it returns None, then unregister it."""
+    jobs = module("jobs")
+    deadline = time.monotonic() + timeout
+    while bpy.app.timers.is_registered(fn):
+        jobs.tick()
+        if fn() is None:
+            bpy.app.timers.unregister(fn)
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the {what} did not finish within {timeout:g} s; reports: {jobs.state().reports[-5:]}")
+        time.sleep(interval)
+
+
 def world_bounds(*objs):
     """(min, max) corners of the objects' world-space bounding boxes, as numpy arrays."""
     import numpy as np
