@@ -93,7 +93,7 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view], 1)
         i += len(b.images)
-        if minutes and i == 4 * chunk:
+        if minutes and i == min(n, 2 * chunk):
             per_image = (time.perf_counter() - t0) / i
             fits = int(minutes * 60 / per_image)
             if fits < n:
@@ -370,6 +370,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
+    p.add_argument("--render-chunk", type=int, default=2048,
+                   help="images rendered per batch (each category is traced once per batch: big batches "
+                        "keep a GPU busy)")
     p.add_argument("--vae-minutes", type=float, default=1.2)
     p.add_argument("--vae-steps", type=int, default=None)
     p.add_argument("--vae-batch", type=int, default=128)
@@ -386,6 +389,8 @@ def parse_args(argv=None):
     p.add_argument("--sample-steps", type=int, default=40, help="DDIM steps of the report's samples")
     p.add_argument("--sample-cfg", type=float, default=4.0)
     p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--data-cache", type=Path, default=None,
+                   help="keep the rendered images here (a resumed run on the same machine skips rendering)")
     p.add_argument("--checkpoint-every", type=float, default=60.0)
     return p.parse_args(argv)
 
@@ -411,8 +416,15 @@ def main(argv=None) -> int:
     timings = report.setdefault("timings", {})
 
     t0 = time.perf_counter()
-    images, labels = render_dataset(args.images, dev, seed=args.seed, minutes=args.render_minutes)
-    timings["render_s"] = time.perf_counter() - t0
+    if args.data_cache and Path(args.data_cache).is_file():
+        images, labels = (t.to(dev) for t in torch.load(args.data_cache, map_location="cpu"))
+        log(f"loaded {len(images)} rendered images from {args.data_cache}")
+    else:
+        images, labels = render_dataset(args.images, dev, chunk=args.render_chunk, seed=args.seed,
+                                        minutes=args.render_minutes)
+        if args.data_cache:
+            save_ckpt(args.data_cache, (images.cpu(), labels.cpu()))
+        timings["render_s"] = time.perf_counter() - t0
     report["images"] = len(images)
     log(f"rendered {len(images)} images in {timings['render_s']:.1f} s")
     grid_png(images[:64].float() / 255, 8, out / "report" / "data.png")
