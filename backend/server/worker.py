@@ -101,7 +101,7 @@ def available_models() -> list[str]:
     """Models a job can name: the engine's list when it offers one, else the built-in names plus
     diffusers pipelines found in the local Hugging Face cache."""
     try:
-        from backend.engine.guidance.models import available_models as engine_models
+        from backend.engine.api import available_models as engine_models
 
         return list(engine_models())
     except Exception:
