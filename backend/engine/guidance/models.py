@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import torch
