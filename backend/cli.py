@@ -90,15 +90,11 @@ def generate_main(argv: list[str]) -> int:
         parser.error(f"-o/--output: must end in .glb, got {str(output)!r}")
 
     # Heavy imports only after the arguments are known to be good.
-    from backend.engine.api import Cancelled, generate
-    from backend.engine.guidance.models import ModelNotFoundError, load_guidance
-    from backend.engine.trainer import pick_device
+    from backend.engine.api import Cancelled, ModelNotFoundError, generate, load_guidance_for, pick_device
 
     try:
         device = pick_device(args.device)
-        guidance = load_guidance(settings.model, device, half_precision=settings.half_precision,
-                                 resolution=settings.guidance_resolution, weighting=settings.sds_weighting,
-                                 allow_download=args.allow_download)
+        guidance = load_guidance_for(settings, device, allow_download=args.allow_download)
     except (ModelNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,16 @@ from typing import Any, Iterable
 
 MAX_PROMPT_CHARS = 500
 
+# The engine's guidance and geometry types, by name (``backend/engine/registry.py`` maps each name to
+# its class). Declared here as well because this module must not import the engine: Blender and the
+# server validate settings without it. Adding a built-in type: its module with an ``@register`` line,
+# one import in ``backend/engine/builtin_types.py``, and its name here (``tests/test_registry.py``
+# checks that the engine and these lists agree).
+GUIDANCE_TYPES = ("stable-diffusion",)
+GEOMETRY_TYPES = ("implicit-volume",)
+# Values added at run time to the choices of these settings (``add_choice``).
+_EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
+
 
 class SettingError(ValueError):
     """A setting has a bad value. ``name`` is the setting's name (the CLI flag is --name-with-dashes)."""
@@ -129,6 +139,9 @@ class GenerationSettings:
                                   help="save a resumable checkpoint every N steps (0: never)")
 
     # -- guidance --------------------------------------------------------------------------------
+    guidance_type: str = _s("stable-diffusion", choices=GUIDANCE_TYPES, group="guidance",
+                            help="what turns renders into gradients: stable-diffusion = SDS with a Stable-"
+                                 "Diffusion-layout model (the 'model' setting)")
     guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
     t_min: float = _s(0.02, lo=0.0, hi=1.0, group="guidance", help="min diffusion time (fraction)")
     t_max: float = _s(0.98, lo=0.0, hi=1.0, group="guidance", help="max diffusion time (fraction)")
@@ -139,13 +152,22 @@ class GenerationSettings:
     half_precision: bool = _s(True, group="guidance", help="UNet/VAE in fp16 on CUDA (always fp32 on CPU)")
     guidance_resolution: int = _s(0, lo=0, hi=1024, group="guidance",
                                   help="image size the render is upsampled to for the VAE (0: the model's own)")
+    cuda_graphs: bool = _s(True, group="guidance",
+                           help="on CUDA, replay the UNet from a captured CUDA graph (far fewer kernel launches; "
+                                "same result); off: run it eagerly")
 
     # -- field and renderer ----------------------------------------------------------------------
+    geometry_type: str = _s("implicit-volume", choices=GEOMETRY_TYPES, group="field",
+                            help="the 3D representation optimised: implicit-volume = hash-grid NeRF density "
+                                 "and albedo (threestudio's implicit-volume)")
     hash_levels: int = _s(16, lo=1, hi=32, group="field")
     hash_features: int = _s(2, lo=1, hi=8, group="field", help="features per level")
     hash_log2_size: int = _s(19, lo=10, hi=24, group="field", help="log2 of the hash table size")
     hash_base_resolution: int = _s(16, lo=2, hi=512, group="field")
     hash_max_resolution: int = _s(4096, lo=16, hi=16384, group="field")
+    hashgrid_backend: str = _s("auto", choices=("auto", "torch"), group="field",
+                               help="hash-grid encoder: auto = the fused Triton kernel on CUDA when Triton is "
+                                    "installed, else PyTorch; torch = always the PyTorch reference")
     mlp_width: int = _s(64, lo=8, hi=512, group="field")
     density_activation: str = _s("softplus", choices=("softplus", "exp"), group="field")
     blob_density: float = _s(10.0, lo=0.0, hi=100.0, group="field", help="density bias at the centre")
@@ -157,6 +179,10 @@ class GenerationSettings:
                                        help="with background=mlp, chance of a random solid colour per step")
     samples_per_ray: int = _s(512, lo=8, hi=4096, group="render",
                               help="step size = diagonal / samples_per_ray")
+    checkpoint_rays: int = _s(65536, lo=0, hi=2**24, group="render",
+                              help="on CUDA, a step renders more rays than this in chunks of this many under "
+                                   "activation checkpointing (memory grows with the chunk, not the image, for a "
+                                   "second forward pass); 0: never. Never on the CPU")
     occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
     shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
                       group="render", help="dreamfusion: random mix after the albedo warm-up")
@@ -242,10 +268,32 @@ def _base_type(f: dataclasses.Field) -> type:
     raise TypeError(f"unsupported setting type {ann}")
 
 
+def choices(f: dataclasses.Field) -> tuple:
+    """The allowed values of a choice setting: its declared choices plus any added by ``add_choice``."""
+    return tuple(f.metadata["choices"] or ()) + tuple(_EXTRA_CHOICES.get(f.name, ()))
+
+
+def add_choice(name: str, value: str) -> None:
+    """Accept ``value`` for the setting ``name`` (``guidance_type`` or ``geometry_type``) in this process.
+
+    The engine's registry calls this when a type is registered at run time (a test, a plugin): such a
+    type is selectable wherever this process validates settings, not in Blender or another process."""
+    if name not in _EXTRA_CHOICES:
+        raise SettingError(name, f"only {', '.join(_EXTRA_CHOICES)} take new values")
+    if value not in choices(_field(name)):
+        _EXTRA_CHOICES[name].append(value)
+
+
+def remove_choice(name: str, value: str) -> None:
+    """Undo ``add_choice`` (declared choices stay)."""
+    if value in _EXTRA_CHOICES.get(name, ()):
+        _EXTRA_CHOICES[name].remove(value)
+
+
 def _range_text(f: dataclasses.Field) -> str:
     m = f.metadata
     if m["choices"]:
-        return "one of " + ", ".join(map(str, m["choices"]))
+        return "one of " + ", ".join(map(str, choices(f)))
     t = _base_type(f)
     if m["lo"] is not None:
         text = f"{'an integer' if t is int else 'a number'} in [{_fmt(m['lo'])}, {_fmt(m['hi'])}]"
@@ -312,7 +360,7 @@ def _check(f: dataclasses.Field, value: Any) -> None:
         raise SettingError(f.name, f"must be {_range_text(f)}, got {value}")
     if m["lo"] is not None and not (m["lo"] <= value <= m["hi"]):
         raise SettingError(f.name, f"must be {_range_text(f)}, got {_fmt(value) if t is not str else value}")
-    if m["choices"] and value not in m["choices"]:
+    if m["choices"] and value not in choices(f):
         raise SettingError(f.name, f"must be {_range_text(f)}, got {value!r}")
     if m["max_len"] is not None and len(value) > m["max_len"]:
         raise SettingError(f.name, f"must be at most {m['max_len']} characters, got {len(value)}")

@@ -16,7 +16,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-CHECK = ("import json, sys; from backend.engine.hashgrid_triton import compare_with_reference; "
+CHECK = ("import json, sys; from backend.bench.hashgrid_check import compare_with_reference; "
          "print(json.dumps(compare_with_reference(sys.argv[1], n_points=int(sys.argv[2]))))")
 
 
@@ -29,7 +29,7 @@ def check_errors(errors: dict, tolerance: float) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fused_hashgrid_matches_reference_on_gpu():
-    from backend.engine.hashgrid_triton import GPU_TOLERANCE, compare_with_reference
+    from backend.bench.hashgrid_check import GPU_TOLERANCE, compare_with_reference
 
     check_errors(compare_with_reference("cuda", n_points=200000, seed=1), GPU_TOLERANCE)
 
@@ -39,7 +39,7 @@ def test_fused_hashgrid_matches_reference_in_triton_interpreter():
     out = subprocess.run([sys.executable, "-c", CHECK, "cpu", "600"], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    from backend.engine.hashgrid_triton import INTERPRETER_TOLERANCE
+    from backend.bench.hashgrid_check import INTERPRETER_TOLERANCE
 
     check_errors(json.loads(out.stdout.strip().splitlines()[-1]), INTERPRETER_TOLERANCE)
 

@@ -62,15 +62,15 @@ def measure_bound(guidance, batch: int = 1) -> dict:
             "resolution": res, "batch": batch}
 
 
-def bound_variants(guidance, compile_vae: bool = True) -> dict:
+def bound_variants(guidance, settings: GenerationSettings, compile_vae: bool = True) -> dict:
     """The bound's two parts under the levers that act on them: the UNet eager vs replayed from a CUDA
-    graph, the VAE encoder with contiguous vs channels_last weights. Leaves the guidance as it was."""
+    graph, the VAE encoder with contiguous vs channels_last weights. Leaves the guidance configured
+    for ``settings``."""
     rows = {}
-    graphs = guidance.use_cuda_graphs
     for use_graphs in (False, True):
-        guidance.use_cuda_graphs = use_graphs
+        guidance.configure(settings.replace(cuda_graphs=use_graphs))
         rows["unet_graph" if use_graphs else "unet_eager"] = measure_bound(guidance)["unet_cfg_ms"]
-    guidance.use_cuda_graphs = graphs
+    guidance.configure(settings)
     rows["vae_contiguous"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
     guidance.vae.to(memory_format=torch.channels_last)
     rows["vae_channels_last"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
@@ -97,11 +97,10 @@ def hashgrid_micro(device, n_points: int = 262144) -> dict:
     """Forward+backward of the default 16-level encoder on ``n_points`` points: PyTorch vs fused."""
     from backend.engine.hashgrid import HashGridEncoding
 
-    enc = HashGridEncoding().to(device)
     x = torch.rand(n_points, 3, device=device) * 2 - 1
     out = {"points": n_points}
     for fused in (False, True):
-        enc.fused = fused
+        enc = HashGridEncoding(fused=fused).to(device)
         for jac in (False, True):
             def run():
                 if jac:
@@ -110,7 +109,6 @@ def hashgrid_micro(device, n_points: int = 262144) -> dict:
                 else:
                     enc(x).sum().backward()
             out[f"{'fused' if fused else 'torch'}_{'with_jacobian' if jac else 'features'}_ms"] = cuda_ms(run)
-    enc.fused = True
     return out
 
 
@@ -343,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a generation setting in every measured configuration (repeatable)")
     parser.add_argument("--checkpoint-rays", type=int, default=None,
-                        help="rays per activation-checkpointed chunk (default: the trainer's)")
+                        help="rays per activation-checkpointed chunk (the checkpoint_rays setting; default: "
+                             "its default)")
     parser.add_argument("--quick", action="store_true", help="bound and render stages only (no export, no long run)")
     parser.add_argument("--cpu", action="store_true",
                         help="CPU reference only: 64^2 step and export with --cpu-model")
@@ -355,27 +354,28 @@ def main(argv: list[str] | None = None) -> int:
         print("bench speed: needs a CUDA GPU (this machine has none; --cpu gives the CPU reference)")
         return 2
     from backend.bench.sd15 import build_sd15
-    from backend.engine.guidance import load_guidance
+    from backend.engine.guidance import load_guidance, load_guidance_for
     from backend.engine.guidance.models import builtin_available
 
     device = torch.device("cuda")
     overrides = dict(item.split("=", 1) for item in args.overrides)
     if args.checkpoint_rays is not None:
-        import backend.engine.trainer as trainer_module
-
-        trainer_module.CHECKPOINT_RAYS = args.checkpoint_rays
+        overrides["checkpoint_rays"] = str(args.checkpoint_rays)
     t0 = time.perf_counter()
     model = str(build_sd15(Path(args.model_dir)))
-    guidance = load_guidance(model, device)
+    # The guidance's own options (CUDA graphs, resolution, weighting) as the measured runs set them.
+    guide_settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, **overrides})
+    guidance = load_guidance_for(guide_settings, device)
     report = {"versions": versions(), "build_and_load_s": time.perf_counter() - t0, "overrides": overrides,
-              "checkpoint_rays": args.checkpoint_rays, "cuda_graphs": guidance.use_cuda_graphs}
+              "checkpoint_rays": guide_settings.checkpoint_rays, "cuda_graphs": guidance.use_cuda_graphs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:                       # after every part: a run cut short keeps what it measured
         (out / "report.json").write_text(json.dumps(report, indent=2))
 
-    from backend.engine.hashgrid_triton import GPU_TOLERANCE, available as fused_available, compare_with_reference
+    from backend.bench.hashgrid_check import GPU_TOLERANCE, compare_with_reference
+    from backend.engine.hashgrid_triton import available as fused_available
 
     if fused_available():
         errors = compare_with_reference("cuda", n_points=200000)
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     report["hashgrid_micro"] = hashgrid_micro(device)
     print("hash grid", report["hashgrid_micro"], flush=True)
     report["bound"] = measure_bound(guidance)
-    report["bound_variants"] = bound_variants(guidance, compile_vae=not args.quick)
+    report["bound_variants"] = bound_variants(guidance, guide_settings, compile_vae=not args.quick)
     print("bound", report["bound"], report["bound_variants"], flush=True)
     save()
     report["steps"] = []
@@ -409,11 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     save()
     # The lever on the bound itself: encode at 256^2 (32^2 latents), as an option (not the default).
     low = {**overrides, "guidance_resolution": "256"}
-    guidance.configure(resolution=256)
+    guidance.configure(guide_settings.replace(guidance_resolution=256))
     report["low_res_guidance"] = {"bound": measure_bound(guidance),
                                   "step": step_at_resolution(guidance, model, stages[0], device, **low),
                                   "long_run": long_run(guidance, model, device, args.long_steps // 2, **low)}
-    guidance.configure()
+    guidance.configure(guide_settings)
     print("guidance at 256^2", report["low_res_guidance"]["bound"], report["low_res_guidance"]["long_run"],
           flush=True)
     save()

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.engine.geometry import Geometry
 from backend.engine.hashgrid import HashGridEncoding
+from backend.engine.registry import register
 
 
-class NeRFField(nn.Module):
-    """Implicit volume in [-bound, bound]^3 (Z up).
+@register("geometry", "implicit-volume")
+class NeRFField(Geometry):
+    """Implicit volume in [-bound, bound]^3 (Z up): the ``implicit-volume`` geometry type.
 
     Density follows threestudio's ``implicit-volume``: softplus(raw + blob) with Magic3D's blob bias
     ``blob_density * (1 - |x| / blob_radius)`` so the first renders show a centred ball; ``exp``
-    uses stable-dreamfusion's Gaussian blob instead.
+    uses stable-dreamfusion's Gaussian blob instead. With ``progressive_levels`` the finer hash-grid
+    levels unlock over ``total_steps`` (``update_step``).
     """
 
     def __init__(self, *, n_levels=16, n_features=2, log2_table_size=19, base_resolution=16,
                  max_resolution=4096, mlp_width=64, density_activation="softplus", blob_density=10.0,
-                 blob_radius=0.5, normal_type="analytic", bound=1.0):
+                 blob_radius=0.5, normal_type="analytic", bound=1.0, fused_hashgrid: bool = True,
+                 progressive_levels: bool = False, total_steps: int = 1):
         super().__init__()
         self.encoding = HashGridEncoding(n_levels, n_features, log2_table_size, base_resolution,
-                                         max_resolution, bound)
+                                         max_resolution, bound, fused=fused_hashgrid)
+        self.progressive_levels, self.total_steps = progressive_levels, total_steps
         self.mlp = nn.Sequential(nn.Linear(self.encoding.output_dim, mlp_width), nn.ReLU(inplace=True),
                                  nn.Linear(mlp_width, 4))
         self.density_activation, self.normal_type, self.bound = density_activation, normal_type, bound
@@ -36,9 +44,31 @@ class NeRFField(nn.Module):
                    base_resolution=s.hash_base_resolution, max_resolution=s.hash_max_resolution,
                    mlp_width=s.mlp_width, density_activation=s.density_activation,
                    blob_density=s.blob_density, blob_radius=s.blob_radius, normal_type=s.normal_type,
-                   bound=bound)
+                   bound=bound, fused_hashgrid=s.hashgrid_backend == "auto",
+                   progressive_levels=s.progressive_levels, total_steps=s.steps)
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": self.encoding.parameters(), "name": "encoding"},
+                {"params": self.mlp.parameters(), "name": "mlp"}]
+
+    # -- progressive levels ----------------------------------------------------------------------
+    def active_levels(self, step: int) -> int:
+        """threestudio unlocks levels 8..16 one at a time from step 2000 of 10000; we scale that
+        to the step budget: half the levels until 20% of the run, all of them by 80%."""
+        n = self.encoding.n_levels
+        if not self.progressive_levels or n <= 1:
+            return n
+        start_level = max(1, n // 2)
+        start, end = int(0.2 * self.total_steps), max(int(0.8 * self.total_steps), int(0.2 * self.total_steps) + 1)
+        if step < start:
+            return start_level
+        return min(n, start_level + 1 + (step - start) * (n - start_level) // (end - start))
+
+    def update_step(self, step: int) -> None:
+        self.encoding.set_active_levels(self.active_levels(step))
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: Float[Tensor, "N 3"] -> Float[Tensor, "N"] the initial density bias."""
         r = x.norm(dim=-1)
         if self.density_activation == "softplus":
             return self.blob_density * (1.0 - r / self.blob_radius)
@@ -54,9 +84,11 @@ class NeRFField(nn.Module):
         return self.mlp(self.encoding(x))
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: Float[Tensor, "N 3"] -> Float[Tensor, "N"]."""
         return self._activate(self._raw(x)[:, 0], x)
 
     def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: Float[Tensor, "N 3"] -> Float[Tensor, "N 3"] in [0, 1]."""
         return torch.sigmoid(self._raw(x)[:, 1:4])
 
     def _density_and_gradient(self, x: torch.Tensor):
@@ -96,8 +128,10 @@ class NeRFField(nn.Module):
             grad_blob = self.blob(x)[:, None] * (-x / self.blob_radius**2)
         return density, torch.sigmoid(h[:, 1:4]), slope[:, None] * (grad_raw + grad_blob)
 
-    def forward(self, x: torch.Tensor, with_normals: bool = False):
-        """Return (density [N], albedo [N,3], normals [N,3] or None). Normals point outward."""
+    def forward(self, x: torch.Tensor, with_normals: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``x``: Float[Tensor, "N 3"] -> (density Float[Tensor, "N"], albedo Float[Tensor, "N 3"],
+        normals Float[Tensor, "N 3"] or None). Normals point outward."""
         if not with_normals:
             h = self._raw(x)
             return self._activate(h[:, 0], x), torch.sigmoid(h[:, 1:4]), None
@@ -125,6 +159,7 @@ class BackgroundMLP(nn.Module):
                                  nn.ReLU(inplace=True), nn.Linear(width, 3))
 
     def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        """``dirs``: Float[Tensor, "N 3"] unit ray directions -> Float[Tensor, "N 3"] colour in [0, 1]."""
         feats = [dirs]
         for k in range(self.n_frequencies):
             feats += [torch.sin((2.0**k) * torch.pi * dirs), torch.cos((2.0**k) * torch.pi * dirs)]

@@ -1,7 +1,8 @@
 """Multiresolution hash encoding (Instant-NGP), in plain PyTorch, with a fused Triton kernel on CUDA.
 
 Written by hand because tiny-cuda-nn is CUDA-only and needs a compiler at install time; this
-version runs everywhere and is the tested reference for the fused kernel (``hashgrid_triton``).
+version runs everywhere and is the tested reference for the fused kernel (``hashgrid_triton``;
+``backend/bench/hashgrid_check.py`` compares the two).
 ``forward_with_jacobian`` also returns d(features)/d(x) in closed form, so analytic normals need
 no double backward (the fused kernel computes both in one launch); ``forward`` on the PyTorch path
 supports double backward as well, which the tests use as the reference for the closed form.
@@ -10,13 +11,11 @@ supports double backward as well, which the tests use as the reference for the c
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import nn
 
-# Instant-NGP's spatial hash primes (the first is 1 so coarse levels stay coherent).
-PRIMES = (1, 2654435761, 805459861)
+from backend.engine.hash_primes import PRIMES
 
 # The 8 corners of a voxel, as (dx, dy, dz) in {0,1}; corner i = dx + 2*dy + 4*dz.
 CORNERS = torch.tensor([[(i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=torch.long)
@@ -38,7 +37,7 @@ class HashGridEncoding(nn.Module):
     """
 
     def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19,
-                 base_resolution: int = 16, max_resolution: int = 4096, bound: float = 1.0):
+                 base_resolution: int = 16, max_resolution: int = 4096, bound: float = 1.0, fused: bool = True):
         super().__init__()
         self.n_levels, self.n_features, self.bound = n_levels, n_features, bound
         self.resolutions = level_resolutions(n_levels, base_resolution, max_resolution)
@@ -58,9 +57,9 @@ class HashGridEncoding(nn.Module):
         # A Python int, not a tensor, so the forward pass never syncs with the GPU to read it;
         # saved in checkpoints through get_extra_state.
         self.n_active = n_levels
-        # Use the fused Triton kernel for CUDA inputs when Triton is there (DREAMPROP_FUSED_HASHGRID=0
-        # turns it off); the PyTorch path is the reference and the CPU path.
-        self.fused = os.environ.get("DREAMPROP_FUSED_HASHGRID", "1") != "0"
+        # ``fused``: use the fused Triton kernel for CUDA inputs when Triton is there (the
+        # ``hashgrid_backend`` setting); the PyTorch path is the reference and the CPU path.
+        self.fused = fused
         self._meta: dict = {}
 
     @property
@@ -117,6 +116,7 @@ class HashGridEncoding(nn.Module):
         return self._meta[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: Float[Tensor, "N 3"] in [-bound, bound]^3 -> Float[Tensor, "N L*F"] features."""
         if self._use_fused(x):
             from backend.engine.hashgrid_triton import hash_encode
 
@@ -125,7 +125,8 @@ class HashGridEncoding(nn.Module):
         return self._forward_torch(x, with_jacobian=False)[0]
 
     def forward_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, L*F) and their Jacobian d(features)/d(x) (N, L*F, 3), both differentiable
+        """Features Float[Tensor, "N L*F"] and their Jacobian d(features)/d(x) Float[Tensor, "N L*F 3"]
+        of points Float[Tensor, "N 3"], both differentiable
         in the table (not in ``x``): what analytic normals need, without a double backward."""
         if self._use_fused(x):
             from backend.engine.hashgrid_triton import hash_encode

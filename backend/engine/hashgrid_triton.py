@@ -8,8 +8,9 @@ writes the features and, when asked, d(features)/d(x); the backward scatters the
 of both with atomic adds (as tiny-cuda-nn does). Positions get no gradient: nothing upstream of
 the encoder is learnt, and analytic normals use the Jacobian output instead of a double backward.
 
-Checked against the PyTorch reference by ``tests/test_hashgrid_triton.py`` (on a GPU, or on the
-CPU under ``TRITON_INTERPRET=1``) and by ``python -m backend bench speed``.
+Checked against the PyTorch reference by ``backend/bench/hashgrid_check.py``, which
+``tests/test_hashgrid_triton.py`` runs (on a GPU, or on the CPU under ``TRITON_INTERPRET=1``) and
+``python -m backend bench speed`` reports.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import functools
 
 import torch
 
+from backend.engine.hash_primes import PRIMES
+
 try:
     import triton
     import triton.language as tl
@@ -25,14 +28,6 @@ except ImportError:              # CPU-only installs: the PyTorch path is used
     triton = None
 
 BLOCK = 128
-# Relative error allowed against the PyTorch reference on a GPU. The compiled kernel computes a cell's
-# fraction as one fused multiply-add (x01 * res - floor), the reference rounds x01 * res first: at
-# res 4096 that rounding is up to 2.4e-4 of a cell, which gives a relative difference of 5.7e-5 over
-# 16 levels (measured on the H100, and reproduced exactly on the CPU by emulating the FMA in float64;
-# see results/speed/NOTES.md). A wrong corner, weight or hash shows as 1e-2 or more. Under Triton's
-# interpreter (numpy, no FMA) the two agree to float32 rounding, and the CPU test holds them to 1e-5.
-GPU_TOLERANCE = 1e-3
-INTERPRETER_TOLERANCE = 1e-5
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,6 +36,11 @@ def available() -> bool:
 
 
 if triton is not None:
+    # The hash primes as compile-time constants of the kernels (the same values as the reference).
+    _PRIME_X = tl.constexpr(PRIMES[0])
+    _PRIME_Y = tl.constexpr(PRIMES[1])
+    _PRIME_Z = tl.constexpr(PRIMES[2])
+
     @triton.jit
     def _corner(ix, iy, iz, res, size, dense, DX: tl.constexpr, DY: tl.constexpr, DZ: tl.constexpr):
         """Row within the level's table of corner (ix+DX, iy+DY, iz+DZ): dense index or spatial hash.
@@ -50,7 +50,7 @@ if triton is not None:
         cz = (iz + DZ).to(tl.int64)
         r1 = (res + 1).to(tl.int64)
         dense_row = cx + cy * r1 + cz * r1 * r1
-        hashed = (cx ^ (cy * 2654435761) ^ (cz * 805459861)) & (size - 1)
+        hashed = ((cx * _PRIME_X) ^ (cy * _PRIME_Y) ^ (cz * _PRIME_Z)) & (size - 1)
         return tl.where(dense != 0, dense_row, hashed)
 
     @triton.jit
@@ -204,51 +204,3 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, meta: torch.Tensor, n_acti
     if with_jacobian:
         return out[0], out[1]
     return out, None
-
-
-def compare_with_reference(device: str | torch.device, *, n_points: int = 20000, seed: int = 0) -> dict:
-    """Relative errors of the fused kernel against the PyTorch reference (features, Jacobian and the
-    table gradient of both; all levels and with locked levels; dense and hashed tables), on fresh
-    random inputs that include points outside the box. Used by the GPU test and ``bench speed``."""
-    gen = torch.Generator().manual_seed(seed)
-    errors: dict[str, float] = {}
-    # The reference's bmm must be true float32 (TF32 matmuls, which libraries may switch on, err ~1e-4).
-    tf32, precision = torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    try:
-        _compare(device, n_points, gen, errors)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.set_float32_matmul_precision(precision)
-    return errors
-
-
-def _compare(device, n_points: int, gen: torch.Generator, errors: dict) -> None:
-    from backend.engine.hashgrid import HashGridEncoding
-
-    for log2, n_active in ((10, 16), (19, 16), (19, 11)):
-        enc = HashGridEncoding(n_levels=16, n_features=2, log2_table_size=log2, base_resolution=16,
-                               max_resolution=4096).to(device)
-        with torch.no_grad():
-            enc.table.copy_(torch.rand(enc.table.shape, generator=gen) * 2 - 1)
-        enc.set_active_levels(n_active)
-        x = (torch.rand(n_points, 3, generator=gen) * 2.1 - 1.05).to(device)
-        ref_f, ref_j = enc._forward_torch(x, with_jacobian=True)
-        meta = enc.level_meta(torch.device(device))
-        f, j = hash_encode(x, enc.table, meta, enc.n_active, enc.bound, with_jacobian=True)
-        gf = torch.randn(f.shape, generator=gen).to(device)
-        gj = torch.randn(j.shape, generator=gen).to(device)
-        g_ref, = torch.autograd.grad((ref_f.double() * gf).sum() + (ref_j.double() * gj).sum(), enc.table)
-        g, = torch.autograd.grad((f * gf).sum() + (j * gj).sum(), enc.table)
-        f_only, _ = hash_encode(x, enc.table, meta, enc.n_active, enc.bound, with_jacobian=False)
-        tag = f"log2={log2},active={n_active}"
-
-        def rel(a, b):
-            return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm().clamp(min=1e-30))
-        errors[f"features {tag}"] = rel(f, ref_f)
-        errors[f"jacobian {tag}"] = rel(j, ref_j)
-        errors[f"table grad {tag}"] = rel(g, g_ref)
-        errors[f"features-only {tag}"] = rel(f_only, ref_f)
-        if n_active < 16:
-            errors[f"locked levels zero {tag}"] = float(f[:, n_active * 2:].abs().max() + j[:, n_active * 2:].abs().max())

@@ -1,4 +1,7 @@
-"""Volume renderer: occupancy-grid ray marching, shading, compositing over a background."""
+"""Volume renderer: occupancy-grid ray marching, shading, compositing over a background.
+
+Shapes as in nerfstudio (``Float[Tensor, "R 3"]``: R rays, S packed samples), in docstrings only.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from backend.engine.geometry import Geometry
 from backend.engine.occupancy import accumulate_along_rays, render_weights
 
 AMBIENT, DIFFUSE = 0.1, 0.9     # threestudio's diffuse-with-point-light defaults
@@ -18,7 +22,9 @@ SHADINGS = ("albedo", "lambertian", "textureless")
 
 def shade(albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torch.Tensor,
           light_positions: Optional[torch.Tensor], shading: str) -> torch.Tensor:
-    """Per-sample colour. ``textureless`` drops the albedo so SDS must explain the image by geometry."""
+    """Per-sample colour Float[Tensor, "S 3"] from ``albedo``, ``normals``, ``positions`` and
+    ``light_positions`` (each Float[Tensor, "S 3"]; normals and lights unused for "albedo").
+    ``textureless`` drops the albedo so SDS must explain the image by geometry."""
     if shading == "albedo":
         return albedo
     light_dir = F.normalize(light_positions - positions, dim=-1)
@@ -31,7 +37,10 @@ def shade(albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torc
 
 
 class VolumeRenderer(nn.Module):
-    def __init__(self, field: nn.Module, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
+    """Renders a ``Geometry`` (``field``) over a background model, marching only the cells the
+    occupancy ``estimator`` marks occupied. ``checkpoint_rays``: see ``forward`` (0: never)."""
+
+    def __init__(self, field: Geometry, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
                  samples_per_ray: int = 512, alpha_threshold: float = 0.01, checkpoint_rays: int = 0):
         super().__init__()
         self.field, self.background, self.estimator = field, background, estimator
@@ -49,9 +58,11 @@ class VolumeRenderer(nn.Module):
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
                 light_positions: Optional[torch.Tensor] = None, bg_color: Optional[torch.Tensor] = None,
                 stratified: bool = False, need_normals: bool = False) -> dict:
-        """Render flat rays (R,3). ``light_positions``/``bg_color``: per ray (R,3); bg None -> model.
+        """Render flat rays: ``rays_o``, ``rays_d`` (unit) Float[Tensor, "R 3"]; ``light_positions`` and
+        ``bg_color``: Float[Tensor, "R 3"] per ray (bg None: the background model).
 
-        Returns per-ray ``rgb``, ``opacity``, ``depth`` (and ``normal_map``), plus ``orient_sum``,
+        Returns per-ray ``rgb`` Float[Tensor, "R 3"], ``opacity`` and ``depth`` Float[Tensor, "R 1"]
+        (and ``normal_map`` Float[Tensor, "R 3"]), plus ``orient_sum`` (a scalar),
         the numerator of DreamFusion's orientation loss, when normals were computed. With gradients
         on and more than ``checkpoint_rays`` rays, chunks are rendered under activation
         checkpointing: memory then grows with the chunk, not the image (512^2 renders fit in 24 GB)
@@ -108,7 +119,8 @@ class VolumeRenderer(nn.Module):
     @torch.no_grad()
     def render_image(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
                      light_positions=None, bg_color=None, chunk: int = 16384) -> dict:
-        """Render (B,H,W,3) rays without gradients, in chunks (previews, turntables of the field)."""
+        """Render rays Float[Tensor, "*batch 3"] (e.g. "B H W 3") without gradients, in chunks (previews,
+        turntables of the field); returns ``rgb``, ``opacity``, ``depth`` Float[Tensor, "*batch C"]."""
         shape = rays_o.shape[:-1]
         flat_o, flat_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         flat_l = None if light_positions is None else light_positions.reshape(-1, 3)

@@ -14,23 +14,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.engine.api import Cancelled, GenerationResult, ProgressEvent
+from backend.engine import builtin_types  # noqa: F401  registers the built-in guidance and geometry types
 from backend.engine.cameras import (camera_rays, host_to_device, preview_camera, sample_cameras, view_direction,
                                     view_suffixes)
-from backend.engine.field import BackgroundMLP, NeRFField
+from backend.engine.field import BackgroundMLP
+from backend.engine.geometry import Geometry
+from backend.engine.guidance.base import Guidance
+from backend.engine.guidance.models import load_guidance_for
 from backend.engine.occupancy import make_estimator
+from backend.engine.registry import find
 from backend.engine.renderer import VolumeRenderer
+from backend.engine.types import Cancelled, GenerationResult, ProgressEvent
+from shared.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 
 BOUND = 1.0                  # the object lives in [-1, 1]^3
-# Above this many rays per step (128^2 x 4 views) rendering runs under activation checkpointing.
-CHECKPOINT_RAYS = 65536
 CHECKPOINT_VERSION = 1
 # Settings that do not change the optimisation trajectory: a checkpoint may be resumed with other values.
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
-                  "keep_components", "model"}
+                  "keep_components", "model",
+                  # speed only: the same computation, run another way
+                  "cuda_graphs", "checkpoint_rays", "hashgrid_backend"}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -62,22 +68,25 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 class Trainer:
-    """Owns the field, renderer, optimiser and guidance for one run; ``train_step`` is one SDS step."""
+    """Owns the field, renderer, optimiser and guidance for one run; ``train_step`` is one SDS step.
 
-    def __init__(self, settings, guidance, device: torch.device):
+    The field is the geometry type ``settings.geometry_type`` names (``backend.engine.registry``)."""
+
+    def __init__(self, settings: GenerationSettings, guidance: Guidance, device: torch.device | str):
         self.s, self.device, self.guidance = settings, torch.device(device), guidance
         seed_everything(settings.seed)
-        self.field = NeRFField.from_settings(settings, bound=BOUND).to(self.device)
+        self.field: Geometry = find("geometry", settings.geometry_type).from_settings(settings, bound=BOUND)
+        self.field.to(self.device)
         self.background = BackgroundMLP().to(self.device)
         self.estimator = make_estimator(BOUND, settings.occupancy_resolution, self.device)
+        # Activation checkpointing trades a second forward pass for memory: worth it on a GPU only.
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
                                        samples_per_ray=settings.samples_per_ray,
-                                       checkpoint_rays=CHECKPOINT_RAYS if self.device.type == "cuda" else 0)
-        self.optimizer = torch.optim.Adam([
-            {"params": self.field.encoding.parameters(), "lr": settings.lr, "name": "encoding"},
-            {"params": self.field.mlp.parameters(), "lr": settings.lr, "name": "mlp"},
-            {"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"},
-        ], betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")   # fused: one launch on CUDA
+                                       checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0)
+        self.optimizer = torch.optim.Adam(
+            [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
+            + [{"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"}],
+            betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")   # fused: one launch on CUDA
         for group in self.optimizer.param_groups:
             group["initial_lr"] = group["lr"]
         self.embeddings = guidance.encode_prompts(
@@ -87,20 +96,8 @@ class Trainer:
         self._set_levels()
 
     # -- schedules -------------------------------------------------------------------------------
-    def active_levels(self, step: int) -> int:
-        """threestudio unlocks levels 8..16 one at a time from step 2000 of 10000; we scale that
-        to the step budget: half the levels until 20% of the run, all of them by 80%."""
-        n = self.s.hash_levels
-        if not self.s.progressive_levels or n <= 1:
-            return n
-        start_level = max(1, n // 2)
-        start, end = int(0.2 * self.s.steps), max(int(0.8 * self.s.steps), int(0.2 * self.s.steps) + 1)
-        if step < start:
-            return start_level
-        return min(n, start_level + 1 + (step - start) * (n - start_level) // (end - start))
-
     def _set_levels(self) -> None:
-        self.field.encoding.set_active_levels(self.active_levels(self.step))
+        self.field.update_step(self.step)       # e.g. progressive hash-grid levels
 
     def t_range(self, step: int) -> tuple[float, float]:
         t_max = self.s.t_max
@@ -170,7 +167,7 @@ class Trainer:
         out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
                             light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals)
         rgb = out["rgb"].reshape(batch, res, res, 3)
-        guide = self.guidance(rgb, self.embeddings, views, guidance_scale=s.guidance_scale,
+        guide = self.guidance(rgb, self.embeddings, views, cameras=cams, guidance_scale=s.guidance_scale,
                               t_range=self.t_range(step))
         losses = {"sds": guide["loss_sds"]}
         opacity = out["opacity"]
@@ -313,19 +310,23 @@ class Trainer:
                             vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress)
 
 
-def run_generation(settings, *, device="auto", callback=None, checkpoint_path=None, should_cancel=None,
-                   init_mesh_glb=None, init_checkpoint=None, guidance=None) -> GenerationResult:
-    from backend.engine.guidance import load_guidance
+def run_generation(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
+                   should_cancel=None, init_mesh_glb=None, init_checkpoint=None,
+                   guidance: Optional[Guidance] = None) -> GenerationResult:
+    """``api.generate``'s body (see there)."""
     from backend.export.turntable import turntable_png
 
     settings.validate()
     dev = pick_device(device)
     t_start = time.perf_counter()
     if guidance is None:
-        guidance = load_guidance(settings.model, dev, half_precision=settings.half_precision,
-                                 resolution=settings.guidance_resolution, weighting=settings.sds_weighting)
+        guidance = load_guidance_for(settings, dev)
     else:
-        guidance.configure(resolution=settings.guidance_resolution, weighting=settings.sds_weighting)
+        wanted = find("guidance", settings.guidance_type)
+        if not isinstance(guidance, wanted):
+            raise ValueError(f"guidance_type: the settings ask for {settings.guidance_type!r} "
+                             f"({wanted.__name__}), the guidance passed in is a {type(guidance).__name__}")
+        guidance.configure(settings)
     t_loaded = time.perf_counter()
     trainer = Trainer(settings, guidance, dev)
     resumed_from, init_transform = 0, None

@@ -105,7 +105,7 @@ def available_models() -> list[str]:
     """Models a job can name: the engine's list when it offers one, else the built-in names plus
     diffusers pipelines found in the local Hugging Face cache."""
     try:
-        from backend.engine.guidance.models import available_models as engine_models
+        from backend.engine.api import available_models as engine_models
 
         return list(engine_models())
     except Exception:
@@ -250,18 +250,17 @@ class Worker:
 
     def _load_guidance(self, settings):
         """The guidance model stays loaded between jobs that use it (one model resident at a time)."""
-        key = (settings.model, settings.half_precision)
+        key = (settings.guidance_type, settings.model, settings.half_precision)
         if key in self._guidance:
             return self._guidance[key]
         try:
-            from backend.engine.guidance import load_guidance
+            from backend.engine.api import load_guidance_for
         except ImportError:
             return None  # the engine loads it itself
         if self._guidance:
             self._guidance.clear()
             _free_memory()
-        g = load_guidance(settings.model, self.device, half_precision=settings.half_precision,
-                          resolution=settings.guidance_resolution, weighting=settings.sds_weighting)
+        g = load_guidance_for(settings, self.device)
         self._guidance[key] = g
         return g
 
@@ -279,7 +278,7 @@ class Worker:
                 with open(job["init_mesh_path"], "rb") as f:
                     init_mesh = f.read()
             t_load = time.perf_counter()
-            cached = (settings.model, settings.half_precision) in self._guidance
+            cached = (settings.guidance_type, settings.model, settings.half_precision) in self._guidance
             guidance = self._load_guidance(settings)
             load_s = time.perf_counter() - t_load
 

@@ -1,11 +1,21 @@
-"""The small interface every guidance implements (threestudio's ``BaseObject`` guidance, reduced)."""
+"""The small interface every guidance implements (threestudio's ``BaseObject`` guidance, reduced).
+
+A guidance type is registered by name (``backend.engine.registry``) and picked by the
+``guidance_type`` setting. Shapes are written as in nerfstudio (``Float[Tensor, "B H W 3"]``), in
+the docstrings only: the project does not depend on jaxtyping.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from backend.engine.cameras import CameraBatch
+    from shared.settings import GenerationSettings
 
 
 @dataclass
@@ -13,16 +23,21 @@ class PromptEmbeddings:
     """Conditional embeddings per view name ("front", "side", ... of the view naming; "" = no suffix)
     and the unconditional (negative prompt) embedding, all already on the guidance's device."""
 
-    by_view: dict
-    uncond: torch.Tensor
+    by_view: dict            # view name -> Float[Tensor, "1 T D"]
+    uncond: torch.Tensor     # Float[Tensor, "1 T D"]
 
     def for_views(self, views: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond), each Float[Tensor, "B T D"], for B = len(views)."""
         cond = torch.cat([self.by_view[v] for v in views], dim=0)
         return cond, self.uncond.expand(len(views), *self.uncond.shape[1:])
 
 
 class Guidance(ABC):
-    """Turns renders into a loss whose gradient is the guidance signal."""
+    """Turns renders into a loss whose gradient is the guidance signal.
+
+    Loading (``load_guidance`` / ``load_guidance_for``) constructs a type as
+    ``cls(model_path, device, half_precision=...)`` and keeps it for the next runs of the process;
+    ``configure(settings)`` then sets a run's own options."""
 
     #: image side the guidance model works at (renders are resized to it)
     resolution: int
@@ -30,12 +45,28 @@ class Guidance(ABC):
     name: str
 
     @abstractmethod
+    def __init__(self, model_path: str, device: torch.device | str, *, half_precision: bool = True):
+        """Load the model from the local folder ``model_path`` onto ``device``."""
+
+    @abstractmethod
+    def configure(self, settings: GenerationSettings) -> None:
+        """Per-run options from the run's settings (one loaded model serves the runs of a worker)."""
+
+    @abstractmethod
     def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
         """Embeddings of ``prompt`` alone ("") and with each view's suffix (view name -> suffix,
         ``backend.engine.cameras.view_suffixes``; empty when prompts are not view-dependent)."""
-        ...
 
     @abstractmethod
     def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *,
-                 guidance_scale: float, t_range: tuple[float, float]) -> dict:
-        """``rgb``: (B, H, W, 3) in [0, 1] with gradient. Returns {"loss_sds": scalar tensor, ...}."""
+                 cameras: CameraBatch, guidance_scale: float, t_range: tuple[float, float]) -> dict:
+        """One guidance evaluation for a batch of B renders.
+
+        - ``rgb``: Float[Tensor, "B H W 3"] in [0, 1], with gradient.
+        - ``views``: the view name of each render (keys of ``embeddings.by_view``; "" = no suffix).
+        - ``cameras``: the camera of each render: ``elevation``, ``azimuth`` (degrees) and ``distance``,
+          Float[Tensor, "B"] on the CPU, ``c2w`` Float[Tensor, "B 4 4"] and ``fovy`` Float[Tensor, "B"]
+          on the device; what a view-conditioned guidance needs to relate a render to its reference.
+        - ``t_range``: (min, max) diffusion time, fractions of the schedule.
+
+        Returns {"loss_sds": Float[Tensor, ""] whose gradient is the guidance, ...diagnostics}."""

@@ -9,17 +9,22 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+from backend.engine import builtin_types  # noqa: F401  registers the built-in guidance types
+from backend.engine.registry import find
+from backend.engine.types import ModelNotFoundError
+from shared.settings import GenerationSettings
+
+if TYPE_CHECKING:
+    from backend.engine.guidance.base import Guidance
 
 log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights"
 TINY_RANDOM = "tiny-random"
-
-
-class ModelNotFoundError(FileNotFoundError):
-    pass
 
 
 def cache_dir() -> Path:
@@ -80,20 +85,29 @@ _loaded: dict = {}
 _lock = threading.Lock()
 
 
-def load_guidance(model: str = "builtin", device="cpu", *, half_precision: bool = True, resolution: int = 0,
-                  weighting: str = "sds", allow_download: bool = False):
-    """Load (once per process) a ``StableDiffusionGuidance``; workers reuse it between jobs."""
-    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+def load_guidance_for(settings: GenerationSettings, device="cpu", *, allow_download: bool = False) -> Guidance:
+    """The guidance ``settings`` ask for (``guidance_type``, ``model``, ``half_precision``), loaded once
+    per process, configured for this run (``Guidance.configure``)."""
+    return load_guidance(settings.model, device, guidance_type=settings.guidance_type,
+                         half_precision=settings.half_precision, allow_download=allow_download,
+                         settings=settings)
 
+
+def load_guidance(model: str = "builtin", device="cpu", *, guidance_type: str = "stable-diffusion",
+                  half_precision: bool = True, allow_download: bool = False,
+                  settings: GenerationSettings | None = None) -> Guidance:
+    """Load (once per process) the guidance type ``guidance_type`` with ``model``; workers reuse it
+    between jobs. ``settings``: the run's options (default: the defaults)."""
+    cls = find("guidance", guidance_type)
     path = resolve_model(model, allow_download=allow_download)
-    key = (str(path), str(torch.device(device)), half_precision)
+    key = (guidance_type, str(path), str(torch.device(device)), half_precision)
     with _lock:
         guidance = _loaded.get(key)
         if guidance is None:
-            guidance = StableDiffusionGuidance(str(path), device, half_precision=half_precision)
+            guidance = cls(str(path), device, half_precision=half_precision)
             _loaded.clear()           # keep one model resident: a second would double GPU memory
             _loaded[key] = guidance
-    guidance.configure(resolution=resolution, weighting=weighting)
+    guidance.configure(settings if settings is not None else GenerationSettings())
     return guidance
 
 

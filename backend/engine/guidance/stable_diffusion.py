@@ -5,19 +5,28 @@ built-in prior, tiny test models): DreamFusion's loss, implemented as threestudi
 from __future__ import annotations
 
 import logging
-import os
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
 
 from backend.engine.guidance.base import Guidance, PromptEmbeddings
+from backend.engine.registry import register
+from shared.settings import GenerationSettings
+
+if TYPE_CHECKING:
+    from backend.engine.cameras import CameraBatch
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
 log = logging.getLogger(__name__)
 
 
+@register("guidance", "stable-diffusion")
 class StableDiffusionGuidance(Guidance):
-    def __init__(self, model_path: str, device: torch.device, *, half_precision: bool = True):
+    """SDS with the text-conditioned UNet. The camera reaches it only through the view names of the
+    prompt suffixes (``views``); ``cameras`` is not used."""
+
+    def __init__(self, model_path: str, device: torch.device | str, *, half_precision: bool = True):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -47,17 +56,19 @@ class StableDiffusionGuidance(Guidance):
         self._cache: dict[str, torch.Tensor] = {}
         # The UNet runs under no_grad on fixed shapes: on CUDA it is captured once per shape as a CUDA
         # graph and replayed, which removes the ~1,000 kernel launches per call that eager mode makes
-        # the CPU issue (DREAMPROP_CUDA_GRAPHS=0 turns it off; a failed capture falls back to eager).
-        self.use_cuda_graphs = self.device.type == "cuda" and os.environ.get("DREAMPROP_CUDA_GRAPHS", "1") != "0"
+        # the CPU issue (the cuda_graphs setting; a failed capture falls back to eager for good).
         self._graphs: dict[tuple, tuple] = {}
-        self.configure()
+        self._graph_capture_failed = False
+        self.configure(GenerationSettings())
 
-    def configure(self, *, resolution: int = 0, weighting: str = "sds") -> None:
-        """Per-run options (a loaded model is shared by the runs of a worker)."""
-        if weighting not in WEIGHTINGS:
+    def configure(self, settings: GenerationSettings) -> None:
+        """Per-run options: ``guidance_resolution`` (0: the model's own), ``sds_weighting``, ``cuda_graphs``."""
+        if settings.sds_weighting not in WEIGHTINGS:
             raise ValueError(f"sds_weighting must be one of {WEIGHTINGS}")
-        self.weighting = weighting
-        self.resolution = resolution or self.native_resolution
+        self.weighting = settings.sds_weighting
+        self.resolution = settings.guidance_resolution or self.native_resolution
+        self.use_cuda_graphs = (self.device.type == "cuda" and settings.cuda_graphs
+                                and not self._graph_capture_failed)
 
     # -- prompts ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -76,13 +87,17 @@ class StableDiffusionGuidance(Guidance):
 
     # -- SDS -------------------------------------------------------------------------------------
     def encode_images(self, rgb_bchw: torch.Tensor) -> torch.Tensor:
+        """Float[Tensor, "B 3 H W"] in [0, 1] -> scaled VAE latents Float[Tensor, "B 4 H/8 W/8"] (SD's VAE)."""
         posterior = self.vae.encode(rgb_bchw.to(self.dtype) * 2.0 - 1.0).latent_dist
         return posterior.sample() * self.latent_scale
 
     @torch.no_grad()
     def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                       uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair."""
+        """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair.
+
+        ``latents_noisy``: Float[Tensor, "B C h w"], ``t``: Int[Tensor, "B"], ``cond``/``uncond``:
+        Float[Tensor, "B T D"] -> Float[Tensor, "B C h w"]."""
         latent_in = torch.cat([latents_noisy] * 2).to(self.dtype)
         t_in = torch.cat([t] * 2)
         context = torch.cat([cond, uncond]).to(self.dtype)
@@ -108,7 +123,7 @@ class StableDiffusionGuidance(Guidance):
                 entry = self._graphs[key] = self._capture(latent_in, t_in, context)
             except Exception as exc:         # noqa: BLE001 - any capture failure: run eagerly from now on
                 log.warning("CUDA graph capture of the UNet failed (%s); running it eagerly", exc)
-                self.use_cuda_graphs = False
+                self.use_cuda_graphs, self._graph_capture_failed = False, True
                 torch.cuda.synchronize(self.device)
                 return self.unet(latent_in, t_in, encoder_hidden_states=context).sample
         graph, static_in, static_out = entry
@@ -140,7 +155,10 @@ class StableDiffusionGuidance(Guidance):
         return a.sqrt() * (1.0 - a)
 
     def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *,
-                 guidance_scale: float, t_range: tuple[float, float]) -> dict:
+                 cameras: Optional[CameraBatch] = None, guidance_scale: float,
+                 t_range: tuple[float, float]) -> dict:
+        """SDS on ``rgb`` Float[Tensor, "B H W 3"] (see ``Guidance.__call__``). Also returns
+        ``grad_norm`` and the drawn ``timesteps`` Int[Tensor, "B"]."""
         batch = rgb.shape[0]
         rgb_bchw = rgb.permute(0, 3, 1, 2)
         if rgb_bchw.shape[-1] != self.resolution:
