@@ -28,6 +28,7 @@ from shared.protocol import (DROPPABLE_EVENTS, ERROR_TYPE, JOB_STATES, FieldErro
                              ProtocolError, Session, check_fields, check_glb, curve_hmac_key, error_content,
                              new_id, reply_type, require_bool, require_int, require_job_id, require_str,
                              version_compatible)
+from shared.layering import resolve
 from shared.settings import GenerationSettings, SettingError
 
 from . import security
@@ -623,10 +624,11 @@ class Server:
         raw = c.get("settings")
         if not isinstance(raw, dict):
             raise FieldError("settings", "must be an object of generation settings")
-        try:
-            settings = GenerationSettings.from_dict(raw)
+        try:   # settings the client did not send come from the model's recommended settings
+            settings = resolve(raw)
         except SettingError as e:
             raise FieldError(e.name, str(e)) from None
+        warnings = prompt_warnings(settings)
         if self.cfg.curve:
             m = settings.model
             if os.path.isabs(m) or m.startswith("~") or ".." in m.replace("\\", "/").split("/") or "\\" in m:
@@ -660,7 +662,8 @@ class Server:
                                               has_init_mesh=init_mesh is not None, client_token=token,
                                               job_id=job_id)
         log.info("job %s accepted from %s (position %d): %r", job_id, client.owner, position, settings.prompt[:80])
-        self._reply(client, msg, {"job_id": job_id, "position": position, "duplicate": False})
+        self._reply(client, msg, {"job_id": job_id, "position": position, "duplicate": False,
+                                  **({"warnings": warnings} if warnings else {})})
         if attach:
             self._subscribe(client, job_id)
             self._replay(client, job_id, 0)
@@ -993,6 +996,19 @@ class Server:
             return n
         except Exception:
             return -1
+
+
+def prompt_warnings(settings: GenerationSettings) -> list[str]:
+    """Warnings for the submit reply: a prompt outside the built-in prior's vocabulary.
+
+    Imported on the first built-in job only: the vocabulary comes from the prior's grammar, which
+    imports torch (a second or two, once), and a server that never sees such a job stays torch-free."""
+    if settings.model != "builtin":
+        return []
+    from backend.prior.vocabulary import oov_warning
+
+    warning = oov_warning(settings.prompt)
+    return [warning] if warning else []
 
 
 def _write_atomic(path: str, data: bytes) -> None:
