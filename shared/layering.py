@@ -27,8 +27,9 @@ MODEL_PRESETS: dict[str, str] = {"builtin": "builtin"}
 
 
 def recommended_settings(model: str) -> dict:
-    """The settings ``model`` was made for (empty: the schema defaults suit it)."""
-    name = MODEL_PRESETS.get(model)
+    """The settings ``model`` was made for (empty: the schema defaults suit it, or ``model`` is not
+    even text: validation names it later)."""
+    name = MODEL_PRESETS.get(model) if isinstance(model, str) else None
     return dict(PRESETS[name]) if name else {}
 
 
@@ -48,5 +49,7 @@ def layered_values(explicit: dict, *, preset: str | None = None, recommended: di
 def resolve(explicit: dict, *, preset: str | None = None, recommended: dict | None = None,
             require_prompt: bool = True) -> GenerationSettings:
     """Validated settings from the four layers (SettingError names the bad field)."""
+    if not isinstance(explicit, dict):
+        return GenerationSettings.from_dict(explicit)   # raises: "settings: must be an object"
     return GenerationSettings.from_dict(layered_values(explicit, preset=preset, recommended=recommended),
                                         require_prompt=require_prompt)

@@ -16,7 +16,7 @@ from backend.prior import recommended_settings as prior_recommended
 from backend.prior.vocabulary import in_vocabulary, known_prompts, nearest_prompts, oov_warning
 from shared.layering import recommended_settings, resolve
 from shared.presets import preset_settings
-from shared.settings import GenerationSettings
+from shared.settings import GenerationSettings, SettingError
 from tests.server_fixtures import REPO, queue_server  # noqa: F401
 
 SCHEMA = GenerationSettings()
@@ -79,6 +79,12 @@ def test_resolve_layers_in_order():
     assert resolve({"prompt": "x"}, preset="high").fovy_min == PRIOR["fovy_min"]
     assert resolve({"prompt": "x"}, recommended={"steps": 42}).steps == 42
     assert resolve({"prompt": "x", "model": "tiny-random"}).steps == SCHEMA.steps
+    for bad in ({"prompt": "x", "model": ["builtin"]}, {"prompt": "x", "model": None}):   # named, not a crash
+        with pytest.raises(SettingError) as e:
+            resolve(bad)
+        assert e.value.name == "model"
+    with pytest.raises(SettingError):
+        resolve(["not", "a", "dict"])
 
 
 # -- vocabulary -------------------------------------------------------------------------------------
