@@ -1005,9 +1005,13 @@ def prompt_warnings(settings: GenerationSettings) -> list[str]:
     imports torch (a second or two, once), and a server that never sees such a job stays torch-free."""
     if settings.model != "builtin":
         return []
-    from backend.prior.vocabulary import oov_warning
+    try:
+        from backend.prior.vocabulary import oov_warning
 
-    warning = oov_warning(settings.prompt)
+        warning = oov_warning(settings.prompt)
+    except Exception:   # a warning must never cost the job: the worker reports a broken prior itself
+        log.exception("could not check the prompt against the built-in prior's vocabulary")
+        return []
     return [warning] if warning else []
 
 
