@@ -351,8 +351,11 @@ def check_panels_draw():
     scene = bpy.context.scene
     img = bpy.data.images.new(jobs.PREVIEW_IMAGE, 16, 16)
     img["dreamprop_job_id"] = JOB_ID
-    running = fake_job(prompt="running job", state='RUNNING', step=3, total=10, eta_s=75.0, batch_id="b" * 32)
-    fake_job(prompt="failed job", state='FAILED', message="out of memory")
+    running = fake_job(prompt="running job", state='RUNNING', step=3, total=10, eta_s=75.0, batch_id="b" * 32,
+                       warning="'running job' is not in the built-in prior's vocabulary (56 prompts): nearest "
+                               "known prompts: 'a red cube', 'a red cone', 'a red torus'")
+    fake_job(prompt="failed job", state='FAILED', message="out of memory", warning="a warning too")
+    scene.dreamprop.settings.prompt = "a prompt the prior does not know"   # the vocabulary hint is drawn
     scene.dreamprop.active_job_index = len(scene.dreamprop.jobs) - 1
     calls = []
     for cls in panels.CLASSES:
@@ -375,6 +378,7 @@ def check_panels_draw():
     lines = prefs_mod.info_lines(jobs.state().server_info)
     assert "GPU: H100" in lines and "Models: builtin, tiny-random" in lines, lines
     bpy.data.images.remove(img)
+    scene.dreamprop.settings.prompt = ""
     return {"layout_calls": len(calls)}
 
 
