@@ -10,6 +10,9 @@ every platform and Blender Python the extension supports, listed in the manifest
 - The manifest is validated here (the rules Blender's ``extension validate`` applies that matter to
   us) and, when a Blender binary is on PATH (or given with ``--blender``), with
   ``blender --command extension validate <zip>`` as well.
+- ``vocabulary.json`` is generated into the zip on every build from the built-in prior's grammar
+  (``backend.prior.vocabulary``; so the build needs the backend environment): the panel offers
+  those prompts, and Blender cannot import the backend (torch) to ask it.
 - ``--split-platforms`` writes one zip per platform (``<id>-<version>-<platform>.zip``) holding only
   that platform's wheels.
 
@@ -203,7 +206,21 @@ def check_shared_imports() -> list[str]:
     return problems
 
 
-def write_zip(dest: Path, manifest_text: str, files: list[tuple[Path, str]], wheels: list[Path]) -> None:
+def vocabulary_json() -> bytes:
+    """``{model: [prompt, ...]}`` for the models with a fixed vocabulary (the built-in prior)."""
+    try:
+        sys.path.insert(0, str(ROOT))
+        from backend.prior.vocabulary import known_prompts
+    except ImportError as exc:
+        raise BuildError(f"the built-in prior's vocabulary (vocabulary.json) is read from backend/prior, which "
+                         f"needs the backend's environment (make setup; .venv/bin/python build_addon.py): {exc}")
+    finally:
+        sys.path.remove(str(ROOT))
+    return json.dumps({"builtin": known_prompts()}, indent=0, ensure_ascii=False).encode("utf-8")
+
+
+def write_zip(dest: Path, manifest_text: str, files: list[tuple[Path, str]], wheels: list[Path],
+              generated: dict[str, bytes] | None = None) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -215,6 +232,8 @@ def write_zip(dest: Path, manifest_text: str, files: list[tuple[Path, str]], whe
         add("blender_manifest.toml", manifest_text.encode("utf-8"))
         for src, arcname in files:
             add(arcname, src.read_bytes())
+        for arcname, data in sorted((generated or {}).items()):
+            add(arcname, data)
         for wheel in wheels:
             add(f"wheels/{wheel.name}", wheel.read_bytes())
     os.replace(tmp, dest)
@@ -246,6 +265,7 @@ def build(out_dir: Path = ROOT / "dist", *, split_platforms: bool = False, offli
 
     wheels = fetch_wheels(offline=offline)
     files = addon_files()
+    generated = {"vocabulary.json": vocabulary_json()}
     text = manifest_path.read_text(encoding="utf-8")
     base = f"{manifest['id']}-{manifest['version']}"
     targets: list[tuple[Path, list[str]]] = []
@@ -261,7 +281,7 @@ def build(out_dir: Path = ROOT / "dist", *, split_platforms: bool = False, offli
         more = validate_manifest(final)
         if more:
             raise BuildError("\n".join(more))
-        write_zip(dest, text_out, files, chosen)
+        write_zip(dest, text_out, files, chosen, generated)
         written.append(dest)
         if not quiet:
             print(f"wrote {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} "

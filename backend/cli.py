@@ -2,15 +2,19 @@
 
 Every generation setting in ``shared.settings.GenerationSettings`` is a flag with the same name
 (underscores become dashes), default and range check as in the server and the Blender add-on.
+A setting not given on the command line comes from ``shared.layering``: the model's recommended
+settings (the built-in prior's own budget and camera), then ``--preset``, then the flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+from shared.layering import resolve
 from shared.settings import GenerationSettings, SettingError, groups, setting_help
 
 GROUP_TITLES = {"prompt": "what to make", "camera": "cameras", "optim": "optimisation", "guidance": "guidance",
@@ -30,8 +34,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m backend generate",
-                     description="Optimise a NeRF with Score Distillation Sampling and export a textured GLB.")
-    parser.add_argument("prompt", help="what to generate, e.g. 'a red cube'")
+                     description="Optimise a NeRF with Score Distillation Sampling and export a textured GLB. "
+                                 "With the built-in prior (--model builtin, the default) every setting you do "
+                                 "not give comes from the prior's recommended settings (a few minutes on a "
+                                 "CPU), not from the defaults listed below; --preset and explicit flags win. "
+                                 "--show-settings prints what a command would run.")
+    parser.add_argument("prompt", nargs="?", default=None,
+                        help="what to generate, e.g. 'a red cube' (--list-prompts: what the built-in prior knows)")
     parser.add_argument("-o", "--output", default=None, help="GLB path (default: out/<prompt>.glb)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--allow-download", action="store_true",
@@ -39,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file: saved every --checkpoint-interval steps, resumed if it exists")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="named budgets (draft, standard, high for GPUs; cpu-demo finishes in minutes on a CPU) "
-                             "(explicit flags still win)")
+                        help="named budgets (draft, standard, high for GPUs; builtin = cpu-demo: the built-in "
+                             "prior's own settings), over the model's recommended settings (explicit flags still win)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--list-prompts", action="store_true",
+                        help="print the built-in prior's vocabulary (every prompt it knows), one a line, and exit")
+    parser.add_argument("--show-settings", action="store_true",
+                        help="print the settings this command would run with (JSON) and exit, without generating")
     for group, fields in groups().items():
         if group == "prompt":
             fields = [f for f in fields if f.name != "prompt"]
@@ -57,17 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
+def explicit_settings(args: argparse.Namespace) -> dict:
+    """The settings given as flags (and the prompt): only these override the preset and the model's."""
     values = {"prompt": args.prompt}
-    if args.preset:
-        from shared.presets import preset_settings
-
-        values.update(preset_settings(args.preset))
     for f in GenerationSettings.spec():
         value = getattr(args, f.name, None)
         if f.name != "prompt" and value is not None:
             values[f.name] = value
-    return GenerationSettings.from_dict(values)
+    return values
+
+
+def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
+    return resolve(explicit_settings(args), preset=args.preset)
+
+
+def list_prompts() -> int:
+    from backend.prior.vocabulary import known_prompts
+
+    print("\n".join(known_prompts()))
+    return 0
 
 
 def default_output(prompt: str) -> Path:
@@ -78,6 +99,10 @@ def default_output(prompt: str) -> Path:
 def generate_main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_prompts:
+        return list_prompts()
+    if args.prompt is None:
+        parser.error("PROMPT: say what to generate, e.g. 'a red cube' (--list-prompts: what the built-in prior knows)")
     try:
         settings = settings_from_args(args)
     except SettingError as e:
@@ -88,6 +113,15 @@ def generate_main(argv: list[str]) -> int:
     output = Path(args.output) if args.output else default_output(settings.prompt)
     if output.suffix.lower() != ".glb":
         parser.error(f"-o/--output: must end in .glb, got {str(output)!r}")
+    if settings.model == "builtin":
+        from backend.prior.vocabulary import oov_warning
+
+        warning = oov_warning(settings.prompt)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    if args.show_settings:
+        print(json.dumps(settings.to_dict(), indent=2))
+        return 0
 
     # Heavy imports only after the arguments are known to be good.
     from backend.engine.api import Cancelled, ModelNotFoundError, generate, load_guidance_for, pick_device

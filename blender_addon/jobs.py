@@ -389,6 +389,11 @@ def _on_reply(p: Pending, msg) -> None:
             _fail(job, f"the server refused the job: {error_text(msg.content)}")
             return
         job.job_id = msg.content["job_id"]
+        warnings = [str(w) for w in msg.content.get("warnings") or []]
+        if warnings:   # the job runs anyway: tell the artist why it may not look like the prompt
+            job.warning = "\n".join(warnings)
+            for text in warnings:
+                report('WARNING', text)
         if job.state == 'SUBMITTING':
             job.state = 'QUEUED'
         if job.cancel_requested:

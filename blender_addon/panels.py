@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
-from . import jobs, presets, properties
+from . import jobs, presets, properties, vocabulary
 from .operators.batch import find_markers
 from .shared import settings as S
 
@@ -42,6 +44,22 @@ def draw_progress(layout, job, *, cancel=True, index=-1) -> None:
         row.operator("dreamprop.cancel", text="", icon='CANCEL').index = index
 
 
+def draw_wrapped(layout, text: str, icon: str = 'NONE', width: int = 48) -> None:
+    """A long message as several labels (a label cuts its text at the panel's edge)."""
+    col = layout.column(align=True)
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        col.label(text=line, icon=icon if i == 0 else 'BLANK1')
+
+
+def draw_vocabulary_hint(layout, pg) -> None:
+    """With the built-in prior: say when the prompt is not one it knows (the search offers them)."""
+    prompt = pg.prompt.strip()
+    if prompt and vocabulary.known(pg.model, prompt) is False:
+        n = len(vocabulary.prompts(pg.model))
+        layout.label(text=f"Not one of the {pg.model} model's {n} prompts: click the prompt to pick one",
+                     icon='INFO')
+
+
 def draw_setting(layout, pg, name: str) -> None:
     if hasattr(pg, name + properties.OPTIONAL_SUFFIX):
         row = layout.row(align=True)
@@ -69,6 +87,7 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
         pg = dp.settings
         layout.use_property_split = False
         layout.prop(pg, "prompt", text="", placeholder="Prompt: what to make")
+        draw_vocabulary_hint(layout, pg)
         layout.prop(pg, "negative_prompt", text="Negative")
         row = layout.row(align=True)
         sub = row.row(align=True)
@@ -78,7 +97,7 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
         layout.prop(pg, "model")
         row = layout.row(align=True)
         row.prop(pg, "quality", expand=True)
-        if pg.quality != 'CUSTOM' and presets.matching(pg) != pg.quality:
+        if not presets.matches(pg, pg.quality):
             layout.label(text="Preset values changed by hand", icon='INFO')
         row = layout.row()
         row.scale_y = 1.5
@@ -92,6 +111,8 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
         for i, job in running[-4:]:
             layout.label(text=job.prompt or "(refine)", icon=STATE_ICONS[job.state])
             draw_progress(layout, job, index=i)
+            if job.warning:
+                draw_wrapped(layout, job.warning, icon='ERROR')
         if len(running) > 4:
             layout.label(text=f"... and {len(running) - 4} more (Jobs)")
         img = bpy.data.images.get(jobs.PREVIEW_IMAGE)
@@ -237,6 +258,8 @@ class DREAMPROP_PT_jobs(_Panel, bpy.types.Panel):
             draw_progress(col, job, index=dp.active_job_index)
         if job.message:
             col.label(text=job.message, icon='ERROR')
+        if job.warning:
+            draw_wrapped(col, job.warning, icon='ERROR')
         row = layout.row(align=True)
         row.operator("dreamprop.import_again", icon='IMPORT').index = dp.active_job_index
         row.operator("dreamprop.remove_job", text="", icon='X').index = dp.active_job_index

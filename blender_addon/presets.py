@@ -1,9 +1,21 @@
-"""Quality presets of the panel: draft / standard / high, as defined in ``shared/presets.py``.
+"""Quality presets of the panel: Auto (the model's recommended settings), draft / standard / high /
+builtin (``shared/presets.py``) and Custom.
 
-The CLI's ``--preset`` and this panel read the same table, so "draft" means the same step budget,
-resolution schedule and export sizes on both sides. Applying a preset writes every key any quality
-preset sets (the schema default where this preset does not name one), so switching back and forth
-never leaves a value of the previous preset behind.
+The CLI's ``--preset`` and this panel read the same table and layer it the same way
+(``shared.layering``: schema default < the model's recommended settings < preset < your values), so
+"draft" means the same step budget, resolution schedule and export sizes on both sides.
+
+What the panel shows is what a job runs. A button writes its values into the settings, for every
+key any preset or model recommendation sets (the layered value, the schema default where no layer
+names one), so switching back and forth never leaves a value of the previous preset behind:
+
+- **Auto** (the default): the model's recommended settings: with the built-in prior its own small
+  budget and fixed camera (minutes on a CPU), with Stable Diffusion the schema defaults. The
+  panel's initial values are Auto's for the default model, so a new scene runs the prior as made.
+- A preset: its values over the model's recommended settings.
+- A value you type wins: it is sent as shown (the panel says "changed by hand").
+- Changing the model re-applies the selected button for the new model, unless you changed values
+  by hand (they are kept; Custom never changes anything).
 """
 
 from __future__ import annotations
@@ -11,14 +23,22 @@ from __future__ import annotations
 import contextlib
 import math
 
+from .shared import layering as L
 from .shared import presets as P
 from .shared import settings as S
 
 _DEFAULTS = S.GenerationSettings().to_dict()
-KEYS = sorted({k for name in P.QUALITY_PRESETS for k in P.preset_settings(name)})
-PRESETS: dict[str, dict] = {
-    name.upper(): {k: P.preset_settings(name).get(k, _DEFAULTS[k]) for k in KEYS} for name in P.QUALITY_PRESETS
-}
+DEFAULT_MODEL = S.GenerationSettings.model
+AUTO = "AUTO"
+KEYS = sorted({k for name in P.QUALITY_PRESETS for k in P.preset_settings(name)}
+              | {k for model in L.MODEL_PRESETS for k in L.recommended_settings(model)})
+NAMES = (AUTO, *(name.upper() for name in P.QUALITY_PRESETS))   # the buttons that write values
+
+
+def values(name: str, model: str) -> dict:
+    """What button ``name`` writes for ``model``: every key in KEYS."""
+    layered = L.layered_values({"model": model}, preset=None if name == AUTO else name.lower())
+    return {k: layered.get(k, _DEFAULTS[k]) for k in KEYS}
 
 
 def _describe(values: dict) -> str:
@@ -27,18 +47,37 @@ def _describe(values: dict) -> str:
             f"{values.get('texture_size', _DEFAULTS['texture_size'])} px texture")
 
 
-ENUM_ITEMS = [(key, key.title(), _describe(values)) for key, values in PRESETS.items()]
-ENUM_ITEMS.append(("CUSTOM", "Custom", "your own values"))
+# Initial panel values: Auto for the default model (the properties' defaults are built from these).
+PANEL_DEFAULTS: dict = {**_DEFAULTS, **values(AUTO, DEFAULT_MODEL)}
+
+# (identifier, name, description, icon, number): the numbers are what a .blend stores, so the items
+# added later (Auto) get new numbers and files saved before keep their choice.
+ENUM_ITEMS = [(AUTO, "Auto", "the model's recommended settings (built-in prior: "
+               f"{_describe(values(AUTO, 'builtin'))}; Stable Diffusion: the standard budget)", 'NONE', 5)]
+ENUM_ITEMS += [(name.upper(), name.title(), _describe({**_DEFAULTS, **P.preset_settings(name)}), 'NONE', number)
+               for number, name in enumerate(P.QUALITY_PRESETS)]
+ENUM_ITEMS.append(("CUSTOM", "Custom", "your own values", 'NONE', len(P.QUALITY_PRESETS)))
 
 _suspended = False
 
 
 def apply(pg, name: str) -> None:
-    """Write preset ``name`` into the settings property group (no-op for CUSTOM / while suspended)."""
-    if _suspended or name not in PRESETS:
+    """Write button ``name`` for the panel's model into the settings (no-op for CUSTOM / while suspended)."""
+    if _suspended or name not in NAMES:
         return
-    for key, value in PRESETS[name].items():
-        setattr(pg, key, value)
+    with suspended():   # writing values must not re-enter through the model's update
+        for key, value in values(name, pg.model).items():
+            setattr(pg, key, value)
+        pg.quality_model = pg.model
+
+
+def model_changed(pg) -> None:
+    """The model's update: re-apply the selected button for the new model unless values were changed
+    by hand for the old one (``quality_model``: the model the button was last applied for)."""
+    if _suspended or pg.quality not in NAMES or pg.model == pg.quality_model:
+        return
+    if matches(pg, pg.quality, pg.quality_model or DEFAULT_MODEL):
+        apply(pg, pg.quality)
 
 
 def same_value(a, b) -> bool:
@@ -48,12 +87,16 @@ def same_value(a, b) -> bool:
     return a == b
 
 
+def matches(pg, name: str, model: str | None = None) -> bool:
+    """Whether the group has button ``name``'s values for ``model`` (default: the panel's model)."""
+    if name not in NAMES:
+        return name == "CUSTOM"
+    return all(same_value(getattr(pg, k), v) for k, v in values(name, model or pg.model).items())
+
+
 def matching(pg) -> str:
-    """The preset whose values the group currently has, or CUSTOM."""
-    for name, values in PRESETS.items():
-        if all(same_value(getattr(pg, k), v) for k, v in values.items()):
-            return name
-    return "CUSTOM"
+    """The button whose values the group currently has (Auto first), or CUSTOM."""
+    return next((name for name in NAMES if matches(pg, name)), "CUSTOM")
 
 
 @contextlib.contextmanager

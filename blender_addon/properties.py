@@ -1,9 +1,12 @@
 """Scene properties: the generation settings (built from ``shared/settings.py``) and the jobs list.
 
-Every field of ``GenerationSettings`` becomes a Blender property of the same name, default, range
-and tooltip, so the panel, the CLI and the server agree. The optional ``mesh_threshold`` gets a
-companion ``mesh_threshold_auto`` checkbox (auto = ``None``). Add-on-only knobs (seed "random",
-quality preset, batch and refine options) live beside them, not in the settings.
+Every field of ``GenerationSettings`` becomes a Blender property of the same name, range and
+tooltip, so the panel, the CLI and the server agree. Its default is the schema default, except for
+the settings the default model recommends (the built-in prior's budget and camera: the "Auto"
+quality, ``presets.PANEL_DEFAULTS``), so a new scene shows what a job will run. The optional
+``mesh_threshold`` gets a companion ``mesh_threshold_auto`` checkbox (auto = ``None``). The prompt
+offers the built-in prior's vocabulary as search suggestions (free text stays allowed). Add-on-only
+knobs (seed "random", quality preset, batch and refine options) live beside them, not in the settings.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
                        FloatVectorProperty, IntProperty, PointerProperty, StringProperty)
 
-from . import presets
+from . import presets, vocabulary
 from .shared import settings as S
 
 OPTIONAL_SUFFIX = "_auto"
@@ -42,35 +45,47 @@ def _model_search(self, context, edit_text):
     return [m for m in jobs.server_models() if edit_text.lower() in m.lower()] or jobs.server_models()
 
 
+def _prompt_search(self, context, edit_text):
+    """The built-in prior's prompts containing the words typed so far (none for other models)."""
+    return vocabulary.search(self.model, edit_text)
+
+
 def _settings_annotations() -> dict:
     ann = {}
     for f in S.GenerationSettings.spec():
         m, t = f.metadata, S._base_type(f)
         common = dict(name=_label(f.name), description=S.setting_help(f))
+        default = presets.PANEL_DEFAULTS[f.name]
         if m["optional"]:
             ann[f.name + OPTIONAL_SUFFIX] = BoolProperty(
-                name="Auto", default=f.default is None, description=f"choose {f.name} automatically")
+                name="Auto", default=default is None, description=f"choose {f.name} automatically")
         if t is bool:
-            ann[f.name] = BoolProperty(default=f.default, **common)
+            ann[f.name] = BoolProperty(default=default, **common)
         elif t is int:
-            ann[f.name] = IntProperty(default=f.default, min=int(m["lo"]), max=int(m["hi"]), **common)
+            ann[f.name] = IntProperty(default=default, min=int(m["lo"]), max=int(m["hi"]), **common)
         elif t is float:
-            default = f.default if f.default is not None else OPTIONAL_NUMBER_DEFAULT[f.name]
+            default = default if default is not None else OPTIONAL_NUMBER_DEFAULT[f.name]
             ann[f.name] = FloatProperty(default=default, min=m["lo"], max=m["hi"],
                                         precision=6 if 0 < abs(default) < 1e-3 else 3, **common)
         elif m["choices"]:
             ann[f.name] = EnumProperty(items=[(c, c.replace("_", " ").title(), "") for c in m["choices"]],
-                                       default=f.default, **common)
+                                       default=default, **common)
         elif f.name == "model":
-            ann[f.name] = StringProperty(default=f.default, search=_model_search,
-                                         search_options={'SUGGESTION'}, **common)
+            ann[f.name] = StringProperty(default=default, search=_model_search, search_options={'SUGGESTION'},
+                                         update=lambda self, ctx: presets.model_changed(self), **common)
+        elif f.name == "prompt":
+            ann[f.name] = StringProperty(default=default, search=_prompt_search,
+                                         search_options={'SUGGESTION', 'SORT'}, **common)
         else:
-            ann[f.name] = StringProperty(default=f.default, **common)
+            ann[f.name] = StringProperty(default=default, **common)
     ann["seed_random"] = BoolProperty(name="Random", default=True,
                                       description="pick a new random seed for every job (it is stored on the result)")
-    ann["quality"] = EnumProperty(name="Quality", items=presets.ENUM_ITEMS, default="STANDARD",
+    ann["quality"] = EnumProperty(name="Quality", items=presets.ENUM_ITEMS, default=presets.AUTO,
                                   update=lambda self, ctx: presets.apply(self, self.quality),
-                                  description="preset step budget and resolution schedule")
+                                  description="Auto: the model's recommended settings; or a preset step "
+                                              "budget and resolution schedule (over the model's settings)")
+    ann["quality_model"] = StringProperty(
+        options={'HIDDEN'}, description="the model the quality button's values were last written for")
     return ann
 
 
@@ -97,17 +112,18 @@ def settings_dict(pg) -> dict:
 
 def load_settings(pg, data: dict) -> None:
     """Put a settings dict (e.g. one stored on a generated object) back into the panel."""
-    for f in S.GenerationSettings.spec():
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        if f.metadata["optional"]:
-            setattr(pg, f.name + OPTIONAL_SUFFIX, value is None)
-            if value is None:
+    with presets.suspended():   # neither the model's update nor the quality may overwrite them
+        for f in S.GenerationSettings.spec():
+            if f.name not in data:
                 continue
-        setattr(pg, f.name, value)
-    with presets.suspended():   # show which preset the loaded values are, without applying it
-        pg.quality = presets.matching(pg)
+            value = data[f.name]
+            if f.metadata["optional"]:
+                setattr(pg, f.name + OPTIONAL_SUFFIX, value is None)
+                if value is None:
+                    continue
+            setattr(pg, f.name, value)
+        pg.quality = presets.matching(pg)   # show which button the loaded values are
+        pg.quality_model = pg.model
 
 
 class DREAMPROP_PG_job(bpy.types.PropertyGroup):
@@ -124,6 +140,8 @@ class DREAMPROP_PG_job(bpy.types.PropertyGroup):
     eta_s: FloatProperty()
     stage: StringProperty()
     message: StringProperty(description="the server's message for a failed job")
+    warning: StringProperty(description="the server's warning on submit (e.g. a prompt outside the built-in "
+                                        "prior's vocabulary, with the nearest known prompts)")
     last_seq: IntProperty(description="last event sequence number seen (re-attach resumes after it)")
     cancel_requested: BoolProperty()
     # a string: FloatProperty is single precision, 2 minutes apart at today's epoch seconds

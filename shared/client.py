@@ -129,6 +129,7 @@ class JobClient:
         self._tracked: dict[str, dict] = {}     # job id -> {"last_seq", "last_activity", "auto_ids"}
         self._auto_attach_ids: dict[str, str] = {}  # msg id of an automatic attach -> job id
         self._attach_errors: dict[str, Message] = {}  # job id -> error reply to an automatic attach
+        self.submit_warnings: dict[str, list[str]] = {}  # job id -> the server's warnings on its submit
         self.connected = False
         self.auth_error: str | None = None
         self.dropped: dict[str, int] = {}       # invalid messages from the server, by reason
@@ -341,6 +342,7 @@ class JobClient:
     def submit(self, settings: dict, init_mesh_glb: bytes | None = None, parent_job_id: str | None = None,
                *, client_token: str | None = None, attach: bool = True) -> str:
         """Queue a job; returns its id. With ``attach`` (default) this client receives its events.
+        The server's warnings about it (e.g. an unknown prompt) land in ``submit_warnings[job_id]``.
 
         The request carries a client token: if the reply is lost (server restart) the request is
         re-sent once with the same token and the server answers with the job it already accepted."""
@@ -353,6 +355,8 @@ class JobClient:
         except TimeoutError:
             reply = self.request("submit_request", content, buffers)
         job_id = reply.content["job_id"]
+        if reply.content.get("warnings"):
+            self.submit_warnings[job_id] = [str(w) for w in reply.content["warnings"]]
         if attach:
             t = self._tracked.setdefault(job_id, {"last_seq": 0})
             t["last_activity"] = time.monotonic()

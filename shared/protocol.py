@@ -30,7 +30,10 @@ Requests (client -> server) and their replies (``<name>_reply``; on failure the 
 
 - ``info_request``   {} -> versions, device, GPUs, models, queue length, workers, your owner id
 - ``submit_request`` {"settings": {...}, "parent_job_id"?: id, "client_token"?: str, "attach"?: bool}
-  + optional buffer: an initial mesh (GLB) to refine -> {"job_id", "position", "duplicate"}
+  + optional buffer: an initial mesh (GLB) to refine -> {"job_id", "position", "duplicate",
+  "warnings"?: [text]}. Settings left out come from ``shared.layering`` (the model's recommended
+  settings, then the schema defaults). ``warnings`` (only when there are some), e.g. a prompt outside
+  the built-in prior's vocabulary: the job still runs; a client shows them to the user.
 - ``cancel_request`` {"job_id"} -> {"job_id", "state", "cancelled": bool}
 - ``status_request`` {"job_id"} -> {"job": {...}}
 - ``list_request``   {"limit"?: int, "states"?: [...]} -> {"jobs": [...]}  (only the caller's jobs)

@@ -12,7 +12,8 @@ from tests.blender.runner import OUTPUT, addon_zip, check, run_scenario
 
 pytestmark = pytest.mark.blender
 
-CHECKS = ["check_install", "check_properties_match_schema", "check_presets", "check_import_textured_at_cursor",
+CHECKS = ["check_install", "check_properties_match_schema", "check_presets", "check_vocabulary_ui",
+          "check_import_textured_at_cursor",
           "check_fit_to_marker", "check_proxy_replaced_in_place", "check_batch_markers", "check_refine_export",
           "check_errors_are_reports", "check_panels_draw"]
 
@@ -35,6 +36,14 @@ def _make_glbs(folder):
     return {k: str(v) for k, v in paths.items()}
 
 
+def _backend_side() -> dict:
+    """What the add-on must agree with: the prior's vocabulary and a plain command's settings."""
+    from backend.prior.vocabulary import known_prompts
+    from shared.layering import resolve
+
+    return {"vocabulary": known_prompts(), "plain_settings": resolve({"prompt": ""}, require_prompt=False).to_dict()}
+
+
 @pytest.fixture(scope="module")
 def results():
     work = OUTPUT / "offline"
@@ -42,7 +51,7 @@ def results():
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     inputs = work / "inputs.json"
-    inputs.write_text(json.dumps(_make_glbs(work)))
+    inputs.write_text(json.dumps({**_make_glbs(work), **_backend_side()}))
     return run_scenario("scenario_offline.py", [addon_zip(), inputs], work, timeout=180)
 
 

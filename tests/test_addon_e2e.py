@@ -1,7 +1,7 @@
 """The add-on end to end: real Blender (bpy 5.0.1) + a real backend process on loopback (CPU, the
 tiny-random built-in prior, tiny budgets). One Blender process drives the whole story, as an
 artist would: install the zip, Start Backend, Test Connection, Generate (add-on reloaded while the
-job runs: it re-attaches), Cancel, Refine a cube, Batch from two markers, a Cycles render of the
+job runs: it re-attaches), a prompt outside the built-in prior's vocabulary (warning shown), Cancel, Refine a cube, Batch from two markers, a Cycles render of the
 result (test-output/addon/e2e/render.png), Stop Backend.
 
 The measured UI-thread time per timer tick and Generate -> first preview are written to
@@ -62,6 +62,10 @@ def test_backend_started_from_blender(results):
 
 def test_failed_job_is_a_report(results):
     check(results, "check_failed_job_is_reported")
+
+
+def test_unknown_prompt_warning_shown(results):
+    check(results, "check_unknown_prompt_warning")
 
 
 def test_generate_imports_at_cursor_and_reattaches_after_reload(results):

@@ -297,6 +297,8 @@ def submit_main(argv: list[str]) -> int:
             with open(args.init_mesh, "rb") as f:
                 init_mesh = f.read()
         job_id = client.submit(payload, init_mesh_glb=init_mesh, parent_job_id=args.parent, attach=not args.no_wait)
+        for warning in client.submit_warnings.get(job_id, []):
+            print(f"warning: {warning}", file=sys.stderr)
         _print(args, {"job_id": job_id} if args.json else f"job {job_id} submitted")
         if args.no_wait:
             return 0

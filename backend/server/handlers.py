@@ -16,6 +16,7 @@ from backend import __version__
 from shared import PROTOCOL_VERSION
 from shared.protocol import (JOB_STATES, FieldError, Message, check_fields, check_glb, new_id, require_bool,
                              require_int, require_job_id, require_str)
+from shared.layering import resolve
 from shared.settings import GenerationSettings, SettingError
 
 from .events import JobEvents
@@ -100,10 +101,11 @@ class RequestHandlers:
         raw = c.get("settings")
         if not isinstance(raw, dict):
             raise FieldError("settings", "must be an object of generation settings")
-        try:
-            settings = GenerationSettings.from_dict(raw)
+        try:   # settings the client did not send come from the model's recommended settings
+            settings = resolve(raw)
         except SettingError as e:
             raise FieldError(e.name, str(e)) from None
+        warnings = prompt_warnings(settings)
         if self.cfg.curve:
             m = settings.model
             if os.path.isabs(m) or m.startswith("~") or ".." in m.replace("\\", "/").split("/") or "\\" in m:
@@ -133,7 +135,8 @@ class RequestHandlers:
                                               has_init_mesh=init_mesh is not None, client_token=token,
                                               job_id=job_id)
         log.info("job %s accepted from %s (position %d): %r", job_id, client.owner, position, settings.prompt[:80])
-        self.outbox.reply(client, msg, {"job_id": job_id, "position": position, "duplicate": False})
+        self.outbox.reply(client, msg, {"job_id": job_id, "position": position, "duplicate": False,
+                                        **({"warnings": warnings} if warnings else {})})
         if attach:
             self.outbox.subscribe(client, job_id)
             self.events.replay(client, job_id, 0)
@@ -199,3 +202,20 @@ class RequestHandlers:
             raise FieldError("job_id", f"result files are missing on the server ({e})", code="missing") from None
         self.outbox.reply(client, msg, {"job_id": job["id"], "metadata": json.loads(job["metadata"] or "{}")},
                           [glb, turntable])
+
+
+def prompt_warnings(settings: GenerationSettings) -> list[str]:
+    """Warnings for the submit reply: a prompt outside the built-in prior's vocabulary.
+
+    Imported on the first built-in job only: the vocabulary comes from the prior's grammar, which
+    imports torch (a second or two, once), and a server that never sees such a job stays torch-free."""
+    if settings.model != "builtin":
+        return []
+    try:
+        from backend.prior.vocabulary import oov_warning
+
+        warning = oov_warning(settings.prompt)
+    except Exception:   # a warning must never cost the job: the worker reports a broken prior itself
+        log.exception("could not check the prompt against the built-in prior's vocabulary")
+        return []
+    return [warning] if warning else []

@@ -91,6 +91,25 @@ def check_failed_job_is_reported():
     return {"message": job.message}
 
 
+def check_unknown_prompt_warning():
+    """A prompt the built-in prior does not know: the server's warning, naming the nearest known
+    prompts, reaches the job record (drawn in the panel) and a warning report; the job still runs."""
+    set_panel(prompt="a blue teapot", model="builtin", seed=5)
+    assert bpy.ops.dreamprop.generate() == {'FINISHED'}
+    request_id = latest_job().request_id
+    harness.pump(lambda: latest_job().job_id, JOB_TIMEOUT, what="the submit reply")
+    job = latest_job()
+    assert job.request_id == request_id and job.state in ('QUEUED', 'RUNNING', 'FINISHED'), job.state
+    assert "vocabulary" in job.warning and "'a blue " in job.warning, job.warning
+    reports = harness.module("jobs").state().reports
+    assert ('WARNING', job.warning) in reports, reports[-3:]
+    assert bpy.ops.dreamprop.cancel(index=len(scene().dreamprop.jobs) - 1) == {'FINISHED'}
+    harness.pump(lambda: latest_job().state in ('CANCELLED', 'FINISHED', 'FAILED'), JOB_TIMEOUT,
+                 what="the job to end")
+    assert latest_job().state != 'FAILED', latest_job().message
+    return {"warning": job.warning}
+
+
 def check_generate_then_reload_reattaches():
     """Generate at the cursor; after the first preview the add-on is reloaded (disable + enable, fresh
     modules); the job is re-attached from the saved jobs list and its result imported."""
@@ -301,6 +320,7 @@ def summary():
 if __name__ == "__main__":
     chosen = CONFIG.get("checks")
     checks = [check_start_backend, check_generate_then_reload_reattaches, check_failed_job_is_reported,
+              check_unknown_prompt_warning,
               check_cancel_mid_run, check_batch_two_markers, check_render_cycles, check_refine_cube,
               check_stop_backend, summary]
     sys.exit(harness.run_checks([c for c in checks if not chosen or c.__name__ in chosen or

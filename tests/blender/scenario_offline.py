@@ -1,7 +1,9 @@
 """Add-on checks that need Blender but no server (run by tests/test_addon_blender.py).
 
 usage: <bpy python> scenario_offline.py <addon.zip> <inputs.json> <results.json>
-inputs: {"textured_glb", "proxy_glb_a", "proxy_glb_b"} made with trimesh by the pytest side.
+inputs: {"textured_glb", "proxy_glb_a", "proxy_glb_b"} made with trimesh by the pytest side, and
+"vocabulary" (the built-in prior's prompts, from backend.prior.vocabulary) and "plain_settings" (what
+``shared.layering`` gives a plain command) read there.
 """
 
 from __future__ import annotations
@@ -41,20 +43,24 @@ def check_properties_match_schema():
     props = harness.module("properties")
     pg = bpy.context.scene.dreamprop.settings
     rna = pg.bl_rna.properties
+    # a new scene shows what a plain command runs: the schema defaults under the default model's
+    # recommended settings (the built-in prior's), the same layers as the CLI and the server
+    plain = INPUTS["plain_settings"]
     for f in S.GenerationSettings.spec():
         p, m = rna[f.name], f.metadata
         assert p.description == S.setting_help(f), f.name
         if m["optional"]:
-            assert rna[f.name + props.OPTIONAL_SUFFIX].default is True, f.name
+            assert rna[f.name + props.OPTIONAL_SUFFIX].default is (plain[f.name] is None), f.name
         elif p.type in ('INT', 'FLOAT'):
-            assert math.isclose(p.default, f.default, rel_tol=1e-6), (f.name, p.default, f.default)
+            assert math.isclose(p.default, plain[f.name], rel_tol=1e-6), (f.name, p.default, plain[f.name])
         elif p.type == 'ENUM':
-            assert p.default == f.default and [i.identifier for i in p.enum_items] == list(m["choices"]), f.name
+            assert p.default == plain[f.name] and [i.identifier for i in p.enum_items] == list(m["choices"]), f.name
         else:
-            assert p.default == f.default, (f.name, p.default, f.default)
+            assert p.default == plain[f.name], (f.name, p.default, plain[f.name])
         if p.type in ('INT', 'FLOAT'):
             assert math.isclose(p.hard_min, m["lo"], rel_tol=1e-6) and math.isclose(p.hard_max, m["hi"], rel_tol=1e-6), f.name
-    assert props.settings_dict(pg) == S.GenerationSettings().to_dict()
+    assert props.settings_dict(pg) == plain
+    assert plain["steps"] != S.GenerationSettings.steps   # the prior's budget, not the schema's
     pg.mesh_threshold_auto = False
     pg.mesh_threshold = 12.5
     assert props.settings_dict(pg)["mesh_threshold"] == 12.5
@@ -66,17 +72,85 @@ def check_properties_match_schema():
 def check_presets():
     P = harness.module("shared.presets")
     presets = harness.module("presets")
+    L, S = harness.module("shared.layering"), harness.module("shared.settings")
     pg = bpy.context.scene.dreamprop.settings
-    assert pg.quality == 'STANDARD' and presets.matching(pg) == 'STANDARD'
+    assert pg.quality == 'AUTO' and presets.matching(pg) == 'AUTO' and pg.model == "builtin"
+    recommended = L.recommended_settings("builtin")
     for name in P.QUALITY_PRESETS:
         pg.quality = name.upper()
-        for key, value in P.preset_settings(name).items():
+        # a preset's own values, over the model's recommended settings for the keys it leaves out
+        for key, value in {**recommended, **P.preset_settings(name)}.items():
             assert presets.same_value(getattr(pg, key), value), (name, key, getattr(pg, key), value)
-        assert presets.matching(pg) == name.upper()
+        assert presets.matches(pg, name.upper())
     pg.steps = 1234
-    assert presets.matching(pg) == 'CUSTOM'
-    pg.quality = 'STANDARD'
+    assert presets.matching(pg) == 'CUSTOM' and not presets.matches(pg, pg.quality)
+
+    # Auto follows the model: Stable Diffusion gets the schema defaults, the prior its own again
+    pg.quality = 'AUTO'
+    assert pg.steps == recommended["steps"]
+    pg.model = "runwayml/stable-diffusion-v1-5"
+    assert pg.steps == S.GenerationSettings.steps
+    assert presets.same_value(pg.distance_min, S.GenerationSettings.distance_min)
+    assert presets.matching(pg) == 'AUTO'
+    pg.model = "builtin"
+    assert pg.steps == recommended["steps"] and presets.matches(pg, 'AUTO')
+    # a value typed by hand wins: changing the model keeps it
+    pg.steps = 321
+    pg.model = "runwayml/stable-diffusion-v1-5"
+    assert pg.steps == 321 and presets.same_value(pg.distance_min, recommended["distance_min"])
+    pg.model = "builtin"
+    pg.quality = 'AUTO'
+    assert props_are(pg, INPUTS["plain_settings"])
     return {"presets": list(P.QUALITY_PRESETS)}
+
+
+def props_are(pg, settings: dict) -> bool:
+    return harness.module("properties").settings_dict(pg) == settings
+
+
+def check_vocabulary_ui():
+    """The prompt field offers the built-in prior's prompts (the list build_addon.py put into the
+    zip is the backend's), only for the built-in model; an unknown prompt gets a hint in the panel."""
+    vocabulary, props = harness.module("vocabulary"), harness.module("properties")
+    pg = bpy.context.scene.dreamprop.settings
+    known = INPUTS["vocabulary"]
+    assert vocabulary.prompts("builtin") == known
+    assert props._prompt_search(pg, bpy.context, "") == known
+    blue = props._prompt_search(pg, bpy.context, "Blue  ")
+    assert blue and all("blue" in p for p in blue) and set(blue) < set(known), blue
+    assert props._prompt_search(pg, bpy.context, "no such words") == []
+    pg.model = "tiny-random"
+    assert props._prompt_search(pg, bpy.context, "") == [] and vocabulary.known(pg.model, "a teapot") is None
+    pg.model = "builtin"
+    rna = pg.bl_rna.properties["prompt"]
+    assert rna.type == 'STRING'
+    assert vocabulary.known("builtin", "  " + known[0].upper() + " ") is True
+    assert vocabulary.known("builtin", "a teapot") is False
+    panels = harness.module("panels")
+    calls = []
+    pg.prompt = "a teapot"
+    texts = []
+    panels.draw_vocabulary_hint(TextLayout(texts), pg)
+    assert len(texts) == 1 and f"{len(known)} prompts" in texts[0], texts
+    texts.clear()
+    pg.prompt = known[-1]
+    panels.draw_vocabulary_hint(TextLayout(texts), pg)
+    assert texts == []
+    pg.prompt = ""
+    return {"prompts": len(known), "blue": blue}
+
+
+class TextLayout:
+    """Collects the label texts a draw function makes."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def label(self, text="", icon='NONE'):
+        self.texts.append(text)
+
+    def column(self, align=False):
+        return self
 
 
 def check_import_textured_at_cursor():
@@ -277,8 +351,11 @@ def check_panels_draw():
     scene = bpy.context.scene
     img = bpy.data.images.new(jobs.PREVIEW_IMAGE, 16, 16)
     img["dreamprop_job_id"] = JOB_ID
-    running = fake_job(prompt="running job", state='RUNNING', step=3, total=10, eta_s=75.0, batch_id="b" * 32)
-    fake_job(prompt="failed job", state='FAILED', message="out of memory")
+    running = fake_job(prompt="running job", state='RUNNING', step=3, total=10, eta_s=75.0, batch_id="b" * 32,
+                       warning="'running job' is not in the built-in prior's vocabulary (56 prompts): nearest "
+                               "known prompts: 'a red cube', 'a red cone', 'a red torus'")
+    fake_job(prompt="failed job", state='FAILED', message="out of memory", warning="a warning too")
+    scene.dreamprop.settings.prompt = "a prompt the prior does not know"   # the vocabulary hint is drawn
     scene.dreamprop.active_job_index = len(scene.dreamprop.jobs) - 1
     calls = []
     for cls in panels.CLASSES:
@@ -301,11 +378,13 @@ def check_panels_draw():
     lines = prefs_mod.info_lines(jobs.state().server_info)
     assert "GPU: H100" in lines and "Models: builtin, tiny-random" in lines, lines
     bpy.data.images.remove(img)
+    scene.dreamprop.settings.prompt = ""
     return {"layout_calls": len(calls)}
 
 
 if __name__ == "__main__":
     sys.exit(harness.run_checks([
-        check_install, check_properties_match_schema, check_presets, check_import_textured_at_cursor,
+        check_install, check_properties_match_schema, check_presets, check_vocabulary_ui,
+        check_import_textured_at_cursor,
         check_fit_to_marker, check_proxy_replaced_in_place, check_batch_markers, check_refine_export,
         check_errors_are_reports, check_panels_draw], OUT))

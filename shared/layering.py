@@ -1,0 +1,55 @@
+"""Where each generation setting's value comes from, in one place for the CLI, the server and the add-on.
+
+Four layers, each overriding the one before::
+
+    schema default  <  the model's recommended settings  <  preset  <  explicit values
+
+- *schema default*: ``GenerationSettings`` (threestudio's dreamfusion-sd budget, made for Stable
+  Diffusion on a GPU);
+- *the model's recommended settings*: what a model was made for. The built-in prior was trained with
+  one fixed camera, 32 px renders and a small grid (``PRESETS["builtin"]``, the same dict that
+  ``backend.prior.recommended_settings`` returns); with the schema's 10,000 steps at 64 px it runs
+  for hours on a CPU, with settings it was never made for. Other models recommend nothing;
+- *preset*: a named budget the user chose (``--preset draft``, the panel's quality buttons);
+- *explicit values*: a flag, a submitted setting, a value typed into the panel.
+
+The model itself is layered first (explicit, else preset, else the schema default), because it
+decides which recommended settings apply. Pure Python, no backend import: Blender imports it.
+"""
+
+from __future__ import annotations
+
+from .presets import PRESETS, preset_settings
+from .settings import GenerationSettings
+
+# Model name -> the preset in ``shared/presets.py`` that holds its recommended settings.
+MODEL_PRESETS: dict[str, str] = {"builtin": "builtin"}
+
+
+def recommended_settings(model: str) -> dict:
+    """The settings ``model`` was made for (empty: the schema defaults suit it, or ``model`` is not
+    even text: validation names it later)."""
+    name = MODEL_PRESETS.get(model) if isinstance(model, str) else None
+    return dict(PRESETS[name]) if name else {}
+
+
+def layered_values(explicit: dict, *, preset: str | None = None, recommended: dict | None = None) -> dict:
+    """The values the layers give, as a settings dict (not yet validated; schema defaults not filled in).
+
+    ``explicit``: only what the user gave. ``recommended``: the model's recommended settings when the
+    caller knows them better (default: ``recommended_settings(model)``). A bad preset name raises
+    KeyError with the allowed names."""
+    preset_values = preset_settings(preset) if preset else {}
+    model = explicit.get("model", preset_values.get("model", GenerationSettings.model))
+    if recommended is None:
+        recommended = recommended_settings(model)
+    return {**recommended, **preset_values, **explicit}
+
+
+def resolve(explicit: dict, *, preset: str | None = None, recommended: dict | None = None,
+            require_prompt: bool = True) -> GenerationSettings:
+    """Validated settings from the four layers (SettingError names the bad field)."""
+    if not isinstance(explicit, dict):
+        return GenerationSettings.from_dict(explicit)   # raises: "settings: must be an object"
+    return GenerationSettings.from_dict(layered_values(explicit, preset=preset, recommended=recommended),
+                                        require_prompt=require_prompt)

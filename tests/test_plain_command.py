@@ -1,0 +1,160 @@
+"""The plain command just works: with the built-in prior, settings nobody gave come from the prior's
+recommended settings (CLI and server alike; explicit values and presets win), a prompt outside its
+vocabulary gets a warning naming the nearest known prompts, and ``--list-prompts`` prints them.
+The add-on's side (panel defaults, Auto quality, prompt search) is in tests/blender/scenario_offline.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backend.prior import recommended_settings as prior_recommended
+from backend.prior.vocabulary import in_vocabulary, known_prompts, nearest_prompts, oov_warning
+from shared.layering import recommended_settings, resolve
+from shared.presets import preset_settings
+from shared.settings import GenerationSettings, SettingError
+from tests.server_fixtures import REPO, queue_server  # noqa: F401
+
+SCHEMA = GenerationSettings()
+PRIOR = prior_recommended("cpu")
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "backend", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=timeout)
+
+
+def shown_settings(*args: str) -> tuple[dict, str]:
+    proc = cli("generate", *args, "--show-settings")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+# -- layering ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_shared_table_is_the_priors_recommendation(device):
+    """The CLI, the server and the add-on read the prior's settings from shared/ (Blender has no
+    backend): they must be what the prior itself recommends."""
+    assert recommended_settings("builtin") == prior_recommended(device)
+    assert recommended_settings("runwayml/stable-diffusion-v1-5") == {}
+
+
+def test_plain_generate_runs_with_the_priors_settings():
+    settings, err = shown_settings("a red cube")
+    assert settings["model"] == "builtin"
+    for key, value in PRIOR.items():
+        assert settings[key] == value, key
+    assert settings["steps"] < SCHEMA.steps     # not the schema's 10,000 steps at 64 px
+    untouched = set(GenerationSettings().to_dict()) - set(PRIOR) - {"prompt"}
+    assert all(settings[k] == getattr(SCHEMA, k) for k in untouched)
+    assert "warning" not in err
+
+
+def test_explicit_flags_and_presets_win_over_the_prior():
+    settings, _ = shown_settings("a red cube", "--preset", "draft", "--steps", "7", "--guidance-scale", "5")
+    draft = preset_settings("draft")
+    assert settings["steps"] == 7                                          # flag over preset
+    assert settings["guidance_scale"] == 5.0                               # flag over the prior
+    assert settings["resolution_schedule"] == draft["resolution_schedule"]  # preset over the prior
+    assert settings["albedo_warmup_steps"] == draft["albedo_warmup_steps"]
+    assert settings["distance_min"] == PRIOR["distance_min"]               # the prior where draft is silent
+    assert settings["view_naming"] == PRIOR["view_naming"]
+
+
+def test_other_models_keep_the_schema_defaults():
+    settings, err = shown_settings("a blue teapot", "--model", "tiny-random")
+    assert settings["steps"] == SCHEMA.steps and settings["distance_min"] == SCHEMA.distance_min
+    assert "warning" not in err      # only the built-in prior has a fixed vocabulary
+
+
+def test_resolve_layers_in_order():
+    explicit = {"prompt": "a red cube", "steps": 9}
+    assert resolve(explicit).steps == 9
+    assert resolve({"prompt": "x"}, preset="high").mesh_resolution == preset_settings("high")["mesh_resolution"]
+    assert resolve({"prompt": "x"}, preset="high").fovy_min == PRIOR["fovy_min"]
+    assert resolve({"prompt": "x"}, recommended={"steps": 42}).steps == 42
+    assert resolve({"prompt": "x", "model": "tiny-random"}).steps == SCHEMA.steps
+    for bad in ({"prompt": "x", "model": ["builtin"]}, {"prompt": "x", "model": None}):   # named, not a crash
+        with pytest.raises(SettingError) as e:
+            resolve(bad)
+        assert e.value.name == "model"
+    with pytest.raises(SettingError):
+        resolve(["not", "a", "dict"])
+
+
+# -- vocabulary -------------------------------------------------------------------------------------
+def test_list_prompts_prints_the_vocabulary_without_a_prompt():
+    proc = cli("generate", "--list-prompts")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == known_prompts() and len(lines) >= 56
+    assert all(in_vocabulary(p) for p in lines)
+
+
+def test_generate_without_a_prompt_says_so():
+    proc = cli("generate")
+    assert proc.returncode == 2 and "PROMPT" in proc.stderr and "--list-prompts" in proc.stderr
+
+
+def test_unknown_prompt_warns_with_the_nearest_known_prompts():
+    _, err = shown_settings("a blue teapot")
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, err
+    nearest = nearest_prompts("a blue teapot")
+    assert len(nearest) == 3 and all("blue" in p for p in nearest), nearest
+    assert all(repr(p) in warning[0] for p in nearest) and "--list-prompts" in warning[0]
+
+
+def test_known_prompts_in_any_spelling_do_not_warn():
+    for prompt in ("a red cube", "A Red Cube", "  an orange torus ", "a blue cone, front left view"):
+        assert oov_warning(prompt) is None, prompt
+    assert oov_warning("a wooden teapot") is not None
+
+
+def test_nearest_prompts_rank_the_object_first():
+    assert nearest_prompts("a red cub", 1) == ["a red cube"]
+    props = ["a red cube", "a wooden barrel", "a red mushroom", "a stone well", "a wooden crate"]
+    assert nearest_prompts("a wodden barel", 1, props) == ["a wooden barrel"]
+    # a user who recolours an object wants the object, not another thing of that colour
+    assert nearest_prompts("a red barrel", 1, props) == ["a wooden barrel"]
+
+
+# -- server -----------------------------------------------------------------------------------------
+def _settings_of(client, job_id: str) -> dict:
+    return client.status(job_id)["settings"]
+
+
+def test_server_fills_what_a_job_leaves_out_from_the_prior(queue_server):
+    with queue_server.client(client_id="plain") as c:
+        plain = c.submit({"prompt": "a red cube"}, attach=False)
+        given = c.submit({"prompt": "a red cube", "steps": 7, "samples_per_ray": 96}, attach=False)
+        other = c.submit({"prompt": "a red cube", "model": "tiny-random"}, attach=False)
+        s = _settings_of(c, plain)
+        assert all(s[k] == v for k, v in PRIOR.items()) and plain not in c.submit_warnings
+        s = _settings_of(c, given)
+        assert s["steps"] == 7 and s["samples_per_ray"] == 96 and s["distance_min"] == PRIOR["distance_min"]
+        s = _settings_of(c, other)
+        assert s["steps"] == SCHEMA.steps and s["distance_min"] == SCHEMA.distance_min
+        for job_id in (plain, given, other):
+            c.cancel(job_id)
+
+
+def test_server_warns_about_an_unknown_prompt(queue_server):
+    with queue_server.client(client_id="oov") as c:
+        job_id = c.submit({"prompt": "a blue teapot"}, attach=False)
+        warnings = c.submit_warnings[job_id]
+        assert len(warnings) == 1 and all(repr(p) in warnings[0] for p in nearest_prompts("a blue teapot"))
+        assert c.status(job_id)["state"] == "queued"      # a warning, not a refusal
+        c.cancel(job_id)
+    # the submit command shows it before it watches the job
+    proc = cli("submit", "--connection-file", queue_server.connection_file, "--no-wait", "a blue teapot")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" in proc.stderr and repr(nearest_prompts("a blue teapot")[0]) in proc.stderr
+    job_id = proc.stdout.split()[1]
+    with queue_server.client() as c:
+        c.cancel(job_id)
