@@ -6,7 +6,6 @@ Real libraries on analytic fields (spheres, ellipsoids with a bump) whose right 
 import io
 import json
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -255,11 +254,9 @@ def test_to_glb_rejects_mismatched_colours():
         to_glb(vertices, faces, vertex_colors=np.zeros((2, 3)))
 
 
-def test_proxy_glb_is_fast_and_vertex_coloured():
-    proxy_glb(sphere, position_colour)                        # warm-up (imports, allocations)
-    start = time.perf_counter()
+def test_proxy_glb_is_vertex_coloured():
+    # Its speed is measured by `python -m backend.export.bench_export`, not asserted here.
     glb = proxy_glb(sphere, position_colour)
-    assert time.perf_counter() - start < 1.0
     assert "COLOR_0" in gltf_json(glb)["meshes"][0]["primitives"][0]["attributes"]
     assert len(load_glb(glb).faces) <= 5000
     assert proxy_glb(empty, position_colour) is None

@@ -9,7 +9,7 @@ from backend.engine.cameras import VIEW_SUFFIXES
 from backend.engine.guidance.models import ModelNotFoundError, load_guidance, resolve_model
 from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 from backend.engine.trainer import Trainer
-from tests.conftest import tiny_settings
+from tests.helpers import tiny_settings
 
 
 def test_tiny_model_is_a_diffusers_sd_layout(tiny_model_path):

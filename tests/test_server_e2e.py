@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.server_fixtures import ServerProc, pid_alive, server_factory, tiny  # noqa: F401
+from tests.server_fixtures import ServerProc, pid_alive, tiny
 
 pytestmark = pytest.mark.slow
 # One worker: "cpu" here; on a GPU box DREAMPROP_TEST_DEVICES=0 runs the same tests on CUDA device 0.

@@ -11,7 +11,7 @@ import time
 import zmq
 
 from shared.protocol import DELIM, Session, json_dumps
-from tests.server_fixtures import raw_dealer, server_factory, tiny  # noqa: F401
+from tests.server_fixtures import raw_dealer, tiny
 
 BAD_HEADER_VALUES = {
     "msg_id": [-1, [], "", "bad id!", "x" * 65, None],

@@ -1,0 +1,42 @@
+"""Plain helpers shared by test modules (fixtures live in conftest.py and the ``pytest_plugins`` it
+names; helpers are imported from here, never from a conftest)."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import numpy as np
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_settings(**overrides):
+    """Budgets small enough for CPU tests, every other setting at its default."""
+    from shared.settings import GenerationSettings
+
+    values = dict(prompt="a red cube", model="tiny-random", steps=12, resolution_schedule="32x1",
+                  samples_per_ray=48, hash_log2_size=12, hash_max_resolution=512, albedo_warmup_steps=4,
+                  preview_interval=4, preview_size=32, checkpoint_interval=0, mesh_resolution=48,
+                  texture_size=64, face_budget=2000, occupancy_resolution=16)
+    values.update(overrides)
+    return GenerationSettings.from_dict(values)
+
+
+def load_rgb(image) -> np.ndarray:
+    """uint8 [H, W, 3] of a PNG given as bytes or a path."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(image) if isinstance(image, bytes) else image).convert("RGB"))
+
+
+def object_fraction(rgb: np.ndarray, background) -> float:
+    """Fraction of pixels that differ from the flat ``background`` colour by more than 8 levels:
+    how much of a render the object covers."""
+    diff = np.abs(rgb.astype(np.int16) - np.asarray(background, np.int16)).max(axis=-1)
+    return float((diff > 8).mean())
