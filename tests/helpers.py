@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+from pathlib import Path
 
 import numpy as np
 
@@ -40,3 +41,37 @@ def object_fraction(rgb: np.ndarray, background) -> float:
     how much of a render the object covers."""
     diff = np.abs(rgb.astype(np.int16) - np.asarray(background, np.int16)).max(axis=-1)
     return float((diff > 8).mean())
+
+
+GLTF_DIR = Path(__file__).resolve().parent / "gltf"
+
+
+def gltf_validate(paths) -> list[dict]:
+    """The Khronos glTF-Validator's report (its JSON, ``issues`` holding the counts and messages)
+    for each GLB file, through node and the npm package that ``make gltf-validator`` (run by
+    ``make test``) installs into tests/gltf.
+    No node or no package is a test failure, never a skip: CI must not pass without validating."""
+    import json
+    import shutil
+    import subprocess
+
+    import pytest
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH: the glTF-Validator tests need Node.js (18 or later)")
+    if not (GLTF_DIR / "node_modules" / "gltf-validator" / "package.json").is_file():
+        pytest.fail(f"the gltf-validator npm package is missing: run `make gltf-validator` "
+                    f"(or `npm ci --prefix {GLTF_DIR}`)")
+    out = subprocess.run([node, str(GLTF_DIR / "validate.mjs"), *map(str, paths)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def assert_valid_gltf(paths) -> None:
+    """Every file passes the glTF-Validator with no issue at all (no error, warning, info or hint)."""
+    for report in gltf_validate(paths):
+        issues = report["issues"]
+        assert issues["numErrors"] == issues["numWarnings"] == issues["numInfos"] == issues["numHints"] == 0, (
+            report["uri"], [(m["code"], m["pointer"], m["message"]) for m in issues["messages"]])
