@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.atomic_write import atomic_path
 from backend.prior import model as M
 from backend.prior.grammar import COLOURS, SHAPES, VIEWS, caption, mirrored_view
 
@@ -131,9 +131,8 @@ class Budget:
 def save_ckpt(path, state: dict) -> None:
     if not path:
         return
-    tmp = Path(str(path) + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_ckpt(path) -> dict:

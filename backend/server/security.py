@@ -10,6 +10,7 @@ import socket
 import stat
 import sys
 
+from backend.atomic_write import write_atomic
 from shared import PROTOCOL_VERSION
 from shared.protocol import SIGNATURE_SCHEME
 
@@ -22,21 +23,6 @@ def private_dir(path: str) -> str:
     except OSError:  # pragma: no cover - e.g. a mount that ignores modes
         pass
     return path
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Atomically write a file readable only by its owner (0600), fsynced."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def is_private(path: str) -> bool:
@@ -57,7 +43,7 @@ def load_or_create_hmac_key(state_dir: str) -> bytes:
     except FileNotFoundError:
         pass
     key = secrets.token_hex(32).encode("ascii")
-    write_private(path, key + b"\n")
+    write_atomic(path, key + b"\n", mode=0o600)
     return key
 
 
@@ -103,7 +89,7 @@ def write_connection_file(path: str, *, host: str, port: int, key: bytes | None,
         "pid": os.getpid(),
         "state_dir": os.path.abspath(state_dir),
     }
-    write_private(path, json.dumps(info, indent=2).encode("utf-8"))
+    write_atomic(path, json.dumps(info, indent=2), mode=0o600)
     return info
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from backend import __version__
+from backend.atomic_write import write_atomic
 from shared import PROTOCOL_VERSION
 from shared.protocol import (DROPPABLE_EVENTS, ERROR_TYPE, JOB_STATES, FieldError, Message,
                              ProtocolError, Session, check_fields, check_glb, curve_hmac_key, error_content,
@@ -652,10 +653,7 @@ class Server:
         d = self.job_dir(job_id)
         os.makedirs(d, exist_ok=True)
         if init_mesh is not None:
-            with open(os.path.join(d, "init.glb"), "wb") as f:
-                f.write(init_mesh)
-                f.flush()
-                os.fsync(f.fileno())
+            write_atomic(os.path.join(d, "init.glb"), init_mesh)
         job_id, position = self.store.add_job(client.owner, settings.to_dict(), parent_job_id=parent,
                                               has_init_mesh=init_mesh is not None, client_token=token,
                                               job_id=job_id)
@@ -791,13 +789,13 @@ class Server:
             content = {k: c.get(k) for k in ("step", "total", "losses", "elapsed_s", "eta_s", "stage", "message")}
             content["preview"] = bool(msg.buffers and msg.buffers[0])
             if content["preview"]:
-                _write_atomic(os.path.join(d, "preview.png"), msg.buffers[0])
+                write_atomic(os.path.join(d, "preview.png"), msg.buffers[0])
             seq = self.store.progress(job_id, int(c.get("step") or 0), int(c.get("total") or 0), c.get("eta_s"),
                                       c.get("losses") or {}, content)
             self._publish(job_id, "progress", seq, content, msg.buffers[:1] if content["preview"] else [])
         elif t == "proxy_mesh":
             if msg.buffers and msg.buffers[0]:
-                _write_atomic(os.path.join(d, "proxy.glb"), msg.buffers[0])
+                write_atomic(os.path.join(d, "proxy.glb"), msg.buffers[0])
                 content = {"step": c.get("step")}
                 seq = self.store.add_event(job_id, "proxy_mesh", content)
                 self._publish(job_id, "proxy_mesh", seq, content, msg.buffers[:1])
@@ -993,10 +991,3 @@ class Server:
             return n
         except Exception:
             return -1
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
