@@ -7,11 +7,11 @@ import json
 import os
 import secrets
 import socket
-import stat
 import sys
 
 from backend.atomic_write import write_atomic
 from shared import PROTOCOL_VERSION
+from shared.keyfiles import is_private, load_secret_key
 from shared.protocol import SIGNATURE_SCHEME
 
 
@@ -23,13 +23,6 @@ def private_dir(path: str) -> str:
     except OSError:  # pragma: no cover - e.g. a mount that ignores modes
         pass
     return path
-
-
-def is_private(path: str) -> bool:
-    if sys.platform.startswith("win"):
-        return True  # per-user profile dirs; POSIX modes don't apply
-    st = os.stat(path)
-    return not (st.st_mode & (stat.S_IRWXG | stat.S_IRWXO))
 
 
 def load_or_create_hmac_key(state_dir: str) -> bytes:
@@ -114,8 +107,6 @@ def create_keypair(directory: str, name: str, *, force: bool = False) -> tuple[s
 
 
 def load_server_keys(secret_file: str, *, create: bool) -> tuple[bytes, bytes]:
-    import zmq.auth
-
     if not os.path.exists(secret_file):
         if not create:
             raise FileNotFoundError(f"no server key at {secret_file} (python -m backend keygen server)")
@@ -123,12 +114,7 @@ def load_server_keys(secret_file: str, *, create: bool) -> tuple[bytes, bytes]:
         if name.endswith(".key_secret"):
             name = name[: -len(".key_secret")]
         create_keypair(os.path.dirname(os.path.abspath(secret_file)), name)
-    if not is_private(secret_file):
-        raise PermissionError(f"{secret_file} is readable by other users: chmod 600 it")
-    public, secret = zmq.auth.load_certificate(secret_file)
-    if not secret:
-        raise ValueError(f"{secret_file} holds no secret key")
-    return public, secret
+    return load_secret_key(secret_file)
 
 
 def allowed_keys_signature(directory: str) -> tuple:
