@@ -277,6 +277,28 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 # -- texture --------------------------------------------------------------------------------------
 
+def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup [K, C] in a float texture [H, W, C] at ``uv`` [K, 2] (OBJ convention: v = 0
+    at the image bottom), texel centres at ((i + 0.5) / W, (j + 0.5) / H), as glTF viewers sample.
+
+    Edges: clamp to edge. Past the outermost texel centres (the outer half texel, and any uv
+    outside [0, 1]) the edge texels' colour is used, as scipy's ``map_coordinates(mode="nearest")``
+    and glTF's CLAMP_TO_EDGE do; a one-texel-wide texture works. The GLB leaves the wrap mode at
+    glTF's default (REPEAT), which blends the opposite edge in that outer half texel; that makes no
+    difference for baked textures, whose charts stay clear of the border (xatlas padding) and whose
+    empty texels hold the nearest chart colour. Used by the turntable and the quality metrics.
+    """
+    h, w = texture.shape[:2]
+    x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
+    y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0, h - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
+    bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def bake_texture(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, albedo_fn: AlbedoFn,
                  size: int = 1024, device="cpu", padding: int = 4) -> np.ndarray:
     """Albedo texture uint8 [size, size, 3] for a UV-mapped mesh.
