@@ -176,7 +176,7 @@ def check_refine_export():
     glb, matrix = importer.export_refine_glb(cube, bpy.context)
     assert bpy.context.active_object == cube and cube.select_get(), "selection restored"
     assert "dreamprop_refine_export" not in bpy.data.objects
-    verts, faces, _ = importer.read_glb_mesh(glb)
+    verts, faces, _ = harness.module("glb").read_glb_mesh(glb)
     lo, hi = verts.min(axis=0), verts.max(axis=0)
     assert np.allclose(hi, -lo, atol=1e-5) and abs(hi.max() - importer.REFINE_HALF_EXTENT) < 1e-5, (lo, hi)
     world = np.array([tuple(matrix @ Vector(v)) for v in verts])
