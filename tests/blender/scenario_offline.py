@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import bpy
@@ -183,7 +184,10 @@ def check_refine_export():
     expected = np.array([tuple(cube.matrix_world @ v.co) for v in cube.data.vertices])
     for p in world:   # every exported vertex lands on a cube vertex after placement
         assert np.min(np.linalg.norm(expected - p, axis=1)) < 1e-4, p
-    return {"glb_bytes": len(glb), "faces": len(faces)}
+    path = os.path.join(os.path.dirname(OUT), "refine_input.glb")   # test_addon_blender.py validates it
+    with open(path, "wb") as f:
+        f.write(glb)
+    return {"glb_bytes": len(glb), "faces": len(faces), "glb": path}
 
 
 def check_errors_are_reports():
