@@ -6,6 +6,8 @@
 # (CUDA) build. Already have torch in .venv? It is left alone.
 # Blender tests run real Blender as a module (bpy==5.0.1) in a second venv, .venv-blender, because
 # bpy pins numpy 1.26 while the engine uses numpy 2.
+# The tests check every GLB with the Khronos glTF-Validator (npm package, pinned in
+# tests/gltf/package-lock.json, installed into tests/gltf/node_modules): `make test` needs node + npm.
 
 PYTHON ?= python3
 # bpy 5.0.1 ships for Python 3.11 only.
@@ -20,8 +22,9 @@ CPU_TORCH ?= torch==2.13.0
 DEMO_PROMPT ?= a red cube
 DEMO_FLAGS ?= --preset cpu-demo
 PYTEST_ARGS ?=
+GLTF_VALIDATOR := tests/gltf/node_modules/gltf-validator/package.json
 
-.PHONY: setup demo test test-fast blender-venv clean
+.PHONY: setup demo test test-fast blender-venv gltf-validator clean
 
 setup: $(STAMP)
 
@@ -46,15 +49,21 @@ $(BLENDER_STAMP):
 	$(BLENDER_PY) -m pip install -q bpy==5.0.1
 	@touch $(BLENDER_STAMP)
 
+gltf-validator: $(GLTF_VALIDATOR)
+
+$(GLTF_VALIDATOR): tests/gltf/package.json tests/gltf/package-lock.json
+	npm ci --prefix tests/gltf --no-audit --no-fund
+	@touch $@
+
 demo: setup
 	$(PY) -m backend generate "$(DEMO_PROMPT)" -o out/demo.glb $(DEMO_FLAGS)
 
-test: setup blender-venv
+test: setup blender-venv gltf-validator
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests (CI runs those too).
-test-fast: setup
+test-fast: setup gltf-validator
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BLENDER_VENV) out dist test-output
+	rm -rf $(VENV) $(BLENDER_VENV) out dist test-output tests/gltf/node_modules

@@ -1,18 +1,27 @@
-"""``python -m backend <command>``: generate | serve | submit | keygen | bench."""
+"""``python -m backend <command>``: generate | serve | submit | keygen | bench.
+
+One table, ``COMMANDS``, names each command's module, entry point and one-line help (the usage
+text is made from it). Modules are imported only for the command that runs, so e.g. ``submit``
+never imports torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-USAGE = """usage: python -m backend <command> [options]
+# command -> (module, entry point taking the remaining arguments and returning the exit status, help)
+COMMANDS = {
+    "generate": ("backend.cli", "generate_main",
+                 "optimise a prompt into a textured GLB on this machine (python -m backend generate -h)"),
+    "serve": ("backend.server.cli", "serve_main", "run the job server (ZeroMQ) with GPU worker processes"),
+    "submit": ("backend.server.cli", "submit_main", "submit a job to a running server and watch its progress"),
+    "keygen": ("backend.server.cli", "keygen_main", "create CurveZMQ key pairs for remote mode"),
+    "bench": ("backend.bench.__main__", "main", "benchmarks: speed (GPU), quality (built-in prior vs ground truth)"),
+}
 
-commands:
-  generate   optimise a prompt into a textured GLB on this machine (python -m backend generate -h)
-  serve      run the job server (ZeroMQ) with GPU worker processes
-  submit     submit a job to a running server and watch its progress
-  keygen     create CurveZMQ key pairs for remote mode
-  bench      benchmarks: speed (GPU), quality (built-in prior vs ground truth)
-"""
+USAGE = "usage: python -m backend <command> [options]\n\ncommands:\n" + "".join(
+    f"  {name:<10} {help_text}\n" for name, (_, _, help_text) in COMMANDS.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,21 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    # Imports are lazy so that e.g. `submit` never imports torch.
-    if command == "generate":
-        from backend.cli import generate_main as entry
-    elif command == "serve":
-        from backend.server.cli import serve_main as entry
-    elif command == "submit":
-        from backend.server.cli import submit_main as entry
-    elif command == "keygen":
-        from backend.server.cli import keygen_main as entry
-    elif command == "bench":
-        from backend.bench.__main__ import main as entry
-    else:
+    if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return entry(rest)
+    module, entry, _ = COMMANDS[command]
+    return getattr(importlib.import_module(module), entry)(rest)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Layout: ``preferences`` (backend mode and connection), ``properties`` (settings built from the shared
 schema, jobs list), ``panels`` (3D Viewport sidebar), ``operators/`` (generate, cancel, refine,
 batch, import again, connection, backend process), ``jobs`` (the timer that talks to the server),
-``importer`` (GLB import, placement, proxy meshes, refine export), ``presets`` (quality presets).
+``importer`` (GLB import, placement, proxy meshes, refine export), ``glb`` (the bpy-free GLB
+reader of the proxy meshes), ``presets`` (quality presets).
 ``shared/`` is the project's protocol/client/settings package, copied in by build_addon.py.
 """
 

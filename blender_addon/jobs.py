@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import bpy
 
 from . import importer
-from .properties import ACTIVE_STATES
 from .shared.protocol import DROPPABLE_EVENTS
 
 PREVIEW_IMAGE = "Dreamprop Preview"
@@ -254,7 +253,7 @@ def tick() -> float:
 
 
 def _tick() -> float:
-    active = [(s, j) for s, j in all_jobs() if j.state in ACTIVE_STATES]
+    active = [(s, j) for s, j in all_jobs() if j.active]
     _watch_backend()
     if not active and not _state.pending and not _state.backlog:
         return IDLE_INTERVAL

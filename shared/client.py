@@ -28,6 +28,7 @@ import time
 from collections import deque
 from typing import Iterator
 
+from .keyfiles import load_public_key, load_secret_key
 from .paths import default_connection_file
 from .protocol import (DROPPABLE_EVENTS, EVENT_TYPES, TERMINAL_EVENTS, TERMINAL_STATES, Message, ProtocolError,
                        Session, curve_hmac_key, new_id)
@@ -156,7 +157,7 @@ class JobClient:
         if info.get("curve"):
             if not client_secret_key_file:
                 raise ValueError(f"the server at {endpoint} uses CURVE: pass client_secret_key_file")
-            pub, sec = _load_secret_key_file(client_secret_key_file)
+            pub, sec = load_secret_key(client_secret_key_file)
             return cls(endpoint, None, server_public_key=info["server_public_key"], client_public_key=pub,
                        client_secret_key=sec, timeout=timeout, client_id=client_id)
         return cls(endpoint, info["key"].encode("ascii"), timeout=timeout, client_id=client_id)
@@ -165,10 +166,8 @@ class JobClient:
     def from_key_files(cls, host: str, port: int, server_public_key_file: str, client_secret_key_file: str,
                        *, timeout: float = 10.0) -> "JobClient":
         """Remote mode: CurveZMQ with key files made by ``python -m backend keygen``."""
-        import zmq.auth
-
-        server_public, _ = zmq.auth.load_certificate(server_public_key_file)
-        pub, sec = _load_secret_key_file(client_secret_key_file)
+        server_public = load_public_key(server_public_key_file)
+        pub, sec = load_secret_key(client_secret_key_file)
         return cls(_tcp_endpoint(host, port), None, server_public_key=server_public, client_public_key=pub,
                    client_secret_key=sec, timeout=timeout)
 
@@ -475,14 +474,3 @@ class JobClient:
             self.close()
         except Exception:
             pass
-
-
-def _load_secret_key_file(path: str) -> tuple[bytes, bytes]:
-    import zmq.auth
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no key file at {path} (create one with `python -m backend keygen`)")
-    pub, sec = zmq.auth.load_certificate(path)
-    if not sec:
-        raise ValueError(f"{path} holds no secret key (use the .key_secret file)")
-    return pub, sec

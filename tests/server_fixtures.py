@@ -1,6 +1,7 @@
 """Helpers and fixtures for the server tests: a real ``python -m backend serve`` subprocess on loopback.
 
-Import the fixtures into a test module with ``from tests.server_fixtures import server_factory``.
+Its fixtures reach every test module through ``pytest_plugins`` in conftest.py; test modules import
+only its plain helpers (``ServerProc``, ``tiny``, ...).
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tests.helpers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,12 +27,6 @@ TINY = dict(model="tiny-random", steps=20, resolution_schedule="32x1", samples_p
 
 def tiny(prompt: str = "a small wooden chair", **changes) -> dict:
     return {"prompt": prompt, **TINY, **changes}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.blender.runner import OUTPUT, addon_zip, check, run_scenario
+from tests.helpers import assert_valid_gltf
 
 pytestmark = pytest.mark.blender
 
@@ -58,3 +59,10 @@ def results():
 @pytest.mark.parametrize("name", CHECKS)
 def test_offline(results, name):
     check(results, name)
+
+
+def test_refine_input_passes_the_gltf_validator(results):
+    """The GLB the add-on sends for a refine (Blender's glTF exporter on the normalised mesh): no
+    error or warning. Blender writes the mesh's UV map even where no texture uses it (the test cube
+    has no material), an info-level UNUSED_OBJECT that changes nothing for the backend."""
+    assert_valid_gltf([check(results, "check_refine_export")["glb"]], allow_infos=("UNUSED_OBJECT",))

@@ -24,8 +24,11 @@ def test_zip_layout_and_manifest(built):
     path, zf, manifest = built
     assert path.name == f"dreamprop-{manifest['version']}.zip"
     names = set(zf.namelist())
-    assert {"__init__.py", "jobs.py", "importer.py", "operators/generate.py", "shared/__init__.py",
-            "shared/client.py", "shared/protocol.py", "shared/settings.py"} <= names
+    # Self-contained: every module of the add-on (glb.py, the bpy-free GLB reader, included) and of shared/.
+    sources = {p.relative_to(ROOT / "blender_addon").as_posix() for p in (ROOT / "blender_addon").rglob("*.py")}
+    sources |= {"shared/" + p.relative_to(ROOT / "shared").as_posix() for p in (ROOT / "shared").rglob("*.py")}
+    assert "glb.py" in sources and "shared/keyfiles.py" in sources
+    assert sources <= names, sources - names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert manifest["blender_version_min"] >= "4.2.0" and manifest["type"] == "add-on"
     assert "network" in manifest["permissions"]

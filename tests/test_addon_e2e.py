@@ -14,22 +14,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 
 import pytest
 
 from tests.blender.runner import OUTPUT, ROOT, addon_zip, check, run_scenario
+from tests.helpers import free_port, load_rgb, object_fraction
 
 pytestmark = [pytest.mark.slow, pytest.mark.blender]
 
 WORK = OUTPUT / "e2e"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def results():
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     config = WORK / "config.json"
-    config.write_text(json.dumps({"python": sys.executable, "root": str(ROOT), "port": _free_port(),
+    config.write_text(json.dumps({"python": sys.executable, "root": str(ROOT), "port": free_port(),
                                   "out": str(WORK)}))
     try:
         data = run_scenario("scenario_e2e.py", [addon_zip(), config], WORK, timeout=900)
@@ -86,7 +80,12 @@ def test_batch_two_markers(results):
 
 def test_cycles_render(results):
     out = check(results, "check_render_cycles")
-    assert os.path.getsize(out["png"]) > 1000
+    rgb = load_rgb(out["png"])
+    assert rgb.shape == (320, 320, 3)
+    # The prop is in the picture: against the flat world colour (the corner pixel), it covers a
+    # good part of the frame and the middle of it.
+    assert object_fraction(rgb, rgb[0, 0]) > 0.05
+    assert object_fraction(rgb[120:200, 120:200], rgb[0, 0]) > 0.5
 
 
 def test_backend_stopped(results):
@@ -98,5 +97,7 @@ def test_ui_thread_time_per_tick(results):
     for key in ("ticks_before_reload", "ticks_after_reload"):
         stats = s[key]
         assert stats["ticks"] > 10
-        # event ticks (no import) stay well under a frame; imports are measured separately
-        assert stats["median_ms"] < 16 and stats["p95_ms"] < 16, stats
+        # Event ticks (no import; imports are measured separately) must not stall Blender's UI: the
+        # median within a 60 Hz frame, and with a wide margin for a loaded 2-core CI box, the 95th
+        # percentile within three frames (both were about 0.3 ms on a loaded 2-core box).
+        assert stats["median_ms"] < 16 and stats["p95_ms"] < 50, stats

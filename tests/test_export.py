@@ -6,7 +6,6 @@ Real libraries on analytic fields (spheres, ellipsoids with a bump) whose right 
 import io
 import json
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import trimesh
 from PIL import Image
 from scipy import ndimage
 
-from backend.export.mesh import (ENGINE_TO_GLTF, EmptyMeshError, auto_threshold, bake_texture,
+from backend.export.mesh import (ENGINE_TO_GLTF, EmptyMeshError, auto_threshold, bake_texture, sample_bilinear,
                                  density_grid, export_field, extract_mesh, proxy_glb, simplify_mesh,
                                  to_glb, unwrap_uv)
 from backend.export.raster import rasterize
@@ -72,6 +71,19 @@ def bilinear(texture, uv):
     rows, cols = (1.0 - uv[:, 1]) * size - 0.5, uv[:, 0] * size - 0.5
     return np.stack([ndimage.map_coordinates(texture[..., c].astype(np.float64) / 255.0, [rows, cols],
                                              order=1, mode="nearest") for c in range(3)], axis=1)
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (8, 32), (4, 1), (1, 1)])
+def test_sample_bilinear_clamps_to_edge_like_scipy(height, width):
+    """The one bilinear lookup (turntable and quality metrics) against scipy's, edges included:
+    uvs outside [0, 1] and within half a texel of the border take the edge texels."""
+    rng = np.random.default_rng(height * 100 + width)
+    texture = rng.random((height, width, 3))
+    uv = np.concatenate([rng.uniform(-0.3, 1.3, (500, 2)), [[0, 0], [1, 1], [0, 1], [1, 0], [0.5, 0.5]]])
+    rows, cols = (1.0 - uv[:, 1]) * height - 0.5, uv[:, 0] * width - 0.5
+    expected = np.stack([ndimage.map_coordinates(texture[..., c], [rows, cols], order=1, mode="nearest")
+                         for c in range(3)], axis=1)
+    assert np.abs(sample_bilinear(texture, uv) - expected).max() < 1e-12
 
 
 # -- iso-surface --------------------------------------------------------------------------------
@@ -255,11 +267,9 @@ def test_to_glb_rejects_mismatched_colours():
         to_glb(vertices, faces, vertex_colors=np.zeros((2, 3)))
 
 
-def test_proxy_glb_is_fast_and_vertex_coloured():
-    proxy_glb(sphere, position_colour)                        # warm-up (imports, allocations)
-    start = time.perf_counter()
+def test_proxy_glb_is_vertex_coloured():
+    # Its speed is measured by `python -m backend.export.bench_export`, not asserted here.
     glb = proxy_glb(sphere, position_colour)
-    assert time.perf_counter() - start < 1.0
     assert "COLOR_0" in gltf_json(glb)["meshes"][0]["primitives"][0]["attributes"]
     assert len(load_glb(glb).faces) <= 5000
     assert proxy_glb(empty, position_colour) is None

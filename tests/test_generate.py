@@ -11,7 +11,7 @@ import trimesh
 
 from backend.cli import generate_main
 from backend.engine.api import Cancelled, generate
-from tests.conftest import tiny_settings
+from tests.helpers import load_rgb, object_fraction, tiny_settings
 
 
 def load_glb(data: bytes) -> trimesh.Trimesh:
@@ -90,7 +90,10 @@ def test_cli_generates_glb_and_turntable(tiny_model_path, tmp_path):
          "--blob-density", "20", "--device", "cpu"],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert out.is_file() and out.with_suffix(".turntable.png").is_file()
+    strip = load_rgb(out.with_suffix(".turntable.png"))
+    assert strip.shape == (256, 8 * 256, 3)                      # eight 256 px views side by side
+    for view in np.split(strip, 8, axis=1):                     # the object shows in every view
+        assert object_fraction(view, (255, 255, 255)) > 0.01
     assert "4/4" in proc.stderr           # the progress bar reached the end
     assert load_glb(out.read_bytes()).visual.uv is not None
 

@@ -9,7 +9,7 @@ from backend.engine.cameras import VIEW_SUFFIXES
 from backend.engine.guidance.models import ModelNotFoundError, load_guidance, resolve_model
 from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 from backend.engine.trainer import Trainer
-from tests.conftest import tiny_settings
+from tests.helpers import tiny_settings
 
 
 def test_tiny_model_is_a_diffusers_sd_layout(tiny_model_path):
@@ -58,19 +58,34 @@ def test_twenty_sds_steps_reach_the_hash_grid_and_move_the_loss(tiny_model_path)
     assert all(torch.isfinite(torch.tensor(sds)))
 
 
-def test_compass_view_naming_embeds_one_prompt_per_sector(tiny_model_path):
-    from backend.engine.cameras import COMPASS_SUFFIXES
+def test_compass_view_naming_embeds_one_prompt_per_sector(tiny_model_path, monkeypatch):
+    from backend.engine import trainer as trainer_module
+    from backend.engine.cameras import COMPASS_SUFFIXES, COMPASS_VIEWS
 
     guidance = load_guidance(str(tiny_model_path), "cpu")
-    trainer = Trainer(tiny_settings(model=str(tiny_model_path), view_naming="compass"), guidance, torch.device("cpu"))
+    trainer = Trainer(tiny_settings(model=str(tiny_model_path), view_naming="compass",
+                                    resolution_schedule="32x4"), guidance, torch.device("cpu"))
     by_view = trainer.embeddings.by_view
     assert set(by_view) == {"", *COMPASS_SUFFIXES}
     assert torch.equal(by_view["front left"], guidance._embed("a red cube, front left view"))
-    trainer.train_step()           # every sampled camera finds its sector's embedding
+
+    # Record the cameras a step samples and the view names it hands the guidance.
+    cams_seen, views_seen = [], []
+    sample = trainer_module.sample_cameras
+    monkeypatch.setattr(trainer_module, "sample_cameras", lambda *a, **k: cams_seen.append(sample(*a, **k)) or cams_seen[-1])
+    call = type(guidance).__call__
+    monkeypatch.setattr(type(guidance), "__call__", lambda self, rgb, emb, views, **k: views_seen.append(list(views))
+                        or call(self, rgb, emb, views, **k))
+    trainer.train_step()
+    cams, views = cams_seen[-1], views_seen[-1]
+    # Each camera gets the 45-degree compass sector around its azimuth (0 = front, +45 = front left).
+    sector = [COMPASS_VIEWS[round((((a + 180.0) % 360.0) - 180.0) / 45.0) % 8] for a in cams.azimuth.tolist()]
+    assert views == sector and len(views) == 4
     off = Trainer(tiny_settings(model=str(tiny_model_path), view_dependent_prompt=False), guidance,
                   torch.device("cpu"))
     assert set(off.embeddings.by_view) == {""}
     off.train_step()
+    assert set(views_seen[-1]) == {""}
 
 
 def test_sds_gradient_is_the_weighted_noise_residual(tiny_model_path):
@@ -152,5 +167,12 @@ def test_checkpoint_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         other.load_checkpoint(str(tmp_path / "c.pt"))
     # Export and preview settings do not change the trajectory: resuming with them changed is fine.
-    Trainer(tiny_settings(texture_size=128, preview_interval=2), guidance,
-            torch.device("cpu")).load_checkpoint(str(tmp_path / "c.pt"))
+    trainer.train_step()
+    trainer.save_checkpoint(str(tmp_path / "c.pt"))
+    resumed = Trainer(tiny_settings(texture_size=128, preview_interval=2), guidance, torch.device("cpu"))
+    resumed.load_checkpoint(str(tmp_path / "c.pt"))
+    assert resumed.step == 1
+    for (name, a), b in zip(trainer.field.state_dict().items(), resumed.field.state_dict().values()):
+        if torch.is_tensor(a):
+            assert torch.equal(a, b), name
+    assert torch.equal(trainer.field.encoding.table, resumed.field.encoding.table)

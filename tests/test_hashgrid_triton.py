@@ -44,15 +44,33 @@ def test_fused_hashgrid_matches_reference_in_triton_interpreter():
     check_errors(json.loads(out.stdout.strip().splitlines()[-1]), INTERPRETER_TOLERANCE)
 
 
-def test_encoder_uses_fused_kernel_only_where_it_can():
+def test_encoder_keeps_cpu_tensors_on_the_pytorch_path(monkeypatch):
+    """Even where the fused kernel is available, CPU tensors (and inputs that need d/dx) take the
+    PyTorch path: the kernel is CUDA-only and has no position backward."""
+    from backend.engine import hashgrid_triton
     from backend.engine.hashgrid import HashGridEncoding
 
+    monkeypatch.setattr(hashgrid_triton, "available", lambda: True)     # as on a CUDA machine
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the fused kernel was called for a CPU tensor")
+
+    monkeypatch.setattr(hashgrid_triton, "hash_encode", no_kernel)
     enc = HashGridEncoding(n_levels=4, log2_table_size=12, base_resolution=4, max_resolution=64)
     x = torch.rand(8, 3)
-    assert not enc._use_fused(x)                                  # CPU tensors: PyTorch
-    if torch.cuda.is_available():
-        enc = enc.cuda()
-        assert enc._use_fused(x.cuda())
-        assert not enc._use_fused(x.cuda().requires_grad_(True))  # needs d/dx: PyTorch
-        enc.fused = False
-        assert not enc._use_fused(x.cuda())
+    assert not enc._use_fused(x)
+    features, jacobian = enc.forward_with_jacobian(x)
+    assert features.shape == (8, enc(x).shape[1]) and jacobian.shape == (*features.shape, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_encoder_uses_fused_kernel_on_cuda_only_where_it_can():
+    from backend.engine.hashgrid import HashGridEncoding
+
+    enc = HashGridEncoding(n_levels=4, log2_table_size=12, base_resolution=4, max_resolution=64).cuda()
+    x = torch.rand(8, 3, device="cuda")
+    assert enc._use_fused(x)
+    assert not enc._use_fused(x.requires_grad_(True))      # needs d/dx: PyTorch
+    enc.fused = False
+    assert not enc._use_fused(x.detach())

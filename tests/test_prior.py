@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from backend.engine.cameras import VIEW_SUFFIXES
 from backend.prior import CAMERA, PRESET, WEIGHTS_DIR, available, recommended_settings, shapes
@@ -205,11 +206,15 @@ def test_albedo_renders_show_the_exact_colour():
 def test_recommended_settings_are_valid_and_use_the_training_camera():
     from shared.settings import GenerationSettings
 
-    s = GenerationSettings.from_dict({**recommended_settings("cpu"), "prompt": "a red cube"})
-    for key, value in CAMERA.items():
-        assert getattr(s, key) == value
+    recommended = recommended_settings()
+    s = GenerationSettings.from_dict({**recommended, "prompt": "a red cube"})
     assert s.model == "builtin"
-    assert recommended_settings("cuda") == PRESET
+    assert {k: getattr(s, k) for k in recommended} == recommended      # validation keeps every value
+    # The training renders' fixed camera (no jitter: see backend/prior/__init__.py).
+    assert s.distance_min == s.distance_max and s.fovy_min == s.fovy_max
+    assert s.camera_perturb == 0 and s.center_perturb == 0
+    recommended["steps"] = 1                                            # a copy: callers may change it
+    assert recommended_settings() == PRESET and PRESET["steps"] != 1
 
 
 # -- architecture -----------------------------------------------------------------------------------
@@ -330,15 +335,31 @@ def test_training_script_writes_a_loadable_pipeline_and_report(tmp_path):
             "--sample-steps", "1", "--checkpoint", str(ckpt), "--checkpoint-every", "0"]
     assert main(args) == 0
     report = tmp_path / "run" / "report"
-    for name in ("report.md", "train_log.json", "samples.png", "data.png", "vae_recon.png"):
-        assert (report / name).is_file(), name
     log = json.loads((report / "train_log.json").read_text())
     assert log["unet_curve"][-1]["step"] == 2 and log["vae_curve"][-1]["step"] == 2
+    assert log["images"] == 8
     g = StableDiffusionGuidance(str(tmp_path / "run" / "weights"), "cpu")
     assert math.isclose(g.latent_scale, log["scaling_factor"], rel_tol=1e-6)
-    # A finished checkpoint makes a second run a no-op.
+    # The report states the numbers of the log: scaling factor, image count, the last curve rows.
+    md = (report / "report.md").read_text()
+    assert f"VAE scaling_factor: {log['scaling_factor']:.4f}" in md and "- images: 8 at " in md
+    vae_row, unet_row = log["vae_curve"][-1], log["unet_curve"][-1]
+    assert f"| 2 | {vae_row['rec']:.4f} | {vae_row['kl_per_dim']:.3f} |" in md
+    assert f"| 2 | {unet_row['loss']:.4f} | " in md
+    # The image grids (64 px tiles, 2 px gaps, upscaled 2x): one sample per prompt (a row per shape,
+    # a column per colour), the 8 training images, and 8 originals over their 8 reconstructions.
+    for name, rows, cols in (("samples.png", len(SHAPES), len(COLOURS)), ("data.png", 1, 8), ("vae_recon.png", 2, 8)):
+        grid = np.asarray(Image.open(report / name).convert("RGB"))
+        assert grid.shape == (2 * (rows * 66 + 2), 2 * (cols * 66 + 2), 3), name
+        for r in range(rows):
+            for c in range(cols):
+                tile = grid[2 * (2 + 66 * r): 2 * (66 * (r + 1)), 2 * (2 + 66 * c): 2 * (66 * (c + 1))]
+                assert tile.std() > 0.5, (name, r, c)          # an image, not the blank canvas
+    # A finished checkpoint makes a second run a no-op: it returns before touching any file.
     assert torch.load(ckpt, weights_only=False)["stage"] == "done"
+    files = {f: f.stat().st_mtime_ns for f in (tmp_path / "run").rglob("*")}
     assert main(args) == 0
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "run").rglob("*")} == files
 
 
 def test_a_mirrored_render_is_the_mirrored_compass_view():

@@ -8,6 +8,7 @@ import torch
 
 from backend.bench import metrics as M
 from backend.prior import available, shapes
+from tests.helpers import load_rgb, object_fraction
 
 
 def analytic_export(shape, yaw=0.0, colour=(0.85, 0.1, 0.1), resolution=96, vertex_colors=False, shift=(0, 0, 0)):
@@ -119,4 +120,17 @@ def test_builtin_prior_recovers_a_cube_and_a_sphere_on_cpu(tmp_path):
     for r in results:
         assert not r.get("error") and not r["empty"], r
         assert r["iou"] >= 0.5, r
-    assert (tmp_path / "quality.md").is_file() and (tmp_path / "turntables_seed0.png").is_file()
+    # The report holds the numbers of quality.json: each prompt's row and the seed's verdict row.
+    md = (tmp_path / "quality.md").read_text()
+    for r in results:
+        assert f"| {r['prompt']} | {r['iou']:.3f} | {r['albedo_error']:.3f} | {r['chamfer']:.4f} |" in md, r
+    ious = [r["iou"] for r in results]
+    assert f"| 0 | 2 | {np.mean(ious):.3f} | {min(ious):.3f} | " in md
+    # The turntable grid: the two results side by side, each a label and its 8-view strip (96 px
+    # views) in which the object shows in every view.
+    grid = load_rgb(tmp_path / "turntables_seed0.png")
+    cell_w = 190 + 8 * 96 + 4
+    assert grid.shape == (96 + 4, 2 * cell_w, 3)
+    for i in range(2):
+        strip = grid[:96, i * cell_w + 190: i * cell_w + 190 + 8 * 96]
+        assert all(object_fraction(view, (255, 255, 255)) > 0.01 for view in np.split(strip, 8, axis=1)), i

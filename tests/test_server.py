@@ -17,7 +17,8 @@ import pytest
 from backend.server.local_pool import available_cores
 from shared.client import ServerError
 from shared.protocol import Session
-from tests.server_fixtures import REPO, free_port, queue_server, raw_dealer, server_factory, tiny  # noqa: F401
+from tests.helpers import free_port
+from tests.server_fixtures import REPO, raw_dealer, tiny
 
 GLB = b"glTF" + struct.pack("<II", 2, 28) + b"\x00" * 16
 
@@ -132,7 +133,10 @@ def test_submit_status_list_cancel_and_event_replay(queue_server):
 def test_non_blocking_core(queue_server):
     with queue_server.client(client_id="nonblocking") as c:
         t0 = time.monotonic()
-        assert c.poll(0) == [] and time.monotonic() - t0 < 0.05
+        assert c.poll(0) == []
+        # Returns at once with nothing to read. The margin is wide (it takes ~1 ms) so a loaded
+        # 2-core CI box cannot fail it; a poll that waited for a message would take seconds.
+        assert time.monotonic() - t0 < 1.0
         mid = c.send("submit_request", {"settings": tiny(), "attach": True})
         got, deadline = [], time.monotonic() + 10
         while len(got) < 2 and time.monotonic() < deadline:

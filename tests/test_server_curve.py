@@ -13,7 +13,7 @@ import time
 import pytest
 
 from shared.client import AuthError, JobClient, ServerError
-from tests.server_fixtures import REPO, server_factory, tiny  # noqa: F401
+from tests.server_fixtures import REPO, tiny
 
 
 def keygen(directory, *names, check=True):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.server_fixtures import ServerProc, pid_alive, server_factory, tiny  # noqa: F401
+from tests.server_fixtures import ServerProc, pid_alive, tiny
 
 pytestmark = pytest.mark.slow
 # One worker: "cpu" here; on a GPU box DREAMPROP_TEST_DEVICES=0 runs the same tests on CUDA device 0.
@@ -98,6 +98,7 @@ def test_cancel_mid_run(engine_server):
     deadline = time.monotonic() + 30     # the same worker takes the next job: no restart needed
     while c.info()["workers"][0]["state"] != "idle" and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert c.info()["workers"][0]["state"] == "idle"
     assert engine_server.worker_pids() == [pid]
     assert c.info()["workers"][0]["model"] == "tiny-random"     # and it keeps its model loaded
     c.close()

@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from shared.protocol import DELIM, Session, json_dumps
-from tests.server_fixtures import pid_alive, raw_dealer, server_factory, tiny  # noqa: F401
+from tests.server_fixtures import pid_alive, raw_dealer, tiny
 
 BAD_HEADER_VALUES = {
     "msg_id": [-1, [], "", "bad id!", "x" * 65, None],

@@ -40,23 +40,13 @@ class LoadedMesh:
     def colors_at(self, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
         """RGB in [0, 1] at points given by face index and barycentrics."""
         if self.texture is not None and self.uvs is not None:
+            from backend.export.mesh import sample_bilinear
+
             uv = np.einsum("kc,kcd->kd", bary, self.uvs[self.faces[face]])
             return sample_bilinear(self.texture, uv)
         if self.vertex_colors is not None:
             return np.einsum("kc,kcd->kd", bary, self.vertex_colors[self.faces[face]])
         return np.full((len(face), 3), np.nan)
-
-
-def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    h, w = texture.shape[:2]
-    x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
-    y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0, h - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
-    bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
 
 
 def load_glb(glb: bytes) -> LoadedMesh:

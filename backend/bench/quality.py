@@ -51,11 +51,11 @@ def _init_worker(device: str, threads: int) -> None:
     _WORKER.update(device=device)
 
 
-def settings_for(prompt: str, seed: int, overrides: dict, model: str = "builtin", device: str = "cpu"):
+def settings_for(prompt: str, seed: int, overrides: dict, model: str = "builtin"):
     from backend.prior import recommended_settings
     from shared.settings import GenerationSettings
 
-    values = {**recommended_settings(device), **overrides, "prompt": prompt, "seed": seed, "model": model,
+    values = {**recommended_settings(), **overrides, "prompt": prompt, "seed": seed, "model": model,
               "checkpoint_interval": 0}
     return GenerationSettings.from_dict(values)
 
@@ -100,8 +100,7 @@ def _run_job_once(job: dict) -> dict:
     shape, colour = parse_prompt(job["prompt"])
     t0 = time.perf_counter()
     try:
-        settings = settings_for(job["prompt"], job["seed"], job.get("overrides", {}), job.get("model", "builtin"),
-                                device)
+        settings = settings_for(job["prompt"], job["seed"], job.get("overrides", {}), job.get("model", "builtin"))
         try:
             result = generate(settings, device=device)
         except Exception as exc:                       # an empty field is a result, not a crash
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in seeds for v in variants for p in prompts]
     # Validate every job's settings before spending time on any of them.
     for job in jobs:
-        settings_for(job["prompt"], job["seed"], job["overrides"], args.model, device)
+        settings_for(job["prompt"], job["seed"], job["overrides"], args.model)
     from backend.engine.guidance.models import resolve_model
 
     resolve_model(args.model)      # warns loudly if the built-in prior is missing
@@ -369,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": (torch.cuda.get_device_name(torch.device(device)) if on_cuda else platform.processor() or "cpu")
             + f" ({device})", "cpu_count": cores, "gpus": n_gpus if on_cuda else 0, "workers": workers, "threads": threads, "wall_s": wall,
             "overrides": overrides, "variants": variants, "targets": TARGETS,
-            "settings": settings_for(prompts[0], seeds[0], overrides, args.model, device).to_dict(),
+            "settings": settings_for(prompts[0], seeds[0], overrides, args.model).to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(

@@ -300,7 +300,7 @@ def PRIOR_PRESET_OVERRIDES() -> dict:
     """The built-in prior's own preset (its camera, budgets and render size), as the CLI applies it."""
     from backend.prior import recommended_settings
 
-    preset = dict(recommended_settings("cuda"))
+    preset = recommended_settings()
     preset.pop("resolution_schedule", None)
     return preset
 

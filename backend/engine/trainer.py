@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.atomic_write import atomic_path
 from backend.engine import builtin_types  # noqa: F401  registers the built-in guidance and geometry types
 from backend.engine.cameras import (camera_rays, host_to_device, preview_camera, sample_cameras, view_direction,
                                     view_suffixes)
@@ -220,11 +220,8 @@ class Trainer:
                 "estimator": self.estimator.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}
 
     def save_checkpoint(self, path: str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)    # atomic: a kill mid-write leaves the previous checkpoint intact
+        with atomic_path(path) as tmp:    # a kill mid-write leaves the previous checkpoint intact
+            torch.save(self.state_dict(), tmp)
 
     def load_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location=self.device, weights_only=False)

@@ -1,5 +1,8 @@
 """Time the export chain on a cheap analytic field: ``python -m backend.export.bench_export``.
 
+Also times the live proxy mesh (a worker sends one every ``proxy_mesh_interval`` steps, so it
+must stay well under a second; the tests check what it contains, this script how long it takes).
+
 The field is a mushroom-like prop (cap, stem, ring base) with a fine ripple on its surface, so
 marching cubes makes far more faces than the budget and every stage does real work.
 Pass ``--out DIR`` to also write the GLB and the turntable PNG there.
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from backend.export.mesh import export_field
+from backend.export.mesh import export_field, proxy_glb
 from backend.export.turntable import turntable_png
 
 SURFACE_WIDTH = 0.01    # density rises from 0 to its plateau over about this distance
@@ -69,6 +72,10 @@ def main() -> None:
     start = time.perf_counter()
     png = turntable_png(result.vertices, result.faces, uvs=result.uvs, texture=result.texture)
     print(f"turntable 8 x 256^2: {time.perf_counter() - start:.2f} s")
+    proxy_glb(prop_density, prop_albedo)                    # warm-up (first-call allocations)
+    start = time.perf_counter()
+    proxy = proxy_glb(prop_density, prop_albedo)
+    print(f"proxy mesh 64^3: {time.perf_counter() - start:.2f} s ({len(proxy) / 1e3:.0f} kB)")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "prop.glb").write_bytes(result.glb)

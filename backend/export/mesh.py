@@ -250,8 +250,13 @@ def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, *, texture_size: int = 10
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted smooth normals [V, 3]. Copies of a point (UV seams split vertices) share one
-    normal, so seams don't show in the shading."""
+    """Area-weighted smooth normals [V, 3], every one of unit length. Copies of a point (UV seams
+    split vertices) share one normal, so seams don't show in the shading.
+
+    A point whose faces have no area, or cancel out, or that no face uses, has no normal of its
+    own: it gets the direction from the mesh centre instead (+Z at the centre itself). glTF
+    requires unit normals (the Khronos validator rejects zero ones: ACCESSOR_VECTOR3_NON_UNIT), and
+    such a point shades nothing anyway."""
     v = vertices.astype(np.float64)
     _, point = np.unique(v, axis=0, return_inverse=True)
     point = point.ravel()
@@ -260,10 +265,39 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     for corner in range(3):
         np.add.at(summed, point[faces[:, corner]], face_n)
     n = summed[point]
-    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    scale = np.abs(v).max() if len(v) else 1.0
+    none = length[:, 0] <= 1e-12 * max(scale, 1e-30) ** 2
+    if none.any():
+        outward = v[none] - 0.5 * (v.min(axis=0) + v.max(axis=0))
+        outward[np.linalg.norm(outward, axis=1) <= 1e-12 * max(scale, 1e-30)] = (0.0, 0.0, 1.0)
+        n[none], length[none] = outward, np.linalg.norm(outward, axis=1, keepdims=True)
+    return (n / length).astype(np.float32)
 
 
 # -- texture --------------------------------------------------------------------------------------
+
+def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup [K, C] in a float texture [H, W, C] at ``uv`` [K, 2] (OBJ convention: v = 0
+    at the image bottom), texel centres at ((i + 0.5) / W, (j + 0.5) / H), as glTF viewers sample.
+
+    Edges: clamp to edge. Past the outermost texel centres (the outer half texel, and any uv
+    outside [0, 1]) the edge texels' colour is used, as scipy's ``map_coordinates(mode="nearest")``
+    and glTF's CLAMP_TO_EDGE do; a one-texel-wide texture works. The GLB leaves the wrap mode at
+    glTF's default (REPEAT), which blends the opposite edge in that outer half texel; that makes no
+    difference for baked textures, whose charts stay clear of the border (xatlas padding) and whose
+    empty texels hold the nearest chart colour. Used by the turntable and the quality metrics.
+    """
+    h, w = texture.shape[:2]
+    x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
+    y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0, h - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
+    bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
 
 def bake_texture(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, albedo_fn: AlbedoFn,
                  size: int = 1024, device="cpu", padding: int = 4) -> np.ndarray:
@@ -320,7 +354,24 @@ def to_glb(vertices: np.ndarray, faces: np.ndarray, *, uvs: np.ndarray | None = 
     mesh = trimesh.Trimesh(vertices=vertices @ ENGINE_TO_GLTF.T, faces=faces,
                            vertex_normals=vertex_normals(vertices, faces) @ ENGINE_TO_GLTF.T,
                            visual=visual, process=False)
-    return mesh.export(file_type="glb", include_normals=True)
+    return trimesh.exchange.gltf.export_glb(mesh, include_normals=True, tree_postprocessor=_set_buffer_view_targets)
+
+
+# glTF bufferView.target values (WebGL buffer binding points).
+ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+
+
+def _set_buffer_view_targets(tree: dict) -> None:
+    """Mark the buffer views of vertex attributes and of indices with their GPU buffer kind, as the
+    glTF spec asks of vertex and index data (trimesh leaves ``target`` out: the Khronos validator's
+    BUFFER_VIEW_TARGET_MISSING). Image buffer views keep no target."""
+    accessors, views = tree.get("accessors", []), tree.get("bufferViews", [])
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh["primitives"]:
+            for accessor in primitive.get("attributes", {}).values():
+                views[accessors[accessor]["bufferView"]]["target"] = ARRAY_BUFFER
+            if "indices" in primitive:
+                views[accessors[primitive["indices"]]["bufferView"]]["target"] = ELEMENT_ARRAY_BUFFER
 
 
 # -- the whole chain ------------------------------------------------------------------------------

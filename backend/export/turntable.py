@@ -13,7 +13,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from backend.export.mesh import vertex_normals
+from backend.export.mesh import sample_bilinear, vertex_normals
 from backend.export.raster import rasterize
 
 FOV_DEG = 30.0          # narrow lens: little perspective distortion, like a product photo
@@ -71,7 +71,7 @@ class _Mesh:
         """Albedo [K, 3] in [0, 1] at points given by face corners [K, 3] and weights [K, 3]."""
         if self.texture is not None:
             uv = np.einsum("kc,kcd->kd", weights, self.uvs[corners])
-            return _sample_bilinear(self.texture, uv)
+            return sample_bilinear(self.texture, uv)
         if self.vertex_colors is not None:
             return np.einsum("kc,kcd->kd", weights, np.asarray(self.vertex_colors, np.float64)[corners])
         return np.full((len(corners), 3), UNTEXTURED_ALBEDO)
@@ -111,16 +111,3 @@ def _render_view(mesh: _Mesh, eye_dir: np.ndarray, size: int, background) -> np.
     image[frags.pixel] = mesh.albedo(corners, weights) * shade[:, None]
     image = image.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear lookup [K, 3] in a float texture; texel centres at (i + 0.5) / size, v = 0 at the bottom."""
-    height, width = texture.shape[:2]
-    x = np.clip(uv[:, 0] * width - 0.5, 0, width - 1)
-    y = np.clip((1.0 - uv[:, 1]) * height - 0.5, 0, height - 1)
-    x0 = np.minimum(np.floor(x).astype(np.int64), width - 2)
-    y0 = np.minimum(np.floor(y).astype(np.int64), height - 2)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = texture[y0, x0] * (1 - fx) + texture[y0, x0 + 1] * fx
-    bottom = texture[y0 + 1, x0] * (1 - fx) + texture[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy

@@ -27,9 +27,9 @@ CAMERA: dict = {k: PRESET[k] for k in ("distance_min", "distance_max", "fovy_min
                                        "camera_perturb", "center_perturb")}
 
 
-def recommended_settings(device: str = "cpu") -> dict:
-    """Setting overrides for generating with ``model="builtin"`` on ``device`` (same on CPU and GPU,
-    so the GPU quality benchmark measures what a CPU user gets)."""
+def recommended_settings() -> dict:
+    """Setting overrides for generating with ``model="builtin"``: a fresh copy of the preset. There is
+    one for every device, so the GPU quality benchmark measures what a CPU user gets."""
     return dict(PRESET)
 
 

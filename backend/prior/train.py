@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.atomic_write import atomic_path
 from backend.prior import model as M
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.grammar import VIEWS, benchmark_prompts, caption, mirrored_view
@@ -137,9 +137,8 @@ class Budget:
 def save_ckpt(path, state: dict) -> None:
     if not path:
         return
-    tmp = Path(str(path) + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_ckpt(path) -> dict:
@@ -407,8 +406,12 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     out = args.out
-    (out / "report").mkdir(parents=True, exist_ok=True)
     ckpt = load_ckpt(args.checkpoint)
+    stage = ckpt.get("stage")
+    if stage == "done":          # before any work: a finished run's weights and report stay as they are
+        log(f"checkpoint {args.checkpoint} says training is done; delete it to train again")
+        return 0
+    (out / "report").mkdir(parents=True, exist_ok=True)
     report = ckpt.get("report") or {"vae_curve": [], "unet_curve": []}
     report.update(device=str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
                   args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -438,10 +441,6 @@ def main(argv=None) -> int:
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
 
     t0 = time.perf_counter()
-    stage = ckpt.get("stage")
-    if stage == "done":
-        log(f"checkpoint {args.checkpoint} says training is done; delete it to train again")
-        return 0
     if stage in (None, "vae"):
         train_vae(vae, images, args, ckpt, report)
     else:

@@ -17,7 +17,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from . import security
+from backend.atomic_write import write_atomic
+
 
 INIT_MESH = "init.glb"
 CHECKPOINT = "checkpoint.pt"
@@ -75,17 +76,10 @@ class JobFiles:
         with open(os.path.join(self.dir(job_id), name), "rb") as f:
             return f.read()
 
-    def write(self, job_id: str, name: str, data: bytes, *, durable: bool = True) -> None:
-        """Atomically replace a job file. ``durable=False`` skips the fsync: for the latest preview or
-        proxy mesh, which the loop writes often and which a power cut may lose without harm."""
-        path = os.path.join(self.make_dir(job_id), name)
-        if durable:
-            security.write_private(path, data)
-            return
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+    def write(self, job_id: str, name: str, data: bytes) -> None:
+        """Atomically and durably replace a job file, readable by its owner only (the project's one
+        atomic-write helper; the fsync costs a few ms, also for the often-written previews)."""
+        write_atomic(os.path.join(self.make_dir(job_id), name), data, mode=0o600)
 
     def has_result(self, job_id: str) -> bool:
         return self.exists(job_id, RESULT_GLB) and self.exists(job_id, TURNTABLE)

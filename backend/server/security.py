@@ -7,10 +7,11 @@ import json
 import os
 import secrets
 import socket
-import stat
 import sys
 
+from backend.atomic_write import write_atomic
 from shared import PROTOCOL_VERSION
+from shared.keyfiles import is_private, load_secret_key
 from shared.protocol import SIGNATURE_SCHEME
 
 
@@ -24,28 +25,6 @@ def private_dir(path: str) -> str:
     return path
 
 
-def write_private(path: str, data: bytes) -> None:
-    """Atomically write a file readable only by its owner (0600), fsynced."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def is_private(path: str) -> bool:
-    if sys.platform.startswith("win"):
-        return True  # per-user profile dirs; POSIX modes don't apply
-    st = os.stat(path)
-    return not (st.st_mode & (stat.S_IRWXG | stat.S_IRWXO))
-
-
 def load_or_create_hmac_key(state_dir: str) -> bytes:
     """The local-mode HMAC key, kept across restarts so connected clients keep working."""
     path = os.path.join(state_dir, "hmac.key")
@@ -57,7 +36,7 @@ def load_or_create_hmac_key(state_dir: str) -> bytes:
     except FileNotFoundError:
         pass
     key = secrets.token_hex(32).encode("ascii")
-    write_private(path, key + b"\n")
+    write_atomic(path, key + b"\n", mode=0o600)
     return key
 
 
@@ -103,7 +82,7 @@ def write_connection_file(path: str, *, host: str, port: int, key: bytes | None,
         "pid": os.getpid(),
         "state_dir": os.path.abspath(state_dir),
     }
-    write_private(path, json.dumps(info, indent=2).encode("utf-8"))
+    write_atomic(path, json.dumps(info, indent=2), mode=0o600)
     return info
 
 
@@ -128,8 +107,6 @@ def create_keypair(directory: str, name: str, *, force: bool = False) -> tuple[s
 
 
 def load_server_keys(secret_file: str, *, create: bool) -> tuple[bytes, bytes]:
-    import zmq.auth
-
     if not os.path.exists(secret_file):
         if not create:
             raise FileNotFoundError(f"no server key at {secret_file} (python -m backend keygen server)")
@@ -137,12 +114,7 @@ def load_server_keys(secret_file: str, *, create: bool) -> tuple[bytes, bytes]:
         if name.endswith(".key_secret"):
             name = name[: -len(".key_secret")]
         create_keypair(os.path.dirname(os.path.abspath(secret_file)), name)
-    if not is_private(secret_file):
-        raise PermissionError(f"{secret_file} is readable by other users: chmod 600 it")
-    public, secret = zmq.auth.load_certificate(secret_file)
-    if not secret:
-        raise ValueError(f"{secret_file} holds no secret key")
-    return public, secret
+    return load_secret_key(secret_file)
 
 
 def allowed_keys_signature(directory: str) -> tuple:

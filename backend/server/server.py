@@ -320,7 +320,7 @@ class Server:
             content = dict(ev.content)
             content["preview"] = bool(ev.preview_png)
             if ev.preview_png:
-                self.files.write(ev.job_id, PREVIEW, ev.preview_png, durable=False)
+                self.files.write(ev.job_id, PREVIEW, ev.preview_png)
             seq = self.store.progress(ev.job_id, int(content.get("step") or 0), int(content.get("total") or 0),
                                       content.get("eta_s"), content.get("losses") or {}, content)
             self.events.publish(ev.job_id, "progress", seq, content, [ev.preview_png] if ev.preview_png else [])

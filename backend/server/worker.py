@@ -28,6 +28,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from backend.atomic_write import write_atomic
+
 log = logging.getLogger("dreamprop.worker")
 
 HEARTBEAT_S = 2.0
@@ -72,15 +74,6 @@ def clean_json(obj, depth: int = 0):
         return clean_json(float(obj), depth + 1)
     except Exception:
         return str(obj)[:200]
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _gpu_info(device: str) -> dict:
@@ -309,9 +302,9 @@ class Worker:
             metadata = clean_json(dict(result.metadata or {}))
             metadata["worker"] = {"index": self.index, "device": self.device, "model_cached": cached,
                                   "model_load_s": load_s}
-            _atomic_write(os.path.join(result_dir, "result.glb"), result.glb)
-            _atomic_write(os.path.join(result_dir, "turntable.png"), result.turntable_png or b"")
-            _atomic_write(os.path.join(result_dir, "metadata.json"), json.dumps(metadata).encode("utf-8"))
+            write_atomic(os.path.join(result_dir, "result.glb"), result.glb)
+            write_atomic(os.path.join(result_dir, "turntable.png"), result.turntable_png or b"")
+            write_atomic(os.path.join(result_dir, "metadata.json"), json.dumps(metadata).encode("utf-8"))
             self._send("done", {"job_id": job_id, "outcome": "finished", "metadata": metadata,
                                 "model": settings.model})
         except BaseException as e:  # noqa: BLE001 - report every failure, keep the worker alive

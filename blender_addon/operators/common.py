@@ -1,4 +1,4 @@
-"""Helpers shared by the operators: settings from the panel, new job records, error reporting."""
+"""Shared by the operators: their base (error reporting), settings from the panel, new job records."""
 
 from __future__ import annotations
 
@@ -68,11 +68,19 @@ def remove_job(scene, job) -> None:
             return
 
 
-def run(op, fn) -> set:
-    """Run an operator body; a UserError becomes an error report instead of a traceback."""
-    try:
-        result = fn()
-    except UserError as exc:
-        op.report({'ERROR'}, str(exc))
-        return {'CANCELLED'}
-    return result or {'FINISHED'}
+class DreampropOperator:
+    """Mix-in base of the add-on's operators (``class X(DreampropOperator, bpy.types.Operator)``,
+    Blender's mix-in pattern: the base itself is never registered). Subclasses put their work in
+    ``run(context)``; a UserError it raises becomes an error report instead of a traceback, and
+    returning None means {'FINISHED'}."""
+
+    def run(self, context) -> set | None:
+        raise NotImplementedError
+
+    def execute(self, context) -> set:
+        try:
+            result = self.run(context)
+        except UserError as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
+        return result or {'FINISHED'}

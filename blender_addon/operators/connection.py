@@ -20,40 +20,38 @@ from .. import jobs
 from ..jobs import UserError
 from ..preferences import info_lines
 from ..shared import paths
-from .common import run
+from .common import DreampropOperator
 
 TEST_TIMEOUT_S = 3.0
 STARTING_WAIT_S = 30.0   # Test Connection while the backend starts: wait this long for it (busy 2-core CPUs)
 RETRY_INTERVAL_S = 0.25
 
 
-class DREAMPROP_OT_test_connection(bpy.types.Operator):
+class DREAMPROP_OT_test_connection(DreampropOperator, bpy.types.Operator):
     """Ask the backend for its version, GPU and models"""
 
     bl_idname = "dreamprop.test_connection"
     bl_label = "Test Connection"
 
-    def execute(self, context):
-        def body():
-            from ..shared.client import AuthError, ServerError
+    def run(self, context):
+        from ..shared.client import AuthError, ServerError
 
-            pid = _starting_backend_pid()
-            if pid is not None:
-                _StartupWait.begin(pid)
-                self.report({'INFO'}, f"The backend is starting (pid {pid}): testing the connection again "
-                                      f"for up to {STARTING_WAIT_S:g} s")
-                return
-            client = jobs.get_client()
-            try:   # the one blocking call of the add-on: a button press, a short timeout
-                info = client.request("info_request", {}, timeout=TEST_TIMEOUT_S).content
-            except TimeoutError:
-                hint = ": is the backend running?" if jobs.prefs().mode == 'LOCAL' else ""
-                raise UserError(f"no answer from {client.endpoint} within {TEST_TIMEOUT_S:g} s{hint}") from None
-            except (AuthError, ServerError) as exc:
-                raise UserError(str(exc)) from None
-            jobs.set_server_info(info)
-            self.report({'INFO'}, f"Connected to {client.endpoint}: " + "; ".join(info_lines(info)))
-        return run(self, body)
+        pid = _starting_backend_pid()
+        if pid is not None:
+            _StartupWait.begin(pid)
+            self.report({'INFO'}, f"The backend is starting (pid {pid}): testing the connection again "
+                                  f"for up to {STARTING_WAIT_S:g} s")
+            return
+        client = jobs.get_client()
+        try:   # the one blocking call of the add-on: a button press, a short timeout
+            info = client.request("info_request", {}, timeout=TEST_TIMEOUT_S).content
+        except TimeoutError:
+            hint = ": is the backend running?" if jobs.prefs().mode == 'LOCAL' else ""
+            raise UserError(f"no answer from {client.endpoint} within {TEST_TIMEOUT_S:g} s{hint}") from None
+        except (AuthError, ServerError) as exc:
+            raise UserError(str(exc)) from None
+        jobs.set_server_info(info)
+        self.report({'INFO'}, f"Connected to {client.endpoint}: " + "; ".join(info_lines(info)))
 
 
 def _connection_file() -> str:
@@ -172,78 +170,74 @@ def serve_command(python: str, p) -> list[str]:
     return [python, "-m", "backend", "serve", *args]
 
 
-class DREAMPROP_OT_start_backend(bpy.types.Operator):
+class DREAMPROP_OT_start_backend(DreampropOperator, bpy.types.Operator):
     """Start `python -m backend serve` with the Python set in the preferences (runs on after Blender
     quits, so jobs keep going; stop it with Stop Backend)"""
 
     bl_idname = "dreamprop.start_backend"
     bl_label = "Start Backend"
 
-    def execute(self, context):
-        def body():
-            p = jobs.prefs()
-            st = jobs.state()
-            if st.backend is not None and st.backend.poll() is None:
-                raise UserError(f"the backend is already running (pid {st.backend.pid})")
-            python = bpy.path.abspath(p.python_path)
-            if not python or not os.path.isfile(python):
-                raise UserError("set the Python of the dreamprop environment in the add-on preferences")
-            workdir = bpy.path.abspath(p.backend_dir) if p.backend_dir else None
-            if workdir and not os.path.isdir(workdir):
-                raise UserError(f"the dreamprop folder {workdir} does not exist")
-            command = serve_command(python, p)
-            env = dict(os.environ)
-            env.pop("PYTHONHOME", None)   # Blender's Python must not leak into the backend's
-            env["PYTHONPATH"] = workdir or ""
-            env["PYTHONUNBUFFERED"] = "1"
-            if p.connection_file:
-                env["DREAMPROP_CONNECTION_FILE"] = _connection_file()
-            log_path = os.path.join(jobs.cache_dir("logs"), "backend.log")
-            kwargs = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-                      else {"start_new_session": True})
-            with open(log_path, "ab") as log:
-                log.write(f"\n--- {time.ctime()}: {shlex.join(command)}\n".encode())
-                log.flush()
-                started_at = time.time()
-                try:
-                    proc = subprocess.Popen(command, cwd=workdir, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            **kwargs)
-                except OSError as exc:
-                    raise UserError(f"cannot start {python}: {exc}") from None
-            _started_at[proc.pid] = started_at
-            st.backend, st.backend_log, st.backend_stopping = proc, log_path, False
-            jobs.close_client()   # reconnect through the new connection file
-            jobs.ensure_timer()
-            self.report({'INFO'}, f"Backend starting (pid {proc.pid}); log: {log_path}")
-        return run(self, body)
+    def run(self, context):
+        p = jobs.prefs()
+        st = jobs.state()
+        if st.backend is not None and st.backend.poll() is None:
+            raise UserError(f"the backend is already running (pid {st.backend.pid})")
+        python = bpy.path.abspath(p.python_path)
+        if not python or not os.path.isfile(python):
+            raise UserError("set the Python of the dreamprop environment in the add-on preferences")
+        workdir = bpy.path.abspath(p.backend_dir) if p.backend_dir else None
+        if workdir and not os.path.isdir(workdir):
+            raise UserError(f"the dreamprop folder {workdir} does not exist")
+        command = serve_command(python, p)
+        env = dict(os.environ)
+        env.pop("PYTHONHOME", None)   # Blender's Python must not leak into the backend's
+        env["PYTHONPATH"] = workdir or ""
+        env["PYTHONUNBUFFERED"] = "1"
+        if p.connection_file:
+            env["DREAMPROP_CONNECTION_FILE"] = _connection_file()
+        log_path = os.path.join(jobs.cache_dir("logs"), "backend.log")
+        kwargs = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+                  else {"start_new_session": True})
+        with open(log_path, "ab") as log:
+            log.write(f"\n--- {time.ctime()}: {shlex.join(command)}\n".encode())
+            log.flush()
+            started_at = time.time()
+            try:
+                proc = subprocess.Popen(command, cwd=workdir, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        **kwargs)
+            except OSError as exc:
+                raise UserError(f"cannot start {python}: {exc}") from None
+        _started_at[proc.pid] = started_at
+        st.backend, st.backend_log, st.backend_stopping = proc, log_path, False
+        jobs.close_client()   # reconnect through the new connection file
+        jobs.ensure_timer()
+        self.report({'INFO'}, f"Backend starting (pid {proc.pid}); log: {log_path}")
 
 
-class DREAMPROP_OT_stop_backend(bpy.types.Operator):
+class DREAMPROP_OT_stop_backend(DreampropOperator, bpy.types.Operator):
     """Stop the local backend (the one started here, else the one in the connection file); running
     jobs are checkpointed by the server and resume when it starts again"""
 
     bl_idname = "dreamprop.stop_backend"
     bl_label = "Stop Backend"
 
-    def execute(self, context):
-        def body():
-            st = jobs.state()
-            if st.backend is not None and st.backend.poll() is None:
-                st.backend_stopping = True
-                st.backend.terminate()
-                self.report({'INFO'}, f"Stopping the backend (pid {st.backend.pid})")
-                return
-            pid = _connection_file_pid()
-            if pid is None:
-                raise UserError(f"no local backend to stop (no usable connection file at {_connection_file()})")
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError as exc:
-                raise UserError(f"cannot stop pid {pid}: {exc}") from None
-            jobs.close_client()
-            self.report({'INFO'}, f"Stopping the backend (pid {pid})")
-        return run(self, body)
+    def run(self, context):
+        st = jobs.state()
+        if st.backend is not None and st.backend.poll() is None:
+            st.backend_stopping = True
+            st.backend.terminate()
+            self.report({'INFO'}, f"Stopping the backend (pid {st.backend.pid})")
+            return
+        pid = _connection_file_pid()
+        if pid is None:
+            raise UserError(f"no local backend to stop (no usable connection file at {_connection_file()})")
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError as exc:
+            raise UserError(f"cannot stop pid {pid}: {exc}") from None
+        jobs.close_client()
+        self.report({'INFO'}, f"Stopping the backend (pid {pid})")
 
 
 CLASSES = (DREAMPROP_OT_test_connection, DREAMPROP_OT_start_backend, DREAMPROP_OT_stop_backend)

@@ -11,24 +11,22 @@ from mathutils import Matrix
 
 from .. import jobs, properties
 from ..jobs import UserError
-from .common import MAX_SEED, new_job, panel_settings, run, validated, with_proxy_interval
+from .common import MAX_SEED, DreampropOperator, new_job, panel_settings, validated, with_proxy_interval
 
 
-class DREAMPROP_OT_generate(bpy.types.Operator):
+class DREAMPROP_OT_generate(DreampropOperator, bpy.types.Operator):
     """Generate a textured prop from the prompt; it appears at the 3D cursor"""
 
     bl_idname = "dreamprop.generate"
     bl_label = "Generate"
     bl_options = {'REGISTER', 'UNDO'}
 
-    def execute(self, context):
-        def body():
-            scene = context.scene
-            settings = validated(panel_settings(scene))
-            job = new_job(scene, 'GENERATE', Matrix.Translation(scene.cursor.location))
-            jobs.submit(scene, job, settings)
-            self.report({'INFO'}, f"Generating \"{job.prompt}\" (seed {settings['seed']})")
-        return run(self, body)
+    def run(self, context):
+        scene = context.scene
+        settings = validated(panel_settings(scene))
+        job = new_job(scene, 'GENERATE', Matrix.Translation(scene.cursor.location))
+        jobs.submit(scene, job, settings)
+        self.report({'INFO'}, f"Generating \"{job.prompt}\" (seed {settings['seed']})")
 
 
 def _stored_settings(obj) -> dict:
@@ -41,7 +39,7 @@ def _stored_settings(obj) -> dict:
         raise UserError(f"{obj.name}: dreamprop_settings is not valid JSON") from None
 
 
-class DREAMPROP_OT_rerun(bpy.types.Operator):
+class DREAMPROP_OT_rerun(DreampropOperator, bpy.types.Operator):
     """Run the active generated object's settings again, in its place"""
 
     bl_idname = "dreamprop.rerun"
@@ -59,19 +57,17 @@ class DREAMPROP_OT_rerun(bpy.types.Operator):
     def poll(cls, context):
         return context.active_object is not None and "dreamprop_settings" in context.active_object
 
-    def execute(self, context):
-        def body():
-            obj = context.active_object
-            settings = _stored_settings(obj)
-            if self.variation:
-                settings["seed"] = random.randint(0, MAX_SEED)
-            settings = validated(with_proxy_interval(context.scene, settings))
-            job = new_job(context.scene, 'GENERATE', obj.matrix_world.copy())
-            jobs.submit(context.scene, job, settings)
-        return run(self, body)
+    def run(self, context):
+        obj = context.active_object
+        settings = _stored_settings(obj)
+        if self.variation:
+            settings["seed"] = random.randint(0, MAX_SEED)
+        settings = validated(with_proxy_interval(context.scene, settings))
+        job = new_job(context.scene, 'GENERATE', obj.matrix_world.copy())
+        jobs.submit(context.scene, job, settings)
 
 
-class DREAMPROP_OT_load_settings(bpy.types.Operator):
+class DREAMPROP_OT_load_settings(DreampropOperator, bpy.types.Operator):
     """Copy the active generated object's settings (prompt, seed, everything) into the panel"""
 
     bl_idname = "dreamprop.load_settings"
@@ -82,12 +78,10 @@ class DREAMPROP_OT_load_settings(bpy.types.Operator):
     def poll(cls, context):
         return context.active_object is not None and "dreamprop_settings" in context.active_object
 
-    def execute(self, context):
-        def body():
-            pg = context.scene.dreamprop.settings
-            properties.load_settings(pg, _stored_settings(context.active_object))
-            pg.seed_random = False
-        return run(self, body)
+    def run(self, context):
+        pg = context.scene.dreamprop.settings
+        properties.load_settings(pg, _stored_settings(context.active_object))
+        pg.seed_random = False
 
 
 CLASSES = (DREAMPROP_OT_generate, DREAMPROP_OT_rerun, DREAMPROP_OT_load_settings)

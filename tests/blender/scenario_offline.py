@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import bpy
@@ -250,14 +251,17 @@ def check_refine_export():
     glb, matrix = importer.export_refine_glb(cube, bpy.context)
     assert bpy.context.active_object == cube and cube.select_get(), "selection restored"
     assert "dreamprop_refine_export" not in bpy.data.objects
-    verts, faces, _ = importer.read_glb_mesh(glb)
+    verts, faces, _ = harness.module("glb").read_glb_mesh(glb)
     lo, hi = verts.min(axis=0), verts.max(axis=0)
     assert np.allclose(hi, -lo, atol=1e-5) and abs(hi.max() - importer.REFINE_HALF_EXTENT) < 1e-5, (lo, hi)
     world = np.array([tuple(matrix @ Vector(v)) for v in verts])
     expected = np.array([tuple(cube.matrix_world @ v.co) for v in cube.data.vertices])
     for p in world:   # every exported vertex lands on a cube vertex after placement
         assert np.min(np.linalg.norm(expected - p, axis=1)) < 1e-4, p
-    return {"glb_bytes": len(glb), "faces": len(faces)}
+    path = os.path.join(os.path.dirname(OUT), "refine_input.glb")   # test_addon_blender.py validates it
+    with open(path, "wb") as f:
+        f.write(glb)
+    return {"glb_bytes": len(glb), "faces": len(faces), "glb": path}
 
 
 def check_errors_are_reports():
