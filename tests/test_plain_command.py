@@ -20,7 +20,7 @@ from shared.settings import GenerationSettings, SettingError
 from tests.server_fixtures import REPO, queue_server  # noqa: F401
 
 SCHEMA = GenerationSettings()
-PRIOR = prior_recommended("cpu")
+PRIOR = prior_recommended()
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -36,11 +36,10 @@ def shown_settings(*args: str) -> tuple[dict, str]:
 
 
 # -- layering ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_shared_table_is_the_priors_recommendation(device):
+def test_shared_table_is_the_priors_recommendation():
     """The CLI, the server and the add-on read the prior's settings from shared/ (Blender has no
-    backend): they must be what the prior itself recommends."""
-    assert recommended_settings("builtin") == prior_recommended(device)
+    backend): they must be what the prior itself recommends (the same on every device)."""
+    assert recommended_settings("builtin") == prior_recommended()
     assert recommended_settings("runwayml/stable-diffusion-v1-5") == {}
 
 

@@ -13,7 +13,7 @@ from backend.engine.guidance.base import Guidance, PromptEmbeddings
 from backend.engine.registry import find, names, register, unregister
 from backend.engine.trainer import Trainer, run_generation
 from shared.settings import GEOMETRY_TYPES, GUIDANCE_TYPES, GenerationSettings, SettingError
-from tests.conftest import tiny_settings
+from tests.helpers import tiny_settings
 
 TARGET = torch.tensor([0.1, 0.9, 0.2])
 
