@@ -78,15 +78,105 @@ def test_chamfer_is_zero_for_identical_sets_and_the_offset_for_shifted_ones():
     assert M.chamfer(a, a + [0.0, 0.0, 0.5]) == pytest.approx(0.5)
 
 
-def test_summary_applies_the_targets():
-    from backend.bench.quality import summarise
+def _row(iou=0.8, albedo=0.05, group="solid", facing=False, gap=0.0, **extra):
+    return {"iou": iou, "iou_canonical": iou - gap, "facing_gap": gap, "albedo_error": albedo, "chamfer": 0.02,
+            "texture_psnr": 20.0, "volume_ratio": 1.0, "wall_s": 1.0, "group": group, "facing": facing, **extra}
 
-    good = [{"iou": 0.8, "albedo_error": 0.05, "chamfer": 0.02, "wall_s": 1.0}] * 3
+
+def test_summary_applies_the_targets():
+    from backend.bench.quality import TARGETS, summarise
+
+    good = [_row()] * 3
     assert summarise(good)["passed"]
-    assert not summarise(good + [{"iou": 0.45, "albedo_error": 0.05, "chamfer": 0.02, "wall_s": 1.0}])["passed"]
-    assert not summarise(good + [{"iou": 0.0, "albedo_error": 1.0, "chamfer": float("nan"), "empty": True,
-                                  "wall_s": 1.0}])["passed"]
+    assert summarise(good)["checks"]["mean_iou_props"] is None        # a solids-only part: not applicable
+    assert not summarise(good + [_row(iou=0.35)])["passed"]             # one prompt under the floor
+    assert not summarise(good + [_row(iou=0.0, albedo=1.0, empty=True)])["passed"]
     assert not summarise(good + [{"skipped": True}])["passed"]
+    # The props' own mean and the solids' own mean: each is a target.
+    props = [_row(iou=0.72, group="prop")] * 4
+    assert summarise(good + props)["passed"]
+    low_props = summarise(good + [_row(iou=0.6, group="prop")] * 4)
+    assert low_props["failed"] == ["mean_iou_props"] and low_props["mean_iou_solids"] == pytest.approx(0.8)
+    assert summarise([_row(iou=0.7)] * 3 + props)["failed"] == ["mean_iou_solids"]
+    # Facing: at most 10% of the facing props may face away (gap > 0.05) ...
+    facing = [_row(group="prop", facing=True, gap=0.01)] * 9
+    assert summarise(good + facing + [_row(group="prop", facing=True, gap=0.2)])["passed"]
+    turned = summarise(good + facing[:8] + [_row(group="prop", facing=True, gap=0.2)] * 2)
+    assert turned["facing_pass_rate"] == pytest.approx(0.8) and turned["failed"] == ["facing_pass_rate"]
+    # ... and a prop that is not there (a symmetric blob: no gap) does not face the front either.
+    blob = _row(iou=TARGETS["min_iou"] - 0.01, group="prop", facing=True, gap=0.0)
+    assert summarise(good + facing + [blob])["facing_passed"] == 9
+    assert summarise([_row(albedo=0.12)] * 3)["failed"] == ["mean_albedo_error"]
+
+
+def test_per_category_table_merges_seeds_and_counts_facing():
+    from backend.bench.quality import by_category
+
+    rows = [_row(iou=0.6, category="chair", look="wooden", group="prop", facing=True, gap=0.01, seed=0),
+            _row(iou=0.8, category="chair", look="wooden", group="prop", facing=True, gap=0.3, seed=1),
+            _row(iou=0.9, category="cube", look="red", seed=0)]
+    table = {c["category"]: c for c in by_category(rows)}
+    assert table["chair"]["runs"] == 2 and table["chair"]["mean_iou"] == pytest.approx(0.7)
+    assert table["chair"]["min_iou"] == 0.6 and table["chair"]["facing_passed"] == 1
+    assert table["cube"]["runs"] == 1 and not table["cube"]["facing"]
+
+
+def test_prompt_sets_cover_the_benchmark():
+    from backend.bench.quality import _job_order, expand_prompts
+    from backend.prior.catalogue import BY_NAME, PROP_NAMES
+    from backend.prior.grammar import benchmark_prompts
+
+    solids, props = expand_prompts(["solids"]), expand_prompts(["props"])
+    assert len(solids) == 56 and len(props) == len(PROP_NAMES) >= 24
+    assert sorted(solids + props) == sorted(expand_prompts(None)) == sorted(benchmark_prompts())
+    assert "a wooden barrel" in props and "a red mushroom" in props and "a red cube" in solids
+    facing = expand_prompts(["facing"])
+    assert facing and all(p in props for p in facing) and "a wooden chair" in facing and "a wooden barrel" not in facing
+    assert expand_prompts(["treasure chest"]) == [f"a {w} treasure chest" for w in BY_NAME["treasure chest"].looks]
+    assert expand_prompts(["wooden barrel", "a red mushroom", "rock"]) == [
+        "a wooden barrel", "a red mushroom", "a rock"]
+    order = _job_order(expand_prompts(None))
+    assert order[:2] == ["a red cube", "a red sphere"] and order[-1] == props[-1]   # solids colour-major, then props
+
+
+def test_report_only_merges_parts_into_one_report(tmp_path):
+    """Two parts of a run (as two device commands write them), one cut short, merged without generating."""
+    from PIL import Image
+
+    from backend.bench.quality import main
+
+    def part(name, rows):
+        folder = tmp_path / name
+        (folder / "jobs" / "seed0").mkdir(parents=True)
+        for r in rows:
+            if not r.get("skipped"):
+                r["turntable_file"] = f"jobs/seed0/{r['prompt'].replace(' ', '_')}.turntable.png"
+                Image.new("RGB", (8 * 96, 96), (200, 30, 30)).save(folder / r["turntable_file"])
+        (folder / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return folder
+
+    base = {"variant": "default", "seed": 0}
+    a = part("A", [_row(iou=0.8, prompt="a red cube", category="cube", look="red", **base),
+                   {"prompt": "a wooden chair", "skipped": True, **base}])
+    b = part("B", [_row(iou=0.75, prompt="a wooden chair", category="chair", look="wooden", group="prop",
+                        facing=True, gap=0.02, **base),
+                   _row(iou=0.7, prompt="a wooden barrel", category="barrel", look="wooden", group="prop", **base)])
+    out = tmp_path / "merged"
+    assert main(["--report-only", str(a), str(b), "--out", str(out)]) == 0
+    report = json.loads((out / "quality.json").read_text())
+    results = {r["prompt"]: r for r in report["results"]}
+    assert set(results) == {"a red cube", "a wooden chair", "a wooden barrel"}
+    assert not results["a wooden chair"].get("skipped")                 # the part that ran it wins
+    s = report["summary"]["default"]["per_seed"]["0"]
+    assert s["n"] == 3 and s["n_props"] == 2 and s["facing_passed"] == 1 and s["passed"]
+    assert s["mean_iou_props"] == pytest.approx(0.725)
+    for r in results.values():                                           # images travel with the report
+        assert (out / r["turntable_file"]).is_file()
+    md = (out / "quality.md").read_text()
+    assert "| chair | wooden | prop | 1 | 0.750 |" in md and "| cube | red | solid | 1 | 0.800 |" in md
+    grid = np.asarray(Image.open(out / "turntables_seed0.png").convert("RGB")).astype(int)
+    strip_pixels = (np.abs(grid - [200, 30, 30]).sum(-1) < 10).sum()
+    assert strip_pixels == pytest.approx(3 * 8 * 96 * 96, rel=0.02)        # every row's turntable is in the grid
 
 
 def test_bench_cli(capsys):
@@ -231,3 +321,37 @@ def test_an_empty_mesh_scores_zero_and_the_bare_background():
                             period=truth.yaw_period, truth_views=views, cams=cams)
     assert empty["empty"] and empty["iou"] == 0.0 and empty["albedo_error"] == 1.0
     assert empty["texture_psnr"] < 12.0 and empty["truth_volume"] > 0.03
+
+
+def _prior_knows(word: str) -> bool:
+    """Whether the shipped prior's tokenizer has ``word`` as a token of its own (a word it was trained on)."""
+    from backend.prior import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return False
+    vocab = json.loads(path.read_text())["model"]["vocab"]
+    return f"{word}</w>" in vocab or word in vocab
+
+
+PROP_CHECK = ["a wooden barrel", "a red mushroom"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available(), reason="backend/prior/weights is not installed")
+@pytest.mark.xfail(not _prior_knows("barrel"), strict=False,
+                   reason="the shipped prior weights predate the props (no 'barrel' token in their tokenizer): props "
+                          "come out as blobs until the props prior's weights are committed; then this is a real check")
+def test_builtin_prior_draws_a_barrel_and_a_mushroom_on_cpu(tmp_path):
+    """The 2-prompt prop quality check: the real pipeline on the CPU with the prior's own settings
+    (the plain command's), each GLB against its procedural ground truth: shape (IoU at least the
+    benchmark's floor for every prompt) and colour (wood-brown planks, a red spotted cap)."""
+    from backend.bench.quality import TARGETS, main
+
+    assert main(["--device", "cpu", "--prompts", *PROP_CHECK, "--seeds", "0", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "quality.json").read_text())["results"]
+    assert [r["prompt"] for r in results] == PROP_CHECK
+    for r in results:
+        assert not r.get("error") and not r["empty"], r
+        assert r["iou"] >= TARGETS["min_iou"], r
+        assert r["albedo_error"] <= 0.15, r

@@ -18,10 +18,12 @@ turntable and texture views) and ``turntables_seed<S>.png`` (one cell per prompt
 mesh albedo views, turntable) to ``--out``. Targets per seed: ``TARGETS``.
 
 A run of record longer than one device command is split and merged: run the parts into their own
-folders (``--prompts solids --out A``, ``--prompts props --out B``; ``--resume`` continues a part
-cut by ``--time-budget``), then ``--report-only A B --out results/quality`` writes one report from
-their ``quality.jsonl`` without generating anything. On a GPU, ``--workers`` generations run side
-by side (the models are small).
+folders (one seed each: ``--seeds 0 --out parts/seed0``; or ``--prompts solids`` / ``props``), each
+with ``--time-budget`` a little under the command's limit (``--resume`` with the same ``--out``
+runs what a part left), bring each folder back as one archive (a device command returns at most
+8 files), then ``--report-only parts/seed0 parts/seed1 parts/seed2 --out results/quality`` writes
+one report from their ``quality.jsonl`` and images without generating anything. On a GPU,
+``--workers`` generations run side by side (the models are small).
 """
 
 from __future__ import annotations
@@ -217,12 +219,15 @@ def summarise(rows: list[dict]) -> dict:
     s["mean_s_per_step"] = float(np.mean(steps)) if steps else None
     s["mean_wall_s"] = _mean(r.get("wall_s") for r in done)
     # Each target: (measured, passed); None where the run has none of its prompts.
-    checks = {"mean_iou_props": (s["mean_iou_props"], s["mean_iou_props"] >= TARGETS["mean_iou_props"]) if props else None,
-              "mean_iou_solids": (s["mean_iou_solids"], s["mean_iou_solids"] >= TARGETS["mean_iou_solids"]) if solids else None,
-              "min_iou": (s["min_iou"], s["min_iou"] >= TARGETS["min_iou"]),
-              "facing_pass_rate": (s["facing_pass_rate"], s["facing_pass_rate"] >= TARGETS["facing_pass_rate"]) if facing else None,
-              "mean_albedo_error": (s["mean_albedo_error"], s["mean_albedo_error"] <= TARGETS["mean_albedo_error"]),
-              "empty": (s["empty"], s["empty"] <= TARGETS["empty"])}
+    t = TARGETS
+    checks = {"mean_iou_props": (s["mean_iou_props"], s["mean_iou_props"] >= t["mean_iou_props"]) if props else None,
+              "mean_iou_solids": ((s["mean_iou_solids"], s["mean_iou_solids"] >= t["mean_iou_solids"]) if solids
+                                  else None),
+              "min_iou": (s["min_iou"], s["min_iou"] >= t["min_iou"]),
+              "facing_pass_rate": ((s["facing_pass_rate"], s["facing_pass_rate"] >= t["facing_pass_rate"]) if facing
+                                   else None),
+              "mean_albedo_error": (s["mean_albedo_error"], s["mean_albedo_error"] <= t["mean_albedo_error"]),
+              "empty": (s["empty"], s["empty"] <= t["empty"])}
     s["checks"] = {k: (None if v is None else {"value": v[0], "passed": bool(v[1])}) for k, v in checks.items()}
     s["failed"] = [k for k, v in s["checks"].items() if v is not None and not v["passed"]]
     if s["skipped"]:
@@ -283,12 +288,12 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
               f"Metrics ({', '.join(f'`{k}`' for k in ('iou', 'iou_canonical', 'albedo_error', 'texture_psnr'))} in "
               "`quality.json`): IoU = volumetric IoU on 128^3 voxels over [-1,1]^3 at the best rotation about the "
               "up axis (searched on 64^3 within the category's yaw symmetry); facing gap = best-yaw IoU - IoU at "
-              "yaw 0 (the front asked for), a facing prop passes at <= "
-              f"{TARGETS['facing_gap']} with IoU >= {TARGETS['min_iou']}; Chamfer = symmetric mean nearest-neighbour distance between 20k surface "
-              "samples (scene units, objects are ~1 unit across); albedo = mean |RGB - truth| (channels in [0,1]) at "
-              "surface samples of the exported texture, the truth taken at the nearest true surface point; texture "
-              "PSNR (dB) = pure-albedo renders of the mesh vs the ground truth's from 4 views (elevation 15, 96 px), "
-              "over the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume.", ""]
+              f"yaw 0 (the front asked for), a facing prop passes at <= {TARGETS['facing_gap']} with IoU >= "
+              f"{TARGETS['min_iou']}; Chamfer = symmetric mean nearest-neighbour distance between 20k surface samples "
+              "(scene units, objects are ~1 unit across); albedo = mean |RGB - truth| (channels in [0,1]) at surface "
+              "samples of the exported texture, the truth taken at the nearest true surface point; texture PSNR "
+              "(dB) = pure-albedo renders of the mesh vs the ground truth's from 4 views (elevation 15, 96 px), over "
+              "the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume.", ""]
     for variant in variants:
         if len(variants) > 1 or variant != "default":
             lines += [f"## Variant `{variant}`: {json.dumps(meta['variants'].get(variant, {}))}", ""]
@@ -323,7 +328,8 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
             lines.append(_category_line(merged[0]))
         lines += ["", "### By prompt", ""]
         prompts = list(dict.fromkeys(r["prompt"] for r in rows if r["variant"] == variant))
-        head = "| prompt | " + " | ".join(f"s{s}: IoU / gap / albedo / PSNR" for s in seeds) + " | mean IoU | mean albedo |"
+        head = ("| prompt | " + " | ".join(f"s{s}: IoU / gap / albedo / PSNR" for s in seeds)
+                + " | mean IoU | mean albedo |")
         lines += [head, "|---|" + "---:|" * (len(seeds) + 2)]
         for prompt in prompts:
             cells, ious, albs = [], [], []
@@ -468,7 +474,8 @@ def parse_args(argv):
     p.add_argument("--report-only", nargs="+", type=Path, default=None, metavar="PART",
                    help="generate nothing: merge the quality.jsonl of these folders (or files) into one report "
                         "in --out (a job found in several parts: the last part's row)")
-    p.add_argument("--iou-resolution", type=int, default=128)
+    p.add_argument("--iou-resolution", type=int, default=128,
+                   help="voxels per side for the IoUs (the yaw search runs on 64^3)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return p.parse_args(argv)
 
@@ -484,7 +491,8 @@ def save_images(row: dict, out: Path) -> dict:
     from PIL import Image
 
     row = dict(row)
-    folder = Path("jobs") / ((f"{_slug(row['variant'])}_" if row["variant"] != "default" else "") + f"seed{row['seed']}")
+    variant = f"{_slug(row['variant'])}_" if row["variant"] != "default" else ""
+    folder = Path("jobs") / f"{variant}seed{row['seed']}"
     for key, height in (("turntable", 96), ("views", 192)):
         data = row.pop(key, None)
         if not data:
@@ -681,12 +689,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         progress.write(json.dumps(r, default=str) + "\n")
         progress.flush()
-        status = "skipped" if r.get("skipped") else (f"ERROR {r['error'][:120]}" if r.get("error") and not r.get("empty")
-                                                   else f"IoU {r['iou']:.3f} (yaw 0: {r.get('iou_canonical', 0):.3f}) "
-                                                        f"albedo {r['albedo_error']:.3f} PSNR "
-                                                        f"{_fmt(r.get('texture_psnr'), 1)} chamfer "
-                                                        f"{_fmt(r.get('chamfer'), 4)} {_fmt(r.get('s_per_step'), 4)} "
-                                                        f"s/step {r.get('wall_s', 0):.0f} s")
+        if r.get("skipped"):
+            status = "skipped"
+        elif r.get("error") and not r.get("empty"):
+            status = f"ERROR {r['error'][:120]}"
+        else:
+            status = (f"IoU {r['iou']:.3f} (yaw 0: {r.get('iou_canonical', 0):.3f}) albedo {r['albedo_error']:.3f} "
+                      f"PSNR {_fmt(r.get('texture_psnr'), 1)} chamfer {_fmt(r.get('chamfer'), 4)} "
+                      f"{_fmt(r.get('s_per_step'), 4)} s/step {r.get('wall_s', 0):.0f} s")
         print(f"[{len(rows)}/{total} {time.perf_counter() - t0:5.0f}s] {r['variant']} | {r['prompt']} | seed "
               f"{r['seed']}: {status}", flush=True)
 
