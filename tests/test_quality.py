@@ -162,11 +162,11 @@ def test_report_only_merges_parts_into_one_report(tmp_path):
                         facing=True, gap=0.02, **base),
                    _row(iou=0.7, prompt="a wooden barrel", category="barrel", look="wooden", group="prop", **base)])
     out = tmp_path / "merged"
-    assert main(["--report-only", str(a), str(b), "--out", str(out)]) == 0
+    assert main(["--report-only", str(b), str(a), "--out", str(out)]) == 0      # A's skipped row comes last
     report = json.loads((out / "quality.json").read_text())
     results = {r["prompt"]: r for r in report["results"]}
     assert set(results) == {"a red cube", "a wooden chair", "a wooden barrel"}
-    assert not results["a wooden chair"].get("skipped")                 # the part that ran it wins
+    assert not results["a wooden chair"].get("skipped")                 # a skipped row never replaces a result
     s = report["summary"]["default"]["per_seed"]["0"]
     assert s["n"] == 3 and s["n_props"] == 2 and s["facing_passed"] == 1 and s["passed"]
     assert s["mean_iou_props"] == pytest.approx(0.725)
@@ -177,6 +177,21 @@ def test_report_only_merges_parts_into_one_report(tmp_path):
     grid = np.asarray(Image.open(out / "turntables_seed0.png").convert("RGB")).astype(int)
     strip_pixels = (np.abs(grid - [200, 30, 30]).sum(-1) < 10).sum()
     assert strip_pixels == pytest.approx(3 * 8 * 96 * 96, rel=0.02)        # every row's turntable is in the grid
+
+
+def test_resume_keeps_finished_jobs_and_runs_none_twice(tmp_path, capsys):
+    """A part cut by its time budget is continued with --resume: jobs already in its quality.jsonl are
+    kept (not run again), the report covers them."""
+    from backend.bench.quality import main
+
+    done = _row(iou=0.81, prompt="a red cube", category="cube", look="red", variant="default", seed=0)
+    (tmp_path / "quality.jsonl").write_text(json.dumps(done) + "\n")
+    assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
+                 "--resume"]) == 0
+    assert "0 generations" in capsys.readouterr().out
+    results = json.loads((tmp_path / "quality.json").read_text())["results"]
+    assert [(r["prompt"], r["iou"]) for r in results] == [("a red cube", 0.81)]
+    assert [json.loads(x)["iou"] for x in (tmp_path / "quality.jsonl").read_text().splitlines()] == [0.81]
 
 
 def test_bench_cli(capsys):
