@@ -79,15 +79,120 @@ def test_chamfer_is_zero_for_identical_sets_and_the_offset_for_shifted_ones():
     assert M.chamfer(a, a + [0.0, 0.0, 0.5]) == pytest.approx(0.5)
 
 
-def test_summary_applies_the_targets():
-    from backend.bench.quality import summarise
+def _row(iou=0.8, albedo=0.05, group="solid", facing=False, gap=0.0, **extra):
+    return {"iou": iou, "iou_canonical": iou - gap, "facing_gap": gap, "albedo_error": albedo, "chamfer": 0.02,
+            "texture_psnr": 20.0, "volume_ratio": 1.0, "wall_s": 1.0, "group": group, "facing": facing, **extra}
 
-    good = [{"iou": 0.8, "albedo_error": 0.05, "chamfer": 0.02, "wall_s": 1.0}] * 3
+
+def test_summary_applies_the_targets():
+    from backend.bench.quality import TARGETS, summarise
+
+    good = [_row()] * 3
     assert summarise(good)["passed"]
-    assert not summarise(good + [{"iou": 0.45, "albedo_error": 0.05, "chamfer": 0.02, "wall_s": 1.0}])["passed"]
-    assert not summarise(good + [{"iou": 0.0, "albedo_error": 1.0, "chamfer": float("nan"), "empty": True,
-                                  "wall_s": 1.0}])["passed"]
+    assert summarise(good)["checks"]["mean_iou_props"] is None        # a solids-only part: not applicable
+    assert not summarise(good + [_row(iou=0.35)])["passed"]             # one prompt under the floor
+    assert not summarise(good + [_row(iou=0.0, albedo=1.0, empty=True)])["passed"]
     assert not summarise(good + [{"skipped": True}])["passed"]
+    # The props' own mean and the solids' own mean: each is a target.
+    props = [_row(iou=0.72, group="prop")] * 4
+    assert summarise(good + props)["passed"]
+    low_props = summarise(good + [_row(iou=0.6, group="prop")] * 4)
+    assert low_props["failed"] == ["mean_iou_props"] and low_props["mean_iou_solids"] == pytest.approx(0.8)
+    assert summarise([_row(iou=0.7)] * 3 + props)["failed"] == ["mean_iou_solids"]
+    # Facing: at most 10% of the facing props may face away (gap > 0.05) ...
+    facing = [_row(group="prop", facing=True, gap=0.01)] * 9
+    assert summarise(good + facing + [_row(group="prop", facing=True, gap=0.2)])["passed"]
+    turned = summarise(good + facing[:8] + [_row(group="prop", facing=True, gap=0.2)] * 2)
+    assert turned["facing_pass_rate"] == pytest.approx(0.8) and turned["failed"] == ["facing_pass_rate"]
+    # ... and a prop that is not there (a symmetric blob: no gap) does not face the front either.
+    blob = _row(iou=TARGETS["min_iou"] - 0.01, group="prop", facing=True, gap=0.0)
+    assert summarise(good + facing + [blob])["facing_passed"] == 9
+    assert summarise([_row(albedo=0.12)] * 3)["failed"] == ["mean_albedo_error"]
+
+
+def test_per_category_table_merges_seeds_and_counts_facing():
+    from backend.bench.quality import by_category
+
+    rows = [_row(iou=0.6, category="chair", look="wooden", group="prop", facing=True, gap=0.01, seed=0),
+            _row(iou=0.8, category="chair", look="wooden", group="prop", facing=True, gap=0.3, seed=1),
+            _row(iou=0.9, category="cube", look="red", seed=0)]
+    table = {c["category"]: c for c in by_category(rows)}
+    assert table["chair"]["runs"] == 2 and table["chair"]["mean_iou"] == pytest.approx(0.7)
+    assert table["chair"]["min_iou"] == 0.6 and table["chair"]["facing_passed"] == 1
+    assert table["cube"]["runs"] == 1 and not table["cube"]["facing"]
+
+
+def test_prompt_sets_cover_the_benchmark():
+    from backend.bench.quality import _job_order, expand_prompts
+    from backend.prior.catalogue import BY_NAME, PROP_NAMES
+    from backend.prior.grammar import benchmark_prompts
+
+    solids, props = expand_prompts(["solids"]), expand_prompts(["props"])
+    assert len(solids) == 56 and len(props) == len(PROP_NAMES) >= 24
+    assert sorted(solids + props) == sorted(expand_prompts(None)) == sorted(benchmark_prompts())
+    assert "a wooden barrel" in props and "a red mushroom" in props and "a red cube" in solids
+    facing = expand_prompts(["facing"])
+    assert facing and all(p in props for p in facing) and "a wooden chair" in facing and "a wooden barrel" not in facing
+    assert expand_prompts(["treasure chest"]) == [f"a {w} treasure chest" for w in BY_NAME["treasure chest"].looks]
+    assert expand_prompts(["wooden barrel", "a red mushroom", "rock"]) == [
+        "a wooden barrel", "a red mushroom", "a rock"]
+    order = _job_order(expand_prompts(None))
+    assert order[:2] == ["a red cube", "a red sphere"] and order[-1] == props[-1]   # solids colour-major, then props
+
+
+def test_report_only_merges_parts_into_one_report(tmp_path):
+    """Two parts of a run (as two device commands write them), one cut short, merged without generating."""
+    from PIL import Image
+
+    from backend.bench.quality import main
+
+    def part(name, rows):
+        folder = tmp_path / name
+        (folder / "jobs" / "seed0").mkdir(parents=True)
+        for r in rows:
+            if not r.get("skipped"):
+                r["turntable_file"] = f"jobs/seed0/{r['prompt'].replace(' ', '_')}.turntable.png"
+                Image.new("RGB", (8 * 96, 96), (200, 30, 30)).save(folder / r["turntable_file"])
+        (folder / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return folder
+
+    base = {"variant": "default", "seed": 0}
+    a = part("A", [_row(iou=0.8, prompt="a red cube", category="cube", look="red", **base),
+                   {"prompt": "a wooden chair", "skipped": True, **base}])
+    b = part("B", [_row(iou=0.75, prompt="a wooden chair", category="chair", look="wooden", group="prop",
+                        facing=True, gap=0.02, **base),
+                   _row(iou=0.7, prompt="a wooden barrel", category="barrel", look="wooden", group="prop", **base)])
+    out = tmp_path / "merged"
+    assert main(["--report-only", str(b), str(a), "--out", str(out)]) == 0      # A's skipped row comes last
+    report = json.loads((out / "quality.json").read_text())
+    results = {r["prompt"]: r for r in report["results"]}
+    assert set(results) == {"a red cube", "a wooden chair", "a wooden barrel"}
+    assert not results["a wooden chair"].get("skipped")                 # a skipped row never replaces a result
+    s = report["summary"]["default"]["per_seed"]["0"]
+    assert s["n"] == 3 and s["n_props"] == 2 and s["facing_passed"] == 1 and s["passed"]
+    assert s["mean_iou_props"] == pytest.approx(0.725)
+    for r in results.values():                                           # images travel with the report
+        assert (out / r["turntable_file"]).is_file()
+    md = (out / "quality.md").read_text()
+    assert "| chair | wooden | prop | 1 | 0.750 |" in md and "| cube | red | solid | 1 | 0.800 |" in md
+    grid = np.asarray(Image.open(out / "turntables_seed0.png").convert("RGB")).astype(int)
+    strip_pixels = (np.abs(grid - [200, 30, 30]).sum(-1) < 10).sum()
+    assert strip_pixels == pytest.approx(3 * 8 * 96 * 96, rel=0.02)        # every row's turntable is in the grid
+
+
+def test_resume_keeps_finished_jobs_and_runs_none_twice(tmp_path, capsys):
+    """A part cut by its time budget is continued with --resume: jobs already in its quality.jsonl are
+    kept (not run again), the report covers them."""
+    from backend.bench.quality import main
+
+    done = _row(iou=0.81, prompt="a red cube", category="cube", look="red", variant="default", seed=0)
+    (tmp_path / "quality.jsonl").write_text(json.dumps(done) + "\n")
+    assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
+                 "--resume"]) == 0
+    assert "0 generations" in capsys.readouterr().out
+    results = json.loads((tmp_path / "quality.json").read_text())["results"]
+    assert [(r["prompt"], r["iou"]) for r in results] == [("a red cube", 0.81)]
+    assert [json.loads(x)["iou"] for x in (tmp_path / "quality.jsonl").read_text().splitlines()] == [0.81]
 
 
 def test_bench_cli(capsys):
@@ -120,17 +225,161 @@ def test_builtin_prior_recovers_a_cube_and_a_sphere_on_cpu(tmp_path):
     for r in results:
         assert not r.get("error") and not r["empty"], r
         assert r["iou"] >= 0.5, r
-    # The report holds the numbers of quality.json: each prompt's row and the seed's verdict row.
+    # The report holds the numbers of quality.json (each prompt with its IoU), and the turntable
+    # grid shows both results: in each cell's 8-view strip (96 px views) the object is visible.
     md = (tmp_path / "quality.md").read_text()
     for r in results:
-        assert f"| {r['prompt']} | {r['iou']:.3f} | {r['albedo_error']:.3f} | {r['chamfer']:.4f} |" in md, r
-    ious = [r["iou"] for r in results]
-    assert f"| 0 | 2 | {np.mean(ious):.3f} | {min(ious):.3f} | " in md
-    # The turntable grid: the two results side by side, each a label and its 8-view strip (96 px
-    # views) in which the object shows in every view.
+        assert r["prompt"] in md and f"{r['iou']:.3f}" in md, r
     grid = load_rgb(tmp_path / "turntables_seed0.png")
-    cell_w = 190 + 8 * 96 + 4
-    assert grid.shape == (96 + 4, 2 * cell_w, 3)
+    label_w, views_w, strip_w, pad = 200, 2 * 96, 8 * 96, 4
+    cell_w = label_w + views_w + strip_w + 2 * pad
+    assert grid.shape == (96 + pad, 2 * cell_w, 3)
     for i in range(2):
-        strip = grid[:96, i * cell_w + 190: i * cell_w + 190 + 8 * 96]
+        x = i * cell_w + label_w + views_w + pad
+        strip = grid[:96, x: x + strip_w]
         assert all(object_fraction(view, (255, 255, 255)) > 0.01 for view in np.split(strip, 8, axis=1)), i
+
+
+# -- props: the metrics against procedural ground truth ----------------------------------------------------
+def truth_export(prompt, yaw=0.0, albedo=None, resolution=128):
+    """The prompt's ground truth through the real exporter: density from its SDF (surface at the
+    SDF's zero: threshold 50 of 100), texture from its procedural albedo (or ``albedo``), turned by
+    ``yaw`` degrees about the up axis."""
+    from backend.export.mesh import export_field
+    from backend.prior.catalogue import ground_truth
+
+    truth = ground_truth(prompt)
+
+    def density(p):
+        return 100.0 * torch.sigmoid(-truth.sdf(shapes.rotate_z(p, -yaw)) / 0.01)
+
+    def truth_albedo(p):
+        return truth.albedo(shapes.rotate_z(p, -yaw))
+
+    with M.one_torch_thread():          # the props' many small ops: see one_torch_thread
+        result = export_field(density, albedo or truth_albedo, resolution=resolution, threshold=50.0,
+                              keep_components=1, face_budget=20000, texture_size=512, vertex_colors=False)
+    return M.load_glb(result.glb)
+
+
+@pytest.fixture(scope="module")
+def truth_views():
+    """Texture-score cameras and the ground truth's albedo renders, per prompt (cached)."""
+    from backend.prior.catalogue import ground_truth
+
+    cams, cache = M.texture_cameras(), {}
+
+    def get(prompt):
+        if prompt not in cache:
+            truth = ground_truth(prompt)
+            cache[prompt] = M.render_truth_albedo(truth.name, truth.look, cams)
+        return cams, cache[prompt]
+    return get
+
+
+def score(mesh, prompt, truth_views):
+    from backend.prior.catalogue import ground_truth
+
+    truth = ground_truth(prompt)
+    cams, views = truth_views(prompt)
+    return M.evaluate_mesh(mesh, truth.sdf, truth.albedo, period=truth.yaw_period, truth_views=views, cams=cams)
+
+
+def test_a_barrel_made_from_its_ground_truth_scores_high_and_the_wrong_paint_low(truth_views):
+    from backend.prior.catalogue import ground_truth
+
+    right = score(truth_export("a wooden barrel"), "a wooden barrel", truth_views)
+    assert right["iou"] > 0.97 and right["volume_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert right["albedo_error"] < 0.03 and right["texture_psnr"] > 25.0, right
+    # Blue paint: far from wood everywhere.
+    blue = score(truth_export("a wooden barrel", albedo=lambda p: torch.tensor([0.2, 0.4, 0.8]).expand(len(p), 3)),
+                 "a wooden barrel", truth_views)
+    assert blue["iou"] > 0.97 and blue["albedo_error"] > 0.25 and blue["texture_psnr"] < 12.0, blue
+    # The right mean colour without the pattern (no staves, hoops, grain): the truth is compared
+    # point by point, so a flat average of it is clearly worse than the texture itself.
+    truth = ground_truth("a wooden barrel")
+    points = torch.from_numpy(M.sdf_surface_points(truth.sdf, 20000, np.random.default_rng(1))).float()
+    mean = truth.albedo(points).mean(0)
+    flat = score(truth_export("a wooden barrel", albedo=lambda p: mean.expand(len(p), 3)), "a wooden barrel",
+                 truth_views)
+    assert flat["albedo_error"] > 2.5 * right["albedo_error"] and flat["texture_psnr"] < right["texture_psnr"] - 4.0
+
+
+def test_a_barrel_turned_about_its_axis_is_compared_at_its_staves_phase(truth_views):
+    """A solid of revolution has no yaw in its shape, but its staves have one: colours are compared at
+    the yaw that lines the pattern up, as the geometry's yaw is for the IoU."""
+    turned = score(truth_export("a wooden barrel", yaw=10.0), "a wooden barrel", truth_views)
+    assert turned["iou"] > 0.97 and turned["albedo_error"] < 0.03 and turned["texture_psnr"] > 25.0, turned
+
+
+def test_facing_a_chair_turned_away_from_the_front(truth_views):
+    facing = score(truth_export("a wooden chair"), "a wooden chair", truth_views)
+    assert facing["iou"] > 0.95 and facing["facing_gap"] < 0.02, facing
+    turned = score(truth_export("a wooden chair", yaw=120.0), "a wooden chair", truth_views)
+    # The same chair: the best yaw finds it (shape, colour and texture at that yaw are right) ...
+    assert turned["iou"] > 0.85 and abs(turned["yaw"] - 120.0) <= 2.0, turned
+    assert turned["albedo_error"] < 0.03 and turned["texture_psnr"] > 25.0, turned
+    # ... but at the canonical yaw it faces away from the front it was asked for.
+    assert turned["iou_canonical"] < 0.5 and turned["facing_gap"] > 0.4, turned
+
+
+def test_a_mesh_that_misses_a_thin_part_loses_iou_and_texture(truth_views):
+    """A sword without its blade: the voxels at 128^3 see the blade (a 0.036-thick plate), and the
+    texture views see it missing."""
+    from backend.prior.catalogue import ground_truth
+
+    whole = score(truth_export("a metal sword"), "a metal sword", truth_views)
+    assert whole["iou"] > 0.9 and whole["texture_psnr"] > 22.0, whole
+    truth = ground_truth("a metal sword")
+    mesh = truth_export("a metal sword")
+    keep = mesh.vertices[mesh.faces].mean(axis=1)[:, 2] < -0.12          # faces below the blade's root
+    bladeless = M.LoadedMesh(mesh.vertices, mesh.faces[keep], mesh.uvs, mesh.texture)
+    cut = M.evaluate_mesh(bladeless, truth.sdf, truth.albedo, period=truth.yaw_period,
+                          truth_views=truth_views("a metal sword")[1], cams=truth_views("a metal sword")[0])
+    assert cut["iou"] < whole["iou"] - 0.3 and cut["texture_psnr"] < whole["texture_psnr"] - 5.0, cut
+
+
+def test_an_empty_mesh_scores_zero_and_the_bare_background():
+    from backend.prior.catalogue import ground_truth
+
+    truth = ground_truth("a red mug")
+    cams = M.texture_cameras(views=(0.0,))
+    views = M.render_truth_albedo(truth.name, truth.look, cams, resolution=32)
+    empty = M.evaluate_mesh(M.LoadedMesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), truth.sdf, truth.albedo,
+                            period=truth.yaw_period, truth_views=views, cams=cams)
+    assert empty["empty"] and empty["iou"] == 0.0 and empty["albedo_error"] == 1.0
+    assert empty["texture_psnr"] < 12.0 and empty["truth_volume"] > 0.03
+
+
+def _prior_knows(word: str) -> bool:
+    """Whether the shipped prior's tokenizer has ``word`` as a token of its own (a word it was trained on)."""
+    from backend.prior import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return False
+    vocab = json.loads(path.read_text())["model"]["vocab"]
+    return f"{word}</w>" in vocab or word in vocab
+
+
+PROP_CHECK = ["a wooden barrel", "a red mushroom"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not available(), reason="backend/prior/weights is not installed")
+@pytest.mark.xfail(not _prior_knows("barrel"), strict=False,
+                   reason="the shipped prior weights predate the props (no 'barrel' token in their tokenizer): props "
+                          "come out as blobs until the props prior's weights are committed; then this is a real check")
+def test_builtin_prior_draws_a_barrel_and_a_mushroom_on_cpu(tmp_path):
+    """The 2-prompt prop quality check: the real pipeline on the CPU with the prior's own settings
+    (the plain command's), each GLB against its procedural ground truth: shape (IoU at least the
+    benchmark's floor for every prompt) and colour (wood-brown planks, a red spotted cap)."""
+    from backend.bench.quality import TARGETS, main
+
+    assert main(["--device", "cpu", "--prompts", *PROP_CHECK, "--seeds", "0", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "quality.json").read_text())["results"]
+    assert [r["prompt"] for r in results] == PROP_CHECK
+    for r in results:
+        assert not r.get("error") and not r["empty"], r
+        assert r["iou"] >= TARGETS["min_iou"], r
+        assert r["albedo_error"] <= 0.15, r

@@ -8,8 +8,9 @@ import sys
 USAGE = """usage: python -m backend bench <benchmark> [options]
 
 benchmarks:
-  quality   generate every shape x colour of the built-in prior and compare the exported meshes
-            with the analytic ground truth (IoU, Chamfer, albedo error); -h for options
+  quality   generate every solid and prop of the built-in prior and compare the exported meshes
+            with their procedural ground truth (IoU, facing, Chamfer, albedo error, texture
+            PSNR); -h for options
   speed     GPU speed and memory vs the SDS bound (--cpu: the CPU reference); -h for options
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
 """

@@ -27,8 +27,7 @@ TARGET_S = 180.0
 
 def run_once(prompt: str, workdir: Path, seed: int) -> dict:
     from backend.bench.metrics import evaluate_mesh, load_glb
-    from backend.prior import shapes
-    from backend.prior.grammar import COLOURS, parse_prompt
+    from backend.prior.catalogue import ground_truth
 
     glb = workdir / "demo.glb"
     cmd = [sys.executable, "-m", "backend", "generate", prompt, "-o", str(glb), "--preset", "cpu-demo",
@@ -40,9 +39,8 @@ def run_once(prompt: str, workdir: Path, seed: int) -> dict:
     if proc.returncode != 0:
         row["error"] = proc.stderr[-2000:]
         return row
-    shape, colour = parse_prompt(prompt)
-    metrics = evaluate_mesh(load_glb(glb.read_bytes()), lambda p: shapes.sdf(shape, p),
-                            COLOURS[colour] if colour else (0.5, 0.5, 0.5), period=shapes.YAW_PERIOD[shape], seed=seed)
+    truth = ground_truth(prompt)
+    metrics = evaluate_mesh(load_glb(glb.read_bytes()), truth.sdf, truth.albedo, period=truth.yaw_period, seed=seed)
     turntable = glb.with_suffix(".turntable.png")
     row.update(iou=round(metrics["iou"], 3), albedo_error=round(metrics["albedo_error"], 3),
                empty=metrics["empty"], glb_bytes=glb.stat().st_size,
