@@ -1,4 +1,4 @@
-"""``python -m backend <command>``: generate | serve | submit | keygen | bench."""
+"""``python -m backend <command>``: generate | serve | farm | submit | keygen | bench."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ USAGE = """usage: python -m backend <command> [options]
 
 commands:
   generate   optimise a prompt into a textured GLB on this machine (python -m backend generate -h)
-  serve      run the job server (ZeroMQ) with GPU worker processes
+  serve      run the job server (ZeroMQ) with GPU worker processes, or on a Ray cluster (--ray)
+  farm       start a Ray cluster of several nodes on this machine (loopback) to try serve --ray
   submit     submit a job to a running server and watch its progress
   keygen     create CurveZMQ key pairs for remote mode
   bench      benchmarks: speed (GPU), quality (built-in prior vs ground truth)
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         from backend.cli import generate_main as entry
     elif command == "serve":
         from backend.server.cli import serve_main as entry
+    elif command == "farm":
+        from backend.server.farm import farm_main as entry
     elif command == "submit":
         from backend.server.cli import submit_main as entry
     elif command == "keygen":

@@ -21,11 +21,11 @@ import pytest
 
 from tests.server_fixtures import ServerProc, tiny
 
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason='the farm tests need Ray: pip install -e ".[ray]"')
+pytest.importorskip("ray", reason='the farm tests need Ray: pip install -e ".[ray]"')
+from backend.server.farm import add_local_node, local_cluster  # noqa: E402
 
 pytestmark = pytest.mark.slow
 EVENT_TIMEOUT = 300.0
-LOOPBACK_IP = "127.0.0.1"
 # A killed node is declared dead after ~3 missed health checks of 0.5 s (the default is minutes on a
 # busy machine): the test of a node's death should not wait on Ray's production timeouts.
 FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
@@ -34,18 +34,11 @@ FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_m
 
 def start_cluster(nodes: int, *, head_cpus: int = 1):
     """A head plus ``nodes - 1`` worker nodes, one CPU each (``head_cpus=0``: the head runs no actor)."""
-    cluster = ray_cluster_utils.Cluster(
-        initialize_head=True, connect=False,
-        head_node_args={"num_cpus": head_cpus, "node_ip_address": LOOPBACK_IP, "include_dashboard": False,
-                        "_system_config": FAST_HEALTH_CHECKS})
-    for _ in range(nodes - 1):
-        add_node(cluster)
-    cluster.wait_for_nodes()
-    return cluster
+    return local_cluster(nodes, cpus_per_node=1, head_cpus=head_cpus, system_config=FAST_HEALTH_CHECKS)
 
 
 def add_node(cluster):
-    return cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK_IP)
+    return add_local_node(cluster, cpus=1)
 
 
 @pytest.fixture
