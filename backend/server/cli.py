@@ -83,6 +83,14 @@ def serve_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.worker_threads <= MAX_WORKER_THREADS:
         parser.error(f"--worker-threads: must be 0 (automatic) to {MAX_WORKER_THREADS}, got {args.worker_threads}")
+    if args.ray is not None:
+        from .ray_pool import check_ray_options
+
+        try:
+            check_ray_options(args.ray_gpus_per_actor, args.ray_cpus_per_actor, args.ray_cpu_actors_per_node)
+        except ValueError as e:       # "ray_x: ..." -> "--ray-x: ..."
+            field, _, why = str(e).partition(": ")
+            parser.error(f"--{field.replace('_', '-')}: {why}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     from .server import Server, ServerConfig

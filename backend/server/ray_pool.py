@@ -63,14 +63,28 @@ ACTOR_CONCURRENCY = 4          # run + drain + cancel + hello
 
 
 def check_ray_options(gpus_per_actor: float, cpus_per_actor: float, cpu_actors_per_node: int) -> None:
-    if isinstance(gpus_per_actor, bool) or not isinstance(gpus_per_actor, (int, float)) or not 0 < gpus_per_actor <= 1:
-        raise ValueError(f"gpus_per_actor: must be in (0, 1] (a fraction of one GPU per actor), got {gpus_per_actor!r}")
-    if isinstance(cpus_per_actor, bool) or not isinstance(cpus_per_actor, (int, float)) or not 0 < cpus_per_actor <= 1024:
-        raise ValueError(f"cpus_per_actor: must be in (0, 1024], got {cpus_per_actor!r}")
-    if isinstance(cpu_actors_per_node, bool) or not isinstance(cpu_actors_per_node, int) or \
+    """Errors name the ``ServerConfig`` field (the CLI turns ``ray_x`` into ``--ray-x``)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not number(gpus_per_actor) or not 0 < gpus_per_actor <= 1:
+        raise ValueError(f"ray_gpus_per_actor: must be in (0, 1] (the GPU share of one actor), got {gpus_per_actor!r}")
+    if not number(cpus_per_actor) or not 0 < cpus_per_actor <= 1024:
+        raise ValueError(f"ray_cpus_per_actor: must be in (0, 1024], got {cpus_per_actor!r}")
+    if not isinstance(cpu_actors_per_node, int) or isinstance(cpu_actors_per_node, bool) or \
             not 0 <= cpu_actors_per_node <= 1024:
-        raise ValueError(f"cpu_actors_per_node: must be an integer in [0, 1024] (0: GPU nodes only), "
+        raise ValueError(f"ray_cpu_actors_per_node: must be an integer in [0, 1024] (0: GPU nodes only), "
                          f"got {cpu_actors_per_node!r}")
+
+
+def actors_per_node(resources: dict, *, gpus_per_actor: float, cpus_per_actor: float, cpu_actors_per_node: int) -> int:
+    """How many actors a node with these (total) resources gets: one per ``gpus_per_actor`` of its
+    GPUs; on a node without GPUs ``cpu_actors_per_node``, as far as its CPUs go."""
+    gpus = resources.get("GPU", 0) or 0
+    if gpus > 0:
+        return int(gpus / gpus_per_actor + 1e-9)
+    cpus = resources.get("CPU", 0) or 0
+    return min(cpu_actors_per_node, int(cpus / cpus_per_actor + 1e-9))
 
 
 def cluster_address(address: str) -> str:
@@ -241,11 +255,8 @@ class RayPool(WorkerPool):
 
     # ---- nodes and actors --------------------------------------------------------------------------
     def _actors_for(self, resources: dict) -> int:
-        gpus = resources.get("GPU", 0) or 0
-        if gpus > 0:
-            return int(gpus / self.gpus_per_actor + 1e-9)
-        cpus = resources.get("CPU", 0) or 0
-        return min(self.cpu_actors_per_node, int(cpus / self.cpus_per_actor + 1e-9))
+        return actors_per_node(resources, gpus_per_actor=self.gpus_per_actor, cpus_per_actor=self.cpus_per_actor,
+                               cpu_actors_per_node=self.cpu_actors_per_node)
 
     def _sync_nodes(self, now: float) -> None:
         self._last_node_check = now
