@@ -45,16 +45,21 @@ def _free_port() -> int:
 class Farm:
     """A local cluster plus a ``serve --ray`` process on it."""
 
-    def __init__(self, nodes: int, work: str, *, head_cpus: float | None = None, system_config: dict | None = None):
+    def __init__(self, nodes: int, work: str, *, head_cpus: float | None = None, system_config: dict | None = None,
+                 cpus_per_node: float = 1, gpus_per_node: float = 0, gpus_per_actor: float = 1.0):
         from backend.server.farm import local_cluster
+        from backend.server.ray_pool import actors_per_node
 
         t0 = time.monotonic()
-        self.cluster = local_cluster(nodes, cpus_per_node=1, head_cpus=head_cpus, system_config=system_config)
+        self.cluster = local_cluster(nodes, cpus_per_node=cpus_per_node, gpus_per_node=gpus_per_node,
+                                     head_cpus=head_cpus, system_config=system_config)
         self.cluster_s = time.monotonic() - t0
         state = os.path.join(work, f"state-{nodes}-{int(time.time() * 1000)}")
         self.log = open(state + ".log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--port", str(_free_port()),
-                                      "--state-dir", state, "--ray", self.cluster.address], cwd=REPO,
+                                      "--state-dir", state, "--ray", self.cluster.address,
+                                      "--ray-gpus-per-actor", str(gpus_per_actor),
+                                      "--ray-cpu-actors-per-node", str(max(1, int(cpus_per_node)))], cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         from shared.client import JobClient
 
@@ -64,7 +69,10 @@ class Farm:
                 raise RuntimeError(f"server did not start; see {self.log.name}")
             time.sleep(0.05)
         self.client = JobClient.from_connection_file(conn, timeout=30)
-        self.ready_s = self.wait_actors(nodes if head_cpus is None else nodes - 1) - t0
+        per_node = actors_per_node({"CPU": cpus_per_node, "GPU": gpus_per_node}, gpus_per_actor=gpus_per_actor,
+                                   cpus_per_actor=1, cpu_actors_per_node=max(1, int(cpus_per_node)))
+        self.actors = per_node * (nodes if head_cpus is None else nodes - 1)
+        self.ready_s = self.wait_actors(self.actors) - t0
 
     def wait_actors(self, n: int) -> float:
         while True:
@@ -100,11 +108,11 @@ def prop_settings(i: int, steps: int) -> dict:
             "seed": i, "checkpoint_interval": 0, "preview_interval": max(1, steps // 4)}
 
 
-def throughput(nodes: int, props: int, steps: int, work: str) -> dict:
+def throughput(nodes: int, props: int, steps: int, work: str, **farm_options) -> dict:
     load_before = os.getloadavg()
-    farm = Farm(nodes, work)
+    farm = Farm(nodes, work, **farm_options)
     try:
-        farm.run([prop_settings(1000 + i, steps) for i in range(nodes)])          # warm-up: load the model
+        farm.run([prop_settings(1000 + i, steps) for i in range(farm.actors)])    # warm-up: load the model
         t0 = time.monotonic()
         done = farm.run([prop_settings(i, steps) for i in range(props)])
         elapsed = time.monotonic() - t0
@@ -114,7 +122,7 @@ def throughput(nodes: int, props: int, steps: int, work: str) -> dict:
     for s in done:
         node = s["metadata"]["worker"]["node_id"][:8]
         per_node[node] = per_node.get(node, 0) + 1
-    return {"nodes": nodes, "props": props, "steps": steps, "elapsed_s": elapsed, "props_per_hour": props / elapsed * 3600,
+    return {"nodes": nodes, "actors": farm.actors, **farm_options, "props": props, "steps": steps, "elapsed_s": elapsed, "props_per_hour": props / elapsed * 3600,
             "per_node": per_node, "cluster_start_s": farm.cluster_s, "actors_ready_s": farm.ready_s,
             "s_per_prop_mean": sum(s["metadata"]["timings"]["optimise_s"] + s["metadata"]["timings"]["export_s"]
                                    for s in done) / len(done),
@@ -163,15 +171,17 @@ def write_report(out_dir: str, data: dict) -> None:
     base = runs[0]["props_per_hour"] if runs and runs[0]["nodes"] == 1 else None
     lines = ["# Render farm on one machine: props per hour with 1, 2, 3 Ray nodes (CPU)", "",
              f"`python -m backend bench farm {' '.join(data['argv'])}` on {data['machine']}, "
-             f"{data['cores']} cores, Ray {data['ray']}, {data['date']}. Each node: 1 CPU, one actor, 1 torch thread. "
+             f"{data['cores']} cores, Ray {data['ray']}, {data['date']}. Each node: "
+             f"{runs[0].get('cpus_per_node', 1) if runs else 1:g} CPU, {runs[0].get('gpus_per_node', 0) if runs else 0:g} GPU; "
+             f"each actor 1 CPU (1 torch thread), {runs[0].get('gpus_per_actor', 1) if runs else 1:g} GPU on GPU nodes. "
              f"Props: the built-in prior, preset `builtin` with {runs[0]['steps'] if runs else '?'} steps "
              "(the preset's 500 shortened so that the benchmark fits the machine's time), submitted at once after "
              "one warm-up prop per actor.", "",
-             "| nodes | props | wall (s) | props / hour | scaling efficiency | props per node | s per prop (mean) "
-             "| load avg before / after |", "|---|---|---|---|---|---|---|---|"]
+             "| nodes | actors | props | wall (s) | props / hour | scaling efficiency | props per node | s per prop (mean) "
+             "| load avg before / after |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         eff = f"{r['props_per_hour'] / (r['nodes'] * base):.0%}" if base else "-"
-        lines.append(f"| {r['nodes']} | {r['props']} | {r['elapsed_s']:.1f} | {r['props_per_hour']:.0f} | {eff} | "
+        lines.append(f"| {r['nodes']} | {r.get('actors', r['nodes'])} | {r['props']} | {r['elapsed_s']:.1f} | {r['props_per_hour']:.0f} | {eff} | "
                      f"{', '.join(str(v) for v in r['per_node'].values())} | {r['s_per_prop_mean']:.1f} | "
                      f"{r['loadavg_before']:.1f} / {r['loadavg_after']:.1f} |")
     d = data.get("node_death")
@@ -197,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--death-steps", type=int, default=200, help="steps of the node-death prop (0: skip; default 200)")
     p.add_argument("--checkpoint-interval", type=int, default=10)
     p.add_argument("--kill-at-step", type=int, default=40)
+    p.add_argument("--cpus-per-node", type=float, default=1.0, help="CPUs per node (one CPU actor per CPU; default 1)")
+    p.add_argument("--gpus-per-node", type=float, default=0.0,
+                   help="GPUs each node offers (GPU box: 1 node with --gpus-per-node 1; default 0)")
+    p.add_argument("--gpus-per-actor", type=float, default=1.0,
+                   help="passed to serve --ray-gpus-per-actor (0.25: four actors share a GPU; default 1)")
     p.add_argument("--out", default=os.path.join(REPO, "results", "farm"))
     args = p.parse_args(argv)
     sys.path.insert(0, REPO)
@@ -208,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": []}
     try:
         for n in [int(x) for x in args.nodes.split(",") if x.strip()]:
-            r = throughput(n, args.props, args.steps, work)
+            r = throughput(n, args.props, args.steps, work, cpus_per_node=args.cpus_per_node,
+                           gpus_per_node=args.gpus_per_node, gpus_per_actor=args.gpus_per_actor)
             print(json.dumps(r), flush=True)
             data["throughput"].append(r)
             write_report(args.out, data)
