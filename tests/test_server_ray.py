@@ -14,12 +14,17 @@ clusters are small (2-3 nodes) and the jobs short.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import shutil
+import signal
+import sys
 import time
 
 import psutil
 import pytest
 
-from tests.server_fixtures import ServerProc, tiny
+from tests.server_fixtures import ServerProc, free_port, tiny
 
 pytest.importorskip("ray", reason='the farm tests need Ray: pip install -e ".[ray]"')
 from backend.server.farm import add_local_node, local_cluster  # noqa: E402
@@ -187,3 +192,34 @@ def test_a_restarted_server_reattaches_to_the_cluster_and_resumes_the_running_jo
         c.close()
     finally:
         restarted.stop()
+
+
+@pytest.mark.blender
+def test_a_batch_from_markers_in_blender_against_a_ray_backed_server(tmp_path):
+    """The add-on's own story (Start Backend, Batch from two markers, results placed at the markers,
+    the file saved and re-opened mid-batch), with the backend it starts serving from a Ray cluster
+    (``--ray``: it has no local workers, so every prop was made by a Ray actor)."""
+    from tests.blender.runner import OUTPUT, ROOT, addon_zip, check, run_scenario
+
+    cluster = start_cluster(2)
+    work = OUTPUT / "ray-batch"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    port = free_port()
+    config = work / "config.json"
+    config.write_text(json.dumps({"python": sys.executable, "root": str(ROOT), "port": port, "out": str(work),
+                                  "checks": ["check_batch_two_markers"],
+                                  "serve_args": f"--port {port} --ray {cluster.address}"}))
+    try:
+        data = run_scenario("scenario_e2e.py", [addon_zip(), config], work, timeout=900)
+        check(data, "check_start_backend")
+        check(data, "check_batch_two_markers")
+        assert listening_elsewhere_than_loopback() == []
+    finally:   # never leave a backend behind, whatever happened in Blender
+        pid_file = work / "backend.pid"
+        if pid_file.exists():
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        cluster.shutdown()
