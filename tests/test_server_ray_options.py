@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from backend.server.ray_pool import actors_per_node, check_ray_options, is_loopback_address
-from tests.server_fixtures import REPO
+from tests.server_fixtures import REPO, free_port
 
 
 @pytest.mark.parametrize("resources, gpus, cpus, per_node, expected", [
@@ -49,3 +49,11 @@ def test_serve_rejects_a_bad_ray_option_naming_the_flag(tmp_path):
                                                ("ray://head:10001", False)])
 def test_loopback_addresses(address, loopback):
     assert is_loopback_address(address) is loopback
+
+
+def test_serve_with_no_cluster_at_the_address_fails_fast_and_says_so(tmp_path):
+    # ray.init alone would retry for minutes; the server checks the address first
+    address = f"127.0.0.1:{free_port()}"
+    r = subprocess.run([sys.executable, "-m", "backend", "serve", "--ray", address, "--port", str(free_port()),
+                        "--state-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and f"--ray {address}: no Ray cluster answers there" in r.stderr, r.stderr

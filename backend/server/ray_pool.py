@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -99,6 +100,18 @@ def cluster_address(address: str) -> str:
             return f.read().strip() or address
     except OSError:
         return address
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when nothing listens at ``host:port``: ``ray.init`` would retry for minutes."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return              # not host:port ("auto" with no cluster found): leave it to Ray's own error
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RuntimeError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+                           f"`ray start --head` or `python -m backend farm`") from None
 
 
 def is_loopback_address(address: str) -> bool:
@@ -160,6 +173,7 @@ class RayPool(WorkerPool):
     # ---- WorkerPool ----------------------------------------------------------------------------
     def start(self) -> None:
         address = cluster_address(self.address)
+        check_reachable(address)
         if is_loopback_address(address):
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"     # see the module docstring
         try:
