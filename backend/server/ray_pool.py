@@ -167,6 +167,7 @@ class RayPool(WorkerPool):
         self._events: list = []
         self._stopping = False
         self._last_node_check = 0.0
+        self._last_collect_error = 0.0
         self._connected = False
         self.ray = None
 
@@ -230,7 +231,12 @@ class RayPool(WorkerPool):
             now = time.monotonic()
             if now - self._last_node_check >= self.node_check_s:
                 self._sync_nodes(now)
-            self._collect()
+            try:
+                self._collect()
+            except Exception as e:   # the cluster is unreachable for now (its head restarting): retry next poll
+                if now - self._last_collect_error > 60.0:
+                    self._last_collect_error = now
+                    log.warning("cannot reach the Ray cluster: %s", e)
             self._check_timeouts(now)
         events, self._events = self._events, []
         return events
