@@ -199,8 +199,10 @@ def test_a_batch_from_markers_in_blender_against_a_ray_backed_server(tmp_path):
     """The add-on's own story (Start Backend, Batch from two markers, results placed at the markers,
     the file saved and re-opened mid-batch), with the backend it starts serving from a Ray cluster
     (``--ray``: it has no local workers, so every prop was made by a Ray actor)."""
-    from tests.blender.runner import OUTPUT, ROOT, addon_zip, check, run_scenario
+    from tests.blender.runner import OUTPUT, ROOT, addon_zip, blender_python, check, run_scenario
 
+    blender_python()                  # skips (before any cluster starts) when there is no bpy interpreter
+    zip_path = addon_zip()
     cluster = start_cluster(2)
     work = OUTPUT / "ray-batch"
     shutil.rmtree(work, ignore_errors=True)
@@ -211,7 +213,7 @@ def test_a_batch_from_markers_in_blender_against_a_ray_backed_server(tmp_path):
                                   "checks": ["check_batch_two_markers"],
                                   "serve_args": f"--port {port} --ray {cluster.address}"}))
     try:
-        data = run_scenario("scenario_e2e.py", [addon_zip(), config], work, timeout=900)
+        data = run_scenario("scenario_e2e.py", [zip_path, config], work, timeout=900)
         check(data, "check_start_backend")
         check(data, "check_batch_two_markers")
         assert listening_elsewhere_than_loopback() == []
