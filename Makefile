@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test` (each sets up what is missing).
 #
-# Set-up: a virtual environment in .venv with the project installed in editable mode.
+# Set-up: a virtual environment in .venv with the project installed in editable mode, with the test
+# tools and Ray (the render-farm tests start a real local Ray cluster).
 # torch: on a machine without an NVIDIA driver we install torch==2.13.0 (the CPU build; an unpinned
 # `torch` would pull several GB of CUDA packages). With an NVIDIA driver we install the default
 # (CUDA) build. Already have torch in .venv? It is left alone.
@@ -38,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		echo "no NVIDIA GPU: installing the CPU build $(CPU_TORCH)"; $(PY) -m pip install -q "$(CPU_TORCH)"; \
 	fi
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,ray]"
 	@touch $(STAMP)
 
 blender-venv: $(BLENDER_STAMP)

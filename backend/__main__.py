@@ -1,4 +1,4 @@
-"""``python -m backend <command>``: generate | serve | submit | keygen | bench.
+"""``python -m backend <command>``: generate | serve | farm | submit | keygen | bench.
 
 One table, ``COMMANDS``, names each command's module, entry point and one-line help (the usage
 text is made from it). Modules are imported only for the command that runs, so e.g. ``submit``
@@ -14,7 +14,10 @@ import sys
 COMMANDS = {
     "generate": ("backend.cli", "generate_main",
                  "optimise a prompt into a textured GLB on this machine (python -m backend generate -h)"),
-    "serve": ("backend.server.cli", "serve_main", "run the job server (ZeroMQ) with GPU worker processes"),
+    "serve": ("backend.server.cli", "serve_main",
+              "run the job server (ZeroMQ) with GPU worker processes, or on a Ray cluster (--ray)"),
+    "farm": ("backend.server.farm", "farm_main",
+             "start a Ray cluster of several nodes on this machine (loopback) to try serve --ray"),
     "submit": ("backend.server.cli", "submit_main", "submit a job to a running server and watch its progress"),
     "keygen": ("backend.server.cli", "keygen_main", "create CurveZMQ key pairs for remote mode"),
     "bench": ("backend.bench.__main__", "main", "benchmarks: speed (GPU), quality (built-in prior vs ground truth)"),

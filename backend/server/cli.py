@@ -64,6 +64,17 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-init-mesh-mb", type=int, default=64, help="largest initial mesh accepted (default 64)")
     p.add_argument("--max-queued-per-client", type=int, default=100)
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    farm = p.add_argument_group("render farm (Ray; needs pip install \"dreamprop[ray]\")")
+    farm.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
+                      help="run jobs on the actors of this Ray cluster instead of local worker processes "
+                           "(auto: $RAY_ADDRESS, else the cluster last started on this machine)")
+    farm.add_argument("--ray-gpus-per-actor", type=float, default=1.0, metavar="F",
+                      help="GPU share of each actor on GPU nodes, in (0, 1] (0.25: four actors per GPU, "
+                           "for small models such as the built-in prior; default 1)")
+    farm.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="N",
+                      help="CPUs each actor reserves and uses as torch threads (default 1)")
+    farm.add_argument("--ray-cpu-actors-per-node", type=int, default=1, metavar="N",
+                      help="actors on each node without a GPU (0: GPU nodes only; default 1)")
     return p
 
 
@@ -72,6 +83,14 @@ def serve_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.worker_threads <= MAX_WORKER_THREADS:
         parser.error(f"--worker-threads: must be 0 (automatic) to {MAX_WORKER_THREADS}, got {args.worker_threads}")
+    if args.ray is not None:
+        from .ray_pool import check_ray_options
+
+        try:
+            check_ray_options(args.ray_gpus_per_actor, args.ray_cpus_per_actor, args.ray_cpu_actors_per_node)
+        except ValueError as e:       # "ray_x: ..." -> "--ray-x: ..."
+            field, _, why = str(e).partition(": ")
+            parser.error(f"--{field.replace('_', '-')}: {why}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     from .server import Server, ServerConfig
@@ -82,7 +101,9 @@ def serve_main(argv: list[str]) -> int:
         workers=args.workers, worker_threads=args.worker_threads, curve=args.curve,
         server_key_file=args.server_key, allowed_clients_dir=args.allowed_clients, insecure=args.insecure,
         max_attempts=max(1, args.max_attempts), worker_timeout_s=args.worker_timeout,
-        max_init_mesh_bytes=args.max_init_mesh_mb * 1024 * 1024, max_queued_per_client=args.max_queued_per_client)
+        max_init_mesh_bytes=args.max_init_mesh_mb * 1024 * 1024, max_queued_per_client=args.max_queued_per_client,
+        ray_address=args.ray, ray_gpus_per_actor=args.ray_gpus_per_actor, ray_cpus_per_actor=args.ray_cpus_per_actor,
+        ray_cpu_actors_per_node=args.ray_cpu_actors_per_node)
     try:
         return Server(cfg).run()
     except PermissionError as e:

@@ -13,21 +13,14 @@ Implementations:
   disk, so it turns :class:`~backend.server.jobfiles.Artifact` names into paths and its workers
   write checkpoints and results straight into the job directory.
 
-* A Ray pool (issue 17, not written yet) would be a second implementation with the same methods:
-  one actor per GPU (or fractional GPU) that keeps its model loaded; ``submit`` reads the job's
-  input artifacts here with ``JobFiles.read`` and passes them as bytes / object references
-  (``ray.put``); the actor returns checkpoints as :class:`CheckpointSaved` events (the server
-  writes them, so a re-queued job resumes on any node), previews and proxy meshes as bytes in
-  :class:`JobProgress` / :class:`ProxyMesh`, and the finished prop as ``JobEnded.result``
-  (:class:`~backend.server.jobfiles.JobResult`). ``poll_events`` would ``ray.wait(..., timeout=0)``
-  on the actors' pending results and an event queue; a dead node's actor error becomes
-  :class:`JobLost`; ``cancel`` calls the actor (which sets its cancel flag between steps);
-  ``wait_handles`` returns nothing (the server's loop wakes every 200 ms anyway). It would also
-  need: slots from the cluster's resources instead of the local ``nvidia-smi`` (``health`` reports
-  them; a node that joins simply adds slots to ``idle_slots``), slot ids that stay small integers
-  (the job store and the ``started`` event record the slot as ``worker``), and named or detached
-  actors so that a restarted server re-attaches to them in ``start``. Nothing in this interface
-  is a path on a shared disk.
+* ``ray_pool.RayPool`` — actors on the nodes of a Ray cluster (``serve --ray``). Nothing it
+  handles is a path on the server's disk: ``submit`` reads the job's input artifacts here with
+  ``JobFiles.read`` and passes them as object references; the actors return checkpoints as
+  :class:`CheckpointSaved` events (the server writes them, so a re-queued job resumes on any node),
+  previews and proxy meshes as bytes in :class:`JobProgress` / :class:`ProxyMesh`, and the finished
+  prop as ``JobEnded.result`` (:class:`~backend.server.jobfiles.JobResult`). A dead node's jobs are
+  :class:`JobLost`; slots come from the cluster's resources and stay small integers (the job store
+  and the ``started`` event record the slot as ``worker``).
 """
 
 from __future__ import annotations

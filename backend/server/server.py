@@ -9,7 +9,8 @@ This module is the loop and the job lifecycle (schedule, dispatch, what a pool e
 recovery, shutdown) plus the client socket's set-up (HMAC or CurveZMQ). The rest lives beside it:
 ``outbox.py`` (per-client outboxes), ``handlers.py`` (client requests), ``events.py`` (persisted
 events to clients), ``jobfiles.py`` (job directories), ``jobstore.py`` (SQLite), ``pool.py`` (the
-worker-pool interface) and ``local_pool.py`` (worker processes on this machine).
+worker-pool interface), ``local_pool.py`` (worker processes on this machine) and ``ray_pool.py``
+(actors on the nodes of a Ray cluster).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class ServerConfig:
     client_outbox_messages: int = 256
     client_outbox_bytes: int = 256 * MB
     replay_max_age_s: float = 600.0
+    ray_address: str | None = None            # run jobs on a Ray cluster ("auto" | host:port), see ray_pool.py
+    ray_gpus_per_actor: float = 1.0
+    ray_cpus_per_actor: float = 1.0
+    ray_cpu_actors_per_node: int = 1
 
 
 class Server:
@@ -126,6 +131,12 @@ class Server:
                              max_bytes=cfg.client_outbox_bytes, stats=self.stats)
         self.events = JobEvents(self.store, self.files, self.outbox)
 
+        if self.pool is None and cfg.ray_address:
+            from .ray_pool import RayPool
+
+            self.pool = RayPool(self.files, address=cfg.ray_address, gpus_per_actor=cfg.ray_gpus_per_actor,
+                                cpus_per_actor=cfg.ray_cpus_per_actor, cpu_actors_per_node=cfg.ray_cpu_actors_per_node,
+                                start_timeout_s=cfg.worker_start_timeout_s, cancel_timeout_s=cfg.cancel_timeout_s)
         if self.pool is None:
             from .local_pool import LocalProcessPool
 

@@ -242,20 +242,7 @@ class Worker:
         self.ctx.term()
 
     def _load_guidance(self, settings):
-        """The guidance model stays loaded between jobs that use it (one model resident at a time)."""
-        key = (settings.guidance_type, settings.model, settings.half_precision)
-        if key in self._guidance:
-            return self._guidance[key]
-        try:
-            from backend.engine.api import load_guidance_for
-        except ImportError:
-            return None  # the engine loads it itself
-        if self._guidance:
-            self._guidance.clear()
-            _free_memory()
-        g = load_guidance_for(settings, self.device)
-        self._guidance[key] = g
-        return g
+        return load_cached_guidance(self._guidance, settings, self.device)
 
     def _run_job(self, job: dict) -> None:
         job_id = job["job_id"]
@@ -320,6 +307,25 @@ class Worker:
                                 "traceback": traceback.format_exc()[-8000:]})
         finally:
             self.job_id = None
+
+
+def load_cached_guidance(cache: dict, settings, device: str):
+    """The guidance model stays loaded between jobs that use it (one model resident at a time);
+    ``cache`` maps (guidance type, model, half precision) to the loaded model (shared by the local and
+    Ray workers)."""
+    key = (settings.guidance_type, settings.model, settings.half_precision)
+    if key in cache:
+        return cache[key]
+    try:
+        from backend.engine.api import load_guidance_for
+    except ImportError:
+        return None  # the engine loads it itself
+    if cache:
+        cache.clear()
+        _free_memory()
+    g = load_guidance_for(settings, device)
+    cache[key] = g
+    return g
 
 
 def _free_memory() -> None:

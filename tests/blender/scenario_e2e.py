@@ -1,7 +1,8 @@
 """End to end in real Blender against a real backend process (run by tests/test_addon_e2e.py).
 
 usage: <bpy python> scenario_e2e.py <addon.zip> <config.json> <results.json>
-config: {"python": backend interpreter, "root": repo, "port": free TCP port, "out": output folder}
+config: {"python": backend interpreter, "root": repo, "port": free TCP port, "out": output folder,
+         optional "checks": [names to run], "serve_args": the backend's serve flags}
 
 The backend is started the way an artist starts it: the add-on's Start Backend button (local mode,
 python + folder from the preferences), on loopback, CPU, the built-in tiny-random prior. The timer
@@ -64,7 +65,8 @@ def check_start_backend():
     p.mode = 'LOCAL'
     p.python_path = CONFIG["python"]
     p.backend_dir = CONFIG["root"]
-    p.serve_args = f"--port {CONFIG['port']} --devices cpu --workers 1"
+    # (config "serve_args": e.g. a Ray-backed server, tests/test_server_ray.py)
+    p.serve_args = CONFIG.get("serve_args") or f"--port {CONFIG['port']} --devices cpu --workers 1"
     t0 = time.monotonic()
     assert bpy.ops.dreamprop.start_backend() == {'FINISHED'}
     jobs = harness.module("jobs")

@@ -1,0 +1,241 @@
+"""``python -m backend bench farm``: props per hour on a local Ray farm with 1, 2, 3... nodes, and how
+long a job takes to recover from its node's death.
+
+For each node count: a loopback Ray cluster (``python -m backend farm``'s, one actor per node), a
+real ``serve --ray`` process, one warm-up prop per actor (its model load is not counted: actors keep
+their model loaded), then ``--props`` props of the built-in prior submitted at once; props per hour
+is ``props / (last finished - first submitted)``. Scaling efficiency is props/hour over
+(nodes x props/hour of 1 node). On one machine the nodes share its cores: past the core count the
+props per hour cannot grow, and other work on the machine shows in the numbers (the load average
+before and after each run is in the report).
+
+Node death: a cluster whose head runs no actor plus two nodes; one prop with checkpoints every
+``--checkpoint-interval`` steps; once it has passed step ``--kill-at-step``, its node is killed
+(SIGKILL of the node's raylet, object store and actor). Measured from the kill: the job re-queued
+(the node's death noticed), started on the other node, finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "an orange cylinder", "a purple capsule",
+           "a cyan pyramid", "a white cube", "a red sphere", "a blue torus", "a green capsule", "a yellow cone"]
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                      "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Farm:
+    """A local cluster plus a ``serve --ray`` process on it."""
+
+    def __init__(self, nodes: int, work: str, *, head_cpus: float | None = None, system_config: dict | None = None,
+                 cpus_per_node: float = 1, gpus_per_node: float = 0, gpus_per_actor: float = 1.0):
+        from backend.server.farm import local_cluster
+        from backend.server.ray_pool import actors_per_node
+
+        t0 = time.monotonic()
+        self.cluster = local_cluster(nodes, cpus_per_node=cpus_per_node, gpus_per_node=gpus_per_node,
+                                     head_cpus=head_cpus, system_config=system_config)
+        self.cluster_s = time.monotonic() - t0
+        state = os.path.join(work, f"state-{nodes}-{int(time.time() * 1000)}")
+        self.log = open(state + ".log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--port", str(_free_port()),
+                                      "--state-dir", state, "--ray", self.cluster.address,
+                                      "--ray-gpus-per-actor", str(gpus_per_actor),
+                                      "--ray-cpu-actors-per-node", str(max(1, int(cpus_per_node)))], cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        from shared.client import JobClient
+
+        conn = os.path.join(state, "connection.json")
+        while not os.path.exists(conn):
+            if self.proc.poll() is not None or time.monotonic() - t0 > 120:
+                raise RuntimeError(f"server did not start; see {self.log.name}")
+            time.sleep(0.05)
+        self.client = JobClient.from_connection_file(conn, timeout=30)
+        per_node = actors_per_node({"CPU": cpus_per_node, "GPU": gpus_per_node}, gpus_per_actor=gpus_per_actor,
+                                   cpus_per_actor=1, cpu_actors_per_node=max(1, int(cpus_per_node)))
+        self.actors = per_node * (nodes if head_cpus is None else nodes - 1)
+        self.ready_s = self.wait_actors(self.actors) - t0
+
+    def wait_actors(self, n: int) -> float:
+        while True:
+            ws = self.client.info()["workers"]
+            if len(ws) >= n and all(w["state"] == "idle" for w in ws):
+                return time.monotonic()
+            time.sleep(0.2)
+
+    def run(self, settings: list[dict]) -> list[dict]:
+        """Submit all at once, wait for all; returns each job's status."""
+        jobs = [self.client.submit(s) for s in settings]
+        for job in jobs:
+            for ev in self.client.events(job, timeout=1800):
+                if ev.msg_type == "failed":
+                    raise RuntimeError(ev.content.get("error"))
+        return [self.client.status(j) for j in jobs]
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        self.cluster.shutdown()
+
+
+def prop_settings(i: int, steps: int) -> dict:
+    from shared.presets import PRESETS
+
+    return {**PRESETS["builtin"], "prompt": PROMPTS[i % len(PROMPTS)], "model": "builtin", "steps": steps,
+            "seed": i, "checkpoint_interval": 0, "preview_interval": max(1, steps // 4)}
+
+
+def throughput(nodes: int, props: int, steps: int, work: str, **farm_options) -> dict:
+    load_before = os.getloadavg()
+    farm = Farm(nodes, work, **farm_options)
+    try:
+        farm.run([prop_settings(1000 + i, steps) for i in range(farm.actors)])    # warm-up: load the model
+        t0 = time.monotonic()
+        done = farm.run([prop_settings(i, steps) for i in range(props)])
+        elapsed = time.monotonic() - t0
+    finally:
+        farm.close()
+    per_node: dict[str, int] = {}
+    for s in done:
+        node = s["metadata"]["worker"]["node_id"][:8]
+        per_node[node] = per_node.get(node, 0) + 1
+    return {"nodes": nodes, "actors": farm.actors, **farm_options, "props": props, "steps": steps, "elapsed_s": elapsed, "props_per_hour": props / elapsed * 3600,
+            "per_node": per_node, "cluster_start_s": farm.cluster_s, "actors_ready_s": farm.ready_s,
+            "s_per_prop_mean": sum(s["metadata"]["timings"]["optimise_s"] + s["metadata"]["timings"]["export_s"]
+                                   for s in done) / len(done),
+            "loadavg_before": load_before[0], "loadavg_after": os.getloadavg()[0]}
+
+
+def node_death(steps: int, checkpoint_interval: int, kill_at_step: int, work: str) -> dict:
+    farm = Farm(3, work, head_cpus=0, system_config=FAST_HEALTH_CHECKS)
+    try:
+        c = farm.client
+        job = c.submit({**prop_settings(7, steps), "checkpoint_interval": checkpoint_interval, "preview_interval": 2})
+        for ev in c.events(job, timeout=1800):
+            if ev.msg_type == "progress" and ev.content.get("step", 0) >= kill_at_step:
+                step_at_kill = ev.content["step"]
+                break
+        node_id = next(w["node_id"] for w in c.info()["workers"] if w["job_id"] == job)
+        node = next(n for n in farm.cluster.worker_nodes if n.node_id == node_id)
+        t_kill = time.monotonic()
+        farm.cluster.remove_node(node, allow_graceful=False)
+        marks: dict = {}
+        seen_requeue = False
+        for ev in c.events(job, after_seq=c.last_seq(job), timeout=1800):
+            now = time.monotonic() - t_kill
+            if ev.msg_type == "requeued":
+                seen_requeue = True
+                marks.setdefault("requeued_s", now)
+            elif ev.msg_type == "started" and seen_requeue:
+                marks.setdefault("restarted_s", now)
+            elif ev.msg_type == "progress" and seen_requeue and ev.content.get("stage") == "optimise":
+                marks.setdefault("first_step_after", ev.content["step"])
+            elif ev.msg_type in ("finished", "failed"):
+                marks[f"{ev.msg_type}_s"] = now
+        status = c.status(job)
+    finally:
+        farm.close()
+    return {"steps": steps, "checkpoint_interval": checkpoint_interval, "step_at_kill": step_at_kill,
+            "resumed_from_step": status["metadata"].get("resumed_from_step"),
+            "other_node": status["metadata"]["worker"]["node_id"] != node_id, **marks}
+
+
+def write_report(out_dir: str, data: dict) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(data, f, indent=1)
+    runs = data["throughput"]
+    base = runs[0]["props_per_hour"] if runs and runs[0]["nodes"] == 1 else None
+    lines = ["# Render farm on one machine: props per hour with 1, 2, 3 Ray nodes (CPU)", "",
+             f"`python -m backend bench farm {' '.join(data['argv'])}` on {data['machine']}, "
+             f"{data['cores']} cores, Ray {data['ray']}, {data['date']}. Each node: "
+             f"{runs[0].get('cpus_per_node', 1) if runs else 1:g} CPU, {runs[0].get('gpus_per_node', 0) if runs else 0:g} GPU; "
+             f"each actor 1 CPU (1 torch thread), {runs[0].get('gpus_per_actor', 1) if runs else 1:g} GPU on GPU nodes. "
+             f"Props: the built-in prior, preset `builtin` with {runs[0]['steps'] if runs else '?'} steps "
+             "(the preset's 500 shortened so that the benchmark fits the machine's time), submitted at once after "
+             "one warm-up prop per actor.", "",
+             "| nodes | actors | props | wall (s) | props / hour | scaling efficiency | props per node | s per prop (mean) "
+             "| load avg before / after |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        eff = f"{r['props_per_hour'] / (r['nodes'] * base):.0%}" if base else "-"
+        lines.append(f"| {r['nodes']} | {r.get('actors', r['nodes'])} | {r['props']} | {r['elapsed_s']:.1f} | {r['props_per_hour']:.0f} | {eff} | "
+                     f"{', '.join(str(v) for v in r['per_node'].values())} | {r['s_per_prop_mean']:.1f} | "
+                     f"{r['loadavg_before']:.1f} / {r['loadavg_after']:.1f} |")
+    d = data.get("node_death")
+    if d:
+        lines += ["", "## Node death mid-job", "",
+                  f"One prop of {d['steps']} steps, checkpoints every {d['checkpoint_interval']} steps; its node killed "
+                  f"(SIGKILL) at step {d['step_at_kill']}, Ray health checks every 0.5 s (3 misses = dead). From the kill:",
+                  "", "| re-queued (death noticed) | started on the other node | finished | resumed from step | "
+                  "first step after |", "|---|---|---|---|---|",
+                  f"| {d.get('requeued_s', float('nan')):.1f} s | {d.get('restarted_s', float('nan')):.1f} s | "
+                  f"{d.get('finished_s', float('nan')):.1f} s | {d['resumed_from_step']} | {d.get('first_step_after')} |"]
+    lines += ["", "Notes are in `results/farm/README.md`." if os.path.exists(os.path.join(out_dir, "README.md")) else ""]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m backend bench farm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", default="1,2,3", help="node counts to measure (default 1,2,3)")
+    p.add_argument("--props", type=int, default=6, help="props per node count (default 6)")
+    p.add_argument("--steps", type=int, default=100, help="optimisation steps per prop (default 100)")
+    p.add_argument("--death-steps", type=int, default=200, help="steps of the node-death prop (0: skip; default 200)")
+    p.add_argument("--checkpoint-interval", type=int, default=10)
+    p.add_argument("--kill-at-step", type=int, default=40)
+    p.add_argument("--cpus-per-node", type=float, default=1.0, help="CPUs per node (one CPU actor per CPU; default 1)")
+    p.add_argument("--gpus-per-node", type=float, default=0.0,
+                   help="GPUs each node offers (GPU box: 1 node with --gpus-per-node 1; default 0)")
+    p.add_argument("--gpus-per-actor", type=float, default=1.0,
+                   help="passed to serve --ray-gpus-per-actor (0.25: four actors share a GPU; default 1)")
+    p.add_argument("--out", default=os.path.join(REPO, "results", "farm"))
+    args = p.parse_args(argv)
+    sys.path.insert(0, REPO)
+    import ray
+
+    work = tempfile.mkdtemp(prefix="dreamprop-farm-bench-")
+    data = {"argv": list(argv if argv is not None else sys.argv[1:]), "machine": platform.platform(),
+            "cores": len(os.sched_getaffinity(0)), "ray": ray.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "throughput": []}
+    try:
+        for n in [int(x) for x in args.nodes.split(",") if x.strip()]:
+            r = throughput(n, args.props, args.steps, work, cpus_per_node=args.cpus_per_node,
+                           gpus_per_node=args.gpus_per_node, gpus_per_actor=args.gpus_per_actor)
+            print(json.dumps(r), flush=True)
+            data["throughput"].append(r)
+            write_report(args.out, data)
+        if args.death_steps:
+            data["node_death"] = node_death(args.death_steps, args.checkpoint_interval, args.kill_at_step, work)
+            print(json.dumps(data["node_death"]), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_report(args.out, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
