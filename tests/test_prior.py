@@ -263,8 +263,10 @@ def test_shipped_weights_are_the_builtin_model_and_small():
 @needs_weights
 @torch.no_grad()
 def test_shipped_prior_draws_the_asked_colour():
-    """DDIM samples of 'a red cube' / 'a blue sphere': the mean colour of the image centres (where
-    the prior puts the object) is closest to the asked colour among all colours of the grammar."""
+    """DDIM samples of 'a red cube' / 'a blue sphere': the colour of the image centre (where the prior
+    puts the object) is, among all colours of the grammar, most often the asked one. White is left
+    out of the vote: 15% of the training images are textureless-shaded (the object rendered white,
+    as the trainer does), so the prior rightly draws some white cubes for "a red cube"."""
     from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
     from backend.prior.train import sample
 
@@ -272,14 +274,17 @@ def test_shipped_prior_draws_the_asked_colour():
     tokens_of = lambda texts: g.tokenizer(list(texts), padding="max_length", max_length=g.tokenizer.model_max_length,
                                           truncation=True, return_tensors="pt").input_ids
     prompts = ["a red cube", "a blue sphere"]
-    n = 4
+    n = 8
     images = sample(g.unet, g.text_encoder, g.vae, tokens_of, prompts, n_per_prompt=n, steps=20, cfg=4.0, seed=0)
     table = torch.tensor(list(COLOURS.values()))
     names = list(COLOURS)
     for i, prompt in enumerate(prompts):
-        centre = images[n * i: n * (i + 1), :, 28:36, 28:36].mean((0, 2, 3))      # mean RGB of the centres
-        nearest = names[int(torch.cdist(centre[None], table).argmin())]
-        assert nearest == parse_prompt(prompt)[1], (prompt, nearest, centre)
+        centres = images[n * i: n * (i + 1), :, 28:36, 28:36].flatten(2).median(2).values     # (n, 3)
+        votes = [names[int(k)] for k in torch.cdist(centres, table).argmin(1)]
+        coloured = [v for v in votes if v != "white"]
+        asked = parse_prompt(prompt)[1]
+        assert coloured and max(set(coloured), key=coloured.count) == asked, (prompt, votes)
+        assert coloured.count(asked) >= n // 3, (prompt, votes)
 
 
 @needs_weights

@@ -74,11 +74,15 @@ def test_submit_preset_sends_its_values_and_explicit_flags_win(queue_server):
         if key != "steps":
             assert settings[key] == value, (key, settings[key], value)
 
-    # without --preset: the server's defaults (not the preset's camera), so --preset made the difference
-    rc, out, err = _submit(queue_server, "a blue torus", "--steps", "200", "--no-wait", "--json")
+    # another preset sends its own values (the built-in prior's camera stays: presets sit on top of
+    # the model's recommended settings), so --preset made the difference
+    draft = preset_settings("draft")
+    rc, out, err = _submit(queue_server, "a blue torus", "--preset", "draft", "--no-wait", "--json")
     assert rc == 0, err
-    plain = _settings_of(queue_server, json.loads(out)["job_id"])
-    assert plain["distance_min"] != preset["distance_min"] and plain["guidance_scale"] != preset["guidance_scale"]
+    other = _settings_of(queue_server, json.loads(out)["job_id"])
+    assert other["steps"] == draft["steps"] != preset["steps"]
+    assert other["resolution_schedule"] == draft["resolution_schedule"] != preset["resolution_schedule"]
+    assert other["distance_min"] == preset["distance_min"]
 
 
 def test_submit_unknown_preset_lists_the_names(queue_server):

@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 
+from backend.engine.cameras import VIEW_NAMINGS
 from backend.prior import materials as M
 from backend.prior import shapes
 from backend.prior.props import CATEGORIES as PROP_CATEGORIES
@@ -36,6 +37,8 @@ SHAPE_CATEGORIES: tuple[Category, ...] = tuple(
 CATEGORIES: tuple[Category, ...] = SHAPE_CATEGORIES + PROP_CATEGORIES
 BY_NAME: dict[str, Category] = {c.name: c for c in CATEGORIES}
 PROP_NAMES: tuple[str, ...] = tuple(c.name for c in PROP_CATEGORIES)
+NAMES: tuple[str, ...] = tuple(BY_NAME)              # every category: the solids, then the props
+LOOKS: tuple[str, ...] = tuple(dict.fromkeys(w for c in CATEGORIES for w in c.looks if w))
 
 
 def category(name: str) -> Category:
@@ -64,7 +67,31 @@ class GroundTruth:
 
 def ground_truth(prompt: str) -> GroundTruth:
     """The ground truth of a prompt of the grammar (ValueError for any other prompt)."""
-    from backend.prior.grammar import parse_prompt
-
     name, look = parse_prompt(prompt)
     return GroundTruth(name, look)
+
+
+# -- prompts (the grammar's parser lives here so that the ground truth needs no grammar import) ----------
+def strip_view(prompt: str) -> str:
+    text = prompt.strip().lower()
+    for suffix in sorted({x for naming in VIEW_NAMINGS.values() for x in naming.values()}, key=len, reverse=True):
+        if text.endswith(suffix):
+            return text[: -len(suffix)]
+    return text
+
+
+def parse_prompt(prompt: str) -> tuple[str, str | None]:
+    """(category name, look or None) of a grammar prompt; ValueError for anything else."""
+    words = strip_view(prompt).split()
+    if len(words) >= 2 and words[0] in ("a", "an"):
+        rest = " ".join(words[1:])
+        if rest in BY_NAME:
+            return rest, None
+        look, _, noun = rest.partition(" ")
+        if noun in BY_NAME and look in BY_NAME[noun].looks:
+            return noun, look
+    raise ValueError(f"{prompt!r} is not in the built-in prior's grammar ('a [look] <object>'; objects: "
+                     f"{', '.join(NAMES)}; looks: {', '.join(LOOKS)}; `python -m backend generate "
+                     f"--list-prompts` lists every prompt)")
+
+

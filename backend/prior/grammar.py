@@ -21,14 +21,12 @@ case-insensitively; anything else is tokenised byte by byte and is out of distri
 
 from __future__ import annotations
 
-from backend.engine.cameras import VIEW_NAMINGS, view_suffixes
-from backend.prior.catalogue import BY_NAME, CATEGORIES, PROP_NAMES
+from backend.engine.cameras import view_suffixes
+from backend.prior.catalogue import BY_NAME, CATEGORIES, LOOKS, NAMES, PROP_NAMES, parse_prompt, strip_view
 from backend.prior.materials import COLOURS
 from backend.prior.shapes import SHAPES
 from shared.presets import PRESETS
 
-NAMES: tuple[str, ...] = tuple(BY_NAME)              # every category: the solids, then the props
-LOOKS: tuple[str, ...] = tuple(dict.fromkeys(w for c in CATEGORIES for w in c.looks if w))
 
 # The view naming the prior is trained and generated with (the preset's ``view_naming``): with
 # threestudio's front/side/back a cube or pyramid looked the same under every name, and SDS made
@@ -78,29 +76,6 @@ def benchmark_prompts() -> list[str]:
     solids = [caption(s, c) for s in SHAPES for c in COLOURS]
     props = [caption(n, BY_NAME[n].looks[0]) for n in PROP_NAMES]
     return solids + props
-
-
-def strip_view(prompt: str) -> str:
-    text = prompt.strip().lower()
-    for suffix in sorted({x for naming in VIEW_NAMINGS.values() for x in naming.values()}, key=len, reverse=True):
-        if text.endswith(suffix):
-            return text[: -len(suffix)]
-    return text
-
-
-def parse_prompt(prompt: str) -> tuple[str, str | None]:
-    """(category name, look or None) of a grammar prompt; ValueError for anything else."""
-    words = strip_view(prompt).split()
-    if len(words) >= 2 and words[0] in ("a", "an"):
-        rest = " ".join(words[1:])
-        if rest in BY_NAME:
-            return rest, None
-        look, _, noun = rest.partition(" ")
-        if noun in BY_NAME and look in BY_NAME[noun].looks:
-            return noun, look
-    raise ValueError(f"{prompt!r} is not in the built-in prior's grammar ('a [look] <object>'; objects: "
-                     f"{', '.join(NAMES)}; looks: {', '.join(LOOKS)}; `python -m backend generate "
-                     f"--list-prompts` lists every prompt)")
 
 
 def vocabulary() -> list[str]:

@@ -22,7 +22,7 @@ def _worker_threads(text: str) -> int:
     except ValueError:
         n = -1
     if not 0 <= n <= MAX_WORKER_THREADS:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_WORKER_THREADS}] (0: all cores), "
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_WORKER_THREADS}], 0 (all cores) or a number of threads, "
                                          f"got {text!r}")
     return n
 

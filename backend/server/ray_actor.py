@@ -144,7 +144,7 @@ class JobActor:
             with open(init_checkpoint_path, "wb") as f:
                 f.write(init_checkpoint)
         t_load = time.perf_counter()
-        cached = (settings.model, settings.half_precision) in self._guidance
+        cached = (settings.guidance_type, settings.model, settings.half_precision) in self._guidance
         guidance = load_cached_guidance(self._guidance, settings, self.device)
         load_s = time.perf_counter() - t_load
 
