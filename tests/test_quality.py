@@ -351,29 +351,17 @@ def test_an_empty_mesh_scores_zero_and_the_bare_background():
     assert empty["texture_psnr"] < 12.0 and empty["truth_volume"] > 0.03
 
 
-def _prior_knows(word: str) -> bool:
-    """Whether the shipped prior's tokenizer has ``word`` as a token of its own (a word it was trained on)."""
-    from backend.prior import WEIGHTS_DIR
-
-    path = WEIGHTS_DIR / "tokenizer" / "tokenizer.json"
-    if not path.is_file():
-        return False
-    vocab = json.loads(path.read_text())["model"]["vocab"]
-    return f"{word}</w>" in vocab or word in vocab
-
-
-PROP_CHECK = ["a wooden barrel", "a red mushroom"]
+# Two props the v3 prior draws well on the GPU (seed 0: barrel IoU 0.88, albedo 0.08; bottle 0.84,
+# 0.05). The thin and hollow props (chair, mug...) do not meet the floor yet: results/quality/README.md.
+PROP_CHECK = ["a wooden barrel", "a green bottle"]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not available(), reason="backend/prior/weights is not installed")
-@pytest.mark.xfail(not _prior_knows("barrel"), strict=False,
-                   reason="the shipped prior weights predate the props (no 'barrel' token in their tokenizer): props "
-                          "come out as blobs until the props prior's weights are committed; then this is a real check")
-def test_builtin_prior_draws_a_barrel_and_a_mushroom_on_cpu(tmp_path):
+def test_builtin_prior_draws_a_barrel_and_a_bottle_on_cpu(tmp_path):
     """The 2-prompt prop quality check: the real pipeline on the CPU with the prior's own settings
     (the plain command's), each GLB against its procedural ground truth: shape (IoU at least the
-    benchmark's floor for every prompt) and colour (wood-brown planks, a red spotted cap)."""
+    benchmark's floor for every prompt) and colour (wood-brown staves, green glass)."""
     from backend.bench.quality import TARGETS, main
 
     assert main(["--device", "cpu", "--prompts", *PROP_CHECK, "--seeds", "0", "--out", str(tmp_path)]) == 0
@@ -382,4 +370,7 @@ def test_builtin_prior_draws_a_barrel_and_a_mushroom_on_cpu(tmp_path):
     for r in results:
         assert not r.get("error") and not r["empty"], r
         assert r["iou"] >= TARGETS["min_iou"], r
-        assert r["albedo_error"] <= 0.15, r
+        assert r["albedo_error"] <= 0.12, r
+    barrel, bottle = (np.asarray(r["mean_color"]) for r in results)
+    assert barrel[0] > barrel[1] > barrel[2]            # brown: red over green over blue
+    assert bottle[1] > max(bottle[0], bottle[2])          # green
