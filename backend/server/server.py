@@ -338,7 +338,7 @@ class Server:
         elif isinstance(ev, ProxyMesh):
             if self._running(ev.job_id) is None:
                 return
-            self.files.write(ev.job_id, PROXY_MESH, ev.glb, durable=False)
+            self.files.write(ev.job_id, PROXY_MESH, ev.glb)
             content = {"step": ev.step}
             seq = self.store.add_event(ev.job_id, "proxy_mesh", content)
             self.events.publish(ev.job_id, "proxy_mesh", seq, content, [ev.glb])
