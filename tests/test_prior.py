@@ -351,15 +351,20 @@ def test_training_script_writes_a_loadable_pipeline_and_report(tmp_path):
     vae_row, unet_row = log["vae_curve"][-1], log["unet_curve"][-1]
     assert f"| 2 | {vae_row['rec']:.4f} | {vae_row['kl_per_dim']:.3f} |" in md
     assert f"| 2 | {unet_row['loss']:.4f} | " in md
-    # The image grids (64 px tiles, 2 px gaps, upscaled 2x): one sample per prompt (a row per shape,
-    # a column per colour), the 8 training images, and 8 originals over their 8 reconstructions.
-    for name, rows, cols in (("samples.png", len(SHAPES), len(COLOURS)), ("data.png", 1, 8), ("vae_recon.png", 2, 8)):
+    # The image grids (64 px tiles, 2 px gaps, upscaled 2x): one sample per benchmark prompt (8 a
+    # row: the solids' 8 colours, then the props), the 8 training images, and 8 originals over their
+    # 8 reconstructions.
+    from backend.prior.train import SAMPLE_COLUMNS
+
+    n_samples = len(benchmark_prompts())
+    for name, n, cols in (("samples.png", n_samples, SAMPLE_COLUMNS), ("data.png", 8, 8), ("vae_recon.png", 16, 8)):
+        rows = math.ceil(n / cols)
         grid = np.asarray(Image.open(report / name).convert("RGB"))
         assert grid.shape == (2 * (rows * 66 + 2), 2 * (cols * 66 + 2), 3), name
-        for r in range(rows):
-            for c in range(cols):
-                tile = grid[2 * (2 + 66 * r): 2 * (66 * (r + 1)), 2 * (2 + 66 * c): 2 * (66 * (c + 1))]
-                assert tile.std() > 0.5, (name, r, c)          # an image, not the blank canvas
+        for i in range(n):
+            r, c = divmod(i, cols)
+            tile = grid[2 * (2 + 66 * r): 2 * (66 * (r + 1)), 2 * (2 + 66 * c): 2 * (66 * (c + 1))]
+            assert tile.std() > 0.5, (name, r, c)              # an image, not the blank canvas
     # A finished checkpoint makes a second run a no-op: it returns before touching any file.
     assert torch.load(ckpt, weights_only=False)["stage"] == "done"
     files = {f: f.stat().st_mtime_ns for f in (tmp_path / "run").rglob("*")}
