@@ -67,10 +67,6 @@ def _on(p: torch.Tensor, P: dict) -> dict:
             for k, v in P.items()}
 
 
-def _part(d, material, frame) -> Part:
-    return Part(d, material, frame)
-
-
 def _off(mask: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """``d`` where ``mask`` holds, far away elsewhere (parts that this object has fewer of)."""
     return torch.where(mask, d, torch.full_like(d, 10.0))
@@ -92,8 +88,8 @@ def _barrel(p, P, look):
     side = M.staves(M.WOOD)
     # frame columns: x, y, z, stave count, half height (per point: every render has its own)
     wood = lambda q: torch.where((q[:, 2].abs() > q[:, 4] - 0.004)[:, None], top(q[:, :3]), side(q[:, :4]))
-    return [_part(body, wood, torch.cat([p, P["staves"][:, None], h[:, None]], 1)),
-            _part(S.union(*hoops), M.metal(M.IRON), p)]
+    return [Part(body, wood, torch.cat([p, P["staves"][:, None], h[:, None]], 1)),
+            Part(S.union(*hoops), M.metal(M.IRON), p)]
 
 
 def _crate(p, P, look):
@@ -103,8 +99,8 @@ def _crate(p, P, look):
     outer = S.box(p, a, a, hz)
     frame = S.subtract(outer, S.box(p, a + 1, a - w, hz - w), S.box(p, a - w, a + 1, hz - w),
                        S.box(p, a - w, a - w, hz + 1))
-    return [_part(core, M.planks(M.LIGHT_WOOD, 2, 0.16, along=0), p + 0.013),
-            _part(frame, M.grain(M.DARK_WOOD, 2), p)]
+    return [Part(core, M.planks(M.LIGHT_WOOD, 2, 0.16, along=0), p + 0.013),
+            Part(frame, M.grain(M.DARK_WOOD, 2), p)]
 
 
 def _chest(p, P, look):
@@ -120,8 +116,8 @@ def _chest(p, P, look):
         band_lid = torch.maximum(S.cylinder(S.axis_y(S.shift(q, z=zb)), hx + 0.012, 0.03), zb - 0.01 - q[:, 2])
         straps.append(S.union(band_body, band_lid))
     lock = S.box(S.shift(p, x=hx + 0.01, z=zb), 0.02, 0.05, 0.06)
-    return [_part(S.union(body, lid), M.planks(M.WOOD, 2, 0.1, along=1), p),
-            _part(S.union(*straps), M.metal(M.IRON), p), _part(lock, M.metal(M.BRASS), p)]
+    return [Part(S.union(body, lid), M.planks(M.WOOD, 2, 0.1, along=1), p),
+            Part(S.union(*straps), M.metal(M.IRON), p), Part(lock, M.metal(M.BRASS), p)]
 
 
 def _table(p, P, look):
@@ -131,7 +127,7 @@ def _table(p, P, look):
     lx, ly = hx - 0.07, hy - 0.07
     legs = S.box(S.shift(torch.stack([p[:, 0].abs() - lx, p[:, 1].abs() - ly, p[:, 2]], 1), z=(zt - 0.45) / 2),
                  leg, leg, (zt + 0.45) / 2)
-    return [_part(top, M.planks(M.WOOD, 0, 0.12, along=1), p), _part(legs, M.grain(M.DARK_WOOD, 2), p)]
+    return [Part(top, M.planks(M.WOOD, 0, 0.12, along=1), p), Part(legs, M.grain(M.DARK_WOOD, 2), p)]
 
 
 def _chair(p, P, look):
@@ -143,9 +139,9 @@ def _chair(p, P, look):
     posts = S.box(S.shift(torch.stack([p[:, 0] + (s - leg), p[:, 1].abs() - (s - leg), p[:, 2]], 1), z=0.25),
                   leg, leg, 0.3)
     rest = S.box(S.shift(p, x=-(s - leg), z=0.55 - back), 0.02, s, back)
-    return [_part(seat, M.planks(M.WOOD, 1, 0.12, along=0), p),
-            _part(S.union(legs, posts), M.grain(M.DARK_WOOD, 2), p),
-            _part(rest, M.planks(M.WOOD, 2, 0.1, along=1), p)]
+    return [Part(seat, M.planks(M.WOOD, 1, 0.12, along=0), p),
+            Part(S.union(legs, posts), M.grain(M.DARK_WOOD, 2), p),
+            Part(rest, M.planks(M.WOOD, 2, 0.1, along=1), p)]
 
 
 def _stool(p, P, look):
@@ -159,7 +155,7 @@ def _stool(p, P, look):
     q = torch.stack([rad * torch.cos(local) - 0.65 * r, rad * torch.sin(local), p[:, 2] + 0.2], 1)
     legs = S.cylinder(q, leg, 0.3)
     ring = S.torus(S.shift(p, z=-0.25), 0.65 * r, leg * 0.7)
-    return [_part(seat, M.grain(M.WOOD, 0), p), _part(S.union(legs, ring), M.grain(M.DARK_WOOD, 2), p)]
+    return [Part(seat, M.grain(M.WOOD, 0), p), Part(S.union(legs, ring), M.grain(M.DARK_WOOD, 2), p)]
 
 
 def _bench(p, P, look):
@@ -170,8 +166,8 @@ def _bench(p, P, look):
     legs = S.box(S.shift(q, z=-0.33), depth - 0.02, 0.03, 0.22)
     posts = S.box(S.shift(q, x=-(depth - 0.03), z=0.12), 0.025, 0.03, 0.2)
     rest = S.box(S.shift(p, x=-(depth - 0.03), z=0.22), 0.02, hy, 0.08)
-    return [_part(S.union(seat, rest), M.planks(M.WOOD, 0, 0.1, along=1), p),
-            _part(S.union(legs, posts), M.grain(M.DARK_WOOD, 2), p)]
+    return [Part(S.union(seat, rest), M.planks(M.WOOD, 0, 0.1, along=1), p),
+            Part(S.union(legs, posts), M.grain(M.DARK_WOOD, 2), p)]
 
 
 def _glaze(look):
@@ -188,9 +184,9 @@ def _mug(p, P, look):
     inside = S.cylinder(S.shift(p, z=wall + 0.02), r - wall + 0.001, h)
     glaze = M.flat(_glaze(look))
     # frame column 3: distance to the cavity (the inside of the mug is a shade darker)
-    return [_part(body, lambda q: torch.where((q[:, 3] < 0.004)[:, None], 0.8 * glaze(q), glaze(q)),
+    return [Part(body, lambda q: torch.where((q[:, 3] < 0.004)[:, None], 0.8 * glaze(q), glaze(q)),
                   torch.cat([p, inside[:, None]], 1)),
-            _part(handle, glaze, p)]
+            Part(handle, glaze, p)]
 
 
 def _bowl(p, P, look):
@@ -200,7 +196,7 @@ def _bowl(p, P, look):
     shell = torch.maximum(S.subtract(S.sphere(c, r), S.sphere(c, r - 0.04)), p[:, 2] - 0.15)
     foot = S.cylinder(S.shift(p, z=0.15 - r + 0.01), 0.45 * r, 0.035)
     mat = M.grain(M.WOOD, 2) if look == "wooden" else M.flat(_glaze(look))
-    return [_part(S.union(shell, foot), mat, p)]
+    return [Part(S.union(shell, foot), mat, p)]
 
 
 def _vase(p, P, look):
@@ -212,7 +208,7 @@ def _vase(p, P, look):
     body = S.subtract(body, S.cylinder(S.shift(p, z=0.5), neck - 0.03, 0.25))
     base = _glaze(look)
     stripe = (0.92, 0.92, 0.92) if look != "white" else (0.12, 0.25, 0.85)
-    return [_part(body, M.stripes(base, stripe, 2, period=0.5, duty=0.12), S.shift(p, z=-0.01))]
+    return [Part(body, M.stripes(base, stripe, 2, period=0.5, duty=0.12), S.shift(p, z=-0.01))]
 
 
 def _bottle(p, P, look):
@@ -222,7 +218,7 @@ def _bottle(p, P, look):
     shoulder = S.cone(S.shift(p, z=top + 0.09), r, 0.075, 0.09)
     neck = S.cylinder(S.shift(p, z=top + 0.18 + 0.12), 0.07, 0.12)
     cork = S.cylinder(S.shift(p, z=top + 0.18 + 0.24 + 0.05), 0.06, 0.05)
-    return [_part(S.union(body, shoulder, neck), M.flat(_glaze(look)), p), _part(cork, M.mottled(M.CORK, 0.1), p)]
+    return [Part(S.union(body, shoulder, neck), M.flat(_glaze(look)), p), Part(cork, M.mottled(M.CORK, 0.1), p)]
 
 
 def _bucket(p, P, look):
@@ -238,7 +234,7 @@ def _bucket(p, P, look):
     handle = torch.maximum(S.torus(S.axis_x(S.shift(c, z=h)), rt, 0.016), -(c[:, 2] - h))
     wood = look == "wooden"
     mat = M.staves(M.WOOD, 12) if wood else M.metal(M.STEEL)
-    return [_part(body, mat, c), _part(S.union(*bands, handle), M.metal(M.IRON if wood else M.STEEL), c)]
+    return [Part(body, mat, c), Part(S.union(*bands, handle), M.metal(M.IRON if wood else M.STEEL), c)]
 
 
 def _lamp_post(p, P, look):
@@ -251,7 +247,7 @@ def _lamp_post(p, P, look):
     glass = S.box(lamp_c, 0.06, 0.06, 0.08)
     cap = S.cone(S.shift(lamp_c, z=0.11), 0.1, 0.02, 0.03)
     hook = S.cylinder(S.shift(lamp_c, z=0.15), 0.012, 0.03)
-    return [_part(S.union(base, pole, beam, cap, hook), M.metal(M.IRON), p), _part(glass, M.flat(M.GLOW), p)]
+    return [Part(S.union(base, pole, beam, cap, hook), M.metal(M.IRON), p), Part(glass, M.flat(M.GLOW), p)]
 
 
 def _lantern(p, P, look):
@@ -263,7 +259,7 @@ def _lantern(p, P, look):
     base = S.box(S.shift(p, z=-h - 0.03), w + 0.04, w + 0.04, 0.03)
     roof = S.cone(S.shift(p, z=h + 0.08), w + 0.06, 0.03, 0.08)
     ring = S.torus(S.axis_x(S.shift(p, z=h + 0.22)), 0.07, 0.017)
-    return [_part(glass, M.flat(M.GLOW), p), _part(S.union(posts, base, roof, ring), M.metal(M.IRON), p)]
+    return [Part(glass, M.flat(M.GLOW), p), Part(S.union(posts, base, roof, ring), M.metal(M.IRON), p)]
 
 
 def _candle(p, P, look):
@@ -273,8 +269,8 @@ def _candle(p, P, look):
     wax = S.cylinder(S.shift(p, z=(top - 0.43) / 2), r, (top + 0.43) / 2)
     flame = S.ellipsoid(S.shift(p, z=top + 0.12), 0.045, 0.045, 0.1)
     wick = S.cylinder(S.shift(p, z=top + 0.02), 0.008, 0.03)
-    return [_part(dish, M.metal(M.BRASS), p), _part(wax, M.flat(M.COLOURS[look] if look != "white" else M.WAX), p),
-            _part(S.union(flame, wick), M.flat(M.FLAME), p)]
+    return [Part(dish, M.metal(M.BRASS), p), Part(wax, M.flat(M.COLOURS[look] if look != "white" else M.WAX), p),
+            Part(S.union(flame, wick), M.flat(M.FLAME), p)]
 
 
 def _mushroom(p, P, look):
@@ -283,8 +279,8 @@ def _mushroom(p, P, look):
     zc = 0.0
     stem_d = S.cone(S.shift(p, z=(zc - 0.5) / 2), stem * 1.25, stem, (0.5 + zc) / 2 + 0.02)
     cap = torch.maximum(S.ellipsoid(S.shift(p, z=zc), cap_r, cap_r, cap_h), zc - p[:, 2])
-    return [_part(stem_d, M.flat(M.CREAM), p),
-            _part(cap, lambda q: torch.where((q[:, 2] < zc + 0.01)[:, None], M.flat(M.CREAM)(q),
+    return [Part(stem_d, M.flat(M.CREAM), p),
+            Part(cap, lambda q: torch.where((q[:, 2] < zc + 0.01)[:, None], M.flat(M.CREAM)(q),
                                              M.spots(M.COLOURS[look])(q)), p)]
 
 
@@ -300,7 +296,7 @@ def _pine_tree(p, P, look):
         rb = 0.45 * (1 - i / (n + 0.5))
         d = S.cone(S.shift(p, z=zb + span), rb, 0.02, span)
         cones.append(_off(i < n, d))
-    return [_part(trunk, M.grain(M.DARK_WOOD, 2), p), _part(S.union(*cones), M.mottled(M.PINE), p)]
+    return [Part(trunk, M.grain(M.DARK_WOOD, 2), p), Part(S.union(*cones), M.mottled(M.PINE), p)]
 
 
 def _round_tree(p, P, look):
@@ -310,7 +306,7 @@ def _round_tree(p, P, look):
     crown = S.smooth_union(S.sphere(S.shift(p, z=0.2), r),
                            S.sphere(S.shift(p, x=0.12, y=-0.15, z=0.05), 0.7 * r), 0.08)
     crown = S.smooth_union(crown, S.sphere(S.shift(p, x=-0.14, y=0.14, z=0.08), 0.65 * r), 0.08)
-    return [_part(trunk, M.grain(M.DARK_WOOD, 2), p), _part(crown, M.mottled(M.FOLIAGE), p)]
+    return [Part(trunk, M.grain(M.DARK_WOOD, 2), p), Part(crown, M.mottled(M.FOLIAGE), p)]
 
 
 def _rock(p, P, look):
@@ -320,7 +316,7 @@ def _rock(p, P, look):
     lump = S.ellipsoid(S.shift(p, x=0.12, y=0.15, z=0.05), 0.6 * a, 0.5 * a, 0.8 * b)
     d = S.smooth_union(main, lump, 0.1)
     d = d + 0.025 * torch.sin(11 * p[:, 0]) * torch.sin(9 * p[:, 1] + 3) * torch.sin(10 * p[:, 2] + 1)
-    return [_part(d * 0.9, M.mottled(M.STONE, 0.18), p)]
+    return [Part(d * 0.9, M.mottled(M.STONE, 0.18), p)]
 
 
 def _sword(p, P, look):
@@ -334,8 +330,8 @@ def _sword(p, P, look):
     guard = S.box(S.shift(p, z=zb - 0.03), 0.035, 0.2, 0.03)
     grip = S.cylinder(S.shift(p, z=zb - 0.2), 0.025, 0.15)
     pommel = S.sphere(S.shift(p, z=zb - 0.39), 0.05)
-    return [_part(blade, M.metal(M.STEEL), p), _part(S.union(guard, pommel), M.metal(M.BRASS), p),
-            _part(grip, M.flat(M.DOOR), p)]
+    return [Part(blade, M.metal(M.STEEL), p), Part(S.union(guard, pommel), M.metal(M.BRASS), p),
+            Part(grip, M.flat(M.DOOR), p)]
 
 
 def _shield(p, P, look):
@@ -348,7 +344,7 @@ def _shield(p, P, look):
     grip = S.box(S.shift(p, x=-0.07), 0.02, 0.03, 0.14)
     grip_posts = S.box(S.shift(torch.stack([p[:, 0], p[:, 1], p[:, 2].abs()], 1), x=-0.05, z=0.13), 0.03, 0.03, 0.02)
     face = M.planks(M.WOOD, 1, 0.14, along=2) if look == "wooden" else M.flat(M.COLOURS[look])
-    return [_part(disc, face, p), _part(S.union(rim, boss, grip, grip_posts), M.metal(M.IRON), p)]
+    return [Part(disc, face, p), Part(S.union(rim, boss, grip, grip_posts), M.metal(M.IRON), p)]
 
 
 def _signpost(p, P, look):
@@ -358,7 +354,7 @@ def _signpost(p, P, look):
     y, z = p[:, 1] - 0.12, p[:, 2] - board_z
     board = torch.maximum(torch.maximum(z.abs() - 0.075, (y + z.abs() - 0.3) / math.sqrt(2)), -0.22 - y)
     board = torch.maximum(board, (p[:, 0] - 0.045).abs() - 0.018)
-    return [_part(post, M.grain(M.DARK_WOOD, 2), p), _part(board, M.planks(M.LIGHT_WOOD, 2, 0.075, along=1), p)]
+    return [Part(post, M.grain(M.DARK_WOOD, 2), p), Part(board, M.planks(M.LIGHT_WOOD, 2, 0.075, along=1), p)]
 
 
 def _well(p, P, look):
@@ -372,9 +368,9 @@ def _well(p, P, look):
     roof = S.prism_roof(S.shift(p, z=0.33), 0.32, 0.22, r + 0.06)
     axle = S.cylinder(S.axis_y(S.shift(p, y=0.08, z=0.12)), 0.025, r + 0.05)
     crank = S.box(S.shift(p, y=r + 0.1, z=0.06), 0.02, 0.02, 0.08)
-    return [_part(ring, M.bricks(M.STONE, 0.08, 0.16), c), _part(water, M.flat((0.10, 0.18, 0.30)), p),
-            _part(S.union(posts, axle), M.grain(M.DARK_WOOD, 2), p),
-            _part(roof, M.planks(M.DARK_WOOD, 1, 0.09, along=0), p), _part(crank, M.metal(M.IRON), p)]
+    return [Part(ring, M.bricks(M.STONE, 0.08, 0.16), c), Part(water, M.flat((0.10, 0.18, 0.30)), p),
+            Part(S.union(posts, axle), M.grain(M.DARK_WOOD, 2), p),
+            Part(roof, M.planks(M.DARK_WOOD, 1, 0.09, along=0), p), Part(crank, M.metal(M.IRON), p)]
 
 
 def _fence(p, P, look):
@@ -390,7 +386,7 @@ def _fence(p, P, look):
     wood = look == "wooden"
     pick = M.grain(M.WOOD, 2) if wood else M.flat((0.92, 0.92, 0.90))
     rail = M.grain(M.DARK_WOOD, 1) if wood else M.flat((0.85, 0.85, 0.83))
-    return [_part(picket, pick, p), _part(rails, rail, p)]
+    return [Part(picket, pick, p), Part(rails, rail, p)]
 
 
 def _tower(p, P, look):
@@ -404,8 +400,8 @@ def _tower(p, P, look):
                              battlement)
     door = S.box(S.shift(p, x=r - 0.01, z=-0.45), 0.03, 0.09, 0.15)
     window = S.box(S.shift(p, x=r - 0.01, z=0.12), 0.03, 0.035, 0.08)
-    return [_part(S.union(body, battlement), M.bricks(M.STONE, 0.09, 0.17), p),
-            _part(door, M.flat(M.DOOR), p), _part(window, M.flat(M.DARK), p)]
+    return [Part(S.union(body, battlement), M.bricks(M.STONE, 0.09, 0.17), p),
+            Part(door, M.flat(M.DOOR), p), Part(window, M.flat(M.DARK), p)]
 
 
 def _house(p, P, look):
@@ -417,8 +413,8 @@ def _house(p, P, look):
     q = torch.stack([p[:, 0], p[:, 1].abs() - 0.6 * hy, p[:, 2]], 1)
     windows = S.box(S.shift(q, x=hx, z=-0.28), 0.015, 0.06, 0.06)
     wall_mat = M.bricks(M.STONE, 0.08, 0.16) if look == "stone" else M.planks(M.LIGHT_WOOD, 2, 0.07, along=1)
-    return [_part(walls, wall_mat, p), _part(roof, M.planks(M.ROOF_RED, 0, 0.08, along=1), p),
-            _part(door, M.flat(M.DOOR), p), _part(windows, M.flat(M.DARK), p)]
+    return [Part(walls, wall_mat, p), Part(roof, M.planks(M.ROOF_RED, 0, 0.08, along=1), p),
+            Part(door, M.flat(M.DOOR), p), Part(windows, M.flat(M.DARK), p)]
 
 
 def _anvil(p, P, look):
@@ -428,7 +424,7 @@ def _anvil(p, P, look):
     waist = S.box(S.shift(p, z=-0.15), 0.09, 0.12, 0.1)
     top = S.box(S.shift(p, z=0.02), 0.14, hy, 0.08)
     horn_d = S.cone(S.axis_y(S.shift(p, y=hy + horn / 2, z=0.04)), 0.09, 0.01, horn / 2)
-    return [_part(S.union(feet, waist, top, horn_d), M.metal(M.IRON, 0.1), p)]
+    return [Part(S.union(feet, waist, top, horn_d), M.metal(M.IRON, 0.1), p)]
 
 
 COLOURED = ("red", "blue", "white", "yellow", "green")

@@ -15,9 +15,6 @@ import math
 
 import torch
 
-Num = "float | torch.Tensor"
-
-
 def _t(x, p: torch.Tensor) -> torch.Tensor:
     """A float or tensor size argument as a tensor on ``p``'s device."""
     return torch.as_tensor(x, dtype=p.dtype, device=p.device)

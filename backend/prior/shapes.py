@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from backend.prior import sdf as S
+
 SHAPES: tuple[str, ...] = ("cube", "sphere", "cone", "cylinder", "torus", "pyramid", "capsule")
 
 # Dimensions (scene units): the single source for rendering, ground truth and the README.
@@ -36,33 +38,20 @@ DIMENSIONS = {
 }
 
 
+# The primitives are the props library's (``backend.prior.sdf``): one implementation of each.
 def _radial(p: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(p[:, :2], dim=1)
+    return S.radial(p)
 
 
 def sd_box(p: torch.Tensor, half: float) -> torch.Tensor:
-    q = p.abs() - half
-    return torch.linalg.vector_norm(q.clamp(min=0.0), dim=1) + q.amax(dim=1).clamp(max=0.0)
+    return S.box(p, half, half, half)
 
 
-def sd_sphere(p: torch.Tensor, radius: float) -> torch.Tensor:
-    return torch.linalg.vector_norm(p, dim=1) - radius
-
-
-def sd_cylinder(p: torch.Tensor, radius: float, half_h: float) -> torch.Tensor:
-    d = torch.stack([_radial(p) - radius, p[:, 2].abs() - half_h], dim=1)
-    return d.amax(dim=1).clamp(max=0.0) + torch.linalg.vector_norm(d.clamp(min=0.0), dim=1)
-
-
-def sd_torus(p: torch.Tensor, major: float, minor: float) -> torch.Tensor:
-    q = torch.stack([_radial(p) - major, p[:, 2]], dim=1)
-    return torch.linalg.vector_norm(q, dim=1) - minor
-
-
-def sd_capsule(p: torch.Tensor, radius: float, half_seg: float) -> torch.Tensor:
-    axis = torch.zeros_like(p)
-    axis[:, 2] = p[:, 2].clamp(-half_seg, half_seg)
-    return torch.linalg.vector_norm(p - axis, dim=1) - radius
+sd_sphere = S.sphere
+sd_cylinder = S.cylinder
+sd_torus = S.torus
+sd_capsule = S.capsule_z
+rotate_z = S.rotate_z
 
 
 def _sd_triangle_2d(q: torch.Tensor, a, b, c) -> torch.Tensor:
@@ -137,14 +126,6 @@ def bounding_radius(shape: str) -> float:
         "pyramid": math.hypot(PYRAMID_HALF * math.sqrt(2), PYRAMID_HALF_H),
         "capsule": CAPSULE_R + CAPSULE_HALF_SEG,
     }[shape]
-
-
-def rotate_z(p: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Points rotated by ``degrees`` about the up (Z) axis, counter-clockwise seen from above."""
-    a = math.radians(degrees)
-    c, s = math.cos(a), math.sin(a)
-    x, y = p[:, 0], p[:, 1]
-    return torch.stack([c * x - s * y, s * x + c * y, p[:, 2]], dim=1)
 
 
 # Yaw symmetry of each shape (degrees; 0: a solid of revolution about Z, no yaw search needed).
