@@ -122,6 +122,13 @@ def test_each_prop_sdf_matches_its_stated_size_and_placement(name):
     assert torch.allclose(half, torch.tensor(PROPS[name].extent), atol=0.03), (half.tolist(), PROPS[name].extent)
     assert pts.norm(dim=1).max() < SCENE_RADIUS
     assert ((hi + lo) / 2)[2].abs() < 0.2                    # roughly centred in height too
+    # One piece: the export keeps the largest connected parts (keep_components), so a prop made of
+    # pieces that do not touch (a fence's rails 3 mm off its pickets) loses all but one of them.
+    from scipy import ndimage
+
+    labels, count = ndimage.label(inside.reshape(n, n, n).numpy())
+    largest = np.bincount(labels.ravel())[1:].max()
+    assert largest >= 0.97 * inside.sum().item(), (count, largest, inside.sum().item())
     near = grid[gt.sdf(grid).abs() < 0.02]
     rgb = gt.albedo(near)
     assert rgb.shape == near.shape and (rgb >= 0).all() and (rgb <= 1).all()

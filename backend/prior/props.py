@@ -381,8 +381,10 @@ def _fence(p, P, look):
     picket = torch.maximum(S.box(torch.stack([p[:, 0], y, p[:, 2] + 0.08], 1), 0.022, 0.05, 0.42),
                            (y.abs() + p[:, 2] - tip) / math.sqrt(2))
     span = (n - 1) / 2 * gap + 0.06
-    rails = S.union(S.box(S.shift(p, x=-0.045, z=-0.3), 0.02, span, 0.035),
-                    S.box(S.shift(p, x=-0.045, z=0.15), 0.02, span, 0.035))
+    # The rails overlap the pickets (x -0.06..-0.02 against -0.022..0.022): a fence is one piece, so an
+    # export that keeps the largest component keeps all of it (a 3 mm gap here once cut it to one picket).
+    rails = S.union(S.box(S.shift(p, x=-0.04, z=-0.3), 0.02, span, 0.035),
+                    S.box(S.shift(p, x=-0.04, z=0.15), 0.02, span, 0.035))
     wood = look == "wooden"
     pick = M.grain(M.WOOD, 2) if wood else M.flat((0.92, 0.92, 0.90))
     rail = M.grain(M.DARK_WOOD, 1) if wood else M.flat((0.85, 0.85, 0.83))
