@@ -243,7 +243,7 @@ def gpu_throughput(k: int, rounds: int, steps: int | None, warmup_steps: int, cl
         return max(values) / 2**20 if values else None
 
     return {"k": k, "gpus_per_actor": 1 / k, "actors": farm.actors, "rounds": rounds, "props": len(done),
-            "steps": done[0]["metadata"]["settings"]["steps"] if done and "settings" in done[0]["metadata"] else steps,
+            "steps": prop_settings(0, steps)["steps"],
             "devices": sorted({w["device"] for w in wk}), "gpu_name": workers[0].get("gpu_name") if workers else None,
             "elapsed_s": elapsed, "props_per_hour": len(done) / elapsed * 3600, "per_actor": per_actor,
             "s_per_prop_mean": sum(t["optimise_s"] + t["export_s"] for t in timings) / len(timings),
