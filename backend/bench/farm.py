@@ -13,6 +13,15 @@ Node death: a cluster whose head runs no actor plus two nodes; one prop with che
 ``--checkpoint-interval`` steps; once it has passed step ``--kill-at-step``, its node is killed
 (SIGKILL of the node's raylet, object store and actor). Measured from the kill: the job re-queued
 (the node's death noticed), started on the other node, finished.
+
+One GPU (``--gpu 1,2,4,8``; ``gpu_report.json`` and a second table in ``report.md``): one node on
+127.0.0.1 that offers the machine's GPU; for each k a fresh ``serve --ray --ray-gpus-per-actor 1/k``
+(k actors share the GPU), one short warm-up prop per actor, then ``k x --rounds`` props of the
+built-in prior's preset exactly as a user gets it. Beside props per hour: each job's peak in torch's
+allocator (the actor reports it) and nvidia-smi's per-process and whole-GPU memory and utilisation,
+sampled twice a second. ``--fake-gpu`` only declares the GPU and runs the jobs on the CPU: it tries
+this mode on a machine without one. The CPU and GPU runs happen on different machines; writing
+either report keeps the other's table.
 """
 
 from __future__ import annotations
@@ -323,16 +332,32 @@ def gpu_lines(data: dict) -> list[str]:
              "submitted). Peak GPU memory per actor: torch's allocator (max over its jobs) and nvidia-smi's "
              "per-process reading, which adds the CUDA context.", "",
              "| actors (k) | GPU per actor | props | wall (s) | props / hour | vs 1 actor | s per prop (optimise + "
-             "export) | ms / step | peak GPU MiB per actor: torch / nvidia-smi | GPU used peak (MiB) | GPU util mean |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "export) | ms / step | peak GPU MiB per actor: torch / nvidia-smi | GPU used peak (MiB) | GPU util mean "
+             "| not counted: actors ready / warm-up (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         rel = f"{r['props_per_hour'] / base:.2f}x" if base else "-"
         lines.append(f"| {r['k']} | {r['gpus_per_actor']:.3g} | {r['props']} | {r['elapsed_s']:.1f} | "
                      f"{r['props_per_hour']:.0f} | {rel} | {r['s_per_prop_mean']:.1f} ({r['optimise_s_mean']:.1f} + "
                      f"{r['export_s_mean']:.1f}) | {r['ms_per_step_mean']:.1f} | {_num(r['torch_peak_allocated_mib'])} / "
                      f"{_num(r['smi_process_peak_mib'])} | {_num(r['smi_gpu_used_peak_mib'])} | "
-                     f"{_num(r['smi_gpu_util_mean'])}{'%' if r['smi_gpu_util_mean'] is not None else ''} |")
+                     f"{_num(r['smi_gpu_util_mean'])}{'%' if r['smi_gpu_util_mean'] is not None else ''} | "
+                     f"{r['actors_ready_s']:.0f} / {r['warmup_s']:.0f} |")
+    missing = [k for k in requested_ks(data) if k not in {r["k"] for r in runs}]
+    if missing:
+        lines += ["", f"Not measured (the run ended before them): k = {', '.join(map(str, missing))}."]
     return lines
+
+
+def requested_ks(data: dict) -> list[int]:
+    """The actor counts a GPU run was asked for (``--gpu``)."""
+    if data.get("ks"):
+        return list(data["ks"])
+    argv = data.get("argv", [])
+    text = next((a.split("=", 1)[1] for a in argv if a.startswith("--gpu=")), None)
+    if text is None and "--gpu" in argv[:-1]:
+        text = argv[argv.index("--gpu") + 1]
+    return [int(x) for x in (text or "").split(",") if x.strip()]
 
 
 def write_markdown(out_dir: str, cpu: dict | None, gpu: dict | None) -> None:
@@ -376,7 +401,7 @@ def gpu_main(args, work: str, data: dict) -> None:
         data["torch"] = torch.__version__
     except ImportError:
         data["torch"] = None
-    data.update(cpus=cpus, fake_gpu=args.fake_gpu, runs=[])
+    data.update(ks=ks, cpus=cpus, fake_gpu=args.fake_gpu, runs=[])
     cluster = local_cluster(1, cpus_per_node=cpus, gpus_per_node=1)
     try:
         for k in ks:
