@@ -15,7 +15,9 @@ cp312 wheel alone is 79 MB (202 MB unpacked), more than the whole allowance with
    console scripts and byte-code caches;
 4. strips the symbol tables of Ray's large ELF binaries (``_raylet.so`` 44 -> 32 MB, ``gcs_server``
    40 -> 29 MB, ``raylet`` 35 -> 23 MB; they keep their dynamic symbols, so they load and run as before);
-5. packs the folder as one reproducible ``site.tar.xz`` (xz -9, sorted names, zeroed times; ~25 MB).
+5. packs the folder as one reproducible ``site.tar.xz`` (xz -9, sorted names, zeroed times). Built
+   here on 2026-11-29: 240 MB installed, 178 MB pruned, 142 MB stripped, 21.4 MiB packed (about 4
+   minutes on this 2-core machine, most of it xz).
 
 On the device::
 
