@@ -13,7 +13,8 @@ benchmarks:
             PSNR); -h for options
   speed     GPU speed and memory vs the SDS bound (--cpu: the CPU reference); -h for options
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
-  farm      props per hour on a local Ray farm with 1, 2, 3 nodes, and recovery from a node's death
+  farm      props per hour on a local Ray farm with 1, 2, 3 nodes, and recovery from a node's death;
+            --gpu 1,2,4,8: one GPU, one actor vs k actors of 1/k GPU; -h for options
 """
 
 BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed", "demo": "backend.bench.demo",

@@ -38,7 +38,10 @@ class JobActor:
 
         logging.basicConfig(level=log_level, format=f"%(asctime)s ray-actor{slot} %(levelname)s %(message)s")
         self.slot = slot
-        self.device = "cuda" if ray.get_gpu_ids() else "cpu"
+        # DREAMPROP_ACTOR_DEVICE=cpu (in the nodes' environment): jobs run on the CPU although Ray
+        # gave the actor a GPU share, so a GPU farm's scheduling (fractional actors) can be tried on a
+        # machine that only declares a GPU (`python -m backend bench farm --gpu 1,2 --fake-gpu`).
+        self.device = "cuda" if ray.get_gpu_ids() and os.environ.get("DREAMPROP_ACTOR_DEVICE") != "cpu" else "cpu"
         if self.device == "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = ""     # before torch is imported
         _limit_threads(threads)
@@ -165,6 +168,10 @@ class JobActor:
             ship_checkpoint()
             return self._cancel
 
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
         try:
             result = generate(settings, device=self.device, callback=callback, checkpoint_path=checkpoint_path,
                               should_cancel=should_cancel, init_mesh_glb=init_mesh,
@@ -177,5 +184,12 @@ class JobActor:
         metadata["worker"] = {"index": self.slot, "device": self.device, "node_id": self.node_id,
                               "hostname": socket.gethostname(), "pid": os.getpid(), "model_cached": cached,
                               "model_load_s": load_s}
+        if self.device == "cuda":
+            import torch
+
+            # This job's peak in torch's allocator (the CUDA context, ~0.5 GB a process, comes on top):
+            # what tells how many actors of a model share one GPU (--ray-gpus-per-actor).
+            metadata["worker"]["gpu_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+            metadata["worker"]["gpu_peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
         return JobEnded(job_id, "finished", metadata=metadata,
                         result=JobResult(result.glb, result.turntable_png or b"", metadata))
