@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import bpy
 
-from . import importer
+from . import estimate, importer
 from .shared.protocol import DROPPABLE_EVENTS
 
 PREVIEW_IMAGE = "Dreamprop Preview"
@@ -39,7 +39,7 @@ class UserError(Exception):
 
 @dataclass
 class Pending:
-    kind: str                 # "submit" | "cancel" | "result" | "info"
+    kind: str                 # "submit" | "cancel" | "result" | "info" | "estimate"
     sent: float
     request_id: str = ""      # submit: the job's local id
     job_id: str = ""
@@ -165,6 +165,7 @@ def close_client() -> None:
     _state.tracked.clear()
     _state.pending.clear()
     _state.backlog.clear()
+    estimate.state().pending = ""      # its request went with the client
 
 
 def server_models() -> list[str]:
@@ -255,6 +256,7 @@ def tick() -> float:
 def _tick() -> float:
     active = [(s, j) for s, j in all_jobs() if j.active]
     _watch_backend()
+    estimate.tick()     # the panel's estimate: a request when the settings changed and then stayed
     if not active and not _state.pending and not _state.backlog:
         return IDLE_INTERVAL
     try:
@@ -339,6 +341,9 @@ def _check_timeouts(client) -> None:
         del _state.pending[msg_id]
         if p.kind == "info":   # the automatic one: Test Connection reports for itself
             continue
+        if p.kind == "estimate":   # shown in the panel, not as a report
+            estimate.on_timeout(why)
+            continue
         if p.kind == "submit":
             _, job = find_job(request_id=p.request_id)
             if job is not None and not job.job_id:
@@ -410,6 +415,8 @@ def _on_reply(p: Pending, msg) -> None:
     elif p.kind == "info":
         if not msg.is_error:
             set_server_info(msg.content)
+    elif p.kind == "estimate":
+        estimate.on_reply(msg)
 
 
 def set_server_info(info: dict) -> None:
