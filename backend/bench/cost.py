@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import re
 import statistics
@@ -49,6 +50,7 @@ PRIOR_GRID = [
     ({"samples_per_ray": 128}, False),
     ({"resolution_schedule": "32x2"}, False),
     ({"hash_levels": 16, "hash_log2_size": 19, "hash_max_resolution": 4096}, False),   # the schema's grid
+    ({"hash_levels": 16, "hash_log2_size": 17, "hash_max_resolution": 2048}, False),
     ({"resolution_schedule": "96x1", "samples_per_ray": 32}, False),
     ({"resolution_schedule": "48x1"}, True),
     ({"resolution_schedule": "48x2", "samples_per_ray": 96}, True),
@@ -67,13 +69,23 @@ SD_GRID = [
     ({"resolution_schedule": "128x1", "guidance_resolution": 384}, True),
 ]
 # Exports of a briefly trained prior field: (mesh_resolution, texture_size, face_budget, held out?)
-EXPORT_GRID = [(64, 256, 5000, False), (128, 512, 20000, False), (256, 1024, 50000, False),
-               (192, 2048, 100000, False), (128, 1024, 50000, True), (256, 512, 20000, True)]
-CPU_EXPORT_GRID = [(64, 256, 5000, False), (96, 512, 20000, False), (128, 1024, 50000, False),
+EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (128, 512, 20000, False), (256, 1024, 50000, False),
+               (128, 2048, 20000, False), (128, 1024, 50000, True), (192, 512, 20000, True)]
+CPU_EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (64, 1024, 5000, False), (96, 512, 20000, False), (128, 1024, 50000, False),
                    (160, 256, 10000, False), (128, 512, 20000, True), (96, 1024, 50000, True)]
 
 
 # ---- measuring ------------------------------------------------------------------------------------
+# What a duration is measured with: wall time; or (``--clock process``) this process's CPU time,
+# which on a CPU shared with other work is close to what an idle machine's single thread would take
+# (wall time there measures the neighbours as much as the run).
+_CLOCK = {"clock": time.perf_counter}
+
+
+def clock() -> float:
+    return _CLOCK["clock"]()
+
+
 def synchronize(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -108,11 +120,11 @@ def seconds_per_step(trainer, n: int, device, block: int) -> float:
     times = []
     synchronize(device)
     for _ in range(max(1, n // block)):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(block):
             trainer.train_step()
         synchronize(device)
-        times.append((time.perf_counter() - t0) / block)
+        times.append((clock() - t0) / block)
     return statistics.median(times)
 
 
@@ -137,14 +149,14 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict)
     after = seconds_per_step(trainer, counts["steps"], device, counts["block"])
     peak = peak_bytes(device)
     synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(2):
         png_bytes(trainer.preview())
-    preview_s = (time.perf_counter() - t0) / 2
+    preview_s = (clock() - t0) / 2
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        t0 = clock()
         trainer.save_checkpoint(str(Path(tmp) / "ckpt.pt"))
-        checkpoint_s = time.perf_counter() - t0
+        checkpoint_s = clock() - t0
     del trainer
     return {"resolution": st.resolution, "batch": st.batch_size, "step_s_albedo": albedo,
             "step_s_after_warmup": after, "peak_bytes": peak, "preview_s": preview_s, "checkpoint_s": checkpoint_s}
@@ -161,10 +173,10 @@ def measure_exports(guidance, device, grid) -> list[dict]:
     for mesh_res, tex, faces, held in grid:
         trainer.s = settings.replace(mesh_resolution=mesh_res, texture_size=tex, face_budget=faces)
         synchronize(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         trainer.export()
         rows.append({"overrides": {"mesh_resolution": mesh_res, "texture_size": tex, "face_budget": faces},
-                     "held_out": held, "export_s": time.perf_counter() - t0})
+                     "held_out": held, "export_s": clock() - t0})
         print("export", rows[-1], flush=True)
     return rows
 
@@ -221,9 +233,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0: torch's default). On a CPU shared with other work, 1 "
                              "avoids threads spinning against each other")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="wall time (default), or this process's CPU time: with --threads 1 on a shared "
+                             "CPU, close to an idle machine's single-thread time")
+    parser.add_argument("--refit", default=None, metavar="COST_JSON",
+                        help="no measuring: fit again the raw numbers of an earlier run (its cost.json / cost_cpu.json)")
     args = parser.parse_args(argv)
+    if args.refit:
+        fit_and_write(json.loads(Path(args.refit).read_text()), args)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "process":
+        _CLOCK["clock"] = time.process_time
     from backend.engine.guidance import load_guidance
 
     cuda = torch.cuda.is_available() and not args.cpu
@@ -234,12 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         total = torch.cuda.get_device_properties(0).total_memory
         facts_dict = facts.to_dict() if facts else {"kind": "cuda", "name": name, "memory_total_bytes": total,
                                                      "slug": re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
-        counts = {"warmup": 10, "steps": 20, "block": 5}
+        counts = {"warmup": 8, "steps": 15, "block": 5}
         big_counts = {"warmup": 4, "steps": 6, "block": 2}
         export_grid = EXPORT_GRID
     else:
         facts_dict = cpu_facts().to_dict()
-        counts = big_counts = {"warmup": 2, "steps": 3, "block": 1}
+        counts = big_counts = {"warmup": 2, "steps": 6, "block": 1}
         export_grid = CPU_EXPORT_GRID
     facts_dict.pop("memory_free_bytes", None)
     facts_dict.pop("index", None)
@@ -251,16 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     if cuda and not args.no_sd15:
         from backend.bench.sd15 import build_sd15
 
-        t0 = time.perf_counter()
+        t0 = clock()
         sd_model = str(build_sd15(Path(args.model_dir)))
-        print(f"SD-1.5 architecture built in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"SD-1.5 architecture built in {clock() - t0:.0f} s", flush=True)
         grids.append((SD_ARCH, sd_model, SD_GRID))
     architectures, configs, exports = {}, [], []
     for arch, model, grid in grids:
         reset_peak(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         guidance = load_guidance(model, device)
-        load_s = time.perf_counter() - t0
+        load_s = clock() - t0
         architectures[arch] = {"native_resolution": int(guidance.native_resolution), "load_s": load_s}
         print(f"{arch}: loaded in {load_s:.1f} s, native resolution {guidance.native_resolution}", flush=True)
         for overrides, held in grid:
@@ -282,6 +304,18 @@ def main(argv: list[str] | None = None) -> int:
             exports = measure_exports(guidance, device, export_grid)
         del guidance
         reset_peak(device)
+    run = {"device": facts_dict, "cuda": cuda, "wall_s": time.perf_counter() - t_start, "configs": configs,
+           "exports": exports, "architectures": architectures,
+           "versions": {"torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads(), "clock": args.clock}}
+    fit_and_write(run, args)
+    return 0
+
+
+def fit_and_write(run: dict, args) -> None:
+    """Fit the measured run, write the profile and the results file, print the held-out table."""
+    facts_dict, cuda, configs, exports = run["device"], run["cuda"], run["configs"], run["exports"]
+    architectures, versions, wall = run["architectures"], run["versions"], run["wall_s"]
     native = {a: v["native_resolution"] for a, v in architectures.items()}
 
     parts: dict[str, list] = {"step": [], "memory": [], "preview": [], "checkpoint": [], "export": []}
@@ -298,10 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                                 e["held_out"]))
     coefficients, errors = fit_and_test(parts)
     table = held_out_table(configs, exports, coefficients, native, cuda)
-    wall = time.perf_counter() - t_start
-    versions = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
-    approximate = None if cuda else ("approximate: measured on a CPU shared with other work; refit on an idle "
-                                     "machine with `python -m backend bench cost`")
+    approximate = None if cuda else (f"approximate: measured on a CPU shared with other work ({versions['clock']} "
+                                     f"time, {versions['threads']} torch thread(s)); refit on your machine with "
+                                     "`python -m backend bench cost`")
     profile = {"version": PROFILE_VERSION, "device": facts_dict, "fitted": datetime.now(timezone.utc).isoformat(),
                "versions": versions, "architectures": architectures, "coefficients": coefficients,
                "units": {"step": "s", "memory": "GiB", "preview": "s", "checkpoint": "s", "export": "s"},
@@ -319,12 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cost.json" if cuda else out / "cost_cpu.json").write_text(json.dumps(
-        {"device": facts_dict, "wall_s": wall, "profile": str(path), "held_out_error": errors, "table_md": table_md,
-         "configs": configs, "exports": exports, "coefficients": coefficients, "architectures": architectures},
+        {**run, "profile": os.path.relpath(path), "held_out_error": errors, "table_md": table_md, "coefficients": coefficients},
         indent=1, default=str) + "\n")
     print(table_md)
-    print(f"profile written to {path}; {wall:.0f} s in all")
-    return 0
+    print(f"profile written to {path}; measured in {wall:.0f} s")
 
 
 if __name__ == "__main__":

@@ -169,6 +169,7 @@ def _remedy(s: GenerationSettings, p: Profile, peak: float, usable: int, facts: 
     lower value fits, with the largest value that does; else the model itself."""
     where = "this GPU" if facts.kind == "cuda" else "this device"
     has = f"{where} has {_gb(usable)} GB usable"
+    memory = "GPU memory" if facts.kind == "cuda" else "memory"
     stages = parse_resolution_schedule(s.resolution_schedule)
     top = max(st.resolution for st in stages)
 
@@ -185,23 +186,23 @@ def _remedy(s: GenerationSettings, p: Profile, peak: float, usable: int, facts: 
 
     for res in [r for r in range(top - top % 32, 31, -32) if r < top] + [16]:
         if fits(resolution_schedule=capped(res=res)):
-            return ("resolution_schedule", f"render resolution {top} needs ~{_gb(peak)} GB of GPU memory, {has}; "
+            return ("resolution_schedule", f"render resolution {top} needs ~{_gb(peak)} GB of {memory}, {has}; "
                                            f"use {res} or lower")
     top_batch = max(st.batch_size for st in stages)
     for batch in range(top_batch - 1, 0, -1):
         if fits(resolution_schedule=capped(batch=batch)):
-            return ("resolution_schedule", f"batch {top_batch} needs ~{_gb(peak)} GB of GPU memory, {has}; "
+            return ("resolution_schedule", f"batch {top_batch} needs ~{_gb(peak)} GB of {memory}, {has}; "
                                            f"use batch {batch} or lower")
     for spr in (256, 128, 64, 32, 16, 8):
         if spr < s.samples_per_ray and fits(samples_per_ray=spr):
-            return ("samples_per_ray", f"{s.samples_per_ray} samples per ray need ~{_gb(peak)} GB of GPU memory, "
+            return ("samples_per_ray", f"{s.samples_per_ray} samples per ray need ~{_gb(peak)} GB of {memory}, "
                                        f"{has}; use {spr} or lower")
     g = s.guidance_resolution or p.native.get(architecture(s.model), 512)
     for res in (384, 256, 128, 64):
         if res < g and fits(guidance_resolution=res):
-            return ("guidance_resolution", f"guidance at {g} needs ~{_gb(peak)} GB of GPU memory, {has}; "
+            return ("guidance_resolution", f"guidance at {g} needs ~{_gb(peak)} GB of {memory}, {has}; "
                                            f"use {res} or lower")
-    return ("model", f"{s.model!r} needs ~{_gb(peak)} GB of GPU memory even at the smallest settings, {has}; "
+    return ("model", f"{s.model!r} needs ~{_gb(peak)} GB of {memory} even at the smallest settings, {has}; "
                      "use a smaller model or a larger GPU")
 
 

@@ -6,13 +6,15 @@ along the axes a user turns:
 
 - **one SDS step** (a stage of the resolution schedule, albedo warm-up or after it)::
 
-      step_s = a + b * samples + b_n * samples * normals + c[arch] * guidance_images + d * field_params
+      step_s = a + b * samples + b_l * samples * levels/16 + b_n * samples * normals
+               + c[arch] * guidance_images + (d + d_n * normals) * field_params
 
-  ``samples`` = rays x samples_per_ray (the ray marcher's budget: field and hash-grid work),
+  ``samples`` = rays x samples_per_ray (the ray marcher's budget: the field's MLPs), ``levels`` the
+  hash grid's (each sample looks up 8 corners per level),
   ``normals`` the share of steps that shade with normals (their Jacobian roughly doubles the field
   work), ``guidance_images`` = batch x (guidance resolution / 512)^2 (UNet + VAE encoder work, one
   coefficient per model architecture), ``field_params`` the hash tables (Adam's update, the gradient
-  zeroing);
+  zeroing; the normals' double backward scatters into them a second time);
 - **peak memory** of a stage::
 
       peak = w[arch] + m_s * kept_samples + m_r * rays + g[arch] * guidance_images + m_p * field_params
@@ -89,9 +91,12 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
                   native: dict[str, int]) -> dict[str, float]:
     rays = batch * resolution * resolution
     samples = rays * s.samples_per_ray / 1e6
+    params = field_params(s) / 1e6
     g = guidance_resolution(s, native)
-    return {"step": 1.0, "samples": samples, "normal_samples": samples * normals_share(s, after_warmup),
-            f"guidance:{architecture(s.model)}": batch * (g / 512) ** 2, "field_params": field_params(s) / 1e6}
+    return {"step": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
+            "normal_samples": samples * normals_share(s, after_warmup),
+            f"guidance:{architecture(s.model)}": batch * (g / 512) ** 2, "field_params": params,
+            "normal_field_params": params * normals_share(s, after_warmup)}
 
 
 def memory_features(s: GenerationSettings, resolution: int, batch: int, native: dict[str, int],
@@ -112,9 +117,17 @@ def checkpoint_features(s: GenerationSettings) -> dict[str, float]:
     return {"checkpoint": 1.0, "field_params": field_params(s) / 1e6}
 
 
+# Faces marching cubes gives a prop about half the box's size: ~1.6 per grid cell of its surface
+# (a sphere of radius res/4 cells has ~0.8 res^2 surface cells, two triangles each).
+MC_FACES_PER_RES2 = 1.6
+
+
 def export_features(s: GenerationSettings) -> dict[str, float]:
+    """Marching cubes works on every cell; simplification, UV unwrapping and baking on the faces that
+    are left (the budget, or fewer when the grid gives fewer)."""
+    faces = min(s.face_budget, MC_FACES_PER_RES2 * s.mesh_resolution**2)
     return {"export": 1.0, "mesh_cells": (s.mesh_resolution / 256) ** 3, "texels": (s.texture_size / 1024) ** 2,
-            "faces": s.face_budget / 1e5}
+            "faces": faces / 1e5}
 
 
 # ---- fit ---------------------------------------------------------------------------------------------
