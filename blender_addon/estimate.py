@@ -1,10 +1,12 @@
 """The cost estimate of the panel's current settings: time and peak GPU memory on the server's device.
 
 Fetched from the server (``estimate_request``) with the client's non-blocking core, from the add-on's
-timer (``jobs.tick`` calls ``tick()`` every time): when the settings change, a request goes out once
-they have stayed the same for ``DEBOUNCE_S`` (dragging a slider sends one request, not fifty), and
-the Refresh button asks again at once. The reply lands in ``_state``; the panel only reads it. Never
-blocks the UI: nothing here waits for the server.
+timer: the panel notes its settings when it draws (``note_settings``; Blender redraws it on every
+change), and every tick ``jobs`` asks ``due()`` whether to send a request: one goes out once the
+settings have stayed the same for ``DEBOUNCE_S`` (dragging a slider sends one request, not fifty);
+the Refresh button asks again at once. ``jobs`` hands the reply to ``answered()``; the panel draws
+``lines()``. Never blocks the UI: nothing here waits for the server. (This module imports no other
+module of the add-on: ``panels`` and ``jobs`` drive it.)
 """
 
 from __future__ import annotations
@@ -12,10 +14,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-
-import bpy
-
-from . import properties
 
 DEBOUNCE_S = 0.5
 RETRY_S = 10.0            # after a failed request (no server yet), ask again this much later
@@ -40,58 +38,54 @@ def state() -> EstimateState:
     return _state
 
 
-def panel_settings(scene) -> dict:
-    """What the estimate depends on: the panel's settings (the seed and prompt don't change the cost,
-    but sending them keeps one code path with submit)."""
-    return properties.settings_dict(scene.dreamprop.settings)
+def note_settings(settings: dict) -> None:
+    """The panel's settings as it draws them (a draw happens whenever they change): the next
+    ``due()`` compares them with what was asked last. Module state only: no bpy data is written."""
+    key = json.dumps(settings, sort_keys=True)
+    if key != _state.key:
+        _state.key, _state.changed_at = key, time.monotonic()
 
 
 def request_refresh() -> None:
     """The Refresh button: ask again on the next tick, whatever the debounce says."""
-    _state.key = ""
     _state.answered_key = ""
+    _state.changed_at = 0.0
     _state.failed_at = 0.0
 
 
-def tick(now: float | None = None) -> bool:
-    """Called from the add-on's timer. Returns True when a request went out (the timer then ticks fast)."""
-    from . import jobs
-
-    scene = bpy.context.scene
-    if scene is None or _state.pending:
-        return False
+def due(now: float | None = None) -> dict | None:
+    """Called from the add-on's timer: the settings to ask the server about now, or None (nothing
+    changed, still changing, a request in flight, or waiting to retry after a failure)."""
+    key = _state.key
+    if not key or _state.pending:
+        return None
     now = time.monotonic() if now is None else now
-    key = json.dumps(panel_settings(scene), sort_keys=True)
-    if key != _state.key:
-        _state.key, _state.changed_at = key, now
-        return False
     if key == _state.answered_key or now - _state.changed_at < DEBOUNCE_S:
-        return False
+        return None
     if _state.error and key == _state.sent_key and now - _state.failed_at < RETRY_S:
-        return False
-    try:
-        _state.pending = jobs.send("estimate", "estimate_request", {"settings": json.loads(key)})
-    except jobs.UserError as exc:      # no server yet: say so in the panel, try again later
-        _state.error, _state.failed_at, _state.sent_key = str(exc), now, key
-        return False
+        return None
     _state.sent_key = key
-    return True
+    return json.loads(key)
 
 
-def on_reply(msg) -> None:
-    from .jobs import error_text
-
-    _state.pending = ""
-    if msg.is_error:
-        _state.error, _state.failed_at, _state.result = error_text(msg.content), time.monotonic(), None
-        _state.answered_key = _state.sent_key
-        return
-    _state.result, _state.error, _state.answered_key = dict(msg.content), "", _state.sent_key
+def sent(msg_id: str) -> None:
+    _state.pending = msg_id
 
 
-def on_timeout(why: str) -> None:
+def failed(why: str) -> None:
+    """No answer (no server yet, a timeout): shown in the panel; asked again after ``RETRY_S``."""
     _state.pending = ""
     _state.error, _state.failed_at = why, time.monotonic()
+
+
+def answered(content: dict | None, error: str = "") -> None:
+    """The server's reply: the estimate, or (``error``) why it has none for these settings."""
+    _state.pending = ""
+    _state.answered_key = _state.sent_key
+    if error:
+        _state.result, _state.error, _state.failed_at = None, error, time.monotonic()
+    else:
+        _state.result, _state.error = dict(content), ""
 
 
 def _gb(n) -> str:

@@ -256,7 +256,7 @@ def tick() -> float:
 def _tick() -> float:
     active = [(s, j) for s, j in all_jobs() if j.active]
     _watch_backend()
-    estimate.tick()     # the panel's estimate: a request when the settings changed and then stayed
+    _request_estimate()
     if not active and not _state.pending and not _state.backlog:
         return IDLE_INTERVAL
     try:
@@ -303,6 +303,17 @@ def _tick() -> float:
     return BUSY_INTERVAL
 
 
+def _request_estimate() -> None:
+    """The panel's estimate: a request when the settings changed and then stayed (``estimate.due``)."""
+    wanted = estimate.due()
+    if wanted is None:
+        return
+    try:
+        estimate.sent(send("estimate", "estimate_request", {"settings": wanted}))
+    except UserError as exc:      # no server yet: the panel says so; asked again later
+        estimate.failed(str(exc))
+
+
 def _coalesce(messages: list) -> list:
     """Of the droppable events (progress, proxy mesh) of one batch keep only the latest per job and
     kind, and the latest progress that carries a preview image."""
@@ -342,7 +353,7 @@ def _check_timeouts(client) -> None:
         if p.kind == "info":   # the automatic one: Test Connection reports for itself
             continue
         if p.kind == "estimate":   # shown in the panel, not as a report
-            estimate.on_timeout(why)
+            estimate.failed(why)
             continue
         if p.kind == "submit":
             _, job = find_job(request_id=p.request_id)
@@ -416,7 +427,7 @@ def _on_reply(p: Pending, msg) -> None:
         if not msg.is_error:
             set_server_info(msg.content)
     elif p.kind == "estimate":
-        estimate.on_reply(msg)
+        estimate.answered(msg.content, error_text(msg.content) if msg.is_error else "")
 
 
 def set_server_info(info: dict) -> None:

@@ -71,8 +71,9 @@ def draw_setting(layout, pg, name: str) -> None:
         layout.prop(pg, name)
 
 
-def draw_estimate(layout) -> None:
+def draw_estimate(layout, pg) -> None:
     """Time and peak memory of the current settings on the server's device (``estimate.py`` fetches it)."""
+    estimate.note_settings(properties.settings_dict(pg))
     box = layout.box()
     for i, (text, icon) in enumerate(estimate.lines()):
         if i == 0:
@@ -113,7 +114,7 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
         row.prop(pg, "quality", expand=True)
         if not presets.matches(pg, pg.quality):
             layout.label(text="Preset values changed by hand", icon='INFO')
-        draw_estimate(layout)
+        draw_estimate(layout, pg)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("dreamprop.generate", icon='SHADERFX')

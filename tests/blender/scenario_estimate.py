@@ -5,8 +5,8 @@ config: {"connection_file": the running server's connection file}
 
 Real Blender (bpy), the add-on installed from its zip, a real ``python -m backend serve --workers 0``
 on loopback (started by the pytest side with a memory limit). The add-on's timer is pumped by hand
-(background Blender runs no timers); the panel's estimate box is drawn into a layout that keeps the
-label texts.
+(background Blender runs no timers) and the panel's estimate box is drawn (as Blender redraws it)
+into a layout that keeps the label texts.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Labels:
 
 def panel_text() -> list[str]:
     texts: list[str] = []
-    harness.module("panels").draw_estimate(Labels(texts))
+    harness.module("panels").draw_estimate(Labels(texts), bpy.context.scene.dreamprop.settings)
     return texts
 
 
@@ -56,7 +56,7 @@ def check_estimate_shown():
     pg = bpy.context.scene.dreamprop.settings
     pg.prompt = "a red cube"
     assert panel_text()[0].startswith("Estimate: waiting"), panel_text()
-    harness.pump(lambda: est().result, 60, what="the estimate")
+    harness.pump(lambda: panel_text() and est().result, 60, what="the estimate")   # Blender redraws the panel
     return {"settings": json.loads(est().answered_key), "estimate": est().result, "lines": panel_text()}
 
 
@@ -65,8 +65,9 @@ def check_estimate_follows_the_settings():
     before = est().result
     for schedule in ("64x1", "128x2", "512x4"):      # quick edits: the debounce sends one request
         pg.resolution_schedule = schedule
+        panel_text()
         harness.module("jobs").tick()
-    harness.pump(lambda: est().result is not before and est().answered_key == est().key, 60,
+    harness.pump(lambda: panel_text() and est().result is not before and est().answered_key == est().key, 60,
                  what="the estimate of the new settings")
     return {"settings": json.loads(est().answered_key), "estimate": est().result, "lines": panel_text()}
 
