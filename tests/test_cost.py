@@ -93,8 +93,10 @@ def test_cli_refuses_settings_that_do_not_fit(tmp_path, cpu_profile):
     small = estimate(settings(), cpu_facts())["peak_memory_bytes"]
     limit_gb = 1.3 * small / GB
     assert estimate(settings(resolution_schedule="512x4"), cpu_facts())["peak_memory_bytes"] > limit_gb * GB
+    # --steps 1 --mesh-resolution 32: were the refusal missing, the run would still end soon
     proc = _generate(["a red cube", "--device", "cpu", "--resolution-schedule", "512x4", "--memory-limit-gb",
-                      f"{limit_gb:.3f}", "-o", str(tmp_path / "x.glb")], tmp_path)
+                      f"{limit_gb:.3f}", "--steps", "1", "--mesh-resolution", "32", "-o", str(tmp_path / "x.glb")],
+                     tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "--resolution-schedule: render resolution 512 needs ~" in proc.stderr, proc.stderr
     assert "or lower" in proc.stderr and "generating" not in proc.stderr
