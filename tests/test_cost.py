@@ -139,3 +139,19 @@ def test_submit_that_does_not_fit_is_refused_naming_the_setting(server_factory, 
     fixed = settings(**{**big, "resolution_schedule": f"{suggested}x4"})
     assert suggested < 512 and estimate(fixed, cpu_facts())["peak_memory_bytes"] <= limit_gb * GB
     assert len(job) == 32
+
+
+def test_fast_path_says_what_a_cuda_run_would_miss():
+    """On CUDA without nerfacc or Triton (this machine has neither), a run says it uses the pure-PyTorch
+    sampler and the PyTorch hash grid, and that the fast path is incomplete (issue 13.4)."""
+    from backend.engine.api import fast_path
+
+    pytest.importorskip("torch")
+    try:
+        import nerfacc  # noqa: F401
+        pytest.skip("nerfacc is installed here")
+    except ImportError:
+        pass
+    path = fast_path(settings(), "cuda")
+    assert path == {"sampler": "pure-PyTorch", "hashgrid": "PyTorch", "complete": False}
+    assert fast_path(settings(hashgrid_backend="torch"), "cpu")["complete"]
