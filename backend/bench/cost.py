@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import re
 import statistics
@@ -140,6 +139,9 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict)
     st = settings.stages[0]
     reset_peak(device)
     trainer = Trainer(settings, guidance, device)
+    # Each phase is timed in its middle: the progressive hash-grid levels and the occupancy grid's
+    # updates follow the step number, so step 0 would time a field with half its levels switched off.
+    trainer.step = settings.albedo_warmup_steps // 2
     for _ in range(counts["warmup"]):
         trainer.train_step()
     albedo = seconds_per_step(trainer, counts["steps"], device, counts["block"])
@@ -308,8 +310,16 @@ def main(argv: list[str] | None = None) -> int:
            "exports": exports, "architectures": architectures,
            "versions": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "clock": args.clock}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # The raw numbers first: should the fit fail, `--refit` fits them again without measuring.
+    (out / results_name(cuda)).write_text(json.dumps(run, indent=1, default=str) + "\n")
     fit_and_write(run, args)
     return 0
+
+
+def results_name(cuda: bool) -> str:
+    return "cost.json" if cuda else "cost_cpu.json"
 
 
 def fit_and_write(run: dict, args) -> None:
@@ -351,8 +361,8 @@ def fit_and_write(run: dict, args) -> None:
                 + (f" ({approximate})" if approximate else "") + "\n\n" + table + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cost.json" if cuda else out / "cost_cpu.json").write_text(json.dumps(
-        {**run, "profile": os.path.relpath(path), "held_out_error": errors, "table_md": table_md, "coefficients": coefficients},
+    (out / results_name(cuda)).write_text(json.dumps(
+        {**run, "profile": f"backend/cost/profiles/{facts_dict['slug']}.json", "held_out_error": errors, "table_md": table_md, "coefficients": coefficients},
         indent=1, default=str) + "\n")
     print(table_md)
     print(f"profile written to {path}; measured in {wall:.0f} s")
