@@ -30,7 +30,7 @@ def test_fit_recovers_known_coefficients_from_synthetic_measurements():
     of both architectures: the fit gives the coefficients back."""
     import numpy as np
 
-    truth = {"step": 0.004, "samples": 0.021, "sample_levels": 0.012, "normal_samples": 0.015,
+    truth = {"step:builtin": 0.004, "step:sd15": 0.012, "samples": 0.021, "sample_levels": 0.012, "normal_samples": 0.015,
              "guidance:builtin": 0.2, "guidance:sd15": 0.030, "field_params": 0.004, "normal_field_params": 0.003}
     rng = np.random.default_rng(0)
     rows, times = [], []

@@ -6,10 +6,12 @@ along the axes a user turns:
 
 - **one SDS step** (a stage of the resolution schedule, albedo warm-up or after it)::
 
-      step_s = a + b * samples + b_l * samples * levels/16 + b_n * samples * normals
+      step_s = a[arch] + b * samples + b_l * samples * levels/16 + b_n * samples * normals
                + c[arch] * guidance_images + (d + d_n * normals) * field_params
 
-  ``samples`` = rays x samples_per_ray (the ray marcher's budget: the field's MLPs), ``levels`` the
+  ``a[arch]`` the fixed cost of a step with that model (kernel launches, the guidance's batch-independent
+  part: a GPU is far from full at batch 1), ``samples`` = rays x samples_per_ray (the ray marcher's
+  budget: the field's MLPs), ``levels`` the
   hash grid's (each sample looks up 8 corners per level),
   ``normals`` the share of steps that shade with normals (their Jacobian roughly doubles the field
   work), ``guidance_images`` = batch x (guidance resolution / 512)^2 (UNet + VAE encoder work, one
@@ -93,9 +95,10 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
     samples = rays * s.samples_per_ray / 1e6
     params = field_params(s) / 1e6
     g = guidance_resolution(s, native)
-    return {"step": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
+    arch = architecture(s.model)
+    return {f"step:{arch}": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
             "normal_samples": samples * normals_share(s, after_warmup),
-            f"guidance:{architecture(s.model)}": batch * (g / 512) ** 2, "field_params": params,
+            f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": params,
             "normal_field_params": params * normals_share(s, after_warmup)}
 
 
