@@ -4,7 +4,8 @@
 # tools and Ray (the render-farm tests start a real local Ray cluster).
 # torch: on a machine without an NVIDIA driver we install torch==2.13.0 (the CPU build; an unpinned
 # `torch` would pull several GB of CUDA packages). With an NVIDIA driver we install the default
-# (CUDA) build. Already have torch in .venv? It is left alone.
+# (CUDA) build and the `gpu` extra (nerfacc: the fast ray marcher; the fused hash grid's Triton comes
+# with the CUDA torch). Already have torch in .venv? It is left alone.
 # Blender tests run real Blender as a module (bpy==5.0.1) in a second venv, .venv-blender, because
 # bpy pins numpy 1.26 while the engine uses numpy 2.
 # The tests check every GLB with the Khronos glTF-Validator (npm package, pinned in
@@ -39,7 +40,12 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		echo "no NVIDIA GPU: installing the CPU build $(CPU_TORCH)"; $(PY) -m pip install -q "$(CPU_TORCH)"; \
 	fi
-	$(PY) -m pip install -q -e ".[test,ray]"
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the gpu extra (nerfacc; the fast path)"; \
+		$(PY) -m pip install -q -e ".[test,ray,gpu]"; \
+	else \
+		$(PY) -m pip install -q -e ".[test,ray]"; \
+	fi
 	@touch $(STAMP)
 
 blender-venv: $(BLENDER_STAMP)

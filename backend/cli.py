@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the built-in prior's vocabulary (every prompt it knows), one a line, and exit")
     parser.add_argument("--show-settings", action="store_true",
                         help="print the settings this command would run with (JSON) and exit, without generating")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the estimated time and peak memory of this command on --device and exit, "
+                             "without generating (exit status 1 when it would not fit the device's memory)")
+    parser.add_argument("--memory-limit-gb", type=float, default=None, metavar="GB",
+                        help="memory the run may use on its device (default: 92%% of the GPU's; CPU: no limit); "
+                             "settings whose estimated peak is larger are refused before anything loads")
     for group, fields in groups().items():
         if group == "prompt":
             fields = [f for f in fields if f.name != "prompt"]
@@ -122,9 +128,24 @@ def generate_main(argv: list[str]) -> int:
     if args.show_settings:
         print(json.dumps(settings.to_dict(), indent=2))
         return 0
+    if args.memory_limit_gb is not None and not 0 < args.memory_limit_gb <= 1e5:
+        parser.error(f"--memory-limit-gb: must be a number in (0, 100000], got {args.memory_limit_gb:g}")
+    estimated = cost_estimate(settings, args)
+    if args.estimate:
+        if isinstance(estimated, str):
+            print(f"error: {estimated}", file=sys.stderr)
+            return 2
+        from backend.cost.estimate import summary_lines
+
+        print("\n".join(summary_lines(estimated, settings.prompt)))
+        return 0 if estimated["fits"] else 1
+    if isinstance(estimated, dict) and not estimated["fits"]:
+        problem = estimated["problem"]
+        print(f"error: {flag(problem['field'])}: {problem['message']}", file=sys.stderr)
+        return 2
 
     # Heavy imports only after the arguments are known to be good.
-    from backend.engine.api import Cancelled, ModelNotFoundError, generate, load_guidance_for, pick_device
+    from backend.engine.api import Cancelled, ModelNotFoundError, fast_path, generate, load_guidance_for, pick_device
 
     try:
         device = pick_device(args.device)
@@ -132,8 +153,12 @@ def generate_main(argv: list[str]) -> int:
     except (ModelNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"generating {settings.prompt!r}: {settings.steps} steps on {device} with {guidance.name}",
-          file=sys.stderr)
+    path = fast_path(settings, device)
+    print(f"generating {settings.prompt!r}: {settings.steps} steps on {device} with {guidance.name} "
+          f"(sampler: {path['sampler']}, hash grid: {path['hashgrid']})", file=sys.stderr)
+    if not path["complete"]:
+        print("note: the GPU fast path is not complete: install the gpu extra (pip install -e \".[gpu]\", "
+              "or make setup on a machine with an NVIDIA driver)", file=sys.stderr)
     bar = _ProgressBar(settings.steps, enabled=not args.quiet)
     t0 = time.perf_counter()
     try:
@@ -162,6 +187,19 @@ def generate_main(argv: list[str]) -> int:
           f"in {time.perf_counter() - t0:.0f} s ({m['timings']['s_per_step'] * 1000:.0f} ms/step, "
           f"export {m['timings']['export_s']:.1f} s)")
     return 0
+
+
+def cost_estimate(settings: GenerationSettings, args: argparse.Namespace) -> dict | str:
+    """The estimate on --device, or why there is none (no profile for this device or model). Pure
+    Python: answers before torch or the model load."""
+    from backend.cost import NoProfile, estimate, local_device
+
+    try:
+        facts = local_device(args.device)
+        return estimate(settings, facts, checkpoints=bool(args.checkpoint),
+                        memory_limit_bytes=None if args.memory_limit_gb is None else int(args.memory_limit_gb * 2**30))
+    except (NoProfile, ValueError) as e:
+        return str(e)
 
 
 class _ProgressBar:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import bpy
 
-from . import importer
+from . import estimate, importer
 from .shared.protocol import DROPPABLE_EVENTS
 
 PREVIEW_IMAGE = "Dreamprop Preview"
@@ -39,7 +39,7 @@ class UserError(Exception):
 
 @dataclass
 class Pending:
-    kind: str                 # "submit" | "cancel" | "result" | "info"
+    kind: str                 # "submit" | "cancel" | "result" | "info" | "estimate"
     sent: float
     request_id: str = ""      # submit: the job's local id
     job_id: str = ""
@@ -165,6 +165,7 @@ def close_client() -> None:
     _state.tracked.clear()
     _state.pending.clear()
     _state.backlog.clear()
+    estimate.state().pending = ""      # its request went with the client
 
 
 def server_models() -> list[str]:
@@ -255,6 +256,7 @@ def tick() -> float:
 def _tick() -> float:
     active = [(s, j) for s, j in all_jobs() if j.active]
     _watch_backend()
+    _request_estimate()
     if not active and not _state.pending and not _state.backlog:
         return IDLE_INTERVAL
     try:
@@ -301,6 +303,17 @@ def _tick() -> float:
     return BUSY_INTERVAL
 
 
+def _request_estimate() -> None:
+    """The panel's estimate: a request when the settings changed and then stayed (``estimate.due``)."""
+    wanted = estimate.due()
+    if wanted is None:
+        return
+    try:
+        estimate.sent(send("estimate", "estimate_request", {"settings": wanted}))
+    except UserError as exc:      # no server yet: the panel says so; asked again later
+        estimate.failed(str(exc))
+
+
 def _coalesce(messages: list) -> list:
     """Of the droppable events (progress, proxy mesh) of one batch keep only the latest per job and
     kind, and the latest progress that carries a preview image."""
@@ -338,6 +351,9 @@ def _check_timeouts(client) -> None:
             continue
         del _state.pending[msg_id]
         if p.kind == "info":   # the automatic one: Test Connection reports for itself
+            continue
+        if p.kind == "estimate":   # shown in the panel, not as a report
+            estimate.failed(why)
             continue
         if p.kind == "submit":
             _, job = find_job(request_id=p.request_id)
@@ -410,6 +426,8 @@ def _on_reply(p: Pending, msg) -> None:
     elif p.kind == "info":
         if not msg.is_error:
             set_server_info(msg.content)
+    elif p.kind == "estimate":
+        estimate.answered(msg.content, error_text(msg.content) if msg.is_error else "")
 
 
 def set_server_info(info: dict) -> None:

@@ -6,7 +6,7 @@ import textwrap
 
 import bpy
 
-from . import jobs, presets, properties, vocabulary
+from . import estimate, jobs, presets, properties, vocabulary
 from .operators.batch import find_markers
 from .shared import settings as S
 
@@ -71,6 +71,21 @@ def draw_setting(layout, pg, name: str) -> None:
         layout.prop(pg, name)
 
 
+def draw_estimate(layout, pg) -> None:
+    """Time and peak memory of the current settings on the server's device (``estimate.py`` fetches it)."""
+    estimate.note_settings(properties.settings_dict(pg))
+    box = layout.box()
+    for i, (text, icon) in enumerate(estimate.lines()):
+        if i == 0:
+            row = box.row(align=True)
+            row.label(text=text, icon=icon)
+            row.operator("dreamprop.refresh_estimate", text="", icon='FILE_REFRESH')
+        elif icon == 'ERROR':
+            draw_wrapped(box, text, icon=icon)
+        else:
+            box.label(text=text, icon=icon)
+
+
 class _Panel:
     bl_space_type = 'VIEW_3D'
     bl_region_type = 'UI'
@@ -99,6 +114,7 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
         row.prop(pg, "quality", expand=True)
         if not presets.matches(pg, pg.quality):
             layout.label(text="Preset values changed by hand", icon='INFO')
+        draw_estimate(layout, pg)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("dreamprop.generate", icon='SHADERFX')

@@ -6,8 +6,8 @@ Two layers:
   (returns its message id) and ``poll()`` replies and pushed events; ``track(job_id)`` keeps a job's
   event stream alive by itself (drops duplicate events by ``seq``; re-attaches, without blocking,
   when the stream went quiet, e.g. after a server restart);
-- **blocking conveniences** for scripts, the CLI and tests: ``info``, ``submit``, ``cancel``,
-  ``status``, ``list_jobs``, ``attach``, ``events``, ``result``. They raise ``ServerError`` on
+- **blocking conveniences** for scripts, the CLI and tests: ``info``, ``estimate``, ``submit``,
+  ``cancel``, ``status``, ``list_jobs``, ``attach``, ``events``, ``result``. They raise ``ServerError`` on
   error replies, ``TimeoutError`` when the server does not answer and ``AuthError`` when the
   server refused this client's CURVE key.
 
@@ -337,6 +337,12 @@ class JobClient:
 
     def info(self) -> dict:
         return self.request("info_request", {}).content
+
+    def estimate(self, settings: dict) -> dict:
+        """Estimated time (``time_s``) and peak memory (``peak_memory_bytes``) of a job with these
+        settings on the server's device, and whether it ``fits`` (else ``problem`` names the setting
+        to change). Non-blocking callers: ``send("estimate_request", {"settings": ...})`` and poll."""
+        return self.request("estimate_request", {"settings": settings}).content
 
     def submit(self, settings: dict, init_mesh_glb: bytes | None = None, parent_job_id: str | None = None,
                *, client_token: str | None = None, attach: bool = True) -> str:

@@ -28,10 +28,19 @@ Message types
 Requests (client -> server) and their replies (``<name>_reply``; on failure the reply content is
 ``{"status": "error", "error": code, "field": name-or-null, "message": text}``):
 
-- ``info_request``   {} -> versions, device, GPUs, models, queue length, workers, your owner id
+- ``info_request``   {} -> versions, device, GPUs, models, queue length, workers, your owner id,
+  ``devices`` (each GPU's name, total and free memory; else the CPU's) and ``cost`` (the device jobs
+  are estimated for, its usable memory, the cost profile, whether it is calibrated for this device
+  and its error on held-out settings)
+- ``estimate_request`` {"settings": {...}} -> the estimated time and peak memory of a job with these
+  settings on the server's device: {"time_s", "peak_memory_bytes", "memory_usable_bytes", "fits",
+  "problem": null | {"field", "message"}, "parts_s", "stages", "profile", "calibrated", "notes",
+  "held_out_error", "device"}. Settings are resolved as a submit resolves them (the prompt may be
+  empty). Error ``no_profile`` when no cost profile can answer for the device or model.
 - ``submit_request`` {"settings": {...}, "parent_job_id"?: id, "client_token"?: str, "attach"?: bool}
   + optional buffer: an initial mesh (GLB) to refine -> {"job_id", "position", "duplicate",
-  "warnings"?: [text]}. Settings left out come from ``shared.layering`` (the model's recommended
+  "warnings"?: [text]}. Settings whose estimated peak memory exceeds the device's are refused
+  (error ``does_not_fit``, ``field`` the setting to change, the message its largest value that fits). Settings left out come from ``shared.layering`` (the model's recommended
   settings, then the schema defaults). ``warnings`` (only when there are some), e.g. a prompt outside
   the built-in prior's vocabulary: the job still runs; a client shows them to the user.
 - ``cancel_request`` {"job_id"} -> {"job_id", "state", "cancelled": bool}
@@ -86,7 +95,7 @@ SIGNATURE_SCHEME = "hmac-sha256"
 # ---- message types ---------------------------------------------------------------------------
 REQUEST_TYPES = (
     "info_request", "submit_request", "cancel_request", "status_request", "list_request",
-    "attach_request", "detach_request", "result_request",
+    "attach_request", "detach_request", "result_request", "estimate_request",
 )
 ERROR_TYPE = "error"
 EVENT_TYPES = ("accepted", "started", "progress", "proxy_mesh", "requeued", "finished", "failed",

@@ -41,7 +41,7 @@ def test_fuzzed_server_keeps_serving(server_factory):
     expected_replies = 1
     kinds: dict[str, int] = {}
     types = ["info_request", "submit_request", "cancel_request", "status_request", "list_request",
-             "attach_request", "detach_request", "result_request"]
+             "attach_request", "detach_request", "result_request", "estimate_request"]
 
     def rbytes(n):
         return rng.randbytes(rng.randint(0, n))

@@ -1,4 +1,4 @@
-"""``python -m backend bench <quality|speed|demo|farm> [options]`` (also ``python -m backend.bench``)."""
+"""``python -m backend bench <quality|speed|demo|farm|cost> [options]`` (also ``python -m backend.bench``)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ benchmarks:
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
   farm      props per hour on a local Ray farm with 1, 2, 3 nodes, and recovery from a node's death;
             --gpu 1,2,4,8: one GPU, one actor vs k actors of 1/k GPU; -h for options
+  cost      measure a grid of settings on this device, fit the cost model (time, peak memory),
+            report its error on held-out settings, write backend/cost/profiles/<device>.json
 """
 
 BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed", "demo": "backend.bench.demo",
-              "farm": "backend.bench.farm"}
+              "farm": "backend.bench.farm", "cost": "backend.bench.cost"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional
 
 from backend.engine.guidance.models import available_models, load_guidance_for
-from backend.engine.trainer import pick_device, run_generation
+from backend.engine.trainer import fast_path, pick_device, run_generation
 from backend.engine.types import Cancelled, GenerationResult, ModelNotFoundError, ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
     from backend.engine.guidance.base import Guidance
     from shared.settings import GenerationSettings
 
-__all__ = ["generate", "load_guidance_for", "pick_device", "available_models", "Cancelled", "GenerationResult",
+__all__ = ["generate", "load_guidance_for", "pick_device", "fast_path", "available_models", "Cancelled", "GenerationResult",
            "ModelNotFoundError", "ProgressCallback", "ProgressEvent"]
 
 

@@ -49,6 +49,26 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def fast_path(settings: GenerationSettings, device: torch.device | str) -> dict:
+    """Which implementations a run uses: the ray sampler (nerfacc's CUDA estimator or the pure-PyTorch
+    one, as ``occupancy.make_estimator`` picks) and the hash-grid encoder (the fused Triton kernel or
+    the PyTorch reference, as ``HashGridEncoding`` picks). Printed by the CLI, stored in each job's
+    metadata: a GPU user without the ``gpu`` extra sees that the fast path is off."""
+    from backend.engine import hashgrid_triton
+
+    cuda = torch.device(device).type == "cuda"
+    sampler = "pure-PyTorch"
+    if cuda:
+        try:
+            import nerfacc  # noqa: F401
+            sampler = "nerfacc"
+        except ImportError:
+            pass
+    fused = cuda and settings.hashgrid_backend == "auto" and hashgrid_triton.available()
+    return {"sampler": sampler, "hashgrid": "fused Triton" if fused else "PyTorch",
+            "complete": not cuda or (sampler == "nerfacc" and fused)}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -356,6 +376,7 @@ def run_generation(settings: GenerationSettings, *, device: str = "auto", callba
     fit_steps = max(1, settings.steps - resumed_from)
     metadata = {
         "settings": settings.to_dict(), "device": str(dev), "guidance": guidance.name,
+        "fast_path": fast_path(settings, dev),
         "resumed_from_step": resumed_from, "final_losses": final_losses,
         # Refine from a mesh: how it was centred (engine coords) and scaled into the scene.
         "init_transform": init_transform,

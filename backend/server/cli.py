@@ -64,6 +64,12 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-init-mesh-mb", type=int, default=64, help="largest initial mesh accepted (default 64)")
     p.add_argument("--max-queued-per-client", type=int, default=100)
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    cost = p.add_argument_group("cost estimates (the estimate request; submits that don't fit are refused)")
+    cost.add_argument("--cost-profile", default=None, metavar="FILE",
+                      help="cost profile to estimate with (default: backend/cost/profiles/<this device>.json)")
+    cost.add_argument("--memory-limit-gb", type=float, default=None, metavar="GB",
+                      help="memory a job may use on its device (default: 92%% of the GPU's; on the CPU no limit); "
+                           "submits whose estimated peak is larger are refused")
     farm = p.add_argument_group("render farm (Ray; needs pip install \"dreamprop[ray]\")")
     farm.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
                       help="run jobs on the actors of this Ray cluster instead of local worker processes "
@@ -83,6 +89,8 @@ def serve_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.worker_threads <= MAX_WORKER_THREADS:
         parser.error(f"--worker-threads: must be 0 (automatic) to {MAX_WORKER_THREADS}, got {args.worker_threads}")
+    if args.memory_limit_gb is not None and not 0 < args.memory_limit_gb <= 1e5:
+        parser.error(f"--memory-limit-gb: must be a number in (0, 100000], got {args.memory_limit_gb:g}")
     if args.ray is not None:
         from .ray_pool import check_ray_options
 
@@ -103,7 +111,8 @@ def serve_main(argv: list[str]) -> int:
         max_attempts=max(1, args.max_attempts), worker_timeout_s=args.worker_timeout,
         max_init_mesh_bytes=args.max_init_mesh_mb * 1024 * 1024, max_queued_per_client=args.max_queued_per_client,
         ray_address=args.ray, ray_gpus_per_actor=args.ray_gpus_per_actor, ray_cpus_per_actor=args.ray_cpus_per_actor,
-        ray_cpu_actors_per_node=args.ray_cpu_actors_per_node)
+        ray_cpu_actors_per_node=args.ray_cpu_actors_per_node, cost_profile=args.cost_profile,
+        memory_limit_bytes=None if args.memory_limit_gb is None else int(args.memory_limit_gb * 2**30))
     try:
         return Server(cfg).run()
     except PermissionError as e:

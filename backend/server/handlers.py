@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Callable
 
 from backend import __version__
+from backend.cost import DeviceFacts, NoProfile, cpu_facts, estimate, gpu_facts
 from shared import PROTOCOL_VERSION
 from shared.protocol import (JOB_STATES, FieldError, Message, check_fields, check_glb, new_id, require_bool,
                              require_int, require_job_id, require_str)
@@ -37,8 +39,9 @@ class RequestHandlers:
         self.table: dict[str, Callable[[ClientState, Message], None]] = {
             "info_request": self.info, "submit_request": self.submit, "cancel_request": self.cancel,
             "status_request": self.status, "list_request": self.list_jobs, "attach_request": self.attach,
-            "detach_request": self.detach, "result_request": self.result,
+            "detach_request": self.detach, "result_request": self.result, "estimate_request": self.estimate,
         }
+        self._devices: tuple[float, list[dict]] = (0.0, [])
 
     # ---- helpers -------------------------------------------------------------------------------
     def _own_job(self, client: ClientState, content: dict) -> dict:
@@ -69,6 +72,50 @@ class RequestHandlers:
             view["metadata"] = json.loads(job["metadata"]) if job["metadata"] else None
         return view
 
+    def _target_device(self) -> DeviceFacts:
+        """The device a job will run on: with several GPUs the smallest (a job may land on any)."""
+        gpus = self.pool.health().gpus
+        if gpus:
+            facts = [DeviceFacts("cuda", g.get("name") or "unknown GPU", g.get("memory_bytes"), None)
+                     for g in gpus]
+            return min(facts, key=lambda f: f.memory_total_bytes or 0)
+        return cpu_facts()
+
+    def _device_facts(self) -> list[dict]:
+        """Name, total and free memory of this machine's GPUs (or its CPU), re-read at most every 5 s."""
+        at, facts = self._devices
+        if time.monotonic() - at > 5.0:
+            facts = [f.to_dict() for f in gpu_facts()] or [cpu_facts().to_dict()]
+            self._devices = (time.monotonic(), facts)
+        return facts
+
+    def _estimate(self, settings: GenerationSettings) -> dict:
+        """Raises NoProfile when no cost profile can answer for the device and model."""
+        return estimate(settings, self._target_device(), profile_path=self.cfg.cost_profile,
+                        memory_limit_bytes=self.cfg.memory_limit_bytes,
+                        include_load=settings.model not in (self.pool.health().models or []))
+
+    def _refuse_if_too_large(self, settings: GenerationSettings) -> None:
+        """Settings whose estimated peak memory exceeds the device's never reach a worker."""
+        try:
+            est = self._estimate(settings)
+        except NoProfile:
+            return        # nothing to judge by: the worker's own out-of-memory error will say it
+        if not est["fits"]:
+            problem = est["problem"]
+            raise FieldError(problem["field"], f"{problem['field']}: {problem['message']}", code="does_not_fit")
+
+    def _cost_info(self) -> dict:
+        target = self._target_device()
+        out = {"device": target.to_dict(), "memory_limit_bytes": self.cfg.memory_limit_bytes}
+        try:
+            probe = self._estimate(resolve({"prompt": ""}, require_prompt=False))
+            out.update(profile=probe["profile"], calibrated=probe["calibrated"], notes=probe["notes"],
+                       memory_usable_bytes=probe["memory_usable_bytes"], held_out_error=probe["held_out_error"])
+        except (NoProfile, ValueError) as e:
+            out.update(profile=None, error=str(e))
+        return out
+
     # ---- requests ------------------------------------------------------------------------------
     def info(self, client: ClientState, msg: Message) -> None:
         check_fields(msg.content, ())
@@ -78,7 +125,7 @@ class RequestHandlers:
             "device": "cuda" if health.gpus else "cpu", "gpus": health.gpus,
             "models": health.models or ["builtin"],
             "queue_length": self.store.count("queued"), "running": self.store.count("running"),
-            "workers": health.workers,
+            "workers": health.workers, "devices": self._device_facts(), "cost": self._cost_info(),
             "auth": "curve" if self.cfg.curve else "hmac", "owner": client.owner,
             "limits": {"max_init_mesh_bytes": self.cfg.max_init_mesh_bytes,
                        "max_queued_per_client": self.cfg.max_queued_per_client},
@@ -105,6 +152,7 @@ class RequestHandlers:
             settings = resolve(raw)
         except SettingError as e:
             raise FieldError(e.name, str(e)) from None
+        self._refuse_if_too_large(settings)
         warnings = prompt_warnings(settings)
         if self.cfg.curve:
             m = settings.model
@@ -183,6 +231,21 @@ class RequestHandlers:
         self.outbox.subscribe(client, job["id"])
         self.outbox.reply(client, msg, {"job_id": job["id"], "state": job["state"], "last_seq": job["last_seq"]})
         self.events.replay(client, job["id"], after)
+
+    def estimate(self, client: ClientState, msg: Message) -> None:
+        c = msg.content
+        check_fields(c, ("settings",))
+        raw = c.get("settings")
+        if not isinstance(raw, dict):
+            raise FieldError("settings", "must be an object of generation settings")
+        try:   # as submit resolves them; the prompt may still be empty while the user types
+            settings = resolve(raw, require_prompt=False)
+        except SettingError as e:
+            raise FieldError(e.name, str(e)) from None
+        try:
+            self.outbox.reply(client, msg, self._estimate(settings))
+        except NoProfile as e:
+            raise FieldError(None, str(e), code="no_profile") from None
 
     def detach(self, client: ClientState, msg: Message) -> None:
         check_fields(msg.content, ("job_id",))

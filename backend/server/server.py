@@ -71,6 +71,8 @@ class ServerConfig:
     ray_gpus_per_actor: float = 1.0
     ray_cpus_per_actor: float = 1.0
     ray_cpu_actors_per_node: int = 1
+    cost_profile: str | None = None           # cost profile for estimates (default: the device's own, see backend/cost)
+    memory_limit_bytes: int | None = None     # memory a job may use (default: 92% of the GPU's; CPU: no limit)
 
 
 class Server:

@@ -9,7 +9,7 @@ import bpy
 from bpy.props import BoolProperty
 from mathutils import Matrix
 
-from .. import jobs, properties
+from .. import estimate, jobs, properties
 from ..jobs import UserError
 from .common import MAX_SEED, DreampropOperator, new_job, panel_settings, validated, with_proxy_interval
 
@@ -84,4 +84,15 @@ class DREAMPROP_OT_load_settings(DreampropOperator, bpy.types.Operator):
         pg.seed_random = False
 
 
-CLASSES = (DREAMPROP_OT_generate, DREAMPROP_OT_rerun, DREAMPROP_OT_load_settings)
+class DREAMPROP_OT_refresh_estimate(DreampropOperator, bpy.types.Operator):
+    """Ask the server again for the time and peak memory of the current settings"""
+
+    bl_idname = "dreamprop.refresh_estimate"
+    bl_label = "Refresh Estimate"
+
+    def run(self, context):
+        estimate.request_refresh()
+        jobs.ensure_timer()
+
+
+CLASSES = (DREAMPROP_OT_generate, DREAMPROP_OT_rerun, DREAMPROP_OT_load_settings, DREAMPROP_OT_refresh_estimate)

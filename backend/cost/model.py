@@ -1,0 +1,208 @@
+"""The cost model: time and peak memory of a generation from its settings, with coefficients fitted
+to measured runs of one device (``backend/cost/profiles/<device-slug>.json``).
+
+The form is small and physical, so a dozen short measured runs pin it down and it extrapolates
+along the axes a user turns:
+
+- **one SDS step** (a stage of the resolution schedule, albedo warm-up or after it)::
+
+      step_s = a[arch] + b * samples + b_l * samples * levels/16 + b_n * samples * normals
+               + c[arch] * guidance_images + (d + d_n * normals) * field_params
+
+  ``a[arch]`` the fixed cost of a step with that model (kernel launches, the guidance's batch-independent
+  part: a GPU is far from full at batch 1), ``samples`` = rays x samples_per_ray (the ray marcher's
+  budget: the field's MLPs), ``levels`` the
+  hash grid's (each sample looks up 8 corners per level),
+  ``normals`` the share of steps that shade with normals (their Jacobian roughly doubles the field
+  work), ``guidance_images`` = batch x (guidance resolution / 512)^2 (UNet + VAE encoder work, one
+  coefficient per model architecture), ``field_params`` the hash tables (Adam's update, the gradient
+  zeroing; the normals' double backward scatters into them a second time);
+- **peak memory** of a stage::
+
+      peak = w[arch] + m_s * kept_samples + m_r * rays + g[arch] * guidance_images + m_p * field_params
+
+  ``w[arch]`` the model's weights and buffers, ``kept_samples`` the samples whose activations are
+  kept for the backward pass (on CUDA at most ``checkpoint_rays`` rays at a time: the renderer
+  checkpoints larger renders chunk by chunk);
+- **previews**, **checkpoints** and the **export** (marching cubes cells, texture texels, faces),
+  each a line of its own.
+
+Coefficients come from least squares on the measured runs, each row divided by its measured value
+(relative error is what a user feels: 2 s off a 10 s run is as bad as 20 off 100) and with
+non-negative coefficients (scipy's NNLS: no term can make a run cheaper). ``python -m backend bench
+cost`` measures, fits and writes the profile.
+
+Pure Python at estimate time (the server and the CLI estimate without importing torch); numpy and
+scipy only for the fit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from shared.settings import GenerationSettings
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_VERSION = 1
+GB = 2**30
+
+# Model architectures the profiles know. Any model other than the built-in prior is costed as the
+# Stable Diffusion 1.5 architecture (SD 1.x/2.x checkpoints share its UNet and VAE sizes); the
+# estimate says so.
+BUILTIN_ARCH = "builtin"
+SD_ARCH = "sd15"
+
+
+def architecture(model: str) -> str:
+    return BUILTIN_ARCH if model == "builtin" else SD_ARCH
+
+
+# ---- features --------------------------------------------------------------------------------------
+def hash_level_resolutions(levels: int, base: int, top: int) -> list[int]:
+    """The engine's per-level grid sizes (``backend.engine.hashgrid.level_resolutions``, no torch here)."""
+    if levels == 1:
+        return [base]
+    scale = math.exp((math.log(top) - math.log(base)) / (levels - 1))
+    return [int(math.floor(base * scale**level)) for level in range(levels)]
+
+
+def field_params(s: GenerationSettings) -> float:
+    """Hash-table entries x features: the parameters Adam updates every step."""
+    table = 2**s.hash_log2_size
+    entries = sum(min((r + 1) ** 3, table)
+                  for r in hash_level_resolutions(s.hash_levels, s.hash_base_resolution, s.hash_max_resolution))
+    return float(entries * s.hash_features)
+
+
+def normals_share(s: GenerationSettings, after_warmup: bool) -> float:
+    """Share of steps whose shading needs normals (the trainer's ``choose_shading``)."""
+    if not after_warmup:
+        return 0.0
+    return {"dreamfusion": 0.75, "albedo": 0.0}.get(s.shading, 1.0)
+
+
+def guidance_resolution(s: GenerationSettings, native: dict[str, int]) -> int:
+    return s.guidance_resolution or native.get(architecture(s.model), 512)
+
+
+def step_features(s: GenerationSettings, resolution: int, batch: int, after_warmup: bool,
+                  native: dict[str, int]) -> dict[str, float]:
+    rays = batch * resolution * resolution
+    samples = rays * s.samples_per_ray / 1e6
+    params = field_params(s) / 1e6
+    g = guidance_resolution(s, native)
+    arch = architecture(s.model)
+    return {f"step:{arch}": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
+            "normal_samples": samples * normals_share(s, after_warmup),
+            f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": params,
+            "normal_field_params": params * normals_share(s, after_warmup)}
+
+
+def memory_features(s: GenerationSettings, resolution: int, batch: int, native: dict[str, int],
+                    cuda: bool) -> dict[str, float]:
+    rays = batch * resolution * resolution
+    kept = min(rays, s.checkpoint_rays) if cuda and s.checkpoint_rays > 0 else rays
+    arch = architecture(s.model)
+    g = guidance_resolution(s, native)
+    return {f"weights:{arch}": 1.0, "kept_samples": kept * s.samples_per_ray / 1e6, "rays": rays / 1e6,
+            f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": field_params(s) / 1e6}
+
+
+def preview_features(s: GenerationSettings) -> dict[str, float]:
+    return {"preview": 1.0, "preview_samples": s.preview_size**2 * s.samples_per_ray / 1e6}
+
+
+def checkpoint_features(s: GenerationSettings) -> dict[str, float]:
+    return {"checkpoint": 1.0, "field_params": field_params(s) / 1e6}
+
+
+# Faces marching cubes gives a prop about half the box's size: ~1.6 per grid cell of its surface
+# (a sphere of radius res/4 cells has ~0.8 res^2 surface cells, two triangles each).
+MC_FACES_PER_RES2 = 1.6
+
+
+def export_features(s: GenerationSettings) -> dict[str, float]:
+    """Marching cubes works on every cell; simplification, UV unwrapping and baking on the faces that
+    are left (the budget, or fewer when the grid gives fewer)."""
+    faces = min(s.face_budget, MC_FACES_PER_RES2 * s.mesh_resolution**2)
+    return {"export": 1.0, "mesh_cells": (s.mesh_resolution / 256) ** 3, "texels": (s.texture_size / 1024) ** 2,
+            "faces": faces / 1e5}
+
+
+# ---- fit ---------------------------------------------------------------------------------------------
+def fit(rows: list[dict[str, float]], targets: list[float]) -> dict[str, float]:
+    """Non-negative least squares on relative error: coefficients by feature name."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    if len(rows) != len(targets) or not rows:
+        raise ValueError("fit: need as many targets as feature rows, and at least one")
+    names = sorted({k for r in rows for k in r})
+    y = np.asarray(targets, dtype=float)
+    if (y <= 0).any():
+        raise ValueError("fit: measured values must be positive")
+    a = np.array([[r.get(n, 0.0) for n in names] for r in rows], dtype=float) / y[:, None]
+    # Columns scaled to unit norm: NNLS converges on ill-scaled columns too, but slower and less exactly.
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    coef, _ = nnls(a / norms, np.ones_like(y), maxiter=50 * len(names))
+    return {n: float(c / s) for n, c, s in zip(names, coef, norms)}
+
+
+def predict(coef: dict[str, float], features: dict[str, float]) -> float:
+    return sum(coef.get(k, 0.0) * v for k, v in features.items())
+
+
+def relative_errors(coef: dict[str, float], rows: Iterable[dict[str, float]], targets: Iterable[float]) -> list[float]:
+    return [abs(predict(coef, r) - t) / t for r, t in zip(rows, targets)]
+
+
+# ---- profiles --------------------------------------------------------------------------------------
+@dataclass
+class Profile:
+    """A device's fitted coefficients (the JSON ``bench cost`` writes)."""
+
+    data: dict
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Profile":
+        path = Path(path)
+        data = json.loads(path.read_text())
+        if data.get("version") != PROFILE_VERSION:
+            raise ValueError(f"cost profile {path}: version {data.get('version')}, this backend reads {PROFILE_VERSION}")
+        return cls(data, path)
+
+    @property
+    def slug(self) -> str:
+        return self.data["device"]["slug"]
+
+    @property
+    def device_name(self) -> str:
+        return self.data["device"]["name"]
+
+    @property
+    def cuda(self) -> bool:
+        return self.data["device"]["kind"] == "cuda"
+
+    @property
+    def native(self) -> dict[str, int]:
+        return {k: v["native_resolution"] for k, v in self.data["architectures"].items()}
+
+    def coef(self, part: str) -> dict[str, float]:
+        return self.data["coefficients"][part]
+
+    def knows(self, arch: str) -> bool:
+        return arch in self.data["architectures"]
+
+
+def profile_path(slug: str) -> Path:
+    return PROFILES_DIR / f"{slug}.json"
+
+
+def available_profiles() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PROFILES_DIR.glob("*.json"))}

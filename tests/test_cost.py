@@ -1,0 +1,157 @@
+"""Cost before submit (issue 13.3): the cost model's fit, ``generate --estimate``, the server's
+``estimate`` request and the refusal of settings that don't fit, with the committed CPU profile and a
+real server on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backend.cost import cpu_facts, estimate
+from backend.cost.estimate import _duration, choose_profile
+from backend.cost.model import GB, Profile, fit, profile_path, step_features
+from shared.client import ServerError
+from shared.layering import resolve
+from shared.settings import GenerationSettings
+from tests.server_fixtures import REPO
+
+NATIVE = {"builtin": 64, "sd15": 512}
+
+
+def settings(**changes) -> GenerationSettings:
+    return resolve({"prompt": "a red cube", **changes})
+
+
+def test_fit_recovers_known_coefficients_from_synthetic_measurements():
+    """Step times made from known coefficients (with 1% multiplicative noise) over a grid of settings
+    of both architectures: the fit gives the coefficients back."""
+    import numpy as np
+
+    truth = {"step:builtin": 0.004, "step:sd15": 0.012, "samples": 0.021, "sample_levels": 0.012, "normal_samples": 0.015,
+             "guidance:builtin": 0.2, "guidance:sd15": 0.030, "field_params": 0.004, "normal_field_params": 0.003}
+    rng = np.random.default_rng(0)
+    rows, times = [], []
+    for model in ("builtin", "/models/sd"):
+        for schedule in ("32x1", "64x1", "128x1", "64x2", "256x1"):
+            for spr in (64, 256, 512):
+                for levels, log2 in ((8, 16), (16, 19)):
+                    s = settings(model=model, resolution_schedule=schedule, samples_per_ray=spr, hash_levels=levels,
+                                 hash_log2_size=log2, guidance_resolution=0 if spr != 256 else 256)
+                    st = s.stages[0]
+                    for phase in (False, True):
+                        f = step_features(s, st.resolution, st.batch_size, phase, NATIVE)
+                        rows.append(f)
+                        times.append(sum(truth[k] * v for k, v in f.items()) * (1 + 0.01 * rng.standard_normal()))
+    coef = fit(rows, times)
+    assert set(coef) == set(truth)
+    for name, value in truth.items():
+        assert coef[name] == pytest.approx(value, rel=0.05), (name, coef)
+
+
+@pytest.fixture(scope="module")
+def cpu_profile() -> Profile:
+    path = profile_path("cpu")
+    assert path.is_file(), "the committed CPU profile is missing: python -m backend bench cost"
+    return Profile.load(path)
+
+
+def test_unknown_device_gets_a_labelled_profile(cpu_profile):
+    """A profile given for another device is used, and the estimate says it is uncalibrated."""
+    from backend.cost.device import DeviceFacts
+
+    est = estimate(settings(), DeviceFacts("cuda", "NVIDIA Imaginary 1", 24 * GB, 20 * GB),
+                   profile_path=str(cpu_profile.path))
+    assert not est["calibrated"] and "uncalibrated" in est["notes"][0]
+    assert choose_profile(cpu_facts()).calibrated
+
+
+def _generate(args: list[str], cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "backend", "generate", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_estimate_prints_time_and_memory_and_runs_nothing(tmp_path, cpu_profile):
+    out = tmp_path / "cube.glb"
+    # --steps 1: were the estimate to fall through to a run, it would end quickly and leave a GLB
+    proc = _generate(["a red cube", "--estimate", "--device", "cpu", "--steps", "1", "-o", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected = estimate(settings(steps=1), cpu_facts(), checkpoints=False)
+    first = proc.stdout.splitlines()[0]
+    assert "estimate for 'a red cube'" in first and f"cost profile {cpu_profile.slug}" in first, proc.stdout
+    assert f"~{expected['peak_memory_bytes'] / GB:.1f} GB" in first, (first, expected["peak_memory_bytes"])
+    assert f": {_duration(expected['time_s'])}," in first, (first, expected["time_s"])
+    assert "generating" not in proc.stderr and not out.exists() and not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_settings_that_do_not_fit(tmp_path, cpu_profile):
+    """With a memory limit below what 512² renders need: exit 2 before anything loads, naming the
+    setting and a value that fits."""
+    small = estimate(settings(), cpu_facts())["peak_memory_bytes"]
+    limit_gb = 1.3 * small / GB
+    assert estimate(settings(resolution_schedule="512x4"), cpu_facts())["peak_memory_bytes"] > limit_gb * GB
+    # --steps 1 --mesh-resolution 32: were the refusal missing, the run would still end soon
+    proc = _generate(["a red cube", "--device", "cpu", "--resolution-schedule", "512x4", "--memory-limit-gb",
+                      f"{limit_gb:.3f}", "--steps", "1", "--mesh-resolution", "32", "-o", str(tmp_path / "x.glb")],
+                     tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "--resolution-schedule: render resolution 512 needs ~" in proc.stderr, proc.stderr
+    assert "or lower" in proc.stderr and "generating" not in proc.stderr
+
+
+def test_server_answers_estimate_and_info_has_device_facts(queue_server, cpu_profile):
+    c = queue_server.client()
+    try:
+        est = c.estimate({"prompt": "", "model": "builtin", "resolution_schedule": "64x1"})
+        info = c.info()
+        with pytest.raises(ServerError) as err:
+            c.estimate({"steps": -3})
+    finally:
+        c.close()
+    expected = estimate(settings(resolution_schedule="64x1"), cpu_facts())
+    assert est["profile"] == "cpu" and est["device"]["kind"] == "cpu" and est["fits"]
+    assert est["time_s"] == pytest.approx(expected["time_s"], rel=1e-6)
+    assert est["peak_memory_bytes"] == expected["peak_memory_bytes"] > 0
+    assert info["cost"]["profile"] == "cpu" and info["devices"][0]["memory_total_bytes"] > 0
+    assert err.value.field == "steps"
+
+
+def test_submit_that_does_not_fit_is_refused_naming_the_setting(server_factory, cpu_profile):
+    small = estimate(settings(), cpu_facts())["peak_memory_bytes"]
+    limit_gb = 1.3 * small / GB
+    big = {"prompt": "a red cube", "model": "builtin", "resolution_schedule": "512x4"}
+    assert estimate(settings(**big), cpu_facts())["peak_memory_bytes"] > limit_gb * GB
+    server = server_factory(args=["--workers", "0", "--memory-limit-gb", f"{limit_gb:.3f}"])
+    c = server.client()
+    try:
+        with pytest.raises(ServerError) as err:
+            c.submit(big)
+        job = c.submit({"prompt": "a red cube", "model": "builtin"})     # the preset fits
+    finally:
+        c.close()
+    assert err.value.code == "does_not_fit" and err.value.field == "resolution_schedule"
+    message = err.value.message
+    assert "render resolution 512 needs ~" in message and "or lower" in message, message
+    suggested = int(message.split("use ")[1].split(" ")[0])
+    fixed = settings(**{**big, "resolution_schedule": f"{suggested}x4"})
+    assert suggested < 512 and estimate(fixed, cpu_facts())["peak_memory_bytes"] <= limit_gb * GB
+    assert len(job) == 32
+
+
+def test_fast_path_says_what_a_cuda_run_would_miss():
+    """On CUDA without nerfacc or Triton (this machine has neither), a run says it uses the pure-PyTorch
+    sampler and the PyTorch hash grid, and that the fast path is incomplete (issue 13.4)."""
+    from backend.engine.api import fast_path
+
+    pytest.importorskip("torch")
+    try:
+        import nerfacc  # noqa: F401
+        pytest.skip("nerfacc is installed here")
+    except ImportError:
+        pass
+    path = fast_path(settings(), "cuda")
+    assert path == {"sampler": "pure-PyTorch", "hashgrid": "PyTorch", "complete": False}
+    assert fast_path(settings(hashgrid_backend="torch"), "cpu")["complete"]
