@@ -36,7 +36,8 @@ NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "ch
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
                   "keep_components", "model",
                   # speed only: the same computation, run another way
-                  "cuda_graphs", "checkpoint_rays", "hashgrid_backend"}
+                  "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
+                  "sampling"}
 
 
 def pick_device(device: str = "auto") -> torch.device:
