@@ -83,7 +83,9 @@ class Trainer:
         # Activation checkpointing trades a second forward pass for memory: worth it on a GPU only.
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
                                        samples_per_ray=settings.samples_per_ray,
-                                       checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0)
+                                       checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
+                                       sampling=("budget" if self.device.type == "cuda" else "dynamic")
+                                       if settings.sampling == "auto" else settings.sampling)
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
             + [{"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"}],
