@@ -217,11 +217,19 @@ def _compact(mask: torch.Tensor, size: int, fill: int) -> tuple[torch.Tensor, to
     return out[:size], valid
 
 
+def _steps_per_ray(estimator: nn.Module, render_step_size: float) -> int:
+    """Candidate steps along the box diagonal. The box is read from the device once per estimator
+    (it never changes): reading it every step would make each step wait for the GPU."""
+    diag = getattr(estimator, "_host_diagonal", None)
+    if diag is None:
+        aabb = estimator.aabbs[0].tolist()
+        diag = estimator._host_diagonal = math.dist(aabb[:3], aabb[3:])
+    return int(math.ceil(diag / render_step_size)) + 1
+
+
 def budget_fits(n_rays: int, render_step_size: float, estimator: nn.Module) -> bool:
     """Whether ``sample_with_budget`` builds a small enough candidate grid for ``n_rays`` rays."""
-    aabb = estimator.aabbs[0]
-    diag = float((aabb[3:] - aabb[:3]).norm())
-    return n_rays * (int(math.ceil(diag / render_step_size)) + 1) <= MAX_BUDGET_CANDIDATES
+    return n_rays * _steps_per_ray(estimator, render_step_size) <= MAX_BUDGET_CANDIDATES
 
 
 @torch.no_grad()
@@ -240,8 +248,7 @@ def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch
     res = estimator.binaries.shape[-1]
     t_near, t_far = ray_aabb(rays_o, rays_d, aabb)
     t_near = t_near.clamp(min=0.0)
-    diag = float((aabb[3:] - aabb[:3]).norm())
-    n_max = int(math.ceil(diag / render_step_size)) + 1
+    n_max = _steps_per_ray(estimator, render_step_size)
     k = torch.arange(n_max, device=rays_o.device, dtype=rays_o.dtype)
     jitter = (torch.rand(n_rays, 1, device=rays_o.device) if stratified
               else torch.zeros(n_rays, 1, device=rays_o.device))
