@@ -115,7 +115,7 @@ def hashgrid_micro(device, n_points: int = 262144) -> dict:
     return out
 
 
-def profile_steps(trainer, n: int = 10) -> dict:
+def profile_steps(trainer, n: int = 10, save_to: Path | None = None) -> dict:
     """Where a step's GPU time goes: top kernels by device time, and GPU-busy vs wall time."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -129,6 +129,9 @@ def profile_steps(trainer, n: int = 10) -> dict:
     events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
     busy = sum(e.self_device_time_total for e in events) / 1000 / n
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]
+    if save_to is not None:               # the whole table, for reading later (the report keeps the top 15)
+        save_to.write_text(prof.key_averages().table(sort_by="self_device_time_total", row_limit=80,
+                                                     max_name_column_width=120))
     return {"steps": n, "wall_ms_per_step": wall, "gpu_busy_ms_per_step": busy,
             "top": [{"name": e.key[:90], "ms_per_step": e.self_device_time_total / 1000 / n,
                      "calls_per_step": e.count / n} for e in top]}
@@ -157,7 +160,7 @@ def time_steps(trainer, n: int, start_step: int | None = None, block: int = 1) -
 
 
 def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 30, repeat: int = 60,
-                       profile: bool = False, **overrides) -> dict:
+                       profile: bool = False, profile_path: Path | None = None, **overrides) -> dict:
     from backend.engine.trainer import Trainer
 
     settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "resolution_schedule": stage,
@@ -175,7 +178,7 @@ def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 3
                    peak_gb=torch.cuda.max_memory_allocated() / 2**30, overrides=overrides)
         if profile:
             try:
-                row["profile"] = profile_steps(trainer)
+                row["profile"] = profile_steps(trainer, save_to=profile_path)
             except Exception as exc:        # noqa: BLE001 - the profile is a reading aid; keep the timings
                 row["profile_error"] = repr(exc)
     except torch.OutOfMemoryError:
@@ -366,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rays per activation-checkpointed chunk (the checkpoint_rays setting; default: "
                              "its default)")
     parser.add_argument("--quick", action="store_true", help="bound and render stages only (no export, no long run)")
+    parser.add_argument("--no-prior", action="store_true", help="skip the built-in prior's step")
     parser.add_argument("--low-res", action="store_true",
                         help="also time the guidance_resolution=256 option (bound, step, projected 10k)")
     parser.add_argument("--cpu", action="store_true",
@@ -422,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30,
                                      repeat=12 if big else 60, profile=(i == 0 and not args.quick),
+                                     profile_path=out / f"profile-{stage}.txt",
                                      **{**overrides, **variant})
         except Exception as exc:                  # noqa: BLE001 - keep the other rows
             row = {"stage": stage, "albedo_ms": None, "mixed_ms": None, "peak_gb": None, "error": repr(exc)[:300]}
@@ -450,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         print("guidance at 256^2", report["low_res_guidance"]["bound"], report["low_res_guidance"]["long_run"],
               flush=True)
         save()
-    if builtin_available() and not args.quick:
+    if builtin_available() and not (args.quick or args.no_prior):
         prior = load_guidance("builtin", device)
         report["prior"] = step_at_resolution(prior, "builtin", "32x1", device, **PRIOR_PRESET_OVERRIDES())
     report["table_md"] = render_report(report)

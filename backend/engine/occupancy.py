@@ -10,6 +10,7 @@ Samples are "packed": flat tensors ``ray_indices, t_starts, t_ends`` sorted by r
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Callable, Optional
 
 import torch
@@ -154,10 +155,13 @@ class SampleBudget:
     before it can launch the field: every step drains the GPU queue once (results/speed/NOTES.md:
     ~7.7 ms of a ~51 ms step idle). With fixed buffer sizes nothing in the step depends on a GPU
     value. Each step's counts go to pinned host memory with a non-blocking copy; a later step reads
-    them once the copy's event has completed and grows a buffer that came within 10% of full (to
-    1.3x the count) or shrinks one less than half used. A step whose samples overflow a buffer keeps
+    them once the copy's event has completed and grows a buffer whose recent peak came within 25% of
+    full, or shrinks one that stayed under 30% for a whole window (either to 1.5x that peak). A
+    step whose samples overflow a buffer keeps
     its first ones in ray order (the last rays lose their farthest samples): only until the
     budget catches up, a step or two after a sudden growth of the occupied volume."""
+
+    WINDOW = 32                          # observed steps the sizes are judged on
 
     def __init__(self, candidates_per_ray: int = 128, visible_per_ray: int = 32):
         self.per_ray = (candidates_per_ray, visible_per_ray)
@@ -165,6 +169,7 @@ class SampleBudget:
         self._step_counts: dict[int, list[torch.Tensor]] = {}
         self._in_flight: list[tuple[int, torch.Tensor, Optional[torch.cuda.Event]]] = []
         self.overflowed = 0                 # observed steps that did not fit (read back lazily)
+        self._windows: dict[int, deque] = {}
 
     def sizes_for(self, n_rays: int) -> tuple[int, int]:
         if n_rays not in self.sizes:
@@ -195,12 +200,16 @@ class SampleBudget:
                 pending.append((n_rays, host, event))
                 continue
             self.sizes_for(n_rays)
-            sizes = self.sizes[n_rays]
-            for i, count in enumerate(host.tolist()):
-                if count > sizes[i]:
-                    self.overflowed += 1
-                if count > 0.9 * sizes[i] or count < 0.5 * sizes[i]:
-                    sizes[i] = _round_up(1.3 * count)
+            sizes, window = self.sizes[n_rays], self._windows.setdefault(n_rays, deque(maxlen=self.WINDOW))
+            counts = host.tolist()
+            window.append(counts)
+            self.overflowed += any(c > size for c, size in zip(counts, sizes))
+            for i in range(len(sizes)):
+                peak = max(seen[i] for seen in window)
+                # Grow at once when the recent peak nears the buffer; shrink only after a whole
+                # window of small counts (they swing with the camera's distance and field of view).
+                if peak > 0.75 * sizes[i] or (peak < 0.3 * sizes[i] and len(window) == self.WINDOW):
+                    sizes[i] = _round_up(1.5 * peak)
         self._in_flight = pending
 
 
