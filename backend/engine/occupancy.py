@@ -244,12 +244,13 @@ def budget_fits(n_rays: int, render_step_size: float, estimator: nn.Module) -> b
 @torch.no_grad()
 def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch.Tensor, sigma_fn: Callable,
                        budget: SampleBudget, render_step_size: float = 1e-3, stratified: bool = False,
-                       alpha_thre: float = 0.0, early_stop_eps: float = 1e-4):
+                       alpha_thre: float = 0.0, early_stop_eps: float = 1e-4, cap_alpha_by_occupancy: bool = False):
     """``TorchOccGridEstimator.sampling`` (same candidates, same random jitter, same culling) into
     fixed-size buffers: returns ``ray_indices``, ``t_starts``, ``t_ends`` (each of the visible
     budget's size, sorted by ray, padding at the end on the last ray) and ``valid``
-    Bool[Tensor, "S"]. Works with nerfacc's estimator too (it reads only ``aabbs`` and
-    ``binaries``); nothing in it waits for the GPU."""
+    Bool[Tensor, "S"]. Works with nerfacc's estimator too (it reads only ``aabbs``, ``binaries``
+    and ``occs``); nothing in it waits for the GPU. ``cap_alpha_by_occupancy``: lower ``alpha_thre``
+    to the grid's mean occupancy, as nerfacc's sampler does (there with a host read)."""
     n_rays = rays_o.shape[0]
     n_candidates, n_visible = budget.sizes_for(n_rays)
     aabb = estimator.aabbs[0]
@@ -278,6 +279,8 @@ def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch
     # Culling as nerfacc: drop samples behind an opaque stretch or nearly transparent.
     sigmas = torch.where(ok, sigma_fn(t_starts, t_ends, ray_indices), 0.0)
     trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices)
+    if cap_alpha_by_occupancy:
+        alpha_thre = estimator.occs.mean().clamp(max=alpha_thre)       # a device tensor: no host read
     vis = ok & (trans >= early_stop_eps) & (alphas >= alpha_thre)
     second, valid_out = _compact(vis, n_visible, n_candidates - 1)
     budget.record(n_rays, torch.stack([keep.sum(), vis.sum()]))

@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backend.engine.geometry import Geometry
-from backend.engine.occupancy import (SampleBudget, accumulate_along_rays, budget_fits, render_weights,
-                                     sample_with_budget)
+from backend.engine.occupancy import (SampleBudget, TorchOccGridEstimator, accumulate_along_rays, budget_fits,
+                                     render_weights, sample_with_budget)
 
 AMBIENT, DIFFUSE = 0.1, 0.9     # threestudio's diffuse-with-point-light defaults
 SHADINGS = ("albedo", "lambertian", "textureless")
@@ -108,7 +108,9 @@ class VolumeRenderer(nn.Module):
                 and budget_fits(n_rays, self.render_step_size, self.estimator)):
             ray_indices, t_starts, t_ends, valid = sample_with_budget(
                 self.estimator, rays_o, rays_d, sigma_fn, self.budget, render_step_size=self.render_step_size,
-                stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4)
+                stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4,
+                # as the sampler it stands in for: nerfacc's lowers the threshold, the PyTorch one does not
+                cap_alpha_by_occupancy=not isinstance(self.estimator, TorchOccGridEstimator))
         else:
             ray_indices, t_starts, t_ends = self.estimator.sampling(
                 rays_o, rays_d, sigma_fn=sigma_fn, render_step_size=self.render_step_size,
