@@ -361,3 +361,13 @@ def test_fixed_sample_budget_grows_after_an_overflow():
     grown, _ = _render_with(budget, field, rays_o, rays_d, "albedo")   # refresh() adopts the counts
     assert budget.budget.overflowed >= 1 and budget.budget.sizes[n_rays][1] > 256
     assert torch.allclose(grown["rgb"], out_d["rgb"], atol=1e-6)
+
+
+def test_packed_segment_start_is_the_first_sample_of_each_ray():
+    from backend.engine.occupancy import packed_segment_start
+
+    counts = torch.randint(0, 5, (50,), generator=torch.Generator().manual_seed(3))
+    ray_indices = torch.repeat_interleave(torch.arange(50), counts)
+    expected = [ray_indices.tolist().index(r) for r in ray_indices.tolist()]
+    assert packed_segment_start(ray_indices).tolist() == expected
+    assert packed_segment_start(ray_indices[:0]).numel() == 0

@@ -28,13 +28,10 @@ def ray_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor):
 
 
 def packed_segment_start(ray_indices: torch.Tensor) -> torch.Tensor:
-    """For each packed sample, the index of the first sample of its ray (no host sync)."""
-    n = ray_indices.shape[0]
-    idx = torch.arange(n, device=ray_indices.device)
-    is_start = torch.ones(n, dtype=torch.bool, device=ray_indices.device)
-    if n > 1:
-        is_start[1:] = ray_indices[1:] != ray_indices[:-1]
-    return torch.cummax(torch.where(is_start, idx, torch.zeros_like(idx)), dim=0).values
+    """For each packed sample (sorted by ray), the index of the first sample of its ray (no host
+    sync). A binary search of each ray index in the sorted list: on CUDA far cheaper than the
+    scan-with-indices of a cummax over start flags (0.6 ms a call in the 64² profile)."""
+    return torch.searchsorted(ray_indices, ray_indices)
 
 
 def render_transmittance(sigmas: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor,
