@@ -212,15 +212,12 @@ class SampleBudget:
 
 def _compact(mask: torch.Tensor, size: int, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The flat indices of the first ``size`` true entries of ``mask`` in order (``fill`` after the
-    last one) and which slots hold one: a ``nonzero`` with a static size and no host sync."""
+    last one) and which slots hold one: ``torch.nonzero_static``, a ``nonzero`` with a static size
+    that does not wait for the GPU (CUDA since PyTorch 2.6)."""
     flat = mask.reshape(-1)
-    rank = torch.cumsum(flat, 0)                 # 1-based rank of each true entry
-    dest = torch.where(flat & (rank <= size), rank - 1, torch.full_like(rank, size))
-    out = torch.full((size + 1,), fill, dtype=torch.long, device=mask.device)
-    out.scatter_(0, dest, torch.arange(flat.shape[0], device=mask.device))    # slot `size`: the rest
-    total = rank[-1] if flat.shape[0] else torch.zeros((), dtype=torch.long, device=mask.device)
-    valid = torch.arange(size, device=mask.device) < total
-    return out[:size], valid
+    index = torch.nonzero_static(flat, size=size, fill_value=fill)[:, 0]
+    valid = torch.arange(size, device=mask.device) < flat.sum()
+    return index, valid
 
 
 def _steps_per_ray(estimator: nn.Module, render_step_size: float) -> int:
