@@ -215,9 +215,15 @@ def _compact(mask: torch.Tensor, size: int, fill: int) -> tuple[torch.Tensor, to
     last one) and which slots hold one: ``torch.nonzero_static``, a ``nonzero`` with a static size
     that does not wait for the GPU (CUDA since PyTorch 2.6)."""
     flat = mask.reshape(-1)
-    index = torch.nonzero_static(flat, size=size, fill_value=fill)[:, 0]
     valid = torch.arange(size, device=mask.device) < flat.sum()
-    return index, valid
+    try:
+        return torch.nonzero_static(flat, size=size, fill_value=fill)[:, 0], valid
+    except (NotImplementedError, RuntimeError):       # an older PyTorch on CUDA: scatter by rank
+        rank = torch.cumsum(flat, 0)
+        dest = torch.where(flat & (rank <= size), rank - 1, torch.full_like(rank, size))
+        out = torch.full((size + 1,), fill, dtype=torch.long, device=mask.device)
+        out.scatter_(0, dest, torch.arange(flat.shape[0], device=mask.device))   # slot `size`: the rest
+        return out[:size], valid
 
 
 def _steps_per_ray(estimator: nn.Module, render_step_size: float) -> int:
