@@ -191,11 +191,11 @@ class GenerationSettings:
                               help="on CUDA, a step renders more rays than this in chunks of this many under "
                                    "activation checkpointing (memory grows with the chunk, not the image, for a "
                                    "second forward pass); 0: never. Never on the CPU")
-    sampling: str = _s("auto", choices=("auto", "budget", "dynamic"), group="render",
-                       help="ray sampling: budget = a fixed, self-adjusting sample budget per step (no GPU-to-CPU "
-                            "wait inside a step); dynamic = exactly as many samples as the occupancy grid gives "
-                            "(nerfacc on CUDA: the CPU waits for the count every step); auto = budget on CUDA, "
-                            "dynamic elsewhere")
+    sampling: str = _s("dynamic", choices=("dynamic", "budget"), group="render",
+                       help="ray sampling of training renders: dynamic = exactly as many samples as the "
+                            "occupancy grid gives (nerfacc on CUDA: the CPU waits for the count every step); "
+                            "budget = fixed, self-adjusting sample buffers, no GPU-to-CPU wait in a step (same "
+                            "samples; on CUDA not yet faster: results/speed/NOTES.md)")
     occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
     shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
                       group="render", help="dreamfusion: random mix after the albedo warm-up")

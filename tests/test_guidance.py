@@ -202,3 +202,16 @@ def test_matmul_vae_attention_matches_sdpa_in_value_and_gradient(tiny_model_path
     assert torch.allclose(g0, g1, rtol=1e-5, atol=1e-6)
     guidance.configure(settings)                     # auto: sdpa on the CPU, never compiled there
     assert guidance.vae_attention == "sdpa" and not guidance.compile_vae
+
+
+def test_sampling_budget_setting_trains_like_the_dynamic_sampler(tiny_model_path):
+    """sampling=budget reaches the renderer and, while the budget holds every sample, a training
+    step computes the dynamic sampler's losses."""
+    guidance = load_guidance(str(tiny_model_path), "cpu")
+    losses = {}
+    for sampling in ("dynamic", "budget"):
+        settings = tiny_settings(model=str(tiny_model_path), steps=10, albedo_warmup_steps=1, sampling=sampling)
+        trainer = Trainer(settings, guidance, torch.device("cpu"))
+        assert trainer.renderer.sampling == sampling
+        losses[sampling] = [float(trainer.train_step()["total"]) for _ in range(2)]
+    assert losses["budget"] == pytest.approx(losses["dynamic"], rel=1e-4)

@@ -420,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     save()
     report["steps"] = []
     stages = args.stages.split(",")
-    # The first stage again (run-to-run spread), then with the dynamic sampler (the sample-budget A/B).
-    runs = [(stage, {}) for stage in stages] + [(stages[0], {}), (stages[0], {"sampling": "dynamic"})]
+    # The first stage again (run-to-run spread), then with the other sampler (the sample-budget A/B).
+    other = "budget" if guide_settings.sampling == "dynamic" else "dynamic"
+    runs = [(stage, {}) for stage in stages] + [(stages[0], {}), (stages[0], {"sampling": other})]
     for i, (stage, variant) in enumerate(runs):
         big = int(stage.split("x")[0]) >= 256      # slow steps: fewer repeats keep the run in one command
         try:

@@ -35,28 +35,42 @@ def packed_segment_start(ray_indices: torch.Tensor) -> torch.Tensor:
 
 
 def render_transmittance(sigmas: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor,
-                         ray_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transmittance before each sample and its alpha, for packed samples sorted by ray."""
+                         ray_indices: torch.Tensor, valid: Optional[torch.Tensor] = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transmittance before each sample and its alpha, for packed samples sorted by ray.
+    ``valid``: which samples are real (fixed-budget padding is not); each padding sample is made
+    its own segment, so the backward of the segment-start gather does not pile thousands of
+    duplicates onto one index (run 5: 44 ms a step in the sort-based index backward)."""
     sigma_dt = sigmas * (t_ends - t_starts)
     # float64 scan: a float32 prefix sum over millions of samples loses the small per-ray sums.
     cs = torch.cumsum(sigma_dt.double(), dim=0)
     exclusive = cs - sigma_dt.double()
     start = packed_segment_start(ray_indices)
+    if valid is not None:
+        start = torch.where(valid, start, torch.arange(start.shape[0], device=start.device))
     trans = torch.exp(-(exclusive - exclusive[start])).to(sigmas.dtype)
     alphas = 1.0 - torch.exp(-sigma_dt)
     return trans, alphas
 
 
-def render_weights(sigmas, t_starts, t_ends, ray_indices) -> torch.Tensor:
-    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices)
+def render_weights(sigmas, t_starts, t_ends, ray_indices, valid=None) -> torch.Tensor:
+    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices, valid)
     return trans * alphas
 
 
 def accumulate_along_rays(weights: torch.Tensor, ray_indices: torch.Tensor, values: Optional[torch.Tensor],
-                          n_rays: int) -> torch.Tensor:
+                          n_rays: int, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-ray sums of ``weights`` (times ``values``). With ``valid``, padding samples (zero weight)
+    go to rows of their own past the rays', dropped afterwards: added to a real ray's row, their
+    zeros would all be atomic adds on one address (run 5: 3 ms a step)."""
     src = weights[:, None] if values is None else weights[:, None] * values
-    out = torch.zeros(n_rays, src.shape[-1], device=weights.device, dtype=src.dtype)
-    return out.index_add(0, ray_indices, src)
+    rows = n_rays
+    if valid is not None:
+        ray_indices = torch.where(valid, ray_indices,
+                                  n_rays + torch.arange(ray_indices.shape[0], device=ray_indices.device))
+        rows = n_rays + ray_indices.shape[0]
+    out = torch.zeros(rows, src.shape[-1], device=weights.device, dtype=src.dtype)
+    return out.index_add(0, ray_indices, src)[:n_rays]
 
 
 class TorchOccGridEstimator(nn.Module):
@@ -278,7 +292,7 @@ def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch
     t_starts, t_ends = t_starts.reshape(-1)[flat], t_ends.reshape(-1)[flat]
     # Culling as nerfacc: drop samples behind an opaque stretch or nearly transparent.
     sigmas = torch.where(ok, sigma_fn(t_starts, t_ends, ray_indices), 0.0)
-    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices)
+    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices, ok)
     if cap_alpha_by_occupancy:
         alpha_thre = estimator.occs.mean().clamp(max=alpha_thre)       # a device tensor: no host read
     vis = ok & (trans >= early_stop_eps) & (alphas >= alpha_thre)

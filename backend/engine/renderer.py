@@ -121,19 +121,19 @@ class VolumeRenderer(nn.Module):
         density, albedo, normals = self.field(positions, with_normals=with_normals)
         if valid is not None:
             density = torch.where(valid, density, 0.0)       # padding: no weight, no gradient
-        weights = render_weights(density, t_starts, t_ends, ray_indices)
+        weights = render_weights(density, t_starts, t_ends, ray_indices, valid)
         lights = light_positions[ray_indices] if light_positions is not None else None
         colors = shade(albedo, normals, positions, lights, shading)
 
-        opacity = accumulate_along_rays(weights, ray_indices, None, n_rays)
-        rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays)
-        depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays)
+        opacity = accumulate_along_rays(weights, ray_indices, None, n_rays, valid)
+        rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays, valid)
+        depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays, valid)
         if bg_color is None:
             bg_color = self.background(rays_d)
         out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth,
                "n_samples": torch.tensor(ray_indices.shape[0]) if valid is None else valid.sum()}
         if with_normals:
-            out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays)
+            out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays, valid)
             # Normals facing away from the camera on visible samples (DreamFusion's orientation loss).
             facing = (normals * rays_d[ray_indices]).sum(-1).clamp(min=0.0) ** 2
             out["orient_sum"] = (weights.detach() * facing).sum()

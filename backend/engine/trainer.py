@@ -84,8 +84,7 @@ class Trainer:
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
                                        samples_per_ray=settings.samples_per_ray,
                                        checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
-                                       sampling=("budget" if self.device.type == "cuda" else "dynamic")
-                                       if settings.sampling == "auto" else settings.sampling)
+                                       sampling=settings.sampling)
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
             + [{"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"}],
