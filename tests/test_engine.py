@@ -309,7 +309,8 @@ def test_closed_form_normals_match_double_backward(activation):
 # -- fixed sample budget (no host sync in a training step) ------------------------------------------
 def _budget_scene():
     torch.manual_seed(0)
-    field = NeRFField(log2_table_size=12, max_resolution=128)
+    # A dense blob: central rays become opaque, so the early-stop culling has work to do.
+    field = NeRFField(log2_table_size=12, max_resolution=128, blob_density=30.0)
     estimator = TorchOccGridEstimator([-1, -1, -1, 1, 1, 1], resolution=16)
     estimator.binaries[0, :, :, :8] = False        # part of the box empty: the grid must be read
     cams = orbit_cameras(20.0, [0.0, 120.0], 1.8, 50.0)
