@@ -155,6 +155,14 @@ class GenerationSettings:
     cuda_graphs: bool = _s(True, group="guidance",
                            help="on CUDA, replay the UNet from a captured CUDA graph (far fewer kernel launches; "
                                 "same result); off: run it eagerly")
+    vae_attention: str = _s("auto", choices=("auto", "sdpa", "matmul"), group="guidance",
+                            help="the VAE encoder's attention: matmul = plain batched matrix products and softmax "
+                                 "(fast for its one 512-wide head, which flash attention does not take); sdpa = "
+                                 "PyTorch's scaled_dot_product_attention; auto = matmul on CUDA, sdpa elsewhere "
+                                 "(same result)")
+    compile_vae: bool = _s(True, group="guidance",
+                           help="on CUDA, compile the VAE encoder with torch.compile (fuses its GroupNorm, SiLU and "
+                                "elementwise passes; compiled once per process and image size); off: eager")
 
     # -- field and renderer ----------------------------------------------------------------------
     geometry_type: str = _s("implicit-volume", choices=GEOMETRY_TYPES, group="field",
@@ -183,6 +191,11 @@ class GenerationSettings:
                               help="on CUDA, a step renders more rays than this in chunks of this many under "
                                    "activation checkpointing (memory grows with the chunk, not the image, for a "
                                    "second forward pass); 0: never. Never on the CPU")
+    sampling: str = _s("dynamic", choices=("dynamic", "budget"), group="render",
+                       help="ray sampling of training renders: dynamic = exactly as many samples as the "
+                            "occupancy grid gives (nerfacc on CUDA: the CPU waits for the count every step); "
+                            "budget = fixed, self-adjusting sample buffers, no GPU-to-CPU wait in a step (same "
+                            "samples; on CUDA not yet faster: results/speed/NOTES.md)")
     occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
     shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
                       group="render", help="dreamfusion: random mix after the albedo warm-up")

@@ -304,3 +304,71 @@ def test_closed_form_normals_match_double_backward(activation):
     reference = torch.autograd.grad(ref_loss, params)
     for got, want in zip(closed, reference):
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-3), (got - want).abs().max()
+
+
+# -- fixed sample budget (no host sync in a training step) ------------------------------------------
+def _budget_scene():
+    torch.manual_seed(0)
+    # A dense blob: central rays become opaque, so the early-stop culling has work to do.
+    field = NeRFField(log2_table_size=12, max_resolution=128, blob_density=30.0)
+    estimator = TorchOccGridEstimator([-1, -1, -1, 1, 1, 1], resolution=16)
+    estimator.binaries[0, :, :, :8] = False        # part of the box empty: the grid must be read
+    cams = orbit_cameras(20.0, [0.0, 120.0], 1.8, 50.0)
+    rays_o, rays_d = (t.reshape(-1, 3) for t in camera_rays(cams, 12))
+    return field, estimator, rays_o, rays_d
+
+
+def _render_with(renderer, field, rays_o, rays_d, shading="lambertian", seed=1):
+    field.zero_grad()
+    torch.manual_seed(seed)
+    out = renderer(rays_o, rays_d, shading=shading, light_positions=rays_o * 1.2, stratified=True,
+                   bg_color=torch.ones_like(rays_o), need_normals=shading != "albedo")
+    (out["rgb"].square().sum() + out.get("orient_sum", torch.zeros(()))).backward()
+    return out, field.encoding.table.grad.clone()
+
+
+@pytest.mark.parametrize("shading", ["albedo", "lambertian"])
+def test_fixed_sample_budget_render_equals_the_dynamic_one(shading):
+    """Where the budget holds every sample, the fixed-size buffers give the dynamic sampler's image,
+    opacity, orientation term and hash-grid gradient (padding carries no weight and no gradient)."""
+    field, estimator, rays_o, rays_d = _budget_scene()
+    dynamic = VolumeRenderer(field, BackgroundMLP(), estimator, samples_per_ray=64)
+    budget = VolumeRenderer(field, dynamic.background, estimator, samples_per_ray=64, sampling="budget")
+    out_d, grad_d = _render_with(dynamic, field, rays_o, rays_d, shading)
+    out_b, grad_b = _render_with(budget, field, rays_o, rays_d, shading)
+    candidates, visible = budget.budget.sizes_for(rays_o.shape[0])
+    assert int(out_b["n_samples"]) == int(out_d["n_samples"]) > 0
+    assert visible > int(out_b["n_samples"])                 # padding really was there
+    for key in ("rgb", "opacity", "depth"):
+        assert torch.allclose(out_b[key], out_d[key], atol=1e-6), key
+    if shading == "lambertian":
+        assert torch.allclose(out_b["orient_sum"], out_d["orient_sum"], rtol=1e-5, atol=1e-7)
+        assert torch.allclose(out_b["normal_map"], out_d["normal_map"], atol=1e-6)
+    assert grad_d.abs().sum() > 0 and torch.allclose(grad_b, grad_d, rtol=1e-5, atol=1e-8)
+
+
+def test_fixed_sample_budget_grows_after_an_overflow():
+    """A budget too small for the scene drops samples for that step (the image differs), reads the
+    counts back afterwards and grows, after which the render equals the dynamic one again."""
+    field, estimator, rays_o, rays_d = _budget_scene()
+    dynamic = VolumeRenderer(field, BackgroundMLP(), estimator, samples_per_ray=64)
+    budget = VolumeRenderer(field, dynamic.background, estimator, samples_per_ray=64, sampling="budget")
+    n_rays = rays_o.shape[0]
+    budget.budget.sizes[n_rays] = [budget.budget.sizes_for(n_rays)[0], 256]     # visible samples: too few
+    out_d, _ = _render_with(dynamic, field, rays_o, rays_d, "albedo")
+    assert int(out_d["n_samples"]) > 256                     # the scene needs more than the budget
+    small, _ = _render_with(budget, field, rays_o, rays_d, "albedo")
+    assert int(small["n_samples"]) == 256 and not torch.allclose(small["rgb"], out_d["rgb"], atol=1e-4)
+    grown, _ = _render_with(budget, field, rays_o, rays_d, "albedo")   # refresh() adopts the counts
+    assert budget.budget.overflowed >= 1 and budget.budget.sizes[n_rays][1] > 256
+    assert torch.allclose(grown["rgb"], out_d["rgb"], atol=1e-6)
+
+
+def test_packed_segment_start_is_the_first_sample_of_each_ray():
+    from backend.engine.occupancy import packed_segment_start
+
+    counts = torch.randint(0, 5, (50,), generator=torch.Generator().manual_seed(3))
+    ray_indices = torch.repeat_interleave(torch.arange(50), counts)
+    expected = [ray_indices.tolist().index(r) for r in ray_indices.tolist()]
+    assert packed_segment_start(ray_indices).tolist() == expected
+    assert packed_segment_start(ray_indices[:0]).numel() == 0

@@ -176,3 +176,42 @@ def test_checkpoint_refuses_other_settings(tmp_path):
         if torch.is_tensor(a):
             assert torch.equal(a, b), name
     assert torch.equal(trainer.field.encoding.table, resumed.field.encoding.table)
+
+
+def test_matmul_vae_attention_matches_sdpa_in_value_and_gradient(tiny_model_path):
+    """The vae_attention setting (matmul on CUDA: flash attention does not take the SD VAE's 512-wide
+    head) computes the same encoder output and input gradient as PyTorch's SDPA processor."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    settings = tiny_settings(model=str(tiny_model_path))
+    guidance = StableDiffusionGuidance(str(tiny_model_path), "cpu")
+    attention = [m for m in guidance.vae.encoder.modules() if hasattr(m, "set_processor")]
+    assert attention, "the tiny VAE has no attention layer to compare"
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for choice, processor_type in (("sdpa", AttnProcessor2_0), ("matmul", AttnProcessor)):
+        guidance.configure(settings.replace(vae_attention=choice))
+        assert all(type(m.processor) is processor_type for m in attention)
+        x = image.clone().requires_grad_(True)
+        mean = guidance.vae.encode(x * 2 - 1).latent_dist.mean
+        (mean * torch.linspace(-1, 1, mean.numel()).reshape(mean.shape)).sum().backward()
+        results[choice] = (mean.detach(), x.grad)
+    (m0, g0), (m1, g1) = results["sdpa"], results["matmul"]
+    assert g0.abs().max() > 0
+    assert torch.allclose(m0, m1, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(g0, g1, rtol=1e-5, atol=1e-6)
+    guidance.configure(settings)                     # auto: sdpa on the CPU, never compiled there
+    assert guidance.vae_attention == "sdpa" and not guidance.compile_vae
+
+
+def test_sampling_budget_setting_trains_like_the_dynamic_sampler(tiny_model_path):
+    """sampling=budget reaches the renderer and, while the budget holds every sample, a training
+    step computes the dynamic sampler's losses."""
+    guidance = load_guidance(str(tiny_model_path), "cpu")
+    losses = {}
+    for sampling in ("dynamic", "budget"):
+        settings = tiny_settings(model=str(tiny_model_path), steps=10, albedo_warmup_steps=1, sampling=sampling)
+        trainer = Trainer(settings, guidance, torch.device("cpu"))
+        assert trainer.renderer.sampling == sampling
+        losses[sampling] = [float(trainer.train_step()["total"]) for _ in range(2)]
+    assert losses["budget"] == pytest.approx(losses["dynamic"], rel=1e-4)

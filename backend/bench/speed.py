@@ -7,7 +7,13 @@ real FLOPs) and loaded through the engine's own ``from_pretrained`` path:
   (d) peak GPU memory of each;
   (e) export time at 256^3 / 50k faces / 1024^2;
   (f) the default schedule timed over >= 1,000 real steps, projected to 10,000;
-and the same SDS step with the built-in prior. Prints a table; writes markdown + JSON.
+and the same SDS step with the built-in prior. The levers are measured A/B in the same process: the
+UNet eager vs CUDA graph, the VAE encoder's attention (SDPA vs plain matmul), torch.compile and
+channels_last, and the 64^2 step with the other sampler (``sampling``). Writes ``single.json`` (data
+and its markdown under ``table_md``), then assembles ``report.md``/``report.json`` from the section
+files present (``backend.bench.speed_report``).
+
+Device run (one call): ``python -m backend bench speed --no-prior`` (~5 minutes on an H200).
 """
 
 from __future__ import annotations
@@ -63,33 +69,38 @@ def measure_bound(guidance, batch: int = 1) -> dict:
 
 
 def bound_variants(guidance, settings: GenerationSettings, compile_vae: bool = True) -> dict:
-    """The bound's two parts under the levers that act on them: the UNet eager vs replayed from a CUDA
-    graph, the VAE encoder with contiguous vs channels_last weights. Leaves the guidance configured
-    for ``settings``."""
+    """The bound's two parts under the levers that act on them, A/B in one process: the UNet eager vs
+    replayed from a CUDA graph; the VAE encoder with SDPA vs plain-matmul attention (eager, and
+    the default, compiled), and with channels_last weights. Leaves the guidance configured for
+    ``settings``."""
     rows = {}
     for use_graphs in (False, True):
-        guidance.configure(settings.replace(cuda_graphs=use_graphs))
+        # eager VAE here: its compile is timed below, with its own variant
+        guidance.configure(settings.replace(cuda_graphs=use_graphs, compile_vae=False))
         rows["unet_graph" if use_graphs else "unet_eager"] = measure_bound(guidance)["unet_cfg_ms"]
-    guidance.configure(settings)
-    rows["vae_contiguous"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
+    # channels_last first: it rewrites the weights, which a compiled encoder must not see change.
+    guidance.configure(settings.replace(vae_attention="sdpa", compile_vae=False))
     guidance.vae.to(memory_format=torch.channels_last)
-    rows["vae_channels_last"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
+    rows["vae_sdpa_channels_last"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
     guidance.vae.to(memory_format=torch.contiguous_format)
-    if compile_vae:
-        # torch.compile fuses the encoder's GroupNorm+SiLU and elementwise passes (the profile's top
-        # kernels); measured here, not yet used by the engine (its compile time is per shape).
-        encoder = guidance.vae.encoder
+    variants = [("sdpa", False), ("matmul", False)] + ([("matmul", True)] if compile_vae else [])
+    for attention, compiled in variants:
+        name = f"vae_{attention}_{'compiled' if compiled else 'eager'}"
         try:
-            guidance.vae.encoder = torch.compile(encoder)
+            guidance.configure(settings.replace(vae_attention=attention, compile_vae=compiled))
             t0 = time.perf_counter()
-            guidance.encode_images(torch.rand(1, 3, guidance.resolution, guidance.resolution,
-                                              device=guidance.device, requires_grad=True)).float().sum().backward()
-            rows["vae_compile_s"] = time.perf_counter() - t0
-            rows["vae_compiled"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
+            image = torch.rand(1, 3, guidance.resolution, guidance.resolution, device=guidance.device,
+                               requires_grad=True)
+            guidance.encode_images(image).float().sum().backward()        # compiles, if compiled
+            torch.cuda.synchronize()
+            if compiled:
+                rows["vae_compile_s"] = time.perf_counter() - t0
+                rows["vae_compile_fell_back"] = not guidance.compile_vae
+            rows[name] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
         except Exception as exc:                  # noqa: BLE001 - a lever that fails is a reading too
-            rows["vae_compiled_error"] = repr(exc)[:300]
-        finally:
-            guidance.vae.encoder = encoder
+            rows[name + "_error"] = repr(exc)[:300]
+    guidance.configure(settings)
+    rows["vae_default"] = f"{guidance.vae_attention}, {'compiled' if guidance.compile_vae else 'eager'}"
     return rows
 
 
@@ -112,7 +123,7 @@ def hashgrid_micro(device, n_points: int = 262144) -> dict:
     return out
 
 
-def profile_steps(trainer, n: int = 10) -> dict:
+def profile_steps(trainer, n: int = 10, save_to: Path | None = None) -> dict:
     """Where a step's GPU time goes: top kernels by device time, and GPU-busy vs wall time."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -126,6 +137,9 @@ def profile_steps(trainer, n: int = 10) -> dict:
     events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
     busy = sum(e.self_device_time_total for e in events) / 1000 / n
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]
+    if save_to is not None:               # the whole table, for reading later (the report keeps the top 15)
+        save_to.write_text(prof.key_averages().table(sort_by="self_device_time_total", row_limit=80,
+                                                     max_name_column_width=120))
     return {"steps": n, "wall_ms_per_step": wall, "gpu_busy_ms_per_step": busy,
             "top": [{"name": e.key[:90], "ms_per_step": e.self_device_time_total / 1000 / n,
                      "calls_per_step": e.count / n} for e in top]}
@@ -154,7 +168,7 @@ def time_steps(trainer, n: int, start_step: int | None = None, block: int = 1) -
 
 
 def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 30, repeat: int = 60,
-                       profile: bool = False, **overrides) -> dict:
+                       profile: bool = False, profile_path: Path | None = None, **overrides) -> dict:
     from backend.engine.trainer import Trainer
 
     settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "resolution_schedule": stage,
@@ -172,7 +186,7 @@ def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 3
                    peak_gb=torch.cuda.max_memory_allocated() / 2**30, overrides=overrides)
         if profile:
             try:
-                row["profile"] = profile_steps(trainer)
+                row["profile"] = profile_steps(trainer, save_to=profile_path)
             except Exception as exc:        # noqa: BLE001 - the profile is a reading aid; keep the timings
                 row["profile_error"] = repr(exc)
     except torch.OutOfMemoryError:
@@ -239,13 +253,27 @@ def render_report(report: dict) -> str:
     lines = [f"# Speed benchmark — {v['device']}", "", f"Versions: {json.dumps(v)}", "",
              f"Bound (UNet CFG pair + VAE encode fwd/bwd at {b['resolution']}², fp16, {graphs}): "
              f"**{b['bound_ms']:.1f} ms** (UNet {b['unet_cfg_ms']:.1f} + VAE {b['vae_encode_fwd_bwd_ms']:.1f})", ""]
+    first = next((r for r in report.get("steps", []) if not r.get("variant") and r.get("mixed_ms")), None)
+    lr = report.get("long_run") or {}
+    if first:
+        minutes = lr["projected_10k_s"] / 60 if "projected_10k_s" in lr else None
+        lines += ["| bound (ms) | default step after warm-up, " + first["stage"] + " (ms) | × bound | "
+                  "10,000 default steps (projected) | targets |", "|---:|---:|---:|---:|---|",
+                  f"| {b['bound_ms']:.1f} | {first['mixed_ms']:.1f} | {first['mixed_ms'] / b['bound_ms']:.2f} | "
+                  + (f"{minutes:.1f} min" if minutes is not None else "not run")
+                  + " | ≤ 1.3× and ≤ 5 min |", ""]
     if report.get("bound_variants"):
         bv = report["bound_variants"]
-        lines += [f"Levers on the bound: UNet eager {bv['unet_eager']:.1f} ms, CUDA graph {bv['unet_graph']:.1f} ms; "
-                  f"VAE encoder fwd+bwd contiguous {bv['vae_contiguous']:.1f} ms, channels_last "
-                  f"{bv['vae_channels_last']:.1f} ms"
-                  + (f", torch.compile {bv['vae_compiled']:.1f} ms (compiled in {bv['vae_compile_s']:.0f} s)"
-                     if "vae_compiled" in bv else "") + ".", ""]
+
+        def ms(key):
+            return f"{bv[key]:.1f} ms" if key in bv else "failed"
+        lines += [f"Levers on the bound: UNet eager {ms('unet_eager')}, CUDA graph {ms('unet_graph')}; VAE encoder "
+                  f"fwd+bwd with SDPA attention {ms('vae_sdpa_eager')}, plain-matmul attention "
+                  f"{ms('vae_matmul_eager')}, matmul + torch.compile {ms('vae_matmul_compiled')}"
+                  + (f" (compiled in {bv['vae_compile_s']:.0f} s, once per process and image size)"
+                     if bv.get("vae_compile_s", 0) >= 1 else "")
+                  + f", SDPA with channels_last {ms('vae_sdpa_channels_last')}. The bound uses "
+                  f"{bv.get('vae_default', '?')}.", ""]
     if report.get("kernel_check"):
         kc = report["kernel_check"]
         lines += [f"Fused Triton hash grid vs the PyTorch reference (features, Jacobian, table gradient; "
@@ -260,18 +288,21 @@ def render_report(report: dict) -> str:
     lines += ["| render | step, albedo warm-up (ms) | step, after warm-up (ms) | × bound | peak GPU memory (GB) |",
               "|---|---|---|---|---|"]
     for row in report["steps"]:
-        name = row["stage"] + (" (again)" if row.get("repeat") else "")
+        name = row["stage"] + (" (again)" if row.get("repeat") else "") + (
+            f" ({', '.join(f'{k}={v}' for k, v in row['variant'].items())})" if row.get("variant") else "")
         if row.get("error"):
             lines.append(f"| {name} | {row['error']} | | | |")
             continue
         lines.append(f"| {name} | {row['albedo_ms']:.1f} | {row['mixed_ms']:.1f} | "
                      f"{row['mixed_ms'] / b['bound_ms']:.2f} | {row['peak_gb']:.2f} |")
     lr = report.get("long_run")
-    if lr:
+    if lr and "projected_10k_s" in lr:
         lines += ["", f"Default schedule: {lr['measured_steps']} real steps measured, projected 10,000 steps: "
                   f"**{lr['projected_10k_s'] / 60:.1f} min** (segments: "
-                  + ", ".join(f"{s['mean_ms']:.1f} ms" for s in lr["segments"]) + ")"]
-    if report.get("export"):
+                  + ", ".join(f"{s['mean_ms']:.1f} ms" for s in lr["segments"]) + "; mean "
+                  f"{lr['projected_10k_s'] / 10:.1f} ms/step = {lr['projected_10k_s'] / 10 / b['bound_ms']:.2f}× the "
+                  "bound)"]
+    if report.get("export") and "total_s" in report["export"]:
         e = report["export"]
         lines += ["", f"Export ({e['settings']}): **{e['total_s']:.1f} s** "
                   f"({', '.join(f'{k} {t:.2f}' for k, t in e['stages'].items())})"]
@@ -289,7 +320,7 @@ def render_report(report: dict) -> str:
                   f"{prof['gpu_busy_ms_per_step']:.1f} ms/step.", "", "| kernel / op | ms per step | calls per step |",
                   "|---|---:|---:|"]
         lines += [f"| `{t['name']}` | {t['ms_per_step']:.2f} | {t['calls_per_step']:.0f} |" for t in prof["top"]]
-    if report.get("prior"):
+    if report.get("prior") and report["prior"].get("mixed_ms") is not None:
         p = report["prior"]
         lines += ["", f"Built-in prior ({p['stage']}, its preset): {p['albedo_ms']:.1f} ms / {p['mixed_ms']:.1f} ms "
                   f"per step, peak {p['peak_gb']:.2f} GB"]
@@ -334,7 +365,9 @@ def cpu_main(model: str, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend bench speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results/speed", help="folder for report.md and report.json")
+    parser.add_argument("--out", default="results/speed",
+                        help="folder for single.json (this run, with its markdown in 'table_md'); report.md and "
+                             "report.json are then assembled there (backend.bench.speed_report)")
     parser.add_argument("--model-dir", default="/tmp/dreamprop-sd15", help="where the SD-1.5 layout is built")
     parser.add_argument("--long-steps", type=int, default=1200, help="real steps timed for the 10k projection")
     parser.add_argument("--stages", default="64x1,128x1,256x1,512x1", help="render stages to time")
@@ -344,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rays per activation-checkpointed chunk (the checkpoint_rays setting; default: "
                              "its default)")
     parser.add_argument("--quick", action="store_true", help="bound and render stages only (no export, no long run)")
+    parser.add_argument("--no-prior", action="store_true", help="skip the built-in prior's step")
+    parser.add_argument("--low-res", action="store_true",
+                        help="also time the guidance_resolution=256 option (bound, step, projected 10k)")
     parser.add_argument("--cpu", action="store_true",
                         help="CPU reference only: 64^2 step and export with --cpu-model")
     parser.add_argument("--cpu-model", default="builtin", help="model for --cpu (default: the built-in prior)")
@@ -372,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:                       # after every part: a run cut short keeps what it measured
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "single.json").write_text(json.dumps(report, indent=2))
 
     from backend.bench.hashgrid_check import GPU_TOLERANCE, compare_with_reference
     from backend.engine.hashgrid_triton import available as fused_available
@@ -385,45 +421,58 @@ def main(argv: list[str] | None = None) -> int:
         print("fused hash grid vs reference: max relative error", worst, flush=True)
     report["hashgrid_micro"] = hashgrid_micro(device)
     print("hash grid", report["hashgrid_micro"], flush=True)
-    report["bound"] = measure_bound(guidance)
     report["bound_variants"] = bound_variants(guidance, guide_settings, compile_vae=not args.quick)
+    report["bound"] = measure_bound(guidance)          # the default levers: what the steps below use
     print("bound", report["bound"], report["bound_variants"], flush=True)
     save()
     report["steps"] = []
     stages = args.stages.split(",")
-    for i, stage in enumerate(stages + stages[:1]):      # the first stage again: run-to-run spread
+    # The first stage again (run-to-run spread), then with the other sampler (the sample-budget A/B).
+    other = "budget" if guide_settings.sampling == "dynamic" else "dynamic"
+    runs = [(stage, {}) for stage in stages] + [(stages[0], {}), (stages[0], {"sampling": other})]
+    for i, (stage, variant) in enumerate(runs):
         big = int(stage.split("x")[0]) >= 256      # slow steps: fewer repeats keep the run in one command
-        row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30, repeat=12 if big else 60,
-                                 profile=(i == 0 and not args.quick), **overrides)
-        row["repeat"] = i >= len(stages)
+        try:
+            row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30,
+                                     repeat=12 if big else 60, profile=(i == 0 and not args.quick),
+                                     profile_path=out / f"profile-{stage}.txt",
+                                     **{**overrides, **variant})
+        except Exception as exc:                  # noqa: BLE001 - keep the other rows
+            row = {"stage": stage, "albedo_ms": None, "mixed_ms": None, "peak_gb": None, "error": repr(exc)[:300]}
+        row["repeat"] = i == len(stages)
+        row["variant"] = variant
         print({k: v for k, v in row.items() if k != "profile"}, flush=True)
         report["steps"].append(row)
         save()
-    if args.quick:
-        return 0
-    report["export"] = export_time(guidance, model, device)
-    print("export", report["export"], flush=True)
-    save()
-    report["long_run"] = long_run(guidance, model, device, args.long_steps, **overrides)
-    print("long run", report["long_run"], flush=True)
-    save()
-    # The lever on the bound itself: encode at 256^2 (32^2 latents), as an option (not the default).
-    low = {**overrides, "guidance_resolution": "256"}
-    guidance.configure(guide_settings.replace(guidance_resolution=256))
-    report["low_res_guidance"] = {"bound": measure_bound(guidance),
-                                  "step": step_at_resolution(guidance, model, stages[0], device, **low),
-                                  "long_run": long_run(guidance, model, device, args.long_steps // 2, **low)}
-    guidance.configure(guide_settings)
-    print("guidance at 256^2", report["low_res_guidance"]["bound"], report["low_res_guidance"]["long_run"],
-          flush=True)
-    save()
-    if builtin_available():
+    if not args.quick:
+        for name, part in (("export", lambda: export_time(guidance, model, device)),
+                           ("long_run", lambda: long_run(guidance, model, device, args.long_steps, **overrides))):
+            try:
+                report[name] = part()
+            except Exception as exc:              # noqa: BLE001
+                report[name] = {"error": repr(exc)[:300]}
+            print(name, report[name], flush=True)
+            save()
+    if args.low_res:
+        # The lever on the bound itself: encode at 256^2 (32^2 latents), as an option (not the default).
+        low = {**overrides, "guidance_resolution": "256"}
+        guidance.configure(guide_settings.replace(guidance_resolution=256))
+        report["low_res_guidance"] = {"bound": measure_bound(guidance),
+                                      "step": step_at_resolution(guidance, model, stages[0], device, **low),
+                                      "long_run": long_run(guidance, model, device, args.long_steps // 2, **low)}
+        guidance.configure(guide_settings)
+        print("guidance at 256^2", report["low_res_guidance"]["bound"], report["low_res_guidance"]["long_run"],
+              flush=True)
+        save()
+    if builtin_available() and not (args.quick or args.no_prior):
         prior = load_guidance("builtin", device)
         report["prior"] = step_at_resolution(prior, "builtin", "32x1", device, **PRIOR_PRESET_OVERRIDES())
+    report["table_md"] = render_report(report)
     save()
-    text = render_report(report)
-    (out / "report.md").write_text(text)
-    print(text)
+    from backend.bench.speed_report import assemble
+
+    assemble(out)
+    print(report["table_md"])
     return 0
 
 

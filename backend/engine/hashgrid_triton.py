@@ -156,7 +156,10 @@ if triton is not None:
                     row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
                     w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
                     g = w * ge + dwx * gjx + dwy * gjy + dwz * gjz
-                    tl.atomic_add(gtable_ptr + row * F + f, g, mask=mask)
+                    # Zero contributions change nothing: skipping them keeps the padding of a fixed
+                    # sample budget (all at one point) from piling atomics onto a few table rows
+                    # (run 5: 37 ms a step).
+                    tl.atomic_add(gtable_ptr + row * F + f, g, mask=mask & (g != 0.0))
 
 
 def _launch_grid(n: int, n_levels: int):

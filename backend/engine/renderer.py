@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backend.engine.geometry import Geometry
-from backend.engine.occupancy import accumulate_along_rays, render_weights
+from backend.engine.occupancy import (SampleBudget, TorchOccGridEstimator, accumulate_along_rays, budget_fits,
+                                     render_weights, sample_with_budget)
 
 AMBIENT, DIFFUSE = 0.1, 0.9     # threestudio's diffuse-with-point-light defaults
 SHADINGS = ("albedo", "lambertian", "textureless")
@@ -38,16 +39,25 @@ def shade(albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torc
 
 class VolumeRenderer(nn.Module):
     """Renders a ``Geometry`` (``field``) over a background model, marching only the cells the
-    occupancy ``estimator`` marks occupied. ``checkpoint_rays``: see ``forward`` (0: never)."""
+    occupancy ``estimator`` marks occupied. ``checkpoint_rays``: see ``forward`` (0: never).
+    ``sampling``: "budget" renders with gradients (training steps) on fixed, self-adjusting sample
+    buffers (``occupancy.sample_with_budget``: no GPU-to-CPU wait in the step) where the candidate
+    grid is small enough, "dynamic" always with the estimator's own sampler; renders without
+    gradients (previews, exports) always sample dynamically."""
 
     def __init__(self, field: Geometry, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
-                 samples_per_ray: int = 512, alpha_threshold: float = 0.01, checkpoint_rays: int = 0):
+                 samples_per_ray: int = 512, alpha_threshold: float = 0.01, checkpoint_rays: int = 0,
+                 sampling: str = "dynamic"):
         super().__init__()
         self.field, self.background, self.estimator = field, background, estimator
         self.bound = bound
         self.render_step_size = math.sqrt(3.0) * 2.0 * bound / samples_per_ray
         self.alpha_threshold = alpha_threshold
         self.checkpoint_rays = checkpoint_rays
+        if sampling not in ("budget", "dynamic"):
+            raise ValueError(f"sampling must be 'budget' or 'dynamic', not {sampling!r}")
+        self.sampling = sampling
+        self.budget = SampleBudget()
 
     def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
         def occ_eval_fn(x):
@@ -69,6 +79,8 @@ class VolumeRenderer(nn.Module):
         at the price of a second forward pass.
         """
         n_rays = rays_o.shape[0]
+        if self.sampling == "budget" and torch.is_grad_enabled():
+            self.budget.refresh()          # here, not in _render: a checkpoint recomputation sees the same sizes
         if not (torch.is_grad_enabled() and self.checkpoint_rays and n_rays > self.checkpoint_rays):
             return self._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
         parts = []
@@ -91,26 +103,37 @@ class VolumeRenderer(nn.Module):
             x = rays_o[ray_indices] + rays_d[ray_indices] * ((t_starts + t_ends) * 0.5)[:, None]
             return self.field.density(x)
 
-        ray_indices, t_starts, t_ends = self.estimator.sampling(
-            rays_o, rays_d, sigma_fn=sigma_fn, render_step_size=self.render_step_size,
-            stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4)
+        valid = None           # with a fixed budget: which samples are real (the rest is padding)
+        if (self.sampling == "budget" and torch.is_grad_enabled()
+                and budget_fits(n_rays, self.render_step_size, self.estimator)):
+            ray_indices, t_starts, t_ends, valid = sample_with_budget(
+                self.estimator, rays_o, rays_d, sigma_fn, self.budget, render_step_size=self.render_step_size,
+                stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4,
+                # as the sampler it stands in for: nerfacc's lowers the threshold, the PyTorch one does not
+                cap_alpha_by_occupancy=not isinstance(self.estimator, TorchOccGridEstimator))
+        else:
+            ray_indices, t_starts, t_ends = self.estimator.sampling(
+                rays_o, rays_d, sigma_fn=sigma_fn, render_step_size=self.render_step_size,
+                stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4)
         t_mid = (t_starts + t_ends) * 0.5
         positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
         with_normals = need_normals or shading != "albedo"
         density, albedo, normals = self.field(positions, with_normals=with_normals)
-        weights = render_weights(density, t_starts, t_ends, ray_indices)
+        if valid is not None:
+            density = torch.where(valid, density, 0.0)       # padding: no weight, no gradient
+        weights = render_weights(density, t_starts, t_ends, ray_indices, valid)
         lights = light_positions[ray_indices] if light_positions is not None else None
         colors = shade(albedo, normals, positions, lights, shading)
 
-        opacity = accumulate_along_rays(weights, ray_indices, None, n_rays)
-        rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays)
-        depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays)
+        opacity = accumulate_along_rays(weights, ray_indices, None, n_rays, valid)
+        rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays, valid)
+        depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays, valid)
         if bg_color is None:
             bg_color = self.background(rays_d)
         out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth,
-               "n_samples": torch.tensor(ray_indices.shape[0])}
+               "n_samples": torch.tensor(ray_indices.shape[0]) if valid is None else valid.sum()}
         if with_normals:
-            out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays)
+            out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays, valid)
             # Normals facing away from the camera on visible samples (DreamFusion's orientation loss).
             facing = (normals * rays_d[ray_indices]).sum(-1).clamp(min=0.0) ** 2
             out["orient_sum"] = (weights.detach() * facing).sum()

@@ -36,7 +36,8 @@ NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "ch
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
                   "keep_components", "model",
                   # speed only: the same computation, run another way
-                  "cuda_graphs", "checkpoint_rays", "hashgrid_backend"}
+                  "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
+                  "sampling"}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -102,7 +103,8 @@ class Trainer:
         # Activation checkpointing trades a second forward pass for memory: worth it on a GPU only.
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
                                        samples_per_ray=settings.samples_per_ray,
-                                       checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0)
+                                       checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
+                                       sampling=settings.sampling)
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
             + [{"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"}],

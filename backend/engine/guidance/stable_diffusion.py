@@ -59,6 +59,12 @@ class StableDiffusionGuidance(Guidance):
         # the CPU issue (the cuda_graphs setting; a failed capture falls back to eager for good).
         self._graphs: dict[tuple, tuple] = {}
         self._graph_capture_failed = False
+        # The VAE encoder's attention processor and torch.compile (settings vae_attention, compile_vae):
+        # the eager encoder is kept, one compiled wrapper per processor choice.
+        self._eager_encoder = self.vae.encoder
+        self._compiled_encoders: dict[str, torch.nn.Module] = {}
+        self._compile_failed = False
+        self.vae_attention = ""
         self.configure(GenerationSettings())
 
     def configure(self, settings: GenerationSettings) -> None:
@@ -69,6 +75,37 @@ class StableDiffusionGuidance(Guidance):
         self.resolution = settings.guidance_resolution or self.native_resolution
         self.use_cuda_graphs = (self.device.type == "cuda" and settings.cuda_graphs
                                 and not self._graph_capture_failed)
+        attention = settings.vae_attention
+        if attention == "auto":
+            attention = "matmul" if self.device.type == "cuda" else "sdpa"
+        self._set_vae_encoder(attention, self.device.type == "cuda" and settings.compile_vae
+                              and not self._compile_failed)
+
+    def _set_vae_encoder(self, attention: str, compiled: bool) -> None:
+        """Install the VAE encoder's attention processor and, on request, its compiled wrapper.
+
+        At 512^2 the encoder's mid-block attends over 4096 tokens with one 512-wide head: flash
+        attention does not take that head size, so PyTorch's SDPA falls back to the memory-efficient
+        kernel, whose backward alone cost ~6 ms per step (results/speed/NOTES.md). Diffusers' classic
+        ``AttnProcessor`` (baddbmm, softmax, bmm: a 4096^2 score matrix, 64 MB in float32) is plain
+        matrix products. torch.compile fuses the GroupNorm statistics (one block per group at batch
+        1: 32 blocks on a 132-SM GPU) with the SiLU and elementwise passes around them."""
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        if attention != self.vae_attention:
+            self.vae.encoder = self._eager_encoder          # processors are set on the eager modules
+            processor = AttnProcessor() if attention == "matmul" else AttnProcessor2_0()
+            for module in self._eager_encoder.modules():
+                if hasattr(module, "set_processor"):          # diffusers' Attention
+                    module.set_processor(processor)
+            self.vae_attention = attention
+        if compiled:
+            if attention not in self._compiled_encoders:
+                self._compiled_encoders[attention] = torch.compile(self._eager_encoder)
+            self.vae.encoder = self._compiled_encoders[attention]
+        else:
+            self.vae.encoder = self._eager_encoder
+        self.compile_vae = compiled
 
     # -- prompts ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -88,7 +125,16 @@ class StableDiffusionGuidance(Guidance):
     # -- SDS -------------------------------------------------------------------------------------
     def encode_images(self, rgb_bchw: torch.Tensor) -> torch.Tensor:
         """Float[Tensor, "B 3 H W"] in [0, 1] -> scaled VAE latents Float[Tensor, "B 4 H/8 W/8"] (SD's VAE)."""
-        posterior = self.vae.encode(rgb_bchw.to(self.dtype) * 2.0 - 1.0).latent_dist
+        x = rgb_bchw.to(self.dtype) * 2.0 - 1.0
+        try:
+            posterior = self.vae.encode(x).latent_dist
+        except Exception as exc:       # noqa: BLE001 - torch.compile fails at the first call: run eagerly
+            if not self.compile_vae:
+                raise
+            log.warning("torch.compile of the VAE encoder failed (%s); running it eagerly", exc)
+            self._compile_failed = True
+            self._set_vae_encoder(self.vae_attention, False)
+            posterior = self.vae.encode(x).latent_dist
         return posterior.sample() * self.latent_scale
 
     @torch.no_grad()
