@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from backend.engine.cameras import CameraBatch
 from backend.engine.guidance.base import PromptEmbeddings
-from backend.engine.guidance.camera_projection import load_camera_projection
+from backend.engine.guidance.camera_projection import load_camera_projection, projection_folder
 from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 from backend.engine.registry import register
 from backend.engine.types import ReferenceImage
@@ -89,6 +89,7 @@ class Zero123Guidance(StableDiffusionGuidance):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+        projection_folder(model_path)   # a clear error for a folder of another layout, before loading
         self.device = torch.device(device)
         self.dtype = torch.float16 if (half_precision and self.device.type == "cuda") else torch.float32
         load = dict(torch_dtype=self.dtype, local_files_only=True)
