@@ -130,7 +130,7 @@ def to_reference_image(image: PreparedImage, settings: GenerationSettings):
 
     p = reference_camera_params(settings)
     return ReferenceImage(rgb=torch.from_numpy(image.rgb), mask=torch.from_numpy(image.mask),
-                          elevation=p["elevation"], azimuth=p["azimuth"], distance=p["distance"])
+                          elevation=p["elevation"], azimuth=p["azimuth"], distance=p["distance"], fovy=p["fovy"])
 
 
 def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, reference_image: Optional[bytes],
