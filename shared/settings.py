@@ -21,7 +21,7 @@ MAX_PROMPT_CHARS = 500
 # server validate settings without it. Adding a built-in type: its module with an ``@register`` line,
 # one import in ``backend/engine/builtin_types.py``, and its name here (``tests/test_registry.py``
 # checks that the engine and these lists agree).
-GUIDANCE_TYPES = ("stable-diffusion",)
+GUIDANCE_TYPES = ("stable-diffusion", "zero123")
 # Guidance types conditioned on a reference image (image-to-3D): a job with one of these needs an image,
 # and its prompt is optional (given, it adds the text prior: Magic123's joint mode).
 IMAGE_GUIDANCE_TYPES = ("zero123",)
@@ -144,8 +144,13 @@ class GenerationSettings:
     # -- guidance --------------------------------------------------------------------------------
     guidance_type: str = _s("stable-diffusion", choices=GUIDANCE_TYPES, group="guidance",
                             help="what turns renders into gradients: stable-diffusion = SDS with a Stable-"
-                                 "Diffusion-layout model (the 'model' setting)")
+                                 "Diffusion-layout model (the 'model' setting); zero123 = SDS with a view-"
+                                 "conditioned Zero-1-to-3-layout model given a reference image ('builtin': "
+                                 "the project's view prior)")
     guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
+    image_guidance_scale: float = _s(3.0, lo=1.0, hi=50.0, group="guidance",
+                                     help="classifier-free guidance on the reference image (zero123; "
+                                          "threestudio's stable-zero123 uses 3)")
     t_min: float = _s(0.02, lo=0.0, hi=1.0, group="guidance", help="min diffusion time (fraction)")
     t_max: float = _s(0.98, lo=0.0, hi=1.0, group="guidance", help="max diffusion time (fraction)")
     t_anneal: bool = _s(False, group="guidance", help="anneal t_max linearly to t_max_end over the run")

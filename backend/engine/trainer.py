@@ -170,7 +170,8 @@ class Trainer:
         out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
                             light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals)
         rgb = out["rgb"].reshape(batch, res, res, 3)
-        guide = self.guidance(rgb, self.embeddings, views, cameras=cams, guidance_scale=s.guidance_scale,
+        guide = self.guidance(rgb, self.embeddings, views, cameras=cams,
+                              guidance_scale=getattr(s, self.guidance.scale_setting),
                               t_range=self.t_range(step))
         losses = {"sds": guide["loss_sds"]}
         if self.image_terms is not None:   # image job: reference view (+ text prior in joint mode)
