@@ -1,5 +1,10 @@
 """``python -m backend generate "a red cube" -o out/red_cube.glb``: one generation on this machine.
 
+``python -m backend generate --image concept.png [PROMPT] -o out.glb``: image-to-3D. The picture's
+alpha channel is the object's mask (else a simple border-colour segmentation,
+``backend/engine/reference_image.py``); ``guidance_type`` becomes zero123 with the project's view
+prior (``--model builtin``) unless given, and a prompt, when given too, adds the text prior (joint mode).
+
 Every generation setting in ``shared.settings.GenerationSettings`` is a flag with the same name
 (underscores become dashes), default and range check as in the server and the Blender add-on.
 A setting not given on the command line comes from ``shared.layering``: the model's recommended
@@ -18,7 +23,8 @@ from shared.layering import resolve
 from shared.settings import GenerationSettings, SettingError, groups, setting_help
 
 GROUP_TITLES = {"prompt": "what to make", "camera": "cameras", "optim": "optimisation", "guidance": "guidance",
-                "field": "field", "render": "renderer", "export": "export"}
+                "reference": "image to 3D (with --image)", "field": "field", "render": "renderer", "export": "export"}
+IMAGE_GUIDANCE = "zero123"      # what --image uses unless --guidance-type says otherwise
 from shared.presets import PRESETS
 
 
@@ -41,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "--show-settings prints what a command would run.")
     parser.add_argument("prompt", nargs="?", default=None,
                         help="what to generate, e.g. 'a red cube' (--list-prompts: what the built-in prior knows)")
-    parser.add_argument("-o", "--output", default=None, help="GLB path (default: out/<prompt>.glb)")
+    parser.add_argument("--image", default=None, metavar="PICTURE",
+                        help="image to 3D: a PNG/JPEG/WebP picture of one object (alpha = its mask; without alpha "
+                             "the backdrop must be plain); the prompt becomes optional and, when given, adds the "
+                             f"text prior (joint mode); guidance_type defaults to {IMAGE_GUIDANCE}")
+    parser.add_argument("-o", "--output", default=None, help="GLB path (default: out/<prompt or picture name>.glb)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--allow-download", action="store_true",
                         help="allow fetching --model from the Hugging Face Hub (off: local folders and cache only)")
@@ -78,11 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def explicit_settings(args: argparse.Namespace) -> dict:
     """The settings given as flags (and the prompt): only these override the preset and the model's."""
-    values = {"prompt": args.prompt}
+    values = {"prompt": args.prompt if args.prompt is not None else ""}
     for f in GenerationSettings.spec():
         value = getattr(args, f.name, None)
         if f.name != "prompt" and value is not None:
             values[f.name] = value
+    if getattr(args, "image", None) and "guidance_type" not in values:
+        values["guidance_type"] = IMAGE_GUIDANCE
     return values
 
 
@@ -97,6 +109,16 @@ def list_prompts() -> int:
     return 0
 
 
+def read_image(path: str, settings: GenerationSettings) -> bytes:
+    """The picture's bytes, checked (decodable, size, a foreground object) before any model loads.
+    Raises ImageError (field "image") or OSError."""
+    from backend.engine.reference_image import prepare_reference
+
+    data = Path(path).read_bytes()
+    prepare_reference(data, fill=settings.reference_fill)
+    return data
+
+
 def default_output(prompt: str) -> Path:
     slug = "".join(c if c.isalnum() else "_" for c in prompt.lower()).strip("_")[:60] or "result"
     return Path("out") / f"{slug}.glb"
@@ -107,8 +129,9 @@ def generate_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.list_prompts:
         return list_prompts()
-    if args.prompt is None:
-        parser.error("PROMPT: say what to generate, e.g. 'a red cube' (--list-prompts: what the built-in prior knows)")
+    if args.prompt is None and args.image is None:
+        parser.error("PROMPT: say what to generate, e.g. 'a red cube' (--list-prompts: what the built-in prior knows), "
+                     "or give --image PICTURE")
     try:
         settings = settings_from_args(args)
     except SettingError as e:
@@ -116,10 +139,26 @@ def generate_main(argv: list[str]) -> int:
         parser.error(f"{name}: {e.message}" if name else e.message)
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         parser.error(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
-    output = Path(args.output) if args.output else default_output(settings.prompt)
+    image = None
+    if args.image is not None:
+        if not settings.is_image_job:
+            parser.error(f"--image: guidance_type {settings.guidance_type!r} does not use a picture "
+                         f"(--guidance-type {IMAGE_GUIDANCE})")
+        from backend.engine.reference_image import ImageError
+
+        try:
+            image = read_image(args.image, settings)
+        except ImageError as e:
+            parser.error(f"--image: {e.message}")
+        except OSError as e:
+            parser.error(f"--image: cannot read {args.image!r} ({e.strerror or e})")
+    elif settings.is_image_job:
+        parser.error(f"--image: guidance_type {settings.guidance_type!r} needs a picture (--image PICTURE)")
+    output = Path(args.output) if args.output else default_output(settings.prompt or Path(args.image).stem)
     if output.suffix.lower() != ".glb":
         parser.error(f"-o/--output: must end in .glb, got {str(output)!r}")
-    if settings.model == "builtin":
+    text_prior = settings.text_model if settings.is_image_job else settings.model
+    if text_prior == "builtin" and (not settings.is_image_job or settings.joint_text_guidance):
         from backend.prior.vocabulary import oov_warning
 
         warning = oov_warning(settings.prompt)
@@ -154,7 +193,9 @@ def generate_main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     path = fast_path(settings, device)
-    print(f"generating {settings.prompt!r}: {settings.steps} steps on {device} with {guidance.name} "
+    what = repr(settings.prompt) if image is None else (
+        f"from {args.image}" + (f" and {settings.prompt!r}" if settings.joint_text_guidance else ""))
+    print(f"generating {what}: {settings.steps} steps on {device} with {guidance.name} "
           f"(sampler: {path['sampler']}, hash grid: {path['hashgrid']})", file=sys.stderr)
     if not path["complete"]:
         print("note: the GPU fast path is not complete: install the gpu extra (pip install -e \".[gpu]\", "
@@ -163,7 +204,7 @@ def generate_main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     try:
         result = generate(settings, device=str(device), callback=bar, checkpoint_path=args.checkpoint,
-                          guidance=guidance)
+                          guidance=guidance, reference_image=image, allow_download=args.allow_download)
     except KeyboardInterrupt:
         bar.close()
         print("\ninterrupted" + (f"; resume with the same command (checkpoint {args.checkpoint})"

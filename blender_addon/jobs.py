@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import bpy
 
 from . import estimate, importer
-from .shared.protocol import DROPPABLE_EVENTS
+from .shared.protocol import DROPPABLE_EVENTS, FieldError, check_image_bytes
 
 PREVIEW_IMAGE = "Dreamprop Preview"
 BUSY_INTERVAL = 0.1           # seconds between ticks while a job is active
@@ -198,11 +198,11 @@ def find_job(job_id: str = "", request_id: str = ""):
 
 
 def submit(scene, job, settings: dict, glb: bytes | None = None, parent_job_id: str = "",
-           fallback: tuple | None = None) -> None:
+           fallback: tuple | None = None, image: bytes | None = None) -> None:
     """Send a job's submit request (non-blocking); the reply fills in its job id.
 
     ``fallback`` (refine from a parent job): (GLB, placement matrix) to send instead when the server
-    does not have the parent job."""
+    does not have the parent job. ``image``: an image job's picture (checked here for size and type)."""
     job.settings_json = json.dumps(settings, sort_keys=True)
     job.prompt = settings.get("prompt", "")
     job.submitted_at = repr(time.time())
@@ -210,7 +210,15 @@ def submit(scene, job, settings: dict, glb: bytes | None = None, parent_job_id: 
     content = {"settings": settings, "client_token": job.request_id, "attach": True}
     if parent_job_id:
         content["parent_job_id"] = parent_job_id
-    send("submit", "submit_request", content, [glb] if glb else [], request_id=job.request_id)
+    buffers = [glb] if glb else []
+    if image is not None:
+        try:
+            check_image_bytes(image)
+        except FieldError as exc:
+            raise UserError(str(exc)) from None
+        buffers.append(image)
+        content["buffers"] = ["init_mesh"] * bool(glb) + ["image"]
+    send("submit", "submit_request", content, buffers, request_id=job.request_id)
     if fallback is not None:
         _state.refine_fallback[job.request_id] = fallback
 
@@ -332,7 +340,13 @@ def _resubmit(scene, job) -> None:
         _fail(job, "the refine request was lost before the server answered: refine again")
         return
     try:
-        submit(scene, job, job.settings)
+        image = None
+        if job.image_path:
+            with open(job.image_path, "rb") as f:
+                image = f.read()
+        submit(scene, job, job.settings, image=image)
+    except OSError as exc:
+        _fail(job, f"the picture of this job is gone from the cache ({exc}): generate again")
     except UserError as exc:
         _fail(job, str(exc))
 

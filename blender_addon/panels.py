@@ -6,7 +6,7 @@ import textwrap
 
 import bpy
 
-from . import estimate, jobs, presets, properties, vocabulary
+from . import estimate, image_source, jobs, presets, properties, vocabulary
 from .operators.batch import find_markers
 from .shared import settings as S
 
@@ -101,7 +101,17 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
         dp = context.scene.dreamprop
         pg = dp.settings
         layout.use_property_split = False
-        layout.prop(pg, "prompt", text="", placeholder="Prompt: what to make")
+        layout.row(align=True).prop(dp, "image_source", expand=True)
+        if dp.image_source == 'FILE':
+            layout.prop(dp, "image_path", text="")
+        elif dp.image_source == 'IMAGE':
+            layout.template_ID(dp, "image", open="image.open")
+        elif dp.image_source == 'CAMERA':
+            camera = context.scene.camera
+            layout.label(text=f"Renders {camera.name} on Generate" if camera else "The scene has no active camera",
+                         icon='CAMERA_DATA' if camera else 'ERROR')
+        layout.prop(pg, "prompt", text="", placeholder="Prompt: what to make" if dp.image_source == 'NONE'
+                    else "Prompt (optional): guides too")
         draw_vocabulary_hint(layout, pg)
         layout.prop(pg, "negative_prompt", text="Negative")
         row = layout.row(align=True)
@@ -125,19 +135,28 @@ class DREAMPROP_PT_generate(_Panel, bpy.types.Panel):
             where = client.endpoint if client is not None else "the backend"
             layout.label(text=f"Waiting for {where}...", icon='ERROR')
         for i, job in running[-4:]:
-            layout.label(text=job.prompt or "(refine)", icon=STATE_ICONS[job.state])
+            layout.label(text=job.prompt or ("(from picture)" if job.image_path else "(refine)"),
+                         icon=STATE_ICONS[job.state])
             draw_progress(layout, job, index=i)
             if job.warning:
                 draw_wrapped(layout, job.warning, icon='ERROR')
         if len(running) > 4:
             layout.label(text=f"... and {len(running) - 4} more (Jobs)")
         img = bpy.data.images.get(jobs.PREVIEW_IMAGE)
-        if img is not None:
+        reference = bpy.data.images.get(image_source.REFERENCE_IMAGE)
+        if reference is not None and not any(j.image_path for _, j in running):
+            reference = None        # the picture only shows while its job runs
+        if img is not None or reference is not None:
             box = layout.box()
-            _, job = jobs.find_job(job_id=img.get("dreamprop_job_id", ""))
+            _, job = jobs.find_job(job_id=img.get("dreamprop_job_id", "")) if img is not None else (None, None)
             box.label(text=f"Preview: {job.prompt if job else ''}", icon='IMAGE_DATA')
-            preview = img.preview or img.preview_ensure()
-            box.template_icon(icon_value=preview.icon_id, scale=8.0)
+            row = box.row()
+            for image, title in ((reference, "Reference"), (img, "Live")):
+                if image is not None:
+                    col = row.column()
+                    col.label(text=title)
+                    preview = image.preview or image.preview_ensure()
+                    col.template_icon(icon_value=preview.icon_id, scale=8.0 if reference is None else 5.0)
 
 
 class _SubPanel(_Panel):

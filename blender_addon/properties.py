@@ -21,7 +21,8 @@ from . import presets, vocabulary
 from .shared import settings as S
 
 OPTIONAL_SUFFIX = "_auto"
-OPTIONAL_NUMBER_DEFAULT = {"mesh_threshold": 25.0}   # shown when "auto" is off (threestudio's iso-level)
+# shown when "auto" is off: threestudio's iso-level; the built-in priors' camera distance and field of view
+OPTIONAL_NUMBER_DEFAULT = {"mesh_threshold": 25.0, "reference_distance": 1.8, "reference_fovy": 50.0}
 
 # Jobs that still expect events from the server.
 ACTIVE_STATES = {"SUBMITTING", "QUEUED", "RUNNING"}
@@ -126,6 +127,14 @@ def load_settings(pg, data: dict) -> None:
         pg.quality_model = pg.model
 
 
+# (identifier, name, description, icon, number): image_source.SOURCES without importing it (it imports jobs)
+_IMAGE_SOURCES = [("NONE", "Prompt", "text to 3D: no picture", 'FONT_DATA', 0),
+                  ("FILE", "File", "a picture file (PNG, JPEG, WebP, ...); alpha = the object's mask", 'FILE_IMAGE', 1),
+                  ("IMAGE", "Image", "an image open in Blender (Image Editor)", 'IMAGE_DATA', 2),
+                  ("CAMERA", "Camera", "render the active camera now (transparent film: the object's mask)",
+                   'CAMERA_DATA', 3)]
+
+
 class DREAMPROP_PG_job(bpy.types.PropertyGroup):
     """One job this scene started; saved in the .blend so jobs re-attach after a reload."""
 
@@ -158,6 +167,7 @@ class DREAMPROP_PG_job(bpy.types.PropertyGroup):
     result: PointerProperty(type=bpy.types.Object)
     result_path: StringProperty(subtype='FILE_PATH', description="cached result GLB")
     metadata_json: StringProperty(description="the result's metadata from the server (JSON)")
+    image_path: StringProperty(subtype='FILE_PATH', description="image job: the picture sent (cached copy)")
 
     @property
     def active(self) -> bool:
@@ -174,6 +184,14 @@ class DREAMPROP_PG_job(bpy.types.PropertyGroup):
 
 class DREAMPROP_PG_scene(bpy.types.PropertyGroup):
     settings: PointerProperty(type=DREAMPROP_PG_settings)
+    # image to 3D: where Generate takes the reference picture from (image_source.py)
+    image_source: EnumProperty(name="Source", items=_IMAGE_SOURCES, default="NONE",
+                               description="generate from the prompt only, or from a picture (the prompt is "
+                                           "then optional and, when given, guides too)")
+    image_path: StringProperty(name="Picture", subtype='FILE_PATH',
+                               description="a PNG/JPEG/WebP picture of one object (alpha = its mask, else a "
+                                           "plain backdrop)")
+    image: PointerProperty(type=bpy.types.Image, name="Image", description="an image open in Blender")
     jobs: CollectionProperty(type=DREAMPROP_PG_job)
     active_job_index: IntProperty(name="Active job")
     show_proxy: BoolProperty(

@@ -31,7 +31,7 @@ from typing import Iterator
 from .keyfiles import load_public_key, load_secret_key
 from .paths import default_connection_file
 from .protocol import (DROPPABLE_EVENTS, EVENT_TYPES, TERMINAL_EVENTS, TERMINAL_STATES, Message, ProtocolError,
-                       Session, curve_hmac_key, new_id)
+                       Session, check_image_bytes, curve_hmac_key, new_id)
 
 __all__ = ["JobClient", "Message", "ServerError", "AuthError", "TimeoutError"]
 
@@ -345,16 +345,25 @@ class JobClient:
         return self.request("estimate_request", {"settings": settings}).content
 
     def submit(self, settings: dict, init_mesh_glb: bytes | None = None, parent_job_id: str | None = None,
-               *, client_token: str | None = None, attach: bool = True) -> str:
+               *, client_token: str | None = None, attach: bool = True, image: bytes | None = None) -> str:
         """Queue a job; returns its id. With ``attach`` (default) this client receives its events.
         The server's warnings about it (e.g. an unknown prompt) land in ``submit_warnings[job_id]``.
 
         The request carries a client token: if the reply is lost (server restart) the request is
-        re-sent once with the same token and the server answers with the job it already accepted."""
+        re-sent once with the same token and the server answers with the job it already accepted.
+
+        ``image``: the reference picture of an image-to-3D job (settings ``guidance_type`` "zero123");
+        its size and file type are checked here (``FieldError`` naming "image"), the rest by the server."""
         content: dict = {"settings": settings, "client_token": client_token or new_id(), "attach": attach}
         if parent_job_id:
             content["parent_job_id"] = parent_job_id
-        buffers = [init_mesh_glb] if init_mesh_glb is not None else []
+        buffers, names = [], []
+        if init_mesh_glb is not None:
+            buffers.append(init_mesh_glb), names.append("init_mesh")
+        if image is not None:
+            check_image_bytes(image)
+            buffers.append(image), names.append("image")
+            content["buffers"] = names
         try:
             reply = self.request("submit_request", content, buffers)
         except TimeoutError:

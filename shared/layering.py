@@ -9,7 +9,9 @@ Four layers, each overriding the one before::
 - *the model's recommended settings*: what a model was made for. The built-in prior was trained with
   one fixed camera, 32 px renders and a small grid (``PRESETS["builtin"]``, the same dict that
   ``backend.prior.recommended_settings`` returns); with the schema's 10,000 steps at 64 px it runs
-  for hours on a CPU, with settings it was never made for. Other models recommend nothing;
+  for hours on a CPU, with settings it was never made for. An image job (``guidance_type`` zero123)
+  with ``model="builtin"`` (the project's view prior) gets ``PRESETS["builtin-image"]``. Other models
+  recommend nothing;
 - *preset*: a named budget the user chose (``--preset draft``, the panel's quality buttons);
 - *explicit values*: a flag, a submitted setting, a value typed into the panel.
 
@@ -20,16 +22,19 @@ decides which recommended settings apply. Pure Python, no backend import: Blende
 from __future__ import annotations
 
 from .presets import PRESETS, preset_settings
-from .settings import GenerationSettings
+from .settings import IMAGE_GUIDANCE_TYPES, GenerationSettings
 
 # Model name -> the preset in ``shared/presets.py`` that holds its recommended settings.
 MODEL_PRESETS: dict[str, str] = {"builtin": "builtin"}
+# The same for image jobs (a guidance type of ``IMAGE_GUIDANCE_TYPES``): "builtin" is the view prior.
+IMAGE_MODEL_PRESETS: dict[str, str] = {"builtin": "builtin-image"}
 
 
-def recommended_settings(model: str) -> dict:
-    """The settings ``model`` was made for (empty: the schema defaults suit it, or ``model`` is not
-    even text: validation names it later)."""
-    name = MODEL_PRESETS.get(model) if isinstance(model, str) else None
+def recommended_settings(model: str, guidance_type: str | None = None) -> dict:
+    """The settings ``model`` was made for, used as ``guidance_type`` (default: the text guidance)
+    (empty: the schema defaults suit it, or ``model`` is not even text: validation names it later)."""
+    table = IMAGE_MODEL_PRESETS if guidance_type in IMAGE_GUIDANCE_TYPES else MODEL_PRESETS
+    name = table.get(model) if isinstance(model, str) else None
     return dict(PRESETS[name]) if name else {}
 
 
@@ -41,8 +46,9 @@ def layered_values(explicit: dict, *, preset: str | None = None, recommended: di
     KeyError with the allowed names."""
     preset_values = preset_settings(preset) if preset else {}
     model = explicit.get("model", preset_values.get("model", GenerationSettings.model))
+    guidance_type = explicit.get("guidance_type", preset_values.get("guidance_type", GenerationSettings.guidance_type))
     if recommended is None:
-        recommended = recommended_settings(model)
+        recommended = recommended_settings(model, guidance_type)
     return {**recommended, **preset_values, **explicit}
 
 

@@ -37,10 +37,14 @@ Requests (client -> server) and their replies (``<name>_reply``; on failure the 
   "problem": null | {"field", "message"}, "parts_s", "stages", "profile", "calibrated", "notes",
   "held_out_error", "device"}. Settings are resolved as a submit resolves them (the prompt may be
   empty). Error ``no_profile`` when no cost profile can answer for the device or model.
-- ``submit_request`` {"settings": {...}, "parent_job_id"?: id, "client_token"?: str, "attach"?: bool}
-  + optional buffer: an initial mesh (GLB) to refine -> {"job_id", "position", "duplicate",
-  "warnings"?: [text]}. Settings whose estimated peak memory exceeds the device's are refused
-  (error ``does_not_fit``, ``field`` the setting to change, the message its largest value that fits). Settings left out come from ``shared.layering`` (the model's recommended
+- ``submit_request`` {"settings": {...}, "parent_job_id"?: id, "client_token"?: str, "attach"?: bool,
+  "buffers"?: ["init_mesh" | "image", ...]} + optional buffers, named in order by ``buffers`` (default:
+  one buffer = the initial mesh): ``init_mesh`` a GLB to refine, ``image`` the reference picture of
+  an image-to-3D job (``guidance_type`` zero123; PNG/JPEG/WebP/BMP/TIFF, at most ``MAX_IMAGE_BYTES``,
+  each side in [32, 4096], an object on a plain backdrop or with an alpha channel) -> {"job_id",
+  "position", "duplicate", "warnings"?: [text]}. Settings whose estimated peak memory exceeds the device's are
+  refused (error ``does_not_fit``, ``field`` the setting to change, the message its largest value that fits).
+  Settings left out come from ``shared.layering`` (the model's recommended
   settings, then the schema defaults). ``warnings`` (only when there are some), e.g. a prompt outside
   the built-in prior's vocabulary: the job still runs; a client shows them to the user.
 - ``cancel_request`` {"job_id"} -> {"job_id", "state", "cancelled": bool}
@@ -402,6 +406,40 @@ def check_fields(content: dict, allowed: Iterable[str]) -> None:
 
 
 GLB_MAGIC = b"glTF"
+
+# Buffers a submit may carry, by the name ``content["buffers"]`` gives each (in order).
+SUBMIT_BUFFERS = ("init_mesh", "image")
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+# File signatures of the picture formats the server decodes (the server checks the rest: size, foreground).
+IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
+                    b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def submit_buffer_names(content: dict, n_buffers: int) -> list[str]:
+    """The name of each buffer of a submit (``content["buffers"]``; default: one buffer = init_mesh)."""
+    names = content.get("buffers")
+    if names is None:
+        if n_buffers > 1:
+            raise FieldError("buffers", f"{n_buffers} buffers sent: name them, e.g. [\"init_mesh\", \"image\"]")
+        return ["init_mesh"] * n_buffers
+    if (not isinstance(names, list) or len(names) != n_buffers or len(set(map(str, names))) != len(names)
+            or any(n not in SUBMIT_BUFFERS for n in names)):
+        raise FieldError("buffers", f"must name each of the {n_buffers} buffers sent, once each, "
+                                    f"from {', '.join(SUBMIT_BUFFERS)}")
+    return names
+
+
+def check_image_bytes(data: bytes, name: str = "image", max_bytes: int = MAX_IMAGE_BYTES) -> str:
+    """Cheap checks a client can make before sending a picture: size and file signature. Returns the
+    format; the server decodes it and checks its size and its foreground too."""
+    if len(data) > max_bytes:
+        raise FieldError(name, f"picture is {len(data)} bytes, the limit is {max_bytes} ({max_bytes // 2**20} MiB)")
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt in IMAGE_SIGNATURES.items():
+        if data.startswith(magic):
+            return fmt
+    raise FieldError(name, "is not a picture: give a PNG, JPEG, WebP, BMP or TIFF file")
 
 
 def check_glb(data: bytes, name: str, max_bytes: int) -> None:

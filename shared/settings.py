@@ -21,7 +21,10 @@ MAX_PROMPT_CHARS = 500
 # server validate settings without it. Adding a built-in type: its module with an ``@register`` line,
 # one import in ``backend/engine/builtin_types.py``, and its name here (``tests/test_registry.py``
 # checks that the engine and these lists agree).
-GUIDANCE_TYPES = ("stable-diffusion",)
+GUIDANCE_TYPES = ("stable-diffusion", "zero123")
+# Guidance types conditioned on a reference image (image-to-3D): a job with one of these needs an image,
+# and its prompt is optional (given, it adds the text prior: Magic123's joint mode).
+IMAGE_GUIDANCE_TYPES = ("zero123",)
 GEOMETRY_TYPES = ("implicit-volume",)
 # Values added at run time to the choices of these settings (``add_choice``).
 _EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
@@ -141,8 +144,13 @@ class GenerationSettings:
     # -- guidance --------------------------------------------------------------------------------
     guidance_type: str = _s("stable-diffusion", choices=GUIDANCE_TYPES, group="guidance",
                             help="what turns renders into gradients: stable-diffusion = SDS with a Stable-"
-                                 "Diffusion-layout model (the 'model' setting)")
+                                 "Diffusion-layout model (the 'model' setting); zero123 = SDS with a view-"
+                                 "conditioned Zero-1-to-3-layout model given a reference image ('builtin': "
+                                 "the project's view prior)")
     guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
+    image_guidance_scale: float = _s(3.0, lo=1.0, hi=50.0, group="guidance",
+                                     help="classifier-free guidance on the reference image (zero123; "
+                                          "threestudio's stable-zero123 uses 3)")
     t_min: float = _s(0.02, lo=0.0, hi=1.0, group="guidance", help="min diffusion time (fraction)")
     t_max: float = _s(0.98, lo=0.0, hi=1.0, group="guidance", help="max diffusion time (fraction)")
     t_anneal: bool = _s(False, group="guidance", help="anneal t_max linearly to t_max_end over the run")
@@ -163,6 +171,43 @@ class GenerationSettings:
     compile_vae: bool = _s(True, group="guidance",
                            help="on CUDA, compile the VAE encoder with torch.compile (fuses its GroupNorm, SiLU and "
                                 "elementwise passes; compiled once per process and image size); off: eager")
+
+    # -- image-to-3D: the reference view (backend/engine/reference.py) ---------------------------
+    # threestudio's stable-zero123 system: each step the reference camera renders the object and is
+    # compared to the input picture (RGB on the object's mask, and the mask against the opacity);
+    # the random views get SDS from the view-conditioned guidance.
+    reference_elevation: float = _s(5.0, lo=-30.0, hi=60.0, group="reference",
+                                    help="degrees above the horizon the reference picture was taken from "
+                                         "(threestudio: 5; 0-15 for a picture taken from the front)")
+    reference_azimuth: float = _s(0.0, lo=-180.0, hi=180.0, group="reference",
+                                  help="degrees; 0 = the picture shows the object's front (+X)")
+    reference_distance: float | None = _s(None, lo=0.5, hi=10.0, optional=True, group="reference",
+                                          help="reference camera distance (auto: the middle of distance_min/max, "
+                                               "the engine's default camera)")
+    reference_fovy: float | None = _s(None, lo=5.0, hi=120.0, optional=True, group="reference",
+                                      help="reference camera field of view, degrees (auto: the middle of "
+                                           "fovy_min/max)")
+    reference_fill: float = _s(0.8, lo=0.0, hi=1.0, group="reference",
+                               help="the object's bounding box is scaled to this fraction of the frame and "
+                                    "centred (threestudio: 0.8); 0 = keep the picture's own framing "
+                                    "(a render made with the reference camera)")
+    reference_resolution: int = _s(64, lo=16, hi=1024, group="reference",
+                                   help="side of the reference view's render, pixels")
+    reference_rgb_weight: float = _s(1000.0, lo=0.0, hi=1e6, group="reference",
+                                     help="weight of the reference view's colour loss (MSE on the object's "
+                                          "mask; threestudio ramps it to 1000)")
+    reference_mask_weight: float = _s(50.0, lo=0.0, hi=1e6, group="reference",
+                                      help="weight of the reference view's mask loss (MSE of opacity against "
+                                           "the picture's mask; threestudio: 50)")
+    image_guidance_weight: float = _s(1.0, lo=0.0, hi=1e4, group="reference",
+                                      help="weight of the view-conditioned (image) guidance's SDS loss")
+    text_guidance_weight: float = _s(0.025, lo=0.0, hi=1e4, group="reference",
+                                     help="joint mode (an image and a prompt): weight of the text prior's SDS "
+                                          "loss (threestudio's Magic123: 0.025 against the image prior's 1); "
+                                          "0 = the prompt is not used")
+    text_model: str = _s("builtin", group="reference", max_len=1000,
+                         help="joint mode: the text prior ('builtin', a local diffusers folder or a Hugging "
+                              "Face id in your cache)")
 
     # -- field and renderer ----------------------------------------------------------------------
     geometry_type: str = _s("implicit-volume", choices=GEOMETRY_TYPES, group="field",
@@ -239,8 +284,10 @@ class GenerationSettings:
     def validate(self, *, require_prompt: bool = True) -> None:
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
-        if require_prompt and not self.prompt.strip():
+        if require_prompt and not self.prompt.strip() and not self.is_image_job:
             raise SettingError("prompt", "must not be empty")
+        if 0.0 < self.reference_fill < 0.2:
+            raise SettingError("reference_fill", f"must be 0 (keep the framing) or in [0.2, 1], got {self.reference_fill}")
         for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),
                        ("distance_min", "distance_max"), ("fovy_min", "fovy_max"), ("t_min", "t_max")):
             if getattr(self, lo) > getattr(self, hi):
@@ -253,6 +300,16 @@ class GenerationSettings:
         if stages[-1].start_step >= self.steps and len(stages) > 1:
             raise SettingError("resolution_schedule",
                                f"stage at step {stages[-1].start_step} starts after the last step ({self.steps})")
+
+    @property
+    def is_image_job(self) -> bool:
+        """Guided by a reference image (the job carries one); the prompt is optional."""
+        return self.guidance_type in IMAGE_GUIDANCE_TYPES
+
+    @property
+    def joint_text_guidance(self) -> bool:
+        """Magic123's joint mode: an image job with a prompt and a text-prior weight."""
+        return self.is_image_job and bool(self.prompt.strip()) and self.text_guidance_weight > 0
 
     @property
     def stages(self) -> list[Stage]:

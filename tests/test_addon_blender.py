@@ -16,7 +16,7 @@ pytestmark = pytest.mark.blender
 CHECKS = ["check_install", "check_properties_match_schema", "check_presets", "check_vocabulary_ui",
           "check_import_textured_at_cursor",
           "check_fit_to_marker", "check_proxy_replaced_in_place", "check_batch_markers", "check_refine_export",
-          "check_errors_are_reports", "check_panels_draw"]
+          "check_errors_are_reports", "check_panels_draw", "check_image_source"]
 
 
 def _make_glbs(folder):
@@ -66,3 +66,24 @@ def test_refine_input_passes_the_gltf_validator(results):
     error or warning. Blender writes the mesh's UV map even where no texture uses it (the test cube
     has no material), an info-level UNUSED_OBJECT that changes nothing for the backend."""
     assert_valid_gltf([check(results, "check_refine_export")["glb"]], allow_infos=("UNUSED_OBJECT",))
+
+
+def test_image_source_pictures_are_what_the_server_accepts(results):
+    """The image open in Blender and the camera render, read back by the server's own reader: an alpha
+    mask where the object is (the image's disc low right; the render's cube in the middle)."""
+    import base64
+
+    from backend.engine.reference_image import decode, foreground
+
+    out = check(results, "check_image_source")
+    rgb, alpha = decode(base64.b64decode(out["image_png"]))
+    mask, how = foreground(rgb, alpha)
+    assert how == "alpha" and mask.shape == (64, 64)
+    ys, xs = np.nonzero(mask > 0.5)
+    assert abs(xs.mean() - 40) < 1.5 and abs(ys.mean() - (64 - 24)) < 1.5     # top-down rows in the PNG
+    assert rgb[40, 40, 0] > 0.8 and rgb[40, 40, 1] < 0.2
+    rgb, alpha = decode(base64.b64decode(out["camera_png"]))
+    mask, how = foreground(rgb, alpha)
+    assert how == "alpha" and 0.05 < (mask > 0.5).mean() < 0.6
+    ys, xs = np.nonzero(mask > 0.5)
+    assert abs(xs.mean() - 32) < 3 and abs(ys.mean() - 32) < 4

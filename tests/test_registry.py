@@ -68,12 +68,12 @@ def test_builtin_types_are_the_names_the_settings_declare():
 @pytest.mark.parametrize("setting,kind", [("guidance_type", "guidance"), ("geometry_type", "geometry")])
 def test_unknown_type_names_the_setting_and_the_allowed_names(setting, kind):
     with pytest.raises(SettingError) as e:
-        GenerationSettings.from_dict({"prompt": "a red cube", setting: "zero123"})
+        GenerationSettings.from_dict({"prompt": "a red cube", setting: "no-such-type"})
     assert e.value.name == setting
     allowed = GUIDANCE_TYPES if kind == "guidance" else GEOMETRY_TYPES
-    assert all(name in e.value.message for name in allowed) and "zero123" in e.value.message
+    assert all(name in e.value.message for name in allowed) and "no-such-type" in e.value.message
     with pytest.raises(SettingError) as e:
-        find(kind, "zero123")
+        find(kind, "no-such-type")
     assert e.value.name == setting and all(name in e.value.message for name in allowed)
 
 

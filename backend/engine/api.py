@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional
 
 from backend.engine.guidance.models import available_models, load_guidance_for
+from backend.engine.reference_image import ImageError
 from backend.engine.trainer import fast_path, pick_device, run_generation
 from backend.engine.types import Cancelled, GenerationResult, ModelNotFoundError, ProgressCallback, ProgressEvent
 
@@ -24,14 +25,16 @@ if TYPE_CHECKING:
     from backend.engine.guidance.base import Guidance
     from shared.settings import GenerationSettings
 
-__all__ = ["generate", "load_guidance_for", "pick_device", "fast_path", "available_models", "Cancelled", "GenerationResult",
+__all__ = ["generate", "load_guidance_for", "pick_device", "fast_path", "available_models", "Cancelled",
+           "GenerationResult", "ImageError",
            "ModelNotFoundError", "ProgressCallback", "ProgressEvent"]
 
 
 def generate(settings: GenerationSettings, *, device: str = "auto", callback: Optional[ProgressCallback] = None,
              checkpoint_path: Optional[str] = None, should_cancel: Optional[Callable[[], bool]] = None,
              init_mesh_glb: Optional[bytes] = None, init_checkpoint: Optional[str] = None,
-             guidance: Optional[Guidance] = None) -> GenerationResult:
+             guidance: Optional[Guidance] = None, reference_image: Optional[bytes] = None,
+             allow_download: bool = False) -> GenerationResult:
     """Optimise a field for ``settings`` (a validated ``shared.settings.GenerationSettings``) and export it.
 
     - ``device``: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
@@ -45,7 +48,13 @@ def generate(settings: GenerationSettings, *, device: str = "auto", callback: Op
       run's checkpoint (fresh optimiser, step 0, this run's settings).
     - ``guidance``: an already-loaded ``Guidance`` to reuse (workers keep models loaded between jobs);
       default: ``load_guidance_for(settings, device)``.
+    - ``reference_image``: image-to-3D (``settings.guidance_type`` "zero123"): the picture's bytes (PNG,
+      JPEG, ...; alpha = the object's mask, else a simple border-colour segmentation, see
+      ``backend.engine.reference_image``). A bad picture raises ``ImageError`` (a ValueError) naming
+      the field "image". With a prompt too, the text prior joins in (``text_model``, joint mode).
+    - ``allow_download``: let joint mode fetch ``text_model`` from the Hugging Face Hub.
     """
     return run_generation(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
                           should_cancel=should_cancel, init_mesh_glb=init_mesh_glb,
-                          init_checkpoint=init_checkpoint, guidance=guidance)
+                          init_checkpoint=init_checkpoint, guidance=guidance, reference_image=reference_image,
+                          allow_download=allow_download)

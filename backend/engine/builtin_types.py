@@ -7,3 +7,4 @@ guidance loader import this module before they ``find`` a type by its setting.
 
 import backend.engine.field  # noqa: F401  geometry "implicit-volume"
 import backend.engine.guidance.stable_diffusion  # noqa: F401  guidance "stable-diffusion"
+import backend.engine.guidance.zero123  # noqa: F401  guidance "zero123"

@@ -93,8 +93,11 @@ class Trainer:
 
     The field is the geometry type ``settings.geometry_type`` names (``backend.engine.registry``)."""
 
-    def __init__(self, settings: GenerationSettings, guidance: Guidance, device: torch.device | str):
+    def __init__(self, settings: GenerationSettings, guidance: Guidance, device: torch.device | str,
+                 image_terms=None):
+        """``image_terms``: an image job's extra losses (``backend.engine.reference.ImageTerms``)."""
         self.s, self.device, self.guidance = settings, torch.device(device), guidance
+        self.image_terms = image_terms
         seed_everything(settings.seed)
         self.field: Geometry = find("geometry", settings.geometry_type).from_settings(settings, bound=BOUND)
         self.field.to(self.device)
@@ -189,9 +192,13 @@ class Trainer:
         out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
                             light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals)
         rgb = out["rgb"].reshape(batch, res, res, 3)
-        guide = self.guidance(rgb, self.embeddings, views, cameras=cams, guidance_scale=s.guidance_scale,
+        guide = self.guidance(rgb, self.embeddings, views, cameras=cams,
+                              guidance_scale=getattr(s, self.guidance.scale_setting),
                               t_range=self.t_range(step))
         losses = {"sds": guide["loss_sds"]}
+        if self.image_terms is not None:   # image job: reference view (+ text prior in joint mode)
+            self.image_terms.add_losses(losses, renderer=self.renderer, rgb=rgb, views=views, cameras=cams,
+                                        t_range=self.t_range(step))
         opacity = out["opacity"]
         if "orient_sum" in out:
             orient = out["orient_sum"] / (opacity > 0).sum().clamp(min=1)
@@ -331,7 +338,8 @@ class Trainer:
 
 def run_generation(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
                    should_cancel=None, init_mesh_glb=None, init_checkpoint=None,
-                   guidance: Optional[Guidance] = None) -> GenerationResult:
+                   guidance: Optional[Guidance] = None, reference_image: Optional[bytes] = None,
+                   allow_download: bool = False) -> GenerationResult:
     """``api.generate``'s body (see there)."""
     from backend.export.turntable import turntable_png
 
@@ -346,8 +354,11 @@ def run_generation(settings: GenerationSettings, *, device: str = "auto", callba
             raise ValueError(f"guidance_type: the settings ask for {settings.guidance_type!r} "
                              f"({wanted.__name__}), the guidance passed in is a {type(guidance).__name__}")
         guidance.configure(settings)
+    from backend.engine.reference import prepare_image_terms
+
+    image_terms = prepare_image_terms(settings, guidance, reference_image, dev, allow_download=allow_download)
     t_loaded = time.perf_counter()
-    trainer = Trainer(settings, guidance, dev)
+    trainer = Trainer(settings, guidance, dev, image_terms=image_terms)
     resumed_from, init_transform = 0, None
     if checkpoint_path and Path(checkpoint_path).is_file():
         trainer.load_checkpoint(checkpoint_path)
@@ -384,6 +395,9 @@ def run_generation(settings: GenerationSettings, *, device: str = "auto", callba
         "init_transform": init_transform,
         "faces": int(exported.n_faces), "vertices": int(exported.n_vertices),
         "mesh_threshold": float(exported.threshold),
+        # Image jobs: where the object's mask came from ("alpha" | "segmented") and the picture's size.
+        "reference": None if image_terms is None else {"mask_source": image_terms.image.source,
+                                                       "original_size": list(image_terms.image.original_size)},
         "timings": {"load_s": t_loaded - t_start, "optimise_s": t_fit - t_loaded,
                     "s_per_step": (t_fit - t_loaded) / fit_steps, "export_s": t_end - t_fit,
                     "export_stages": exported.timings},

@@ -16,13 +16,14 @@ from typing import Callable
 from backend import __version__
 from backend.cost import DeviceFacts, NoProfile, cpu_facts, estimate, gpu_facts
 from shared import PROTOCOL_VERSION
-from shared.protocol import (JOB_STATES, FieldError, Message, check_fields, check_glb, new_id, require_bool,
-                             require_int, require_job_id, require_str)
+from shared.protocol import (JOB_STATES, MAX_IMAGE_BYTES, FieldError, Message, check_fields, check_glb,
+                             check_image_bytes, new_id, require_bool, require_int, require_job_id, require_str,
+                             submit_buffer_names)
 from shared.layering import resolve
 from shared.settings import GenerationSettings, SettingError
 
 from .events import JobEvents
-from .jobfiles import INIT_MESH, RESULT_GLB, TURNTABLE, JobFiles
+from .jobfiles import INIT_MESH, REFERENCE_IMAGE, RESULT_GLB, TURNTABLE, JobFiles
 from .jobstore import JobStore
 from .outbox import ClientState, Outbox
 from .pool import WorkerPool
@@ -61,6 +62,7 @@ class RequestHandlers:
             "progress": (job["step"] / job["total"]) if job["total"] else 0.0,
             "error": job["error"], "runs": job["runs"], "crashes": job["crashes"], "last_seq": job["last_seq"],
             "parent_job_id": job["parent_job_id"], "has_init_mesh": bool(job["has_init_mesh"]),
+            "has_image": self.files.exists(job["id"], REFERENCE_IMAGE),
             "cancel_requested": bool(job["cancel_requested"]),
             "position": self.store.position(job["id"]) if job["state"] == "queued" else None,
             "worker": job["worker"],
@@ -127,14 +129,14 @@ class RequestHandlers:
             "queue_length": self.store.count("queued"), "running": self.store.count("running"),
             "workers": health.workers, "devices": self._device_facts(), "cost": self._cost_info(),
             "auth": "curve" if self.cfg.curve else "hmac", "owner": client.owner,
-            "limits": {"max_init_mesh_bytes": self.cfg.max_init_mesh_bytes,
+            "limits": {"max_init_mesh_bytes": self.cfg.max_init_mesh_bytes, "max_image_bytes": MAX_IMAGE_BYTES,
                        "max_queued_per_client": self.cfg.max_queued_per_client},
             "stats": json.loads(json.dumps(self.stats)),
         })
 
     def submit(self, client: ClientState, msg: Message) -> None:
         c = msg.content
-        check_fields(c, ("settings", "parent_job_id", "client_token", "attach"))
+        check_fields(c, ("settings", "parent_job_id", "client_token", "attach", "buffers"))
         token = require_str(c, "client_token", 64, optional=True)
         attach = require_bool(c, "attach", True)
         if token is not None:
@@ -159,11 +161,11 @@ class RequestHandlers:
             if os.path.isabs(m) or m.startswith("~") or ".." in m.replace("\\", "/").split("/") or "\\" in m:
                 raise FieldError("model", "model: remote clients may name a model id, not a path on the server")
         parent = require_job_id(c, "parent_job_id", optional=True)
-        if len(msg.buffers) > 1:
-            raise FieldError("buffers", "at most one buffer (the initial mesh, GLB) may be sent")
-        init_mesh = msg.buffers[0] if msg.buffers else None
+        named = dict(zip(submit_buffer_names(c, len(msg.buffers)), msg.buffers))
+        init_mesh, image = named.get("init_mesh"), named.get("image")
         if init_mesh is not None:
             check_glb(init_mesh, "init_mesh", self.cfg.max_init_mesh_bytes)
+        check_reference_image(settings, image)
         if parent is not None:
             if init_mesh is not None:
                 raise FieldError("parent_job_id", "give either an initial mesh or a parent job, not both")
@@ -179,6 +181,8 @@ class RequestHandlers:
         self.files.make_dir(job_id)
         if init_mesh is not None:      # on disk before the job row: an acknowledged job has its mesh
             self.files.write(job_id, INIT_MESH, init_mesh)
+        if image is not None:          # (and its picture)
+            self.files.write(job_id, REFERENCE_IMAGE, image)
         job_id, position = self.store.add_job(client.owner, settings.to_dict(), parent_job_id=parent,
                                               has_init_mesh=init_mesh is not None, client_token=token,
                                               job_id=job_id)
@@ -267,12 +271,35 @@ class RequestHandlers:
                           [glb, turntable])
 
 
+def check_reference_image(settings: GenerationSettings, image: bytes | None) -> None:
+    """An image job (``guidance_type`` zero123) needs a usable picture, a text job none. The picture is
+    decoded and segmented here, so a job that would fail on it is refused before it is queued
+    (Pillow, NumPy and SciPy; torch is not imported)."""
+    if image is None:
+        if settings.is_image_job:
+            raise FieldError("image", f"guidance_type {settings.guidance_type!r} needs a reference picture "
+                                      "(a buffer named \"image\": PNG, JPEG, WebP, BMP or TIFF)")
+        return
+    if not settings.is_image_job:
+        raise FieldError("image", f"guidance_type {settings.guidance_type!r} does not use a picture "
+                                  "(image guidance: zero123)")
+    check_image_bytes(image, "image", MAX_IMAGE_BYTES)
+    from backend.engine.reference_image import ImageError, prepare_reference
+
+    try:
+        prepare_reference(image, fill=settings.reference_fill, max_bytes=MAX_IMAGE_BYTES)
+    except ImageError as e:
+        raise FieldError(e.field, e.message) from None
+
+
 def prompt_warnings(settings: GenerationSettings) -> list[str]:
     """Warnings for the submit reply: a prompt outside the built-in prior's vocabulary.
 
     Imported on the first built-in job only: the vocabulary comes from the prior's grammar, which
     imports torch (a second or two, once), and a server that never sees such a job stays torch-free."""
-    if settings.model != "builtin":
+    if settings.is_image_job and not settings.joint_text_guidance:
+        return []      # the prompt is not used
+    if (settings.text_model if settings.is_image_job else settings.model) != "builtin":
         return []
     try:
         from backend.prior.vocabulary import oov_warning

@@ -1,6 +1,7 @@
 """The server's job directories: ``<state-dir>/jobs/<job id>/`` holds what a job needs and makes.
 
     init.glb        the mesh a client sent to refine (written before the submit is acknowledged)
+    reference.img   an image-to-3D job's picture, as the client sent it (the same)
     checkpoint.pt   the latest training checkpoint (a re-queued job resumes from it)
     preview.png     the latest preview, proxy.glb the latest proxy mesh (re-sent on attach)
     result.glb, turntable.png, metadata.json   the finished prop
@@ -21,6 +22,7 @@ from backend.atomic_write import write_atomic
 
 
 INIT_MESH = "init.glb"
+REFERENCE_IMAGE = "reference.img"
 CHECKPOINT = "checkpoint.pt"
 PREVIEW = "preview.png"
 PROXY_MESH = "proxy.glb"

@@ -181,6 +181,8 @@ class LocalProcessPool(WorkerPool):
             payload["init_mesh_path"] = self.files.path(job.init_mesh)
         if job.init_checkpoint is not None:
             payload["init_checkpoint"] = self.files.path(job.init_checkpoint)
+        if job.reference_image is not None:
+            payload["reference_image_path"] = self.files.path(job.reference_image)
         # (resume_checkpoint is checkpoint_path itself: the engine resumes from it when it exists)
         if not self._send(w, "run", payload):
             return False

@@ -48,6 +48,7 @@ class JobSpec:
     init_checkpoint: Artifact | None = None    # a parent job's checkpoint to refine from
     resume_checkpoint: Artifact | None = None  # this job's own checkpoint (it was re-queued)
     checkpoint: Artifact | None = None         # where this job's checkpoints go
+    reference_image: Artifact | None = None    # an image-to-3D job's picture
 
 
 # ---- what a pool reports -------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class JobActor:
             self._cond.notify_all()
 
     def run(self, job_id: str, settings_dict: dict, init_mesh: bytes | None, init_checkpoint: bytes | None,
-            resume_checkpoint: bytes | None) -> list:
+            resume_checkpoint: bytes | None, reference_image: bytes | None = None) -> list:
         """Run one job; returns the events not drained yet, ending with its :class:`JobEnded`."""
         with self._cond:
             self._job_id, self._cancel = job_id, False
@@ -112,7 +112,7 @@ class JobActor:
 
         try:
             ended = self._run(job_id, settings_dict, init_mesh, init_checkpoint, resume_checkpoint, workdir,
-                              checkpoint_path, shipped, progress_step, ship_checkpoint)
+                              checkpoint_path, shipped, progress_step, ship_checkpoint, reference_image)
         except BaseException as e:  # noqa: BLE001 - report every failure, keep the actor alive
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -131,7 +131,7 @@ class JobActor:
         return out + [ended]
 
     def _run(self, job_id, settings_dict, init_mesh, init_checkpoint, resume_checkpoint, workdir, checkpoint_path,
-             shipped, progress_step, ship_checkpoint) -> JobEnded:
+             shipped, progress_step, ship_checkpoint, reference_image=None) -> JobEnded:
         from backend.engine.api import Cancelled, generate
         from shared.settings import GenerationSettings
 
@@ -175,7 +175,8 @@ class JobActor:
         try:
             result = generate(settings, device=self.device, callback=callback, checkpoint_path=checkpoint_path,
                               should_cancel=should_cancel, init_mesh_glb=init_mesh,
-                              init_checkpoint=init_checkpoint_path, guidance=guidance)
+                              init_checkpoint=init_checkpoint_path, guidance=guidance,
+                              reference_image=reference_image)
         except Cancelled as c:
             ship_checkpoint()       # saved before Cancelled was raised: the job resumes from it
             return JobEnded(job_id, "cancelled", step=c.step)

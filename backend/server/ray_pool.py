@@ -211,7 +211,7 @@ class RayPool(WorkerPool):
 
         try:
             a.run_ref = a.handle.run.remote(job.job_id, job.settings, ref(job.init_mesh), ref(job.init_checkpoint),
-                                            ref(job.resume_checkpoint))
+                                            ref(job.resume_checkpoint), ref(job.reference_image))
         except Exception as e:   # the actor's handle is unusable (its node just left)
             log.warning("cannot submit to Ray actor %d: %s", slot_id, e)
             return False

@@ -32,7 +32,7 @@ from shared.protocol import FieldError, ProtocolError, Session, curve_hmac_key, 
 from . import security
 from .events import JobEvents
 from .handlers import RequestHandlers
-from .jobfiles import CHECKPOINT, INIT_MESH, PREVIEW, PROXY_MESH, RESULT_GLB, Artifact, JobFiles
+from .jobfiles import CHECKPOINT, INIT_MESH, PREVIEW, PROXY_MESH, REFERENCE_IMAGE, RESULT_GLB, Artifact, JobFiles
 from .jobstore import JobStore
 from .outbox import Outbox
 from .pool import (CheckpointSaved, JobEnded, JobLost, JobProgress, JobSpec, ProxyMesh, Slot, WorkerPool,
@@ -425,7 +425,8 @@ class Server:
     def _job_spec(self, job: dict) -> JobSpec:
         jid = job["id"]
         spec = JobSpec(jid, json.loads(job["settings"]), checkpoint=Artifact(jid, CHECKPOINT),
-                       resume_checkpoint=self.files.artifact(jid, CHECKPOINT))
+                       resume_checkpoint=self.files.artifact(jid, CHECKPOINT),
+                       reference_image=self.files.artifact(jid, REFERENCE_IMAGE))
         if job["has_init_mesh"]:
             spec.init_mesh = Artifact(jid, INIT_MESH)
         if job["parent_job_id"]:       # refine: from the parent's checkpoint, else from its mesh

@@ -253,10 +253,13 @@ class Worker:
             from shared.settings import GenerationSettings
 
             settings = GenerationSettings.from_dict(job["settings"])
-            init_mesh = None
+            init_mesh = reference_image = None
             if job.get("init_mesh_path"):
                 with open(job["init_mesh_path"], "rb") as f:
                     init_mesh = f.read()
+            if job.get("reference_image_path"):
+                with open(job["reference_image_path"], "rb") as f:
+                    reference_image = f.read()
             t_load = time.perf_counter()
             cached = (settings.guidance_type, settings.model, settings.half_precision) in self._guidance
             guidance = self._load_guidance(settings)
@@ -281,7 +284,7 @@ class Worker:
                 result = generate(settings, device=self.device, callback=callback,
                                   checkpoint_path=job["checkpoint_path"], should_cancel=self.should_cancel,
                                   init_mesh_glb=init_mesh, init_checkpoint=job.get("init_checkpoint"),
-                                  guidance=guidance)
+                                  guidance=guidance, reference_image=reference_image)
             except Cancelled as c:
                 self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step,
                                     "model": settings.model})

@@ -1,4 +1,5 @@
-"""Generate at the 3D cursor; re-run a generated object's settings (regenerate / variation)."""
+"""Generate at the 3D cursor (from the prompt, or from the panel's picture: image to 3D); re-run a
+generated object's settings (regenerate / variation)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import bpy
 from bpy.props import BoolProperty
 from mathutils import Matrix
 
-from .. import estimate, jobs, properties
+from .. import estimate, image_source, jobs, pictures, properties
 from ..jobs import UserError
+from ..shared import layering as L
+from ..shared import settings as S
 from .common import MAX_SEED, DreampropOperator, new_job, panel_settings, validated, with_proxy_interval
 
 
 class DREAMPROP_OT_generate(DreampropOperator, bpy.types.Operator):
-    """Generate a textured prop from the prompt; it appears at the 3D cursor"""
+    """Generate a textured prop from the prompt, or from the picture of the image source; it appears at
+    the 3D cursor"""
 
     bl_idname = "dreamprop.generate"
     bl_label = "Generate"
@@ -23,10 +27,28 @@ class DREAMPROP_OT_generate(DreampropOperator, bpy.types.Operator):
 
     def run(self, context):
         scene = context.scene
+        if scene.dreamprop.image_source != 'NONE':
+            return self.run_image(context)
         settings = validated(panel_settings(scene))
         job = new_job(scene, 'GENERATE', Matrix.Translation(scene.cursor.location))
         jobs.submit(scene, job, settings)
         self.report({'INFO'}, f"Generating \"{job.prompt}\" (seed {settings['seed']})")
+
+    def run_image(self, context):
+        """Image to 3D: the picture of the image source, the image job's settings (shared.layering's
+        recommendation for image jobs when the quality is Auto), the picture shown beside the previews."""
+        scene = context.scene
+        pg = scene.dreamprop.settings
+        data, elevation = image_source.reference_png(scene)
+        settings = pictures.image_job_settings(
+            panel_settings(scene), image_types=S.IMAGE_GUIDANCE_TYPES, auto_quality=pg.quality == 'AUTO',
+            recommended=L.recommended_settings(pg.model, pictures.IMAGE_GUIDANCE), elevation=elevation)
+        settings = validated(settings)
+        job = new_job(scene, 'GENERATE', Matrix.Translation(scene.cursor.location))
+        image_source.show_reference(job, data)
+        jobs.submit(scene, job, settings, image=data)
+        self.report({'INFO'}, f"Generating from the picture{' and ' + repr(job.prompt) if job.prompt else ''} "
+                              f"(seed {settings['seed']})")
 
 
 def _stored_settings(obj) -> dict:

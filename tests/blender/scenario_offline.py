@@ -386,9 +386,66 @@ def check_panels_draw():
     return {"layout_calls": len(calls)}
 
 
+def check_image_source():
+    """The panel's image source: an image open in Blender and a render of the active camera become picture
+    bytes (returned base64 for the pytest side to check with the server's own reader), the camera's
+    pitch becomes the reference elevation, the render settings are put back, the reference preview is
+    drawn beside the live one while its job runs."""
+    import base64
+
+    source, panels = harness.module("image_source"), harness.module("panels")
+    scene = bpy.context.scene
+    dp = scene.dreamprop
+    # an image open in Blender (generated, never saved: its pixels are encoded)
+    size = 64
+    img = bpy.data.images.new("concept", size, size, alpha=True)
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    inside = ((x - 40) ** 2 + (y - 24) ** 2 < 12 ** 2)        # Blender rows go up: the disc is low right
+    px = np.zeros((size, size, 4), np.float32)
+    px[inside] = [0.9, 0.1, 0.1, 1.0]
+    img.pixels.foreach_set(px.reshape(-1))
+    dp.image_source, dp.image = 'IMAGE', img
+    from_image, elevation = source.reference_png(scene)
+    assert elevation is None
+    # a render of the active camera: a red cube seen from 30 degrees up, Workbench, transparent film
+    hidden = [o for o in scene.objects if not o.hide_render]     # earlier checks' objects: out of the picture
+    for o in hidden:
+        o.hide_render = True
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0, 0, 0))
+    cube = bpy.context.active_object
+    cam_data = bpy.data.cameras.new("ref cam")
+    cam = bpy.data.objects.new("ref cam", cam_data)
+    scene.collection.objects.link(cam)
+    cam.location = (4 * math.cos(math.radians(30)), 0, 4 * math.sin(math.radians(30)))
+    cam.rotation_euler = Euler((math.radians(60), 0, math.radians(90)))
+    scene.camera = cam
+    scene.render.engine = 'BLENDER_WORKBENCH'
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    before = (scene.render.filepath, scene.render.film_transparent, scene.render.resolution_percentage)
+    dp.image_source = 'CAMERA'
+    from_camera, cam_elevation = source.reference_png(scene)
+    assert abs(cam_elevation - 30.0) < 0.1, cam_elevation
+    assert (scene.render.filepath, scene.render.film_transparent, scene.render.resolution_percentage) == before
+    # the reference preview: shown beside the live preview while the image job runs
+    job = fake_job(prompt="", state='RUNNING', step=1, total=10)
+    source.show_reference(job, from_image)
+    assert job.image_path and bpy.data.images.get(source.REFERENCE_IMAGE) is not None
+    calls = []
+    for mode in ('FILE', 'IMAGE', 'CAMERA'):
+        dp.image_source = mode
+        panels.DREAMPROP_PT_generate.draw(Drawable(RecordingLayout(calls), panels.DREAMPROP_PT_generate), bpy.context)
+    assert calls.count("template_icon") == 3 and "template_ID" in calls, calls
+    dp.image_source = 'NONE'
+    bpy.data.objects.remove(cube), bpy.data.objects.remove(cam)
+    for o in hidden:
+        o.hide_render = False
+    dp.jobs.remove(len(dp.jobs) - 1)
+    return {"image_png": base64.b64encode(from_image).decode(), "camera_png": base64.b64encode(from_camera).decode()}
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_checks([
         check_install, check_properties_match_schema, check_presets, check_vocabulary_ui,
         check_import_textured_at_cursor,
         check_fit_to_marker, check_proxy_replaced_in_place, check_batch_markers, check_refine_export,
-        check_errors_are_reports, check_panels_draw], OUT))
+        check_errors_are_reports, check_panels_draw, check_image_source], OUT))

@@ -15,6 +15,7 @@ import torch
 
 if TYPE_CHECKING:
     from backend.engine.cameras import CameraBatch
+    from backend.engine.types import ReferenceImage
     from shared.settings import GenerationSettings
 
 
@@ -43,6 +44,10 @@ class Guidance(ABC):
     resolution: int
     #: a short name for logs and metadata
     name: str
+    #: the setting whose value the trainer passes as ``guidance_scale`` (image-conditioned types: their own)
+    scale_setting: str = "guidance_scale"
+    #: the folder ``model="builtin"`` means for this type (None: the built-in text prior)
+    builtin_model = None
 
     @abstractmethod
     def __init__(self, model_path: str, device: torch.device | str, *, half_precision: bool = True):
@@ -56,6 +61,10 @@ class Guidance(ABC):
     def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
         """Embeddings of ``prompt`` alone ("") and with each view's suffix (view name -> suffix,
         ``backend.engine.cameras.view_suffixes``; empty when prompts are not view-dependent)."""
+
+    def set_reference(self, reference: ReferenceImage) -> None:
+        """Condition on a reference image (image-conditioned types; text-only types refuse)."""
+        raise TypeError(f"guidance {type(self).__name__} is not conditioned on an image")
 
     @abstractmethod
     def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *,

@@ -46,8 +46,13 @@ def available_models() -> list[str]:
     return ["builtin", TINY_RANDOM]
 
 
-def resolve_model(name: str, *, allow_download: bool = False) -> Path:
-    """Turn a model name into a local diffusers folder."""
+def resolve_model(name: str, *, allow_download: bool = False, builtin: Path | None = None) -> Path:
+    """Turn a model name into a local diffusers folder. ``builtin``: the folder "builtin" means (a
+    guidance type's own built-in model; default the text prior)."""
+    if name == "builtin" and builtin is not None:
+        if not (Path(builtin) / "model_index.json").is_file():
+            raise ModelNotFoundError(f"model: the built-in model {builtin} is not installed")
+        return Path(builtin)
     if name == "builtin":
         if builtin_available():
             return BUILTIN_DIR
@@ -99,7 +104,7 @@ def load_guidance(model: str = "builtin", device="cpu", *, guidance_type: str = 
     """Load (once per process) the guidance type ``guidance_type`` with ``model``; workers reuse it
     between jobs. ``settings``: the run's options (default: the defaults)."""
     cls = find("guidance", guidance_type)
-    path = resolve_model(model, allow_download=allow_download)
+    path = resolve_model(model, allow_download=allow_download, builtin=cls.builtin_model)
     key = (guidance_type, str(path), str(torch.device(device)), half_precision)
     with _lock:
         guidance = _loaded.get(key)

@@ -1,0 +1,162 @@
+"""Image-to-3D: what a job with a reference picture adds to every SDS step.
+
+As threestudio's stable-zero123 system (``threestudio/systems/zero123.py``) does it:
+
+- the random views get SDS from the view-conditioned guidance (the trainer's own guidance, e.g.
+  "zero123", which knows the reference through ``set_reference``), weighted by
+  ``image_guidance_weight``;
+- each step the **reference camera** (``reference_elevation``/``azimuth``/``distance``/``fovy``) renders
+  the object, and the render is compared to the picture: colour MSE against the picture composited
+  over the render's own background (so it is a colour loss on the object's mask and pushes the
+  background to stay empty), weighted by ``reference_rgb_weight``, and the MSE of the opacity against
+  the picture's mask (alpha > 0.5), weighted by ``reference_mask_weight``. threestudio renders the
+  reference over its background model; here a random solid colour each step, so the field cannot
+  paint the picture's backdrop into the object;
+- **joint mode** (Magic123): when the job also has a prompt, the text prior (``text_model``, a
+  Stable-Diffusion-layout guidance) adds its SDS on the same renders, weighted by
+  ``text_guidance_weight``.
+
+The picture is decoded, segmented and centred by ``reference_image`` (no torch). The trainer holds
+one ``ImageTerms`` and calls ``add_losses`` once per step; everything image-specific lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+
+from backend.engine.cameras import CameraBatch, camera_rays, host_to_device, orbit_cameras
+from backend.engine.reference_image import ALPHA_THRESHOLD, PreparedImage, prepare_reference
+
+if TYPE_CHECKING:
+    from backend.engine.guidance.base import Guidance, PromptEmbeddings
+    from backend.engine.renderer import VolumeRenderer
+    from shared.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+
+def reference_camera_params(settings: GenerationSettings) -> dict:
+    """Elevation, azimuth (degrees), distance and fovy (degrees) of the reference camera; "auto"
+    distance and fovy are the middle of the training ranges (the engine's default camera)."""
+    s = settings
+    distance = s.reference_distance if s.reference_distance is not None else 0.5 * (s.distance_min + s.distance_max)
+    fovy = s.reference_fovy if s.reference_fovy is not None else 0.5 * (s.fovy_min + s.fovy_max)
+    return {"elevation": float(s.reference_elevation), "azimuth": float(s.reference_azimuth),
+            "distance": float(distance), "fovy": float(fovy)}
+
+
+def reference_camera(settings: GenerationSettings, device="cpu") -> CameraBatch:
+    p = reference_camera_params(settings)
+    return orbit_cameras(p["elevation"], [p["azimuth"]], p["distance"], p["fovy"], device)
+
+
+def resize_square(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Float[Tensor, "H W C"] -> Float[Tensor, "side side C"] (area filter down, bilinear up)."""
+    chw = image.permute(2, 0, 1)[None]
+    mode = "area" if side < image.shape[0] else "bilinear"
+    out = F.interpolate(chw, (side, side), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return out[0].permute(1, 2, 0)
+
+
+def reference_losses(render: dict, target_rgb: torch.Tensor, target_mask: torch.Tensor,
+                     bg_color: torch.Tensor) -> dict:
+    """threestudio's reference losses, unweighted.
+
+    - ``render``: the renderer's output for the reference camera's rays: ``rgb`` Float[Tensor, "R 3"],
+      ``opacity`` Float[Tensor, "R 1"];
+    - ``target_rgb`` Float[Tensor, "R 3"], ``target_mask`` Float[Tensor, "R 1"] in [0, 1]: the picture;
+    - ``bg_color`` Float[Tensor, "R 3"]: the background the render was composited over.
+
+    Returns {"rgb": MSE(render, picture over the render's background), "mask": MSE(opacity, mask > 0.5)}.
+    """
+    target = target_rgb * target_mask + bg_color * (1.0 - target_mask)
+    return {"rgb": F.mse_loss(render["rgb"], target),
+            "mask": F.mse_loss(render["opacity"], (target_mask > ALPHA_THRESHOLD).to(target_mask.dtype))}
+
+
+class ReferenceView:
+    """The picture at the reference camera's render size, and that camera's rays."""
+
+    def __init__(self, image: PreparedImage, settings: GenerationSettings, device):
+        self.device = torch.device(device)
+        res = settings.reference_resolution
+        self.camera = reference_camera(settings, self.device)
+        rays_o, rays_d = camera_rays(self.camera, res)
+        self.rays_o, self.rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        rgb = resize_square(torch.from_numpy(image.rgb), res)
+        mask = resize_square(torch.from_numpy(image.mask)[..., None], res)
+        self.rgb = host_to_device(rgb.reshape(-1, 3).contiguous(), self.device)
+        self.mask = host_to_device(mask.reshape(-1, 1).clamp(0, 1).contiguous(), self.device)
+        self.resolution = res
+
+    def losses(self, renderer: VolumeRenderer, *, stratified: bool = True) -> dict:
+        """Render the reference view (albedo, over a random solid colour) and compare (unweighted)."""
+        bg = host_to_device(torch.rand(1, 3), self.device).expand(self.rays_o.shape[0], 3)
+        out = renderer(self.rays_o, self.rays_d, shading="albedo", bg_color=bg, stratified=stratified)
+        return reference_losses(out, self.rgb, self.mask, bg)
+
+
+class ImageTerms:
+    """The losses an image job adds to a step (the trainer calls ``add_losses`` once per step)."""
+
+    def __init__(self, settings: GenerationSettings, view: ReferenceView, image: Optional[PreparedImage] = None,
+                 text_guidance: Optional[Guidance] = None, text_embeddings: Optional[PromptEmbeddings] = None):
+        self.s, self.view, self.image = settings, view, image
+        self.text_guidance, self.text_embeddings = text_guidance, text_embeddings
+
+    def add_losses(self, losses: dict, *, renderer: VolumeRenderer, rgb: torch.Tensor, views: list[str],
+                   cameras: CameraBatch, t_range: tuple[float, float]) -> None:
+        """Weight the image guidance's ``losses["sds"]``; add the text prior's SDS (joint mode) on the
+        same renders ``rgb`` Float[Tensor, "B H W 3"] and the reference view's colour and mask losses."""
+        s = self.s
+        losses["sds"] = s.image_guidance_weight * losses["sds"]
+        if self.text_guidance is not None:
+            text = self.text_guidance(rgb, self.text_embeddings, views, cameras=cameras,
+                                      guidance_scale=s.guidance_scale, t_range=t_range)
+            losses["sds_text"] = s.text_guidance_weight * text["loss_sds"]
+        if s.reference_rgb_weight > 0 or s.reference_mask_weight > 0:
+            ref = self.view.losses(renderer)
+            losses["ref_rgb"] = s.reference_rgb_weight * ref["rgb"]
+            losses["ref_mask"] = s.reference_mask_weight * ref["mask"]
+
+
+def to_reference_image(image: PreparedImage, settings: GenerationSettings):
+    """The engine's ``ReferenceImage`` (what a view-conditioned guidance's ``set_reference`` takes)."""
+    from backend.engine.types import ReferenceImage
+
+    p = reference_camera_params(settings)
+    return ReferenceImage(rgb=torch.from_numpy(image.rgb), mask=torch.from_numpy(image.mask),
+                          elevation=p["elevation"], azimuth=p["azimuth"], distance=p["distance"], fovy=p["fovy"])
+
+
+def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, reference_image: Optional[bytes],
+                        device, *, allow_download: bool = False) -> Optional[ImageTerms]:
+    """For an image job (``settings.is_image_job``): frame the picture, hand it to the guidance, load the
+    text prior in joint mode. None for a text job. ``ImageError`` (field "image") for a bad picture."""
+    if not settings.is_image_job:
+        if reference_image is not None:
+            raise ValueError(f"image: guidance_type {settings.guidance_type!r} does not use a reference image "
+                             f"(image guidance types: zero123)")
+        return None
+    if reference_image is None:
+        raise ValueError(f"image: guidance_type {settings.guidance_type!r} needs a reference image "
+                         "(generate --image PICTURE.png)")
+    image = prepare_reference(reference_image, fill=settings.reference_fill)
+    if hasattr(guidance, "set_reference"):
+        guidance.set_reference(to_reference_image(image, settings))
+    text_guidance = text_embeddings = None
+    if settings.joint_text_guidance:
+        from backend.engine.cameras import view_suffixes
+        from backend.engine.guidance.models import load_guidance
+
+        text_guidance = load_guidance(settings.text_model, device, guidance_type="stable-diffusion",
+                                      half_precision=settings.half_precision, allow_download=allow_download,
+                                      settings=settings)
+        text_embeddings = text_guidance.encode_prompts(
+            settings.prompt, settings.negative_prompt,
+            view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
+    return ImageTerms(settings, ReferenceView(image, settings, device), image, text_guidance, text_embeddings)
