@@ -59,13 +59,17 @@ class StableDiffusionGuidance(Guidance):
         # the CPU issue (the cuda_graphs setting; a failed capture falls back to eager for good).
         self._graphs: dict[tuple, tuple] = {}
         self._graph_capture_failed = False
-        # The VAE encoder's attention processor and torch.compile (settings vae_attention, compile_vae):
-        # the eager encoder is kept, one compiled wrapper per processor choice.
+        self._init_vae_encoder_levers()
+        self.configure(GenerationSettings())
+
+    def _init_vae_encoder_levers(self) -> None:
+        """The VAE encoder's attention processor and torch.compile (settings vae_attention, compile_vae):
+        the eager encoder is kept, one compiled wrapper per processor choice. Every type built on this
+        class's SDS (zero123 too) calls this after loading its VAE."""
         self._eager_encoder = self.vae.encoder
         self._compiled_encoders: dict[str, torch.nn.Module] = {}
         self._compile_failed = False
         self.vae_attention = ""
-        self.configure(GenerationSettings())
 
     def configure(self, settings: GenerationSettings) -> None:
         """Per-run options: ``guidance_resolution`` (0: the model's own), ``sds_weighting``, ``cuda_graphs``."""

@@ -121,6 +121,7 @@ class Zero123Guidance(StableDiffusionGuidance):
         self._graphs: dict[tuple, tuple] = {}
         self._graph_capture_failed = False
         self.reference: Optional[ReferenceImage] = None
+        self._init_vae_encoder_levers()
         self.configure(GenerationSettings())
 
     # -- conditioning ----------------------------------------------------------------------------
