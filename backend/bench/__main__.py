@@ -1,4 +1,4 @@
-"""``python -m backend bench <quality|speed|demo|farm> [options]`` (also ``python -m backend.bench``)."""
+"""``python -m backend bench <quality|speed|throughput|demo|farm> [options]`` (also ``python -m backend.bench``)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ benchmarks:
             with their procedural ground truth (IoU, facing, Chamfer, albedo error, texture
             PSNR); -h for options
   speed     GPU speed and memory vs the SDS bound (--cpu: the CPU reference); -h for options
+  throughput
+            props per hour on one device: jobs one after another vs one group sharing each
+            guidance call vs several processes (built-in prior; SD-1.5 architecture)
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
   farm      props per hour on a local Ray farm with 1, 2, 3 nodes, and recovery from a node's death
 """
 
-BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed", "demo": "backend.bench.demo",
+BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed",
+              "throughput": "backend.bench.throughput", "demo": "backend.bench.demo",
               "farm": "backend.bench.farm"}
 
 

@@ -30,6 +30,7 @@ import torch
 
 def _default_generator(device: torch.device) -> torch.Generator:
     if device.type == "cuda":
+        torch.cuda.init()             # fills torch.cuda.default_generators (idempotent)
         index = device.index if device.index is not None else torch.cuda.current_device()
         return torch.cuda.default_generators[index]
     return torch.default_generator

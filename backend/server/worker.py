@@ -191,9 +191,12 @@ class Worker:
             if os.getppid() != self.parent_pid:   # the server died (non-Linux: no PDEATHSIG)
                 os._exit(3)
             try:
+                job_ids = list(self.job_ids)
+            except RuntimeError:          # changed size while copied (the main thread started/ended a job)
+                job_ids = []
+            try:
                 s.send_multipart(session.serialize("heartbeat", {"index": self.index, "gen": self.gen,
-                                                                 "job_ids": sorted(self.job_ids)}),
-                                 flags=zmq.NOBLOCK)
+                                                                 "job_ids": job_ids}), flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
             time.sleep(HEARTBEAT_S)
