@@ -261,10 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "throughput.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    from backend.bench.speed import versions
+    import platform
 
-    results.update({"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-                    "versions": versions(), "targets": TARGETS, "tiny": args.tiny,
+    import diffusers
+
+    on_cuda = device.startswith("cuda")
+    results.update({"device": torch.cuda.get_device_name() if on_cuda else f"cpu ({os.cpu_count()} cores)",
+                    "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                                 "python": platform.python_version(), "cuda": torch.version.cuda},
+                    "targets": TARGETS, "tiny": args.tiny,
                     "command": "python -m backend bench throughput " + " ".join(argv)})
     t_start = time.perf_counter()
 

@@ -44,7 +44,7 @@ MAX_WORKER_BUFFER_BYTES = 512 * MB        # previews, proxy meshes: far below th
 WORKER_THREADS_AUTO = 0
 MAX_BATCH_JOBS = 64
 # Jobs per group when not set: a CPU is busy with one job's UNet already; on a GPU one job's 64^2
-# latents leave most of the device idle (see results/speed/throughput.md for the measured choice).
+# latents leave most of the device idle (results/speed/THROUGHPUT.md says why 8).
 DEFAULT_BATCH_JOBS = {"cpu": 1, "cuda": 8}
 
 
