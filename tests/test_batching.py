@@ -32,6 +32,7 @@ def guidance():
     return load_guidance("tiny-random", "cpu")
 
 
+@pytest.mark.slow      # ~2 CPU-minutes: lit steps with normals; the next test checks the same cheaply
 def test_a_job_in_a_group_of_three_equals_the_job_alone(guidance):
     settings = tiny_settings(seed=3, **JOB)
     alone = Trainer(settings, guidance, "cpu")

@@ -45,6 +45,9 @@ MB = 1024 * 1024
 ZAP_DOMAIN = "dreamprop"
 
 
+SCHEDULE_LOOKAHEAD = 64      # queued jobs _schedule considers beyond the free slots
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -414,7 +417,9 @@ class Server:
         idle = self.pool.idle_slots()
         if not idle:
             return
-        for job in self.store.queued(limit=len(idle)):
+        # Look past the first few: a worker's first job opens places for more of its group, and a job
+        # that does not fit a running group must not hold back one that does.
+        for job in self.store.queued(limit=len(idle) + SCHEDULE_LOOKAHEAD):
             settings = json.loads(job["settings"])
             key = group_key(settings)
             fits = [s for s in idle if s.group is None or s.group == key]   # a running group takes its own kind
