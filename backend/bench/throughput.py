@@ -232,8 +232,8 @@ def parse_args(argv):
     p.add_argument("--modes", default="sequential,group,processes",
                    help="comma-separated: sequential, group, processes (processes: the prior part only)")
     p.add_argument("--jobs", type=int, default=16, help="built-in-prior props (default 16)")
-    p.add_argument("--sequential-sample", type=int, default=3,
-                   help="prior jobs run one after another; the wall time is projected to --jobs (default 3)")
+    p.add_argument("--sequential-sample", type=int, default=2,
+                   help="prior jobs run one after another; the wall time is projected to --jobs (default 2)")
     p.add_argument("--processes", type=int, default=8, help="processes sharing the device (default 8)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process in that mode (default 1)")
     p.add_argument("--sd-jobs", type=int, default=8)
