@@ -294,8 +294,7 @@ class Worker:
     def _admit(self, job: dict, runner, started: dict):
         """Start ``job`` in ``runner``'s group when it fits (else it waits in ``pending`` for the group
         to drain); a job that cannot start is reported failed. Returns the (possibly new) runner."""
-        from backend.engine.batching import GroupRunner
-        from backend.engine.trainer import prepare_generation
+        from backend.engine.api import GroupRunner, prepare_generation
         from shared.settings import GenerationSettings
 
         job_id = job["job_id"]
@@ -335,7 +334,7 @@ class Worker:
 
     def _depart(self, departure, info: dict) -> None:
         """Report a job that left the group: export and write a finished one's result."""
-        from backend.engine.trainer import finish_generation
+        from backend.engine.api import finish_generation
 
         job_id, settings = departure.member.key, info["settings"]
         try:
