@@ -73,9 +73,9 @@ def test_compass_view_naming_embeds_one_prompt_per_sector(tiny_model_path, monke
     cams_seen, views_seen = [], []
     sample = trainer_module.sample_cameras
     monkeypatch.setattr(trainer_module, "sample_cameras", lambda *a, **k: cams_seen.append(sample(*a, **k)) or cams_seen[-1])
-    call = type(guidance).__call__
-    monkeypatch.setattr(type(guidance), "__call__", lambda self, rgb, emb, views, **k: views_seen.append(list(views))
-                        or call(self, rgb, emb, views, **k))
+    call = type(guidance).guide_many
+    monkeypatch.setattr(type(guidance), "guide_many", lambda self, requests: views_seen.append(list(requests[0].views))
+                        or call(self, requests))
     trainer.train_step()
     cams, views = cams_seen[-1], views_seen[-1]
     # Each camera gets the 45-degree compass sector around its azimuth (0 = front, +45 = front left).
@@ -94,17 +94,17 @@ def test_sds_gradient_is_the_weighted_noise_residual(tiny_model_path):
     emb = guidance.encode_prompts("a red cube", "", VIEW_SUFFIXES)
     latents = torch.randn(1, 4, 16, 16, requires_grad=True)
     image = torch.rand(1, 32, 32, 3)
-    guidance.encode_images = lambda rgb: latents     # feed latents straight in
-    torch.manual_seed(3)
+    guidance.encode_images = lambda rgb, noise=None: latents     # feed latents straight in
+    generator = torch.Generator().manual_seed(3)
     try:
-        out = guidance(image, emb, ["front"], guidance_scale=10.0, t_range=(0.5, 0.5))
+        out = guidance(image, emb, ["front"], guidance_scale=10.0, t_range=(0.5, 0.5), generator=generator)
     finally:
         del guidance.encode_images
     out["loss_sds"].backward()
     t = out["timesteps"]
-    torch.manual_seed(3)
-    torch.randint(500, 501, (1,))   # the same RNG draws as inside: t (fixed at 0.5), then noise
-    noise = torch.randn(latents.shape)
+    generator.manual_seed(3)        # the caller's generator gives every draw: t (fixed at 0.5), then noise
+    torch.randint(500, 501, (1,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
     noisy = guidance.scheduler.add_noise(latents.detach(), noise, t)
     cond, uncond = emb.for_views(["front"])
     eps = guidance.predict_noise(noisy, t, cond, uncond, 10.0)

@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from shared.presets import preset_settings
 from tests.server_fixtures import REPO, ServerProc, free_port, queue_server  # noqa: F401
 
@@ -49,6 +51,15 @@ def test_worker_threads_out_of_range_names_the_flag(tmp_path):
                         str(tmp_path / "s"), "--workers", "0", "--worker-threads", "-1"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--worker-threads" in r.stderr and "-1" in r.stderr, r.stderr
+    assert not (tmp_path / "s" / "connection.json").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "65"])
+def test_batch_jobs_out_of_range_names_the_flag_and_the_range(tmp_path, value):
+    r = subprocess.run([sys.executable, "-m", "backend", "serve", "--port", str(free_port()), "--state-dir",
+                        str(tmp_path / "s"), "--workers", "0", "--batch-jobs", value],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--batch-jobs" in r.stderr and "1 to 64" in r.stderr and value in r.stderr, r.stderr
     assert not (tmp_path / "s" / "connection.json").exists()
 
 

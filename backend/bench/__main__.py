@@ -1,4 +1,4 @@
-"""``python -m backend bench <quality|speed|demo|farm|cost> [options]`` (also ``python -m backend.bench``)."""
+"""``python -m backend bench <quality|speed|throughput|demo|image|farm|cost> [options]`` (also ``python -m backend.bench``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ benchmarks:
             with their procedural ground truth (IoU, facing, Chamfer, albedo error, texture
             PSNR); -h for options
   speed     GPU speed and memory vs the SDS bound (--cpu: the CPU reference); -h for options
+  throughput
+            props per hour on one device: jobs one after another vs one group sharing each
+            guidance call vs several processes (built-in prior; SD-1.5 architecture)
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
   image     image-to-3D: one reference view of library objects drawn outside training -> mesh,
             against their ground truth (IoU, reference yaw, Chamfer, albedo, novel views); -h
@@ -21,7 +24,8 @@ benchmarks:
             report its error on held-out settings, write backend/cost/profiles/<device>.json
 """
 
-BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed", "demo": "backend.bench.demo",
+BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed",
+              "throughput": "backend.bench.throughput", "demo": "backend.bench.demo",
               "farm": "backend.bench.farm", "cost": "backend.bench.cost", "image": "backend.bench.image"}
 
 

@@ -8,6 +8,10 @@ The CLI and the server's GPU workers use only what is in this module:
                       checkpoint_path="job/ckpt.pt", should_cancel=lambda: False)
     open("out.glb", "wb").write(result.glb)
 
+Several jobs on one device sharing each guidance call (``backend.engine.batching``):
+``generate_group([settings, ...])``, or step by step as a worker does: ``prepare_generation`` per
+job, a ``GroupRunner`` that the jobs join and leave, ``finish_generation`` per finished job.
+
 The types live in ``backend.engine.types`` (re-exported here) so that the trainer, which makes
 them, does not import this module back.
 """
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
+from backend.engine.batching import GroupRunner, generate_group
 from backend.engine.guidance.models import available_models, load_guidance_for
 from backend.engine.reference_image import ImageError
-from backend.engine.trainer import fast_path, pick_device, run_generation
+from backend.engine.trainer import fast_path, finish_generation, pick_device, prepare_generation, run_generation
 from backend.engine.types import Cancelled, GenerationResult, ModelNotFoundError, ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
@@ -26,8 +31,8 @@ if TYPE_CHECKING:
     from shared.settings import GenerationSettings
 
 __all__ = ["generate", "load_guidance_for", "pick_device", "fast_path", "available_models", "Cancelled",
-           "GenerationResult", "ImageError",
-           "ModelNotFoundError", "ProgressCallback", "ProgressEvent"]
+           "GenerationResult", "ImageError", "ModelNotFoundError", "ProgressCallback", "ProgressEvent",
+           "generate_group", "GroupRunner", "prepare_generation", "finish_generation"]
 
 
 def generate(settings: GenerationSettings, *, device: str = "auto", callback: Optional[ProgressCallback] = None,

@@ -76,29 +76,31 @@ def host_to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def sample_cameras(settings, batch_size: int, device="cpu") -> CameraBatch:
-    """Draw a batch of training cameras from the settings' ranges (uses torch's global RNG).
+def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Generator | None = None) -> CameraBatch:
+    """Draw a batch of training cameras from the settings' ranges, from ``generator`` (a CPU generator;
+    None: torch's global RNG).
 
     Azimuth is stratified over the batch so one step sees the object from all around; elevation
     is drawn half the time uniformly in degrees and half the time uniformly on the sphere, as
     threestudio does, so high elevations are not over-represented.
     """
     s = settings
-    u = torch.rand(batch_size)
-    if torch.rand(()) < 0.5:
+    g = generator
+    u = torch.rand(batch_size, generator=g)
+    if torch.rand((), generator=g) < 0.5:
         elevation = s.elevation_min + u * (s.elevation_max - s.elevation_min)
     else:
         lo, hi = math.sin(math.radians(s.elevation_min)), math.sin(math.radians(s.elevation_max))
         elevation = torch.rad2deg(torch.asin((lo + u * (hi - lo)).clamp(-1.0, 1.0)))
-    azimuth = (torch.rand(batch_size) + torch.arange(batch_size)) / batch_size
+    azimuth = (torch.rand(batch_size, generator=g) + torch.arange(batch_size)) / batch_size
     azimuth = wrap_azimuth(s.azimuth_min + azimuth * (s.azimuth_max - s.azimuth_min))
-    distance = s.distance_min + torch.rand(batch_size) * (s.distance_max - s.distance_min)
-    fovy_deg = s.fovy_min + torch.rand(batch_size) * (s.fovy_max - s.fovy_min)
+    distance = s.distance_min + torch.rand(batch_size, generator=g) * (s.distance_max - s.distance_min)
+    fovy_deg = s.fovy_min + torch.rand(batch_size, generator=g) * (s.fovy_max - s.fovy_min)
 
     eye = spherical_to_position(elevation, azimuth, distance)
-    eye = eye + torch.randn(batch_size, 3) * s.camera_perturb
-    center = torch.randn(batch_size, 3) * s.center_perturb
-    up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(batch_size, 3) * s.up_perturb
+    eye = eye + torch.randn(batch_size, 3, generator=g) * s.camera_perturb
+    center = torch.randn(batch_size, 3, generator=g) * s.center_perturb
+    up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(batch_size, 3, generator=g) * s.up_perturb
     c2w = look_at(eye, center, up)
     # Angles stay on the CPU: the trainer reads them to pick prompts, and reading GPU values would
     # make every step wait for the GPU.

@@ -6,6 +6,7 @@ import io
 import logging
 import random
 import time
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -15,22 +16,23 @@ import torch.nn.functional as F
 
 from backend.atomic_write import atomic_path
 from backend.engine import builtin_types  # noqa: F401  registers the built-in guidance and geometry types
-from backend.engine.cameras import (camera_rays, host_to_device, preview_camera, sample_cameras, view_direction,
-                                    view_suffixes)
+from backend.engine.cameras import (CameraBatch, camera_rays, host_to_device, preview_camera, sample_cameras,
+                                    view_direction, view_suffixes)
 from backend.engine.field import BackgroundMLP
 from backend.engine.geometry import Geometry
-from backend.engine.guidance.base import Guidance
+from backend.engine.guidance.base import Guidance, GuidanceRequest
 from backend.engine.guidance.models import load_guidance_for
 from backend.engine.occupancy import make_estimator
 from backend.engine.registry import find
 from backend.engine.renderer import VolumeRenderer
+from backend.engine.rng import JobRandom
 from backend.engine.types import Cancelled, GenerationResult, ProgressEvent
 from shared.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 
 BOUND = 1.0                  # the object lives in [-1, 1]^3
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2       # 2: the job's own random streams (rng.JobRandom) instead of the global RNG
 # Settings that do not change the optimisation trajectory: a checkpoint may be resumed with other values.
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
@@ -88,17 +90,36 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
+@dataclass
+class StepRender:
+    """What the render phase of one step made, for the guidance and loss phases."""
+
+    step: int
+    out: dict                  # the renderer's per-ray outputs (rgb, opacity, ..., orient_sum)
+    rgb: torch.Tensor          # Float[Tensor, "B H W 3"], with gradient
+    cameras: CameraBatch
+    views: list[str]
+    shading: str
+
+
 class Trainer:
     """Owns the field, renderer, optimiser and guidance for one run; ``train_step`` is one SDS step.
 
-    The field is the geometry type ``settings.geometry_type`` names (``backend.engine.registry``)."""
+    The field is the geometry type ``settings.geometry_type`` names (``backend.engine.registry``).
+
+    A step has three phases, so that ``backend.engine.batching`` can step several trainers with one
+    guidance call over all their renders: ``render_step`` (cameras, shading, render),
+    ``guidance_request`` -> ``Guidance.guide_many``, then ``step_losses``, ``zero_grad``, backward and
+    ``optimizer_step``. Every random draw of a run comes from its own streams (``self.rng``, seeded
+    from ``settings.seed``), never the global RNG, so a run is the same alone or in a group."""
 
     def __init__(self, settings: GenerationSettings, guidance: Guidance, device: torch.device | str,
                  image_terms=None):
         """``image_terms``: an image job's extra losses (``backend.engine.reference.ImageTerms``)."""
         self.s, self.device, self.guidance = settings, torch.device(device), guidance
         self.image_terms = image_terms
-        seed_everything(settings.seed)
+        seed_everything(settings.seed)       # the field's initial weights (drawn here, once)
+        self.rng = JobRandom(settings.seed, self.device)
         self.field: Geometry = find("geometry", settings.geometry_type).from_settings(settings, bound=BOUND)
         self.field.to(self.device)
         self.background = BackgroundMLP().to(self.device)
@@ -148,9 +169,9 @@ class Trainer:
             return "albedo"
         if self.s.shading != "dreamfusion":
             return self.s.shading
-        if random.random() < 0.25:
+        if self.rng.python.random() < 0.25:
             return "albedo"
-        return "textureless" if random.random() < 0.5 else "lambertian"
+        return "textureless" if self.rng.python.random() < 0.5 else "lambertian"
 
     def background_colors(self, batch: int) -> Optional[torch.Tensor]:
         """Per-image background colour (B,3), or None for the learned background MLP."""
@@ -159,20 +180,23 @@ class Trainer:
             return torch.ones(batch, 3, device=self.device)
         if mode == "black":
             return torch.zeros(batch, 3, device=self.device)
-        if mode == "random" or (self.s.random_background_prob > 0 and random.random() < self.s.random_background_prob):
-            return host_to_device(torch.rand(batch, 3), self.device)
+        if mode == "random" or (self.s.random_background_prob > 0
+                                and self.rng.python.random() < self.s.random_background_prob):
+            return host_to_device(torch.rand(batch, 3, generator=self.rng.host), self.device)
         return None
 
-    # -- one step --------------------------------------------------------------------------------
-    def train_step(self) -> dict:
+    # -- one step, in phases ----------------------------------------------------------------------
+    def render_step(self) -> StepRender:
+        """Phase 1: occupancy update, cameras, shading, lights, background, and the render."""
         s, step = self.s, self.step
         self.field.train(), self.estimator.train()
         stage = s.stage_at(step)
         batch, res = stage.batch_size, stage.resolution
         self._set_levels()
-        self.renderer.update_occupancy(step)
+        with self.rng.global_scope():
+            self.renderer.update_occupancy(step)
 
-        cams = sample_cameras(s, batch, device=self.device)
+        cams = sample_cameras(s, batch, device=self.device, generator=self.rng.host)
         views = [view_direction(e, a, s.front_threshold, s.overhead_threshold, s.view_naming)
                  for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())] if s.view_dependent_prompt \
             else [""] * batch
@@ -182,23 +206,36 @@ class Trainer:
         light = None
         if shading != "albedo":
             # DreamFusion's light: near the camera direction, 0.8-1.5 units from the centre.
-            direction = F.normalize(cams.positions + host_to_device(torch.randn(batch, 3), self.device), dim=-1)
-            light = direction * (0.8 + 0.7 * host_to_device(torch.rand(batch, 1), self.device))
+            offset = torch.randn(batch, 3, generator=self.rng.host)
+            distance = 0.8 + 0.7 * torch.rand(batch, 1, generator=self.rng.host)
+            direction = F.normalize(cams.positions + host_to_device(offset, self.device), dim=-1)
+            light = direction * host_to_device(distance, self.device)
             light = light.repeat_interleave(per_ray, 0)
         bg = self.background_colors(batch)
         if bg is not None:
             bg = bg.repeat_interleave(per_ray, 0)
         need_normals = shading != "albedo"
-        out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
-                            light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals)
+        with self.rng.global_scope():
+            out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
+                                light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals)
         rgb = out["rgb"].reshape(batch, res, res, 3)
-        guide = self.guidance(rgb, self.embeddings, views, cameras=cams,
-                              guidance_scale=getattr(s, self.guidance.scale_setting),
-                              t_range=self.t_range(step))
+        return StepRender(step, out, rgb, cams, views, shading)
+
+    def guidance_request(self, render: StepRender) -> GuidanceRequest:
+        """Phase 2's input: this run's renders, prompts, guidance scale (the setting the guidance type
+        names: ``guidance_scale`` for text, ``image_guidance_scale`` for zero123), t range and random stream."""
+        return GuidanceRequest(render.rgb, self.embeddings, render.views, render.cameras,
+                               getattr(self.s, self.guidance.scale_setting), self.t_range(render.step),
+                               self.rng.device)
+
+    def step_losses(self, render: StepRender, guide: dict) -> dict:
+        """Phase 3a: the weighted losses of this step (their sum is what is back-propagated)."""
+        s, step, out = self.s, render.step, render.out
         losses = {"sds": guide["loss_sds"]}
         if self.image_terms is not None:   # image job: reference view (+ text prior in joint mode)
-            self.image_terms.add_losses(losses, renderer=self.renderer, rgb=rgb, views=views, cameras=cams,
-                                        t_range=self.t_range(step))
+            with self.rng.global_scope():
+                self.image_terms.add_losses(losses, renderer=self.renderer, rgb=render.rgb, views=render.views,
+                                            cameras=render.cameras, t_range=self.t_range(step))
         opacity = out["opacity"]
         if "orient_sum" in out:
             orient = out["orient_sum"] / (opacity > 0).sum().clamp(min=1)
@@ -208,17 +245,31 @@ class Trainer:
         if s.opacity_weight > 0:
             o = opacity.clamp(1e-3, 1 - 1e-3)
             losses["opacity"] = s.opacity_weight * F.binary_cross_entropy(o, (o > 0.5).float().detach())
-        total = sum(losses.values())
-        if s.lr_final_ratio != 1.0:
-            scale = self.lr_scale(step)
+        return losses
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def optimizer_step(self, losses: dict, total: torch.Tensor) -> dict:
+        """Phase 3c, after the backward: the learning-rate schedule and the optimiser step."""
+        if self.s.lr_final_ratio != 1.0:
+            scale = self.lr_scale(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * scale
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
         self.optimizer.step()
         self.step += 1
         losses["total"] = total
         return {k: v.detach() for k, v in losses.items()}
+
+    def train_step(self) -> dict:
+        """One SDS step of this run alone (``batching.step_group`` is the same for several runs)."""
+        render = self.render_step()
+        guide = self.guidance.guide_many([self.guidance_request(render)])[0]
+        losses = self.step_losses(render, guide)
+        total = sum(losses.values())
+        self.zero_grad()
+        total.backward()
+        return self.optimizer_step(losses, total)
 
     # -- previews --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -241,12 +292,10 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"version": CHECKPOINT_VERSION, "settings": self.s.to_dict(), "step": self.step,
                 "field": self.field.state_dict(), "background": self.background.state_dict(),
-                "estimator": self.estimator.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}
+                "estimator": self.estimator.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.state_dict()}
 
     def save_checkpoint(self, path: str) -> None:
         with atomic_path(path) as tmp:    # a kill mid-write leaves the previous checkpoint intact
@@ -254,8 +303,9 @@ class Trainer:
 
     def load_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location=self.device, weights_only=False)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint {path} has version {state.get('version')}, expected {CHECKPOINT_VERSION}")
+        version = state.get("version")
+        if version not in (1, CHECKPOINT_VERSION):
+            raise ValueError(f"checkpoint {path} has version {version}, expected {CHECKPOINT_VERSION}")
         mine = self.s.to_dict()
         changed = sorted(k for k, v in state["settings"].items() if k not in NON_TRAJECTORY and mine.get(k) != v)
         if changed:
@@ -265,12 +315,13 @@ class Trainer:
         self.estimator.load_state_dict(state["estimator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([r.cpu() for r in rng["cuda"]])
+        if version == CHECKPOINT_VERSION:
+            self.rng.load_state_dict(state["rng"])
+        else:
+            # Version 1 kept the process's global RNG: the run goes on with fresh streams of its own
+            # (seeded from seed and step), so it continues, though not as it would have uninterrupted.
+            log.warning("checkpoint %s predates per-run random streams: resuming with new ones", path)
+            self.rng = JobRandom(self.s.seed * 100003 + self.step, self.device)
         self._set_levels()
 
     def init_from_checkpoint(self, path: str) -> None:
@@ -284,31 +335,11 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, callback: Optional[Callable] = None, should_cancel: Optional[Callable[[], bool]] = None,
             checkpoint_path: Optional[str] = None) -> dict:
-        s = self.s
-        start_step, t0 = self.step, time.perf_counter()
-        losses: dict = {}
-        while self.step < s.steps:
-            if should_cancel is not None and should_cancel():
-                if checkpoint_path:
-                    self.save_checkpoint(checkpoint_path)
-                raise Cancelled(self.step)
-            losses = self.train_step()
-            step = self.step
-            if checkpoint_path and s.checkpoint_interval and step % s.checkpoint_interval == 0:
-                self.save_checkpoint(checkpoint_path)
-            due_preview = s.preview_interval and (step % s.preview_interval == 0 or step == s.steps)
-            due_proxy = s.proxy_mesh_interval and step % s.proxy_mesh_interval == 0
-            if callback is not None and (due_preview or due_proxy):
-                elapsed = time.perf_counter() - t0
-                rate = elapsed / max(1, step - start_step)
-                callback(ProgressEvent(
-                    step=step, total=s.steps, losses={k: float(v) for k, v in losses.items()},
-                    elapsed_s=elapsed, eta_s=rate * (s.steps - step),
-                    preview_png=png_bytes(self.preview()) if due_preview else None,
-                    proxy_glb=self.proxy_mesh() if due_proxy else None))
-        if checkpoint_path:
-            self.save_checkpoint(checkpoint_path)
-        return {k: float(v) for k, v in losses.items()}
+        loop = FitLoop(self, callback, should_cancel, checkpoint_path)
+        while not loop.done:
+            loop.before_step()
+            loop.after_step(self.train_step())
+        return loop.finish()
 
     # -- export ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -336,13 +367,71 @@ class Trainer:
                             vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress)
 
 
-def run_generation(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
-                   should_cancel=None, init_mesh_glb=None, init_checkpoint=None,
-                   guidance: Optional[Guidance] = None, reference_image: Optional[bytes] = None,
-                   allow_download: bool = False) -> GenerationResult:
-    """``api.generate``'s body (see there)."""
-    from backend.export.turntable import turntable_png
+class FitLoop:
+    """What happens around each step of a run: cancel checks, checkpoints, progress events with
+    previews and proxy meshes. ``Trainer.fit`` drives one; ``batching.GroupRunner`` one per job."""
 
+    def __init__(self, trainer: Trainer, callback: Optional[Callable] = None,
+                 should_cancel: Optional[Callable[[], bool]] = None, checkpoint_path: Optional[str] = None):
+        self.trainer, self.callback, self.should_cancel = trainer, callback, should_cancel
+        self.checkpoint_path = checkpoint_path
+        self.start_step, self.t0 = trainer.step, time.perf_counter()
+        self.losses: dict = {}
+
+    @property
+    def done(self) -> bool:
+        return self.trainer.step >= self.trainer.s.steps
+
+    def before_step(self) -> None:
+        """Raises ``Cancelled`` (after saving a checkpoint) when the run is asked to stop."""
+        if self.should_cancel is not None and self.should_cancel():
+            if self.checkpoint_path:
+                self.trainer.save_checkpoint(self.checkpoint_path)
+            raise Cancelled(self.trainer.step)
+
+    def after_step(self, losses: dict) -> None:
+        trainer, s = self.trainer, self.trainer.s
+        self.losses = losses
+        step = trainer.step
+        if self.checkpoint_path and s.checkpoint_interval and step % s.checkpoint_interval == 0:
+            trainer.save_checkpoint(self.checkpoint_path)
+        due_preview = s.preview_interval and (step % s.preview_interval == 0 or step == s.steps)
+        due_proxy = s.proxy_mesh_interval and step % s.proxy_mesh_interval == 0
+        if self.callback is not None and (due_preview or due_proxy):
+            elapsed = time.perf_counter() - self.t0
+            rate = elapsed / max(1, step - self.start_step)
+            self.callback(ProgressEvent(
+                step=step, total=s.steps, losses={k: float(v) for k, v in losses.items()},
+                elapsed_s=elapsed, eta_s=rate * (s.steps - step),
+                preview_png=png_bytes(trainer.preview()) if due_preview else None,
+                proxy_glb=trainer.proxy_mesh() if due_proxy else None))
+
+    def finish(self) -> dict:
+        if self.checkpoint_path:
+            self.trainer.save_checkpoint(self.checkpoint_path)
+        return {k: float(v) for k, v in self.losses.items()}
+
+
+@dataclass
+class Generation:
+    """A run between ``prepare_generation`` and ``finish_generation``: its trainer and what its
+    metadata reports. ``run_generation`` fits it alone; ``batching`` fits several in one group."""
+
+    settings: GenerationSettings
+    trainer: Trainer
+    guidance: Guidance
+    device: torch.device
+    resumed_from: int = 0
+    init_transform: Optional[dict] = None
+    t_start: float = 0.0
+    t_loaded: float = 0.0
+    extra_metadata: dict = dataclass_field(default_factory=dict)
+
+
+def prepare_generation(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
+                       init_mesh_glb=None, init_checkpoint=None, guidance: Optional[Guidance] = None,
+                       reference_image: Optional[bytes] = None, allow_download: bool = False) -> Generation:
+    """Validate, load the guidance (unless given), build the trainer and resume / initialise it."""
     settings.validate()
     dev = pick_device(device)
     t_start = time.perf_counter()
@@ -359,10 +448,10 @@ def run_generation(settings: GenerationSettings, *, device: str = "auto", callba
     image_terms = prepare_image_terms(settings, guidance, reference_image, dev, allow_download=allow_download)
     t_loaded = time.perf_counter()
     trainer = Trainer(settings, guidance, dev, image_terms=image_terms)
-    resumed_from, init_transform = 0, None
+    run = Generation(settings, trainer, guidance, dev, t_start=t_start, t_loaded=t_loaded)
     if checkpoint_path and Path(checkpoint_path).is_file():
         trainer.load_checkpoint(checkpoint_path)
-        resumed_from = trainer.step
+        run.resumed_from = trainer.step
     elif init_checkpoint:
         trainer.init_from_checkpoint(init_checkpoint)
     elif init_mesh_glb:
@@ -373,9 +462,17 @@ def run_generation(settings: GenerationSettings, *, device: str = "auto", callba
                 callback(ProgressEvent(step=0, total=settings.steps, losses={}, elapsed_s=0.0, eta_s=0.0,
                                        stage="init", message=f"fitting the field to the mesh {fraction:.0%}"))
 
-        init_transform = fit_field_to_mesh(trainer, init_mesh_glb, progress=init_progress)
-    final_losses = trainer.fit(callback, should_cancel, checkpoint_path)
-    t_fit = time.perf_counter()
+        run.init_transform = fit_field_to_mesh(trainer, init_mesh_glb, progress=init_progress)
+    return run
+
+
+def finish_generation(run: Generation, final_losses: dict, *, callback=None,
+                      t_fit: Optional[float] = None) -> GenerationResult:
+    """Export the fitted field, render the turntable, and gather the metadata."""
+    from backend.export.turntable import turntable_png
+
+    settings, trainer = run.settings, run.trainer
+    t_fit = time.perf_counter() if t_fit is None else t_fit
 
     def export_progress(stage: str, fraction: float) -> None:
         if callback is not None:
@@ -386,20 +483,34 @@ def run_generation(settings: GenerationSettings, *, device: str = "auto", callba
     strip = turntable_png(exported.vertices, exported.faces, uvs=exported.uvs, texture=exported.texture,
                           vertex_colors=exported.vertex_colors)
     t_end = time.perf_counter()
-    fit_steps = max(1, settings.steps - resumed_from)
+    fit_steps = max(1, settings.steps - run.resumed_from)
     metadata = {
-        "settings": settings.to_dict(), "device": str(dev), "guidance": guidance.name,
-        "fast_path": fast_path(settings, dev),
-        "resumed_from_step": resumed_from, "final_losses": final_losses,
+        "settings": settings.to_dict(), "device": str(run.device), "guidance": run.guidance.name,
+        "fast_path": fast_path(settings, run.device),
+        "resumed_from_step": run.resumed_from, "final_losses": final_losses,
         # Refine from a mesh: how it was centred (engine coords) and scaled into the scene.
-        "init_transform": init_transform,
+        "init_transform": run.init_transform,
         "faces": int(exported.n_faces), "vertices": int(exported.n_vertices),
         "mesh_threshold": float(exported.threshold),
         # Image jobs: where the object's mask came from ("alpha" | "segmented") and the picture's size.
-        "reference": None if image_terms is None else {"mask_source": image_terms.image.source,
-                                                       "original_size": list(image_terms.image.original_size)},
-        "timings": {"load_s": t_loaded - t_start, "optimise_s": t_fit - t_loaded,
-                    "s_per_step": (t_fit - t_loaded) / fit_steps, "export_s": t_end - t_fit,
+        "reference": None if trainer.image_terms is None else {
+            "mask_source": trainer.image_terms.image.source,
+            "original_size": list(trainer.image_terms.image.original_size)},
+        "timings": {"load_s": run.t_loaded - run.t_start, "optimise_s": t_fit - run.t_loaded,
+                    "s_per_step": (t_fit - run.t_loaded) / fit_steps, "export_s": t_end - t_fit,
                     "export_stages": exported.timings},
+        **run.extra_metadata,
     }
     return GenerationResult(glb=exported.glb, turntable_png=strip, metadata=metadata)
+
+
+def run_generation(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
+                   should_cancel=None, init_mesh_glb=None, init_checkpoint=None,
+                   guidance: Optional[Guidance] = None, reference_image: Optional[bytes] = None,
+                   allow_download: bool = False) -> GenerationResult:
+    """``api.generate``'s body (see there)."""
+    run = prepare_generation(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
+                             init_mesh_glb=init_mesh_glb, init_checkpoint=init_checkpoint, guidance=guidance,
+                             reference_image=reference_image, allow_download=allow_download)
+    final_losses = run.trainer.fit(callback, should_cancel, checkpoint_path)
+    return finish_generation(run, final_losses, callback=callback)

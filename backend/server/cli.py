@@ -48,6 +48,9 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-threads", type=_worker_threads, default=0, metavar="N",
                    help="CPU threads per worker (torch, OpenMP, MKL); 0 (default): all cores, shared among "
                         "the workers. Leave a core free when the machine does other work (e.g. Blender)")
+    p.add_argument("--batch-jobs", type=int, default=None, metavar="N",
+                   help="jobs a GPU worker runs at once as one group, sharing each diffusion model call "
+                        "(jobs with the same model and guidance settings; default: 1 on a CPU, 8 on a GPU)")
     p.add_argument("--curve", action="store_true",
                    help="remote mode: CurveZMQ encryption + client authentication by public key")
     p.add_argument("--server-key", default=None,
@@ -91,6 +94,13 @@ def serve_main(argv: list[str]) -> int:
         parser.error(f"--worker-threads: must be 0 (automatic) to {MAX_WORKER_THREADS}, got {args.worker_threads}")
     if args.memory_limit_gb is not None and not 0 < args.memory_limit_gb <= 1e5:
         parser.error(f"--memory-limit-gb: must be a number in (0, 100000], got {args.memory_limit_gb:g}")
+    if args.batch_jobs is not None:
+        from .local_pool import check_batch_jobs
+
+        try:
+            check_batch_jobs(args.batch_jobs)
+        except ValueError as e:
+            parser.error(f"--batch-jobs: {str(e).partition(': ')[2]}")
     if args.ray is not None:
         from .ray_pool import check_ray_options
 
@@ -106,7 +116,7 @@ def serve_main(argv: list[str]) -> int:
     cfg = ServerConfig(
         host=args.host, port=args.port, state_dir=args.state_dir or default_state_dir(),
         connection_file=args.connection_file or connection_file_override(), devices=args.devices,
-        workers=args.workers, worker_threads=args.worker_threads, curve=args.curve,
+        workers=args.workers, worker_threads=args.worker_threads, batch_jobs=args.batch_jobs, curve=args.curve,
         server_key_file=args.server_key, allowed_clients_dir=args.allowed_clients, insecure=args.insecure,
         max_attempts=max(1, args.max_attempts), worker_timeout_s=args.worker_timeout,
         max_init_mesh_bytes=args.max_init_mesh_mb * 1024 * 1024, max_queued_per_client=args.max_queued_per_client,

@@ -1,6 +1,9 @@
 """The local worker pool: worker processes on the server's own machine (see ``pool.py``).
 
 One spawned process per visible GPU (``CUDA_VISIBLE_DEVICES`` set per worker), or one on the CPU.
+A worker runs up to ``batch_jobs`` jobs at once as one group (one guidance call per step for all of
+them, ``backend.engine.batching``): an idle worker offers one slot; once its first job has fixed the
+group's key (``backend.engine.grouping``), it offers its remaining places for jobs with that key.
 Workers connect a DEALER socket to this pool's ROUTER on loopback. They share the server's disk:
 a worker reads its inputs and writes checkpoints and results straight into the job directory, so
 a job killed at any instant resumes from its last checkpoint. A worker that dies (OOM kill,
@@ -39,6 +42,10 @@ log = logging.getLogger("dreamprop.server")
 MB = 1024 * 1024
 MAX_WORKER_BUFFER_BYTES = 512 * MB        # previews, proxy meshes: far below this
 WORKER_THREADS_AUTO = 0
+MAX_BATCH_JOBS = 64
+# Jobs per group when not set: a CPU is busy with one job's UNet already; on a GPU one job's 64^2
+# latents leave most of the device idle (results/speed/THROUGHPUT.md says why 8).
+DEFAULT_BATCH_JOBS = {"cpu": 1, "cuda": 8}
 
 
 @dataclass
@@ -50,13 +57,15 @@ class WorkerHandle:
     token: str = ""              # random part of this spawn's identity
     proc: multiprocessing.Process | None = None
     state: str = "down"          # down | starting | idle | busy | stopping
-    job_id: str | None = None
+    job_ids: list[str] = field(default_factory=list)    # the jobs it runs (one group)
+    group: str | None = None     # their group key (``grouping.group_key``)
+    capacity: int = 1            # jobs per group
     model: str | None = None     # model it has loaded
     last_seen: float = 0.0
     spawned_at: float = 0.0
     respawn_at: float = 0.0
     quick_deaths: int = 0
-    cancel_sent_at: float | None = None
+    cancel_sent_at: dict[str, float] = field(default_factory=dict)    # job id -> when cancel was asked
     kill_reason: str | None = None
     last_exit: str | None = None
     info: dict = field(default_factory=dict)
@@ -67,7 +76,9 @@ class WorkerHandle:
 
     def public(self) -> dict:
         return {"index": self.index, "device": self.device, "cuda_device": self.cuda_device,
-                "pid": self.proc.pid if self.proc else None, "state": self.state, "job_id": self.job_id,
+                "pid": self.proc.pid if self.proc else None, "state": self.state,
+                "job_id": self.job_ids[0] if self.job_ids else None, "job_ids": list(self.job_ids),
+                "batch_jobs": self.capacity,
                 "model": self.model, "gpu_name": self.info.get("gpu_name"),
                 "gpu_memory_bytes": self.info.get("gpu_memory_bytes"), "threads": self.info.get("threads"),
                 "error": self.info.get("error"), "last_exit": self.last_exit}
@@ -101,6 +112,15 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_batch_jobs(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH_JOBS:
+        raise ValueError(f"batch_jobs: must be 1 to {MAX_BATCH_JOBS} jobs per worker group (or unset: "
+                         f"{DEFAULT_BATCH_JOBS['cpu']} on a CPU, {DEFAULT_BATCH_JOBS['cuda']} on a GPU), got {value!r}")
+    return value
+
+
 def check_worker_threads(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"worker_threads: must be 0 (auto: all cores, shared among the workers) or a positive "
@@ -111,18 +131,22 @@ def check_worker_threads(value) -> int:
 class LocalProcessPool(WorkerPool):
     def __init__(self, files: JobFiles, *, devices: str = "auto", workers: int | None = None,
                  worker_threads: int = WORKER_THREADS_AUTO, worker_timeout_s: float = 300.0,
-                 start_timeout_s: float = 600.0, cancel_timeout_s: float = 60.0, log_level: str | None = None):
+                 start_timeout_s: float = 600.0, cancel_timeout_s: float = 60.0, log_level: str | None = None,
+                 batch_jobs: int | None = None):
         """``devices``: auto (one worker per visible GPU, a CPU worker when there is none) | cpu |
         CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue).
-        ``worker_threads``: CPU threads per worker (torch, OpenMP, MKL); 0 shares all cores among them."""
+        ``worker_threads``: CPU threads per worker (torch, OpenMP, MKL); 0 shares all cores among them.
+        ``batch_jobs``: jobs a worker runs as one group (None: ``DEFAULT_BATCH_JOBS`` of its device)."""
         self.files = files
+        self.batch_jobs = check_batch_jobs(batch_jobs)
         self.worker_threads = check_worker_threads(worker_threads)
         self.worker_timeout_s = worker_timeout_s
         self.start_timeout_s = start_timeout_s
         self.cancel_timeout_s = cancel_timeout_s
         self.log_level = log_level or logging.getLevelName(log.getEffectiveLevel())
         self.detected_gpus: list[dict] = []
-        self.workers = [WorkerHandle(i, d, c) for i, (d, c) in enumerate(self._worker_specs(devices, workers))]
+        self.workers = [WorkerHandle(i, d, c, capacity=self.batch_jobs or DEFAULT_BATCH_JOBS[d])
+                        for i, (d, c) in enumerate(self._worker_specs(devices, workers))]
         self.threads_per_worker = self.worker_threads or max(1, available_cores() // max(1, len(self.workers)))
         self._stopping = False
         self._events: list = []
@@ -169,11 +193,20 @@ class LocalProcessPool(WorkerPool):
     def idle_slots(self) -> list[Slot]:
         if self._stopping:
             return []
-        return [Slot(w.index, w.device, w.model) for w in self.workers if w.state == "idle"]
+        slots = []
+        for w in self.workers:
+            if w.state == "idle":
+                slots.append(Slot(w.index, w.device, w.model))     # its first job decides the group
+            elif w.state == "busy" and w.group is not None:
+                slots += [Slot(w.index, w.device, w.model, w.group)] * (w.capacity - len(w.job_ids))
+        return slots
 
     def submit(self, slot_id: int, job: JobSpec) -> bool:
+        from backend.engine.grouping import group_key
+
         w = self.workers[slot_id]
-        if w.state != "idle":
+        key = group_key(job.settings)
+        if w.state not in ("idle", "busy") or len(w.job_ids) >= w.capacity or (w.job_ids and key != w.group):
             return False
         payload = {"job_id": job.job_id, "settings": job.settings, "checkpoint_path": self.files.path(job.checkpoint),
                    "result_dir": self.files.make_dir(job.job_id)}
@@ -186,15 +219,17 @@ class LocalProcessPool(WorkerPool):
         # (resume_checkpoint is checkpoint_path itself: the engine resumes from it when it exists)
         if not self._send(w, "run", payload):
             return False
-        w.state, w.job_id, w.cancel_sent_at = "busy", job.job_id, None
-        w.last_seen = time.monotonic()
+        if not w.job_ids:
+            w.last_seen = time.monotonic()
+        w.state, w.group = "busy", key
+        w.job_ids.append(job.job_id)
         return True
 
     def cancel(self, job_id: str) -> None:
         for w in self.workers:
-            if w.job_id == job_id and w.state == "busy":
+            if job_id in w.job_ids and w.state == "busy":
                 self._send(w, "cancel", {"job_id": job_id})
-                w.cancel_sent_at = w.cancel_sent_at or time.monotonic()
+                w.cancel_sent_at.setdefault(job_id, time.monotonic())
 
     def poll_events(self) -> list:
         self._read_messages()
@@ -250,11 +285,11 @@ class LocalProcessPool(WorkerPool):
 
         w.gen += 1
         w.token = secrets.token_hex(16)
-        w.state, w.job_id, w.model, w.cancel_sent_at, w.kill_reason = "starting", None, None, None, None
+        w.state, w.job_ids, w.group, w.model, w.cancel_sent_at, w.kill_reason = "starting", [], None, None, {}, None
         w.info = {}
         args = WorkerArgs(index=w.index, gen=w.gen, identity=w.identity, endpoint=self.endpoint, key=self.key,
                           device=w.device, cuda_device=w.cuda_device, parent_pid=os.getpid(),
-                          threads=self.threads_per_worker, log_level=self.log_level)
+                          threads=self.threads_per_worker, log_level=self.log_level, batch_jobs=w.capacity)
         w.proc = self.mp.Process(target=worker_main, name=f"dreamprop-worker-{w.index}", daemon=True, args=(args,))
         w.proc.start()
         w.spawned_at = w.last_seen = time.monotonic()
@@ -281,7 +316,7 @@ class LocalProcessPool(WorkerPool):
                 self._kill(w, f"no heartbeat for {silent:.0f} s")
             elif w.state == "starting" and now - w.spawned_at > self.start_timeout_s:
                 self._kill(w, "did not start in time")
-            elif w.cancel_sent_at is not None and now - w.cancel_sent_at > self.cancel_timeout_s:
+            elif w.cancel_sent_at and now - min(w.cancel_sent_at.values()) > self.cancel_timeout_s:
                 self._kill(w, "ignored a cancel request")
 
     def _on_death(self, w: WorkerHandle, now: float) -> None:
@@ -298,12 +333,12 @@ class LocalProcessPool(WorkerPool):
         except Exception:
             pass
         w.proc = None
-        job_id, w.job_id = w.job_id, None
+        job_ids, w.job_ids, w.group, w.cancel_sent_at = w.job_ids, [], None, {}
         w.state = "down"
         lived = now - w.spawned_at
         w.quick_deaths = w.quick_deaths + 1 if lived < 30 else 0
         w.respawn_at = now + min(60.0, 0.5 * 2 ** w.quick_deaths) if w.quick_deaths else now
-        if job_id is not None:
+        for job_id in job_ids:
             self._events.append(JobLost(job_id, how))
 
     # ---- messages ------------------------------------------------------------------------------
@@ -367,7 +402,7 @@ class LocalProcessPool(WorkerPool):
         if t == "bye":
             return
         job_id = c.get("job_id")
-        if job_id != w.job_id or job_id is None:
+        if job_id is None or job_id not in w.job_ids:
             return
         if t == "progress":
             content = {k: c.get(k) for k in ("step", "total", "losses", "elapsed_s", "eta_s", "stage", "message")}
@@ -377,8 +412,11 @@ class LocalProcessPool(WorkerPool):
             if msg.buffers and msg.buffers[0]:
                 self._events.append(ProxyMesh(job_id, c.get("step"), msg.buffers[0]))
         elif t == "done":
-            w.state = "idle" if w.state == "busy" else w.state
-            w.job_id, w.cancel_sent_at = None, None
+            w.job_ids.remove(job_id)
+            w.cancel_sent_at.pop(job_id, None)
+            if not w.job_ids:
+                w.group = None
+                w.state = "idle" if w.state == "busy" else w.state
             if c.get("model"):
                 w.model = c["model"]
             self._events.append(JobEnded(job_id, str(c.get("outcome")), error=c.get("error"),

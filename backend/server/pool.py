@@ -33,11 +33,14 @@ from .jobfiles import Artifact, JobResult
 
 @dataclass(frozen=True)
 class Slot:
-    """One place a job can run: a worker process, or (Ray) an actor."""
+    """One place a job can run: a worker process, or (Ray) an actor. A worker that runs several jobs
+    as a group (``serve --batch-jobs``) offers one slot per free place, all with its id."""
 
     id: int
     device: str                  # "cuda" | "cpu"
     model: str | None            # the model it has loaded: the server prefers to keep it busy
+    group: str | None = None     # the group running there (``grouping.group_key``): only a job with
+    #                              this key may take the slot; None: any job
 
 
 @dataclass

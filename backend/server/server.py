@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import zmq
 
 from backend import __version__
+from backend.engine.grouping import group_key
 from shared import PROTOCOL_VERSION
 from shared.protocol import FieldError, ProtocolError, Session, curve_hmac_key, version_compatible
 
@@ -44,6 +45,9 @@ MB = 1024 * 1024
 ZAP_DOMAIN = "dreamprop"
 
 
+SCHEDULE_LOOKAHEAD = 64      # queued jobs _schedule considers beyond the free slots
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -53,6 +57,7 @@ class ServerConfig:
     devices: str = "auto"                     # auto | cpu | comma-separated CUDA indices
     workers: int | None = None                # override the worker count (0: accept and queue only)
     worker_threads: int = 0                   # CPU threads per worker (0: all cores, shared among workers)
+    batch_jobs: int | None = None             # jobs a worker runs as one group (None: 1 on a CPU, 8 on a GPU)
     curve: bool = False
     server_key_file: str | None = None        # default: <state_dir>/keys/server.key_secret (created)
     allowed_clients_dir: str | None = None    # default: <state_dir>/keys/allowed_clients
@@ -145,7 +150,7 @@ class Server:
             self.pool = LocalProcessPool(self.files, devices=cfg.devices, workers=cfg.workers,
                                          worker_threads=cfg.worker_threads, worker_timeout_s=cfg.worker_timeout_s,
                                          start_timeout_s=cfg.worker_start_timeout_s,
-                                         cancel_timeout_s=cfg.cancel_timeout_s)
+                                         cancel_timeout_s=cfg.cancel_timeout_s, batch_jobs=cfg.batch_jobs)
         self.handlers = RequestHandlers(cfg, self.store, self.files, self.outbox, self.events, self.pool,
                                         self.stats, self._schedule)
         self.pool.start()
@@ -414,13 +419,20 @@ class Server:
         idle = self.pool.idle_slots()
         if not idle:
             return
-        for job in self.store.queued(limit=len(idle)):
+        # Look past the first few: a worker's first job opens places for more of its group, and a job
+        # that does not fit a running group must not hold back one that does.
+        for job in self.store.queued(limit=len(idle) + SCHEDULE_LOOKAHEAD):
+            settings = json.loads(job["settings"])
+            key = group_key(settings)
+            fits = [s for s in idle if s.group is None or s.group == key]   # a running group takes its own kind
+            if not fits:
+                continue
+            model = settings.get("model")
+            slot = next((s for s in fits if s.model == model), fits[0])   # keep loaded models busy
+            self._dispatch(slot, job)
+            idle = self.pool.idle_slots()      # the slot is taken; a worker's first job has set its group
             if not idle:
                 break
-            model = json.loads(job["settings"]).get("model")
-            slot = next((s for s in idle if s.model == model), idle[0])   # keep loaded models busy
-            idle.remove(slot)
-            self._dispatch(slot, job)
 
     def _job_spec(self, job: dict) -> JobSpec:
         jid = job["id"]

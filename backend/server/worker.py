@@ -1,5 +1,11 @@
 """GPU worker processes: one per visible GPU (CUDA_VISIBLE_DEVICES set per worker), or one on the CPU.
 
+A worker runs up to ``batch_jobs`` jobs at once as one group (``backend.engine.batching``): jobs that
+can share the guidance model's calls (``backend.engine.grouping.group_key``) are stepped in lockstep
+with one diffusion forward per step for all of them; each still gets its own progress events,
+previews, checkpoints, cancel and result, and a failing job fails alone. A job that arrives while a
+group runs joins it at the next step boundary (the pool only sends jobs that fit the group).
+
 A worker is a spawned process that connects a DEALER socket to the local pool's ROUTER
 (loopback, random port, messages signed with a per-run key, a routing identity with a random part
 made for this spawn; both reach the worker through the spawn pipe, see ``local_pool.py``).
@@ -133,6 +139,7 @@ class WorkerArgs:
     parent_pid: int
     threads: int                 # CPU threads (torch intra-op, OpenMP, MKL)
     log_level: str = "INFO"
+    batch_jobs: int = 1          # jobs stepped together in one group (one guidance call per step)
 
 
 class Worker:
@@ -153,8 +160,10 @@ class Worker:
         self.sock.connect(args.endpoint)
         self.endpoint = args.endpoint
         self.key = args.key
-        self.job_id: str | None = None
-        self.cancel = False
+        self.batch_jobs = max(1, args.batch_jobs)
+        self.job_ids: set[str] = set()      # the jobs this worker runs now
+        self.cancelled: set[str] = set()    # ... of which asked to stop
+        self.pending: list[dict] = []       # "run" messages not yet started
         self.stopping = False
         self._last_cancel_poll = 0.0
         self._guidance: dict = {}   # model name -> loaded Guidance (one at a time)
@@ -182,8 +191,12 @@ class Worker:
             if os.getppid() != self.parent_pid:   # the server died (non-Linux: no PDEATHSIG)
                 os._exit(3)
             try:
+                job_ids = list(self.job_ids)
+            except RuntimeError:          # changed size while copied (the main thread started/ended a job)
+                job_ids = []
+            try:
                 s.send_multipart(session.serialize("heartbeat", {"index": self.index, "gen": self.gen,
-                                                                 "job_id": self.job_id}), flags=zmq.NOBLOCK)
+                                                                 "job_ids": job_ids}), flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
             time.sleep(HEARTBEAT_S)
@@ -200,27 +213,34 @@ class Worker:
             return None
 
     def _poll_control(self) -> None:
-        """Called from should_cancel during a run: handle cancel/shutdown without blocking."""
+        """Called between steps: handle run/cancel/shutdown without blocking."""
         while True:
             msg = self._recv(0)
             if msg is None:
                 return
-            if msg.msg_type == "cancel" and msg.content.get("job_id") == self.job_id:
-                self.cancel = True
-            elif msg.msg_type == "shutdown":
-                self.stopping = self.cancel = True
+            self._on_control(msg)
 
-    def should_cancel(self) -> bool:
+    def _on_control(self, msg) -> None:
+        if msg.msg_type == "run":
+            self.pending.append(msg.content)
+        elif msg.msg_type == "cancel":
+            job_id = msg.content.get("job_id")
+            if job_id in self.job_ids or any(j["job_id"] == job_id for j in self.pending):
+                self.cancelled.add(job_id)
+        elif msg.msg_type == "shutdown":
+            self.stopping = True
+
+    def should_cancel(self, job_id: str) -> bool:
         now = time.monotonic()
         if now - self._last_cancel_poll >= CANCEL_POLL_S:
             self._last_cancel_poll = now
             self._poll_control()
-        return self.cancel
+        return self.stopping or job_id in self.cancelled
 
     # ---- main loop -------------------------------------------------------------------------------
     def _on_sigterm(self, signum, frame) -> None:
         # e.g. `systemctl stop` signals the whole group: save a checkpoint and stop, like a shutdown
-        self.stopping = self.cancel = True
+        self.stopping = True
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -228,15 +248,17 @@ class Worker:
         info = _gpu_info(self.device)
         info["models"] = available_models()
         info["pid"] = os.getpid()
+        info["batch_jobs"] = self.batch_jobs
         self._send("hello", info)
         while not self.stopping:
-            msg = self._recv(500)
-            if msg is None:
-                continue
-            if msg.msg_type == "run":
-                self._run_job(msg.content)
-            elif msg.msg_type == "shutdown":
-                self.stopping = True
+            if not self.pending:
+                msg = self._recv(500)
+                if msg is not None:
+                    self._on_control(msg)
+            if self.pending and not self.stopping:
+                self._run_group()
+        for job in self.pending:        # sent but never started: back to the queue with the others
+            self._send("done", {"job_id": job["job_id"], "outcome": "cancelled", "step": 0})
         self._send("bye", {})
         self.sock.close(linger=2000)
         self.ctx.term()
@@ -244,15 +266,43 @@ class Worker:
     def _load_guidance(self, settings):
         return load_cached_guidance(self._guidance, settings, self.device)
 
-    def _run_job(self, job: dict) -> None:
-        job_id = job["job_id"]
-        self.job_id, self.cancel = job_id, False
-        result_dir = job["result_dir"]
-        try:
-            from backend.engine.api import Cancelled, generate
-            from shared.settings import GenerationSettings
+    # ---- a group of jobs --------------------------------------------------------------------------
+    def _run_group(self) -> None:
+        """Run the pending jobs, and those that arrive meanwhile, as one group until none is left."""
+        runner = None
+        started: dict[str, dict] = {}            # job id -> what its "done" message needs
+        while True:
+            if runner is None or not runner.members:
+                runner = None
+            for job in list(self.pending):
+                if len(started) >= self.batch_jobs or self.stopping:
+                    break
+                if job["job_id"] in self.cancelled:
+                    self.pending.remove(job)
+                    self.cancelled.discard(job["job_id"])
+                    self._send("done", {"job_id": job["job_id"], "outcome": "cancelled", "step": 0})
+                    continue
+                runner = self._admit(job, runner, started)
+            if runner is None or not runner.members:
+                if not self.pending or self.stopping:
+                    return
+                continue
+            for departure in runner.step():
+                self._depart(departure, started.pop(departure.member.key))
+            self._poll_control()
 
+    def _admit(self, job: dict, runner, started: dict):
+        """Start ``job`` in ``runner``'s group when it fits (else it waits in ``pending`` for the group
+        to drain); a job that cannot start is reported failed. Returns the (possibly new) runner."""
+        from backend.engine.api import GroupRunner, prepare_generation
+        from shared.settings import GenerationSettings
+
+        job_id = job["job_id"]
+        try:
             settings = GenerationSettings.from_dict(job["settings"])
+            if runner is not None and not runner.accepts(settings):
+                return runner
+            self.pending.remove(job)
             init_mesh = reference_image = None
             if job.get("init_mesh_path"):
                 with open(job["init_mesh_path"], "rb") as f:
@@ -264,52 +314,89 @@ class Worker:
             cached = (settings.guidance_type, settings.model, settings.half_precision) in self._guidance
             guidance = self._load_guidance(settings)
             load_s = time.perf_counter() - t_load
+            if guidance is None:
+                raise RuntimeError("the engine is not installed in this worker")
+            if runner is None or runner.guidance is not guidance:
+                runner = GroupRunner(guidance, self.batch_jobs)
+            self.job_ids.add(job_id)
+            callback = self._callback(job_id)
+            run = prepare_generation(settings, device=self.device, callback=callback,
+                                     checkpoint_path=job["checkpoint_path"], init_mesh_glb=init_mesh,
+                                     init_checkpoint=job.get("init_checkpoint"), guidance=guidance,
+                                     reference_image=reference_image)
+            runner.add(job_id, run, callback=callback, should_cancel=lambda: self.should_cancel(job_id),
+                       checkpoint_path=job["checkpoint_path"])
+            started[job_id] = {"job": job, "settings": settings, "cached": cached, "load_s": load_s,
+                               "callback": callback}
+        except BaseException as e:  # noqa: BLE001 - report every failure, keep the worker alive
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            if job in self.pending:
+                self.pending.remove(job)
+            self._fail(job_id, e)
+        return runner
 
-            def callback(ev) -> None:
-                try:
-                    losses = clean_json(dict(ev.losses or {}))
-                    content = {"job_id": job_id, "step": int(ev.step), "total": int(ev.total),
-                               "losses": losses, "elapsed_s": clean_json(float(ev.elapsed_s)),
-                               "eta_s": clean_json(float(ev.eta_s)) if ev.eta_s is not None else None,
-                               "stage": str(ev.stage), "message": str(getattr(ev, "message", "") or "")[:500],
-                               "preview": bool(ev.preview_png)}
-                    self._send("progress", content, [ev.preview_png] if ev.preview_png else [], droppable=True)
-                    if getattr(ev, "proxy_glb", None):
-                        self._send("proxy_mesh", {"job_id": job_id, "step": int(ev.step)}, [ev.proxy_glb],
-                                   droppable=True)
-                except Exception:  # never let reporting break the run
-                    log.exception("progress callback")
+    def _depart(self, departure, info: dict) -> None:
+        """Report a job that left the group: export and write a finished one's result."""
+        from backend.engine.api import finish_generation
 
-            try:
-                result = generate(settings, device=self.device, callback=callback,
-                                  checkpoint_path=job["checkpoint_path"], should_cancel=self.should_cancel,
-                                  init_mesh_glb=init_mesh, init_checkpoint=job.get("init_checkpoint"),
-                                  guidance=guidance, reference_image=reference_image)
-            except Cancelled as c:
-                self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step,
+        job_id, settings = departure.member.key, info["settings"]
+        try:
+            if departure.outcome == "cancelled":
+                self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": departure.error.step,
                                     "model": settings.model})
                 return
+            if departure.outcome == "failed":
+                self._fail(job_id, departure.error)
+                return
+            result = finish_generation(departure.member.run, departure.final_losses, callback=info["callback"],
+                                       t_fit=departure.t_fit)
             metadata = clean_json(dict(result.metadata or {}))
-            metadata["worker"] = {"index": self.index, "device": self.device, "model_cached": cached,
-                                  "model_load_s": load_s}
+            metadata["worker"] = {"index": self.index, "device": self.device, "model_cached": info["cached"],
+                                  "model_load_s": info["load_s"]}
+            result_dir = info["job"]["result_dir"]
             write_atomic(os.path.join(result_dir, "result.glb"), result.glb)
             write_atomic(os.path.join(result_dir, "turntable.png"), result.turntable_png or b"")
             write_atomic(os.path.join(result_dir, "metadata.json"), json.dumps(metadata).encode("utf-8"))
             self._send("done", {"job_id": job_id, "outcome": "finished", "metadata": metadata,
                                 "model": settings.model})
-        except BaseException as e:  # noqa: BLE001 - report every failure, keep the worker alive
+        except BaseException as e:  # noqa: BLE001
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            oom = "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
-            text = f"{type(e).__name__}: {e}"
-            if oom:
-                text = "out of GPU memory: lower resolution_schedule, samples_per_ray or the batch size (" + text + ")"
-                self._guidance.clear()
-                _free_memory()
-            self._send("done", {"job_id": job_id, "outcome": "failed", "error": text[:4000],
-                                "traceback": traceback.format_exc()[-8000:]})
+            self._fail(job_id, e)
         finally:
-            self.job_id = None
+            self.job_ids.discard(job_id)
+            self.cancelled.discard(job_id)
+
+    def _fail(self, job_id: str, e: BaseException) -> None:
+        oom = "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
+        text = f"{type(e).__name__}: {e}"
+        if oom:
+            text = "out of GPU memory: lower resolution_schedule, samples_per_ray or the batch size (" + text + ")"
+            if not self.job_ids - {job_id}:       # nothing else running: free the model too
+                self._guidance.clear()
+            _free_memory()
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        self._send("done", {"job_id": job_id, "outcome": "failed", "error": text[:4000], "traceback": tb[-8000:]})
+        self.job_ids.discard(job_id)
+        self.cancelled.discard(job_id)
+
+    def _callback(self, job_id: str):
+        def callback(ev) -> None:
+            try:
+                losses = clean_json(dict(ev.losses or {}))
+                content = {"job_id": job_id, "step": int(ev.step), "total": int(ev.total),
+                           "losses": losses, "elapsed_s": clean_json(float(ev.elapsed_s)),
+                           "eta_s": clean_json(float(ev.eta_s)) if ev.eta_s is not None else None,
+                           "stage": str(ev.stage), "message": str(getattr(ev, "message", "") or "")[:500],
+                           "preview": bool(ev.preview_png)}
+                self._send("progress", content, [ev.preview_png] if ev.preview_png else [], droppable=True)
+                if getattr(ev, "proxy_glb", None):
+                    self._send("proxy_mesh", {"job_id": job_id, "step": int(ev.step)}, [ev.proxy_glb],
+                               droppable=True)
+            except Exception:  # never let reporting break the run
+                log.exception("progress callback")
+        return callback
 
 
 def load_cached_guidance(cache: dict, settings, device: str):

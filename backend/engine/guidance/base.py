@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -31,6 +31,21 @@ class PromptEmbeddings:
         """(cond, uncond), each Float[Tensor, "B T D"], for B = len(views)."""
         cond = torch.cat([self.by_view[v] for v in views], dim=0)
         return cond, self.uncond.expand(len(views), *self.uncond.shape[1:])
+
+
+@dataclass
+class GuidanceRequest:
+    """One job's part of a guidance evaluation: its renders and everything per job that goes with them
+    (the arguments of ``Guidance.__call__``, plus the job's own device ``generator``, from which every
+    random draw of the guidance for these renders is made; None: the global RNG)."""
+
+    rgb: torch.Tensor                    # Float[Tensor, "B H W 3"] in [0, 1], with gradient
+    embeddings: PromptEmbeddings
+    views: list[str]
+    cameras: Optional["CameraBatch"]
+    guidance_scale: float
+    t_range: tuple[float, float]
+    generator: Optional[torch.Generator] = None
 
 
 class Guidance(ABC):
@@ -79,3 +94,13 @@ class Guidance(ABC):
         - ``t_range``: (min, max) diffusion time, fractions of the schedule.
 
         Returns {"loss_sds": Float[Tensor, ""] whose gradient is the guidance, ...diagnostics}."""
+
+    #: True when ``guide_many`` evaluates several jobs' renders in one model call
+    batches_jobs: bool = False
+
+    def guide_many(self, requests: list[GuidanceRequest]) -> list[dict]:
+        """Guidance for several jobs at once (``backend.engine.batching``), one result dict per request,
+        each as ``__call__`` returns it for that request alone. The default evaluates the requests one
+        by one; a guidance that can share one model call overrides it (and sets ``batches_jobs``)."""
+        return [self(r.rgb, r.embeddings, r.views, cameras=r.cameras, guidance_scale=r.guidance_scale,
+                     t_range=r.t_range) for r in requests]

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
-from backend.engine.guidance.base import Guidance, PromptEmbeddings
+from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings
 from backend.engine.registry import register
 from shared.settings import GenerationSettings
+
+from backend.engine.cameras import host_to_device
 
 if TYPE_CHECKING:
     from backend.engine.cameras import CameraBatch
@@ -127,8 +129,10 @@ class StableDiffusionGuidance(Guidance):
         return PromptEmbeddings(by_view=by_view, uncond=self._embed(negative_prompt))
 
     # -- SDS -------------------------------------------------------------------------------------
-    def encode_images(self, rgb_bchw: torch.Tensor) -> torch.Tensor:
-        """Float[Tensor, "B 3 H W"] in [0, 1] -> scaled VAE latents Float[Tensor, "B 4 H/8 W/8"] (SD's VAE)."""
+    def encode_images(self, rgb_bchw: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Float[Tensor, "B 3 H W"] in [0, 1] -> scaled VAE latents Float[Tensor, "B 4 H/8 W/8"] (SD's VAE),
+        a sample of the posterior: mean + std * ``noise`` (Float[Tensor, "B 4 H/8 W/8"]; None: drawn
+        from the global RNG)."""
         x = rgb_bchw.to(self.dtype) * 2.0 - 1.0
         try:
             posterior = self.vae.encode(x).latent_dist
@@ -139,15 +143,22 @@ class StableDiffusionGuidance(Guidance):
             self._compile_failed = True
             self._set_vae_encoder(self.vae_attention, False)
             posterior = self.vae.encode(x).latent_dist
-        return posterior.sample() * self.latent_scale
+        if noise is None:
+            return posterior.sample() * self.latent_scale
+        return (posterior.mean + posterior.std * noise.to(posterior.mean.dtype)) * self.latent_scale
+
+    def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
+        side = self.resolution // self.vae_scale
+        return batch, int(self.vae.config.latent_channels), side, side
 
     @torch.no_grad()
     def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                      uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+                      uncond: torch.Tensor, guidance_scale: float | torch.Tensor) -> torch.Tensor:
         """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair.
 
         ``latents_noisy``: Float[Tensor, "B C h w"], ``t``: Int[Tensor, "B"], ``cond``/``uncond``:
-        Float[Tensor, "B T D"] -> Float[Tensor, "B C h w"]."""
+        Float[Tensor, "B T D"], ``guidance_scale``: a number or Float[Tensor, "B 1 1 1"] (one per
+        render: several jobs in one call) -> Float[Tensor, "B C h w"]."""
         latent_in = torch.cat([latents_noisy] * 2).to(self.dtype)
         t_in = torch.cat([t] * 2)
         context = torch.cat([cond, uncond]).to(self.dtype)
@@ -206,26 +217,62 @@ class StableDiffusionGuidance(Guidance):
 
     def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *,
                  cameras: Optional[CameraBatch] = None, guidance_scale: float,
-                 t_range: tuple[float, float]) -> dict:
+                 t_range: tuple[float, float], generator: Optional[torch.Generator] = None) -> dict:
         """SDS on ``rgb`` Float[Tensor, "B H W 3"] (see ``Guidance.__call__``). Also returns
-        ``grad_norm`` and the drawn ``timesteps`` Int[Tensor, "B"]."""
-        batch = rgb.shape[0]
-        rgb_bchw = rgb.permute(0, 3, 1, 2)
-        if rgb_bchw.shape[-1] != self.resolution:
-            rgb_bchw = F.interpolate(rgb_bchw, (self.resolution, self.resolution), mode="bilinear",
-                                     align_corners=False)
-        latents = self.encode_images(rgb_bchw).float()
+        ``grad_norm`` and the drawn ``timesteps`` Int[Tensor, "B"]. ``generator``: a generator on the
+        guidance's device every random draw comes from (None: the global RNG)."""
+        return self.guide_many([GuidanceRequest(rgb, embeddings, views, cameras, guidance_scale, t_range,
+                                                generator)])[0]
+
+    batches_jobs = True
+
+    def draw(self, batch: int, t_range: tuple[float, float], generator: Optional[torch.Generator]):
+        """One request's random inputs, in a fixed order from its generator: timesteps Int[Tensor, "B"],
+        the SDS noise and the VAE posterior's noise, Float[Tensor, "B C h w"] each. Drawn on the device
+        so the step never waits on a host-to-device copy."""
         t_lo = int(t_range[0] * self.num_train_timesteps)
         t_hi = max(t_lo, int(t_range[1] * self.num_train_timesteps))
-        # Drawn on the device so the step never waits on a host-to-device copy.
-        t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch,), device=self.device)
-        noise = torch.randn(latents.shape, dtype=latents.dtype, device=self.device)
-        cond, uncond = embeddings.for_views(views)
+        t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch,), device=self.device,
+                          generator=generator)
+        shape = self.latent_shape(batch)
+        noise = torch.randn(shape, device=self.device, generator=generator)
+        posterior_noise = torch.randn(shape, device=self.device, generator=generator)
+        return t, noise, posterior_noise
+
+    def guide_many(self, requests: list[GuidanceRequest]) -> list[dict]:
+        """SDS for several jobs' renders with ONE VAE encode and ONE UNet call: the rows of all requests
+        are stacked with their own prompt embeddings, guidance scale, timestep and noise (each drawn
+        from its request's generator), and each request's loss is computed over its own rows only, so
+        a job gets the same gradient alone or in a group (to floating-point summation order)."""
+        images, draws, conds, unconds, scales, sizes = [], [], [], [], [], []
+        for r in requests:
+            rgb_bchw = r.rgb.permute(0, 3, 1, 2)
+            if rgb_bchw.shape[-1] != self.resolution:
+                rgb_bchw = F.interpolate(rgb_bchw, (self.resolution, self.resolution), mode="bilinear",
+                                         align_corners=False)
+            images.append(rgb_bchw)
+            draws.append(self.draw(rgb_bchw.shape[0], r.t_range, r.generator))
+            cond, uncond = r.embeddings.for_views(r.views)
+            conds.append(cond)
+            unconds.append(uncond)
+            scales += [float(r.guidance_scale)] * rgb_bchw.shape[0]
+            sizes.append(rgb_bchw.shape[0])
+        t = torch.cat([d[0] for d in draws])
+        noise = torch.cat([d[1] for d in draws])
+        latents = self.encode_images(torch.cat(images), torch.cat([d[2] for d in draws])).float()
+        # One number when all rows share it (the usual case); else one per row.
+        scale = scales[0] if len(set(scales)) == 1 else host_to_device(torch.tensor(scales), self.device).view(-1, 1, 1, 1)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
-            noise_pred = self.predict_noise(noisy, t, cond, uncond, guidance_scale)
+            noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), scale)
         grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
         # The MSE-to-detached-target trick: d(loss)/d(latents) == grad, without a custom backward.
         target = (latents - grad).detach()
-        loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / batch
-        return {"loss_sds": loss, "grad_norm": grad.norm(), "timesteps": t}
+        per_row = 0.5 * ((latents - target) ** 2).flatten(1).sum(1)
+        results, start = [], 0
+        for n in sizes:
+            rows = slice(start, start + n)
+            results.append({"loss_sds": per_row[rows].sum() / n, "grad_norm": grad[rows].norm(),
+                            "timesteps": t[rows]})
+            start += n
+        return results

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.engine.cameras import CameraBatch
-from backend.engine.guidance.base import PromptEmbeddings
+from backend.engine.guidance.base import GuidanceRequest, PromptEmbeddings
 from backend.engine.guidance.camera_projection import load_camera_projection, projection_folder
 from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 from backend.engine.registry import register
@@ -172,25 +172,32 @@ class Zero123Guidance(StableDiffusionGuidance):
         return uncond + guidance_scale * (cond - uncond)
 
     # -- SDS -------------------------------------------------------------------------------------
+    # One reference per loaded model (``set_reference``), so two image jobs never share a call: the
+    # engine's grouping (``grouping.group_key``) runs each image job alone, and a group of one is
+    # evaluated request by request.
+    batches_jobs = False
+
+    def guide_many(self, requests: list[GuidanceRequest]) -> list[dict]:
+        return [self(r.rgb, r.embeddings, r.views, cameras=r.cameras, guidance_scale=r.guidance_scale,
+                     t_range=r.t_range, generator=r.generator) for r in requests]
+
     def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *,
                  cameras: Optional[CameraBatch] = None, guidance_scale: float,
-                 t_range: tuple[float, float]) -> dict:
+                 t_range: tuple[float, float], generator: Optional[torch.Generator] = None) -> dict:
         """SDS on ``rgb`` Float[Tensor, "B H W 3"] seen from ``cameras`` (required here); ``embeddings``
-        and ``views`` are not used. Returns ``loss_sds``, ``grad_norm``, ``timesteps``."""
+        and ``views`` are not used. Returns ``loss_sds``, ``grad_norm``, ``timesteps``. ``generator``:
+        the job's random stream on the guidance's device (None: the global RNG)."""
         if cameras is None:
             raise ValueError("zero123 guidance needs the cameras of the renders")
+        if self.reference is None:
+            raise RuntimeError("zero123 guidance: no reference image (call set_reference first)")
         batch = rgb.shape[0]
         rgb_bchw = rgb.permute(0, 3, 1, 2)
         if rgb_bchw.shape[-1] != self.resolution:
             rgb_bchw = F.interpolate(rgb_bchw, (self.resolution, self.resolution), mode="bilinear",
                                      align_corners=False)
-        latents = self.encode_images(rgb_bchw).float()
-        t_lo = int(t_range[0] * self.num_train_timesteps)
-        t_hi = max(t_lo, int(t_range[1] * self.num_train_timesteps))
-        t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch,), device=self.device)
-        noise = torch.randn(latents.shape, dtype=latents.dtype, device=self.device)
-        if self.reference is None:
-            raise RuntimeError("zero123 guidance: no reference image (call set_reference first)")
+        t, noise, posterior_noise = self.draw(batch, t_range, generator)
+        latents = self.encode_images(rgb_bchw, posterior_noise).float()
         camera = reference_camera(cameras, self.reference)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
