@@ -13,11 +13,14 @@ benchmarks:
             PSNR); -h for options
   speed     GPU speed and memory vs the SDS bound (--cpu: the CPU reference); -h for options
   demo      time `make demo` end to end (fresh processes) and score what it made; -h for options
+  image     image-to-3D: one reference view of library objects drawn outside training -> mesh,
+            against their ground truth (IoU, reference yaw, Chamfer, albedo, novel views); -h
   farm      props per hour on a local Ray farm with 1, 2, 3 nodes, and recovery from a node's death
 """
 
 BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed", "demo": "backend.bench.demo",
-              "farm": "backend.bench.farm"}
+              "farm": "backend.bench.farm",
+              "image": "backend.bench.image"}
 
 
 def main(argv: list[str] | None = None) -> int:

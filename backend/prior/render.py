@@ -100,12 +100,14 @@ def _per_ray(params: dict, sel: torch.Tensor, per: int) -> dict:
 
 def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shading: torch.Tensor,
            background: torch.Tensor, supersample: int = 2, blur: torch.Tensor | None = None, vary: bool = True,
-           generator=None) -> torch.Tensor:
+           generator=None, params: dict | None = None) -> torch.Tensor:
     """Render one image per camera: (B, 3, resolution, resolution) in [0, 1].
 
     ``entry_idx`` (B,) indexes ENTRIES; ``shading`` and ``background`` (B,) index SHADINGS and
     BACKGROUNDS; ``blur`` (B,) bool. With ``vary`` every image draws its own proportions and part
     counts from its category's ranges; without, all are canonical (the benchmark's ground truth).
+    ``params``: given proportions instead (one category's parameter dict, tensors of one value
+    each, for every image: the image benchmark's objects drawn outside training).
     """
     dev = cams.c2w.device
     n = entry_idx.shape[0]
@@ -122,11 +124,13 @@ def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shadi
         sel = torch.nonzero(cat_of == k)[:, 0]
         if sel.numel() == 0:
             continue
-        if vary:
-            params = category.sample(sel.numel(), dev, generator)
+        if params is not None:
+            chosen = {key: params[key].to(dev).reshape(1).expand(sel.numel()) for key in category.canonical()}
+        elif vary:
+            chosen = category.sample(sel.numel(), dev, generator)
         else:
-            params = {key: torch.full((sel.numel(),), v, device=dev) for key, v in category.canonical().items()}
-        ray_params = _per_ray(params, torch.arange(sel.numel(), device=dev), per)
+            chosen = {key: torch.full((sel.numel(),), v, device=dev) for key, v in category.canonical().items()}
+        ray_params = _per_ray(chosen, torch.arange(sel.numel(), device=dev), per)
         flat_o, flat_d = rays_o[sel].reshape(-1, 3), rays_d[sel].reshape(-1, 3)
         hit, points, normals = trace(lambda q: evaluate(category, q, ray_params, None), flat_o, flat_d)
         albedo = torch.zeros_like(points)

@@ -20,38 +20,43 @@ Stable Zero123's 4th camera entry (the reference's absolute polar angle) is not 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from backend.engine.cameras import CameraBatch
 from backend.engine.guidance.base import PromptEmbeddings
-from backend.engine.guidance.camera_projection import load_camera_projection
+from backend.engine.guidance.camera_projection import load_camera_projection, projection_folder
 from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 from backend.engine.registry import register
 from backend.engine.types import ReferenceImage
 from shared.settings import GenerationSettings
 
-if TYPE_CHECKING:
-    from backend.engine.cameras import CameraBatch
-
 BUILTIN_VIEW_PRIOR = Path(__file__).resolve().parents[2] / "view_prior" / "weights"
 
 
-def relative_camera(elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch.Tensor,
-                    reference: ReferenceImage) -> torch.Tensor:
+def relative_camera(elevation, azimuth, distance, ref_elevation, ref_azimuth, ref_distance) -> torch.Tensor:
     """Zero-1-to-3's camera vector of each render relative to the reference: Float[Tensor, "B 4"] =
-    [Δpolar rad, sin Δazimuth, cos Δazimuth, Δdistance].
+    [Δpolar rad, sin Δazimuth, cos Δazimuth, Δdistance]. Arguments broadcast (tensors or floats).
 
-    ``elevation``/``azimuth`` in degrees, engine convention (``backend.engine.cameras``). The polar
-    angle is 90° - elevation, so Δpolar = elevation_ref - elevation (a render above the reference has
-    Δpolar < 0). Azimuth grows counter-clockwise seen from above in the engine as in Zero-1-to-3's
-    Objaverse renders (atan2(y, x) of the camera position, Z up), so Δazimuth = azimuth - azimuth_ref
-    with no sign flip (stable-dreamfusion negates it because its azimuth runs the other way)."""
-    elevation, azimuth, distance = (torch.as_tensor(x, dtype=torch.float32) for x in (elevation, azimuth, distance))
-    d_polar = torch.deg2rad(reference.elevation - elevation)
-    d_azimuth = torch.deg2rad(azimuth - reference.azimuth)
-    return torch.stack([d_polar, torch.sin(d_azimuth), torch.cos(d_azimuth), distance - reference.distance], -1)
+    Angles in degrees, engine convention (``backend.engine.cameras``). The polar angle is 90° -
+    elevation, so Δpolar = ref_elevation - elevation (a render above the reference has Δpolar < 0).
+    Azimuth grows counter-clockwise seen from above in the engine as in Zero-1-to-3's Objaverse
+    renders (atan2(y, x) of the camera position, Z up), so Δazimuth = azimuth - ref_azimuth with no
+    sign flip (stable-dreamfusion negates it because its azimuth runs the other way)."""
+    el, az, dist, ref_el, ref_az, ref_dist = (torch.as_tensor(x, dtype=torch.float32) for x in
+                                              (elevation, azimuth, distance, ref_elevation, ref_azimuth, ref_distance))
+    d_polar = torch.deg2rad(ref_el - el)
+    d_azimuth = torch.deg2rad(az - ref_az)
+    d_polar, d_azimuth, d_dist = torch.broadcast_tensors(d_polar, d_azimuth, dist - ref_dist)
+    return torch.stack([d_polar, torch.sin(d_azimuth), torch.cos(d_azimuth), d_dist], -1)
+
+
+def reference_camera(cameras: CameraBatch, reference: ReferenceImage) -> torch.Tensor:
+    """``relative_camera`` of each camera of a batch to the reference's camera."""
+    return relative_camera(cameras.elevation, cameras.azimuth, cameras.distance, reference.elevation,
+                           reference.azimuth, reference.distance)
 
 
 def clip_pixels(rgb_bchw: torch.Tensor, size: int, mean, std) -> torch.Tensor:
@@ -84,6 +89,7 @@ class Zero123Guidance(StableDiffusionGuidance):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+        projection_folder(model_path)   # a clear error for a folder of another layout, before loading
         self.device = torch.device(device)
         self.dtype = torch.float16 if (half_precision and self.device.type == "cuda") else torch.float32
         load = dict(torch_dtype=self.dtype, local_files_only=True)
@@ -182,12 +188,12 @@ class Zero123Guidance(StableDiffusionGuidance):
         t_hi = max(t_lo, int(t_range[1] * self.num_train_timesteps))
         t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch,), device=self.device)
         noise = torch.randn(latents.shape, dtype=latents.dtype, device=self.device)
-        camera = relative_camera(cameras.elevation, cameras.azimuth, cameras.distance, self.reference
-                                 ) if self.reference is not None else None
+        if self.reference is None:
+            raise RuntimeError("zero123 guidance: no reference image (call set_reference first)")
+        camera = reference_camera(cameras, self.reference)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
-            noise_pred = self.predict_noise_image(noisy, t, camera if camera is not None else torch.zeros(batch, 4),
-                                                  guidance_scale)
+            noise_pred = self.predict_noise_image(noisy, t, camera, guidance_scale)
         grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
         target = (latents - grad).detach()
         loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / batch
