@@ -30,12 +30,13 @@ def view_prior(tmp_path_factory):
 def short_image_settings(model: str, image_weight: float, **changes):
     """The image preset (what `generate --image` runs) on a shorter budget."""
     return resolve({"guidance_type": "zero123", "model": model, "image_guidance_weight": image_weight,
-                    "steps": 150, "reference_resolution": 48, "reference_elevation": ELEVATION,
+                    "steps": 100, "reference_resolution": 48, "reference_elevation": ELEVATION,
                     "reference_fill": 0.0, "mesh_resolution": 64, "texture_size": 64, "face_budget": 4000,
                     "preview_interval": 0, **changes}, preset="builtin-image")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_one_picture_makes_the_object(view_prior):
     from backend.engine.api import generate
 
