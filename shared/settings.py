@@ -193,6 +193,9 @@ class GenerationSettings:
                                     "(a render made with the reference camera)")
     reference_resolution: int = _s(64, lo=16, hi=1024, group="reference",
                                    help="side of the reference view's render, pixels")
+    reference_rays: int = _s(0, lo=0, hi=2**22, group="reference",
+                             help="reference pixels rendered per step, drawn at random (an unbiased estimate of "
+                                  "the losses over the whole picture at a fraction of the cost); 0 = all")
     reference_rgb_weight: float = _s(1000.0, lo=0.0, hi=1e6, group="reference",
                                      help="weight of the reference view's colour loss (MSE on the object's "
                                           "mask; threestudio ramps it to 1000)")

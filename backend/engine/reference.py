@@ -92,12 +92,20 @@ class ReferenceView:
         self.rgb = host_to_device(rgb.reshape(-1, 3).contiguous(), self.device)
         self.mask = host_to_device(mask.reshape(-1, 1).clamp(0, 1).contiguous(), self.device)
         self.resolution = res
+        self.rays_per_step = settings.reference_rays
 
     def losses(self, renderer: VolumeRenderer, *, stratified: bool = True) -> dict:
-        """Render the reference view (albedo, over a random solid colour) and compare (unweighted)."""
-        bg = host_to_device(torch.rand(1, 3), self.device).expand(self.rays_o.shape[0], 3)
-        out = renderer(self.rays_o, self.rays_d, shading="albedo", bg_color=bg, stratified=stratified)
-        return reference_losses(out, self.rgb, self.mask, bg)
+        """Render the reference view (albedo, over a random solid colour) and compare (unweighted); with
+        ``reference_rays`` a random subset of its pixels each step (the losses are pixel means: the
+        subset's are an unbiased estimate)."""
+        n = self.rays_o.shape[0]
+        rays_o, rays_d, rgb, mask = self.rays_o, self.rays_d, self.rgb, self.mask
+        if 0 < self.rays_per_step < n:
+            pick = host_to_device(torch.randperm(n)[:self.rays_per_step], self.device)
+            rays_o, rays_d, rgb, mask = rays_o[pick], rays_d[pick], rgb[pick], mask[pick]
+        bg = host_to_device(torch.rand(1, 3), self.device).expand(rays_o.shape[0], 3)
+        out = renderer(rays_o, rays_d, shading="albedo", bg_color=bg, stratified=stratified)
+        return reference_losses(out, rgb, mask, bg)
 
 
 class ImageTerms:
