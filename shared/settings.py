@@ -22,7 +22,7 @@ MAX_PROMPT_CHARS = 500
 # one import in ``backend/engine/builtin_types.py``, and its name here (``tests/test_registry.py``
 # checks that the engine and these lists agree).
 GUIDANCE_TYPES = ("stable-diffusion",)
-GEOMETRY_TYPES = ("implicit-volume",)
+GEOMETRY_TYPES = ("implicit-volume", "implicit-sdf")
 # The optimisation stages a run may have (the ``stages`` setting): the coarse NeRF alone, or the coarse
 # NeRF followed by the fine stage (``backend/engine/fine.py``: an SDF initialised from the coarse
 # density, rendered sharper and optimised again; Magic3D's coarse -> fine).
@@ -178,7 +178,8 @@ class GenerationSettings:
     # -- field and renderer ----------------------------------------------------------------------
     geometry_type: str = _s("implicit-volume", choices=GEOMETRY_TYPES, group="field",
                             help="the 3D representation optimised: implicit-volume = hash-grid NeRF density "
-                                 "and albedo (threestudio's implicit-volume)")
+                                 "and albedo (threestudio's implicit-volume); implicit-sdf = a signed distance "
+                                 "field from a sphere, rendered VolSDF-style (the fine stage's geometry)")
     hash_levels: int = _s(16, lo=1, hi=32, group="field")
     hash_features: int = _s(2, lo=1, hi=8, group="field", help="features per level")
     hash_log2_size: int = _s(19, lo=10, hi=24, group="field", help="log2 of the hash table size")

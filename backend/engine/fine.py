@@ -3,7 +3,7 @@
 ``FineTrainer`` is the ``Trainer`` run on settings derived from the run's (``fine_settings``): the
 ``implicit-sdf`` geometry (``backend.engine.sdf_field``, where the choice of an SDF over DMTet is
 explained), ``fine_steps`` steps at ``fine_resolution`` pixels with twice the coarse stage's samples
-per ray and a finer occupancy grid, ``fine_lr``, diffusion times up to 0.5 (threestudio's
+per ray and an occupancy grid twice as fine, ``fine_lr``, diffusion times up to 0.5 (threestudio's
 ``magic3d-refine``), no albedo warm-up (the texture carries over), and no orientation or sparsity
 term (an SDF's normals and opacity need neither); the SDF adds its eikonal and normal terms itself.
 
@@ -35,7 +35,6 @@ from backend.engine.trainer import BOUND, Trainer
 from shared.settings import GenerationSettings
 
 STAGE = "fine"
-FINE_OCCUPANCY_RESOLUTION = 64     # the shell the fine stage marches: 3 cm cells
 FINE_T_MAX = 0.5                   # magic3d-refine: small noise only, the shape is already there
 ALBEDO_FIT_ITERATIONS = 150        # refine from a mesh: colour fit (seconds on a CPU)
 
@@ -47,7 +46,8 @@ def fine_settings(s: GenerationSettings) -> GenerationSettings:
     return s.replace(geometry_type="implicit-sdf", steps=s.fine_steps,
                      resolution_schedule=f"{s.fine_resolution}x{batch}", lr=s.fine_lr,
                      samples_per_ray=min(4096, 2 * s.samples_per_ray),
-                     occupancy_resolution=max(FINE_OCCUPANCY_RESOLUTION, s.occupancy_resolution),
+                     # A thin shell around the surface is marched: cells half the coarse stage's size.
+                     occupancy_resolution=min(256, 2 * s.occupancy_resolution),
                      progressive_levels=False, albedo_warmup_steps=0, orientation_weight_start=0.0,
                      orientation_weight_end=0.0, sparsity_weight=0.0, opacity_weight=0.0, t_anneal=False,
                      t_max=t_max)
