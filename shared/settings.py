@@ -276,6 +276,10 @@ class GenerationSettings:
         """Steps of the whole run: the coarse stage's, plus the fine stage's when there is one."""
         return self.steps + (self.fine_steps if self.has_fine_stage else 0)
 
+    def run_steps(self, *, refine: bool = False) -> int:
+        """Steps a job runs: a refine job (from a mesh or a parent job) is the fine stage alone."""
+        return self.fine_steps if refine else self.total_steps
+
     def stage_at(self, step: int) -> Stage:
         current = None
         for stage in self.resolution_stages:

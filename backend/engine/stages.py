@@ -60,8 +60,8 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
         guidance.configure(settings)
     t_loaded = time.perf_counter()
     refine = init_mesh_glb is not None or init_checkpoint is not None
-    offset = 0 if refine else settings.steps           # global step of the fine stage's step 0
-    total = offset + settings.fine_steps
+    total = settings.run_steps(refine=refine)
+    offset = total - settings.fine_steps                # the whole run's step at the fine stage's step 0
 
     def init_event(message: str) -> None:
         if callback is not None:
