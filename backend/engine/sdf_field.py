@@ -37,8 +37,12 @@ from backend.engine.field import NeRFField
 from backend.engine.registry import register
 
 BASE_GRID_RESOLUTION = 128        # base SDF grid points per side: 1.6 cm cells in a 2 m scene
-BETA_START_STEPS = 4.0            # beta starts at 4 render steps (soft: gradients reach far) ...
-BETA_END_STEPS = 1.0              # ... and ends at one (as sharp as the ray step can resolve)
+# beta, in render steps: starts at 2 (a little soft, so SDS gradients reach the surface from a step or
+# two away) and ends at 1 (as sharp as the ray step resolves). Not softer at the start: a VolSDF
+# surface looks about beta larger than it is (a ray meets 39% opacity before reaching it), and the
+# stage starts on a finished shape, which a swollen first render would only teach SDS to shrink.
+BETA_START_STEPS = 2.0
+BETA_END_STEPS = 1.0
 REGULARISER_POINTS = 2048         # surface points per step for the eikonal and normal terms
 SURFACE_JITTER = 0.01             # eikonal points: this far (std) around the surface
 NORMAL_PROBE = 0.01               # normal TV: compare normals this far apart
