@@ -119,6 +119,7 @@ def test_normal_tv_prefers_flat_faces_to_bumps():
     assert bumpy.normal_tv_loss(on).item() < 0.9 * before
 
 
+@pytest.mark.slow
 def test_resume_in_the_fine_stage_equals_an_uninterrupted_run(tiny_model_path, tmp_path):
     settings = fine_settings()
     straight = generate(settings, device="cpu", checkpoint_path=str(tmp_path / "straight.ckpt"))
@@ -142,6 +143,7 @@ def test_resume_in_the_fine_stage_equals_an_uninterrupted_run(tiny_model_path, t
     assert resumed.glb == straight.glb
 
 
+@pytest.mark.slow
 def test_refine_keeps_a_cube_a_cube_with_sharp_corners(tiny_model_path):
     events = []
     result = generate(fine_settings(fine_steps=4, preview_interval=2, mesh_resolution=128), device="cpu",

@@ -14,7 +14,7 @@ than NeuS: NeuS computes each sample's opacity from the SDF at both ends of the 
 renderer (density per sample, as nerfacc) does not do; VolSDF's density is a function of the SDF at
 one point, so the renderer is unchanged.
 
-The SDF is ``base_sdf(x) + raw(x)[0]``: ``base_sdf`` is a fixed grid (trilinear) holding the signed
+The SDF is ``base_sdf(x) + RESIDUAL_SCALE * raw(x)[0]``: ``base_sdf`` is a fixed grid (trilinear) holding the signed
 distance of the surface the stage starts from (``backend.engine.sdf_init``: the coarse NeRF's
 iso-surface, or the mesh Refine Selected sends), so the stage starts on that surface exactly; the hash
 grid + MLP of ``NeRFField`` (the same layout, so the coarse field's weights and its albedo carry over
@@ -43,6 +43,11 @@ BASE_GRID_RESOLUTION = 128        # base SDF grid points per side: 1.6 cm cells 
 # stage starts on a finished shape, which a swollen first render would only teach SDS to shrink.
 BETA_START_STEPS = 2.0
 BETA_END_STEPS = 1.0
+# The residual is this times the MLP's output: Adam moves every weight by about the learning rate per
+# step whatever the gradient's size, so an unscaled output row (64 weights moving together) could move
+# the surface by a tenth of the scene in a step and wreck the shape the stage started on; scaled, a
+# step moves it by well under a render step, and the eikonal and normal terms keep up.
+RESIDUAL_SCALE = 0.05
 REGULARISER_POINTS = 2048         # surface points per step for the eikonal and normal terms
 SURFACE_JITTER = 0.01             # eikonal points: this far (std) around the surface
 NORMAL_PROBE = 0.01               # normal TV: compare normals this far apart
@@ -137,14 +142,15 @@ class SDFField(NeRFField):
 
     def sdf(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: Float[Tensor, "N 3"] -> Float[Tensor, "N"] signed distance (negative inside)."""
-        return self.base(x)[:, 0] + self._raw(x)[:, 0]
+        return self.base(x)[:, 0] + RESIDUAL_SCALE * self._raw(x)[:, 0]
 
     def sdf_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """SDF Float[Tensor, "N"], albedo Float[Tensor, "N 3"] and d(sdf)/dx Float[Tensor, "N 3"], the
         gradient in closed form (differentiable, no double backward: ``NeRFField.raw_and_gradient``)."""
         h, grad_raw = self.raw_and_gradient(x)
         base = self.base(x.detach())
-        return base[:, 0] + h[:, 0], torch.sigmoid(h[:, 1:4]), base[:, 1:] + grad_raw
+        return (base[:, 0] + RESIDUAL_SCALE * h[:, 0], torch.sigmoid(h[:, 1:4]),
+                base[:, 1:] + RESIDUAL_SCALE * grad_raw)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return laplace_density(self.sdf(x), self.beta)
@@ -152,7 +158,7 @@ class SDFField(NeRFField):
     def forward(self, x: torch.Tensor, with_normals: bool = False):
         if not with_normals:
             h = self._raw(x)
-            sdf = self.base(x)[:, 0] + h[:, 0]
+            sdf = self.base(x)[:, 0] + RESIDUAL_SCALE * h[:, 0]
             return laplace_density(sdf, self.beta), torch.sigmoid(h[:, 1:4]), None
         sdf, albedo, grad = self.sdf_and_gradient(x)
         return laplace_density(sdf, self.beta), albedo, F.normalize(grad, dim=-1, eps=1e-8)
