@@ -165,3 +165,15 @@ def test_refine_keeps_a_cube_a_cube_with_sharp_corners(tiny_model_path):
     aligned = np.abs(mesh.face_normals).max(axis=1) > 0.95
     assert mesh.area_faces[aligned].sum() / mesh.area > 0.85
 
+
+
+def test_stages_setting_names_its_allowed_values_and_counts_the_steps():
+    from shared.settings import GenerationSettings, SettingError
+
+    with pytest.raises(SettingError) as e:
+        GenerationSettings.from_dict({"prompt": "a red cube", "stages": "fine"})
+    assert e.value.name == "stages" and "'coarse' or 'coarse,fine'" in str(e.value)
+    two = GenerationSettings.from_dict({"prompt": "a red cube", "stages": "coarse,fine", "steps": 10,
+                                        "fine_steps": 5})
+    assert two.run_steps() == 15 and two.run_steps(refine=True) == 5
+    assert GenerationSettings.from_dict({"prompt": "a red cube", "steps": 10}).run_steps() == 10
