@@ -165,7 +165,7 @@ class FineTrainer(Trainer):
                             device=self.device, progress=progress)
 
     def proxy_mesh(self) -> Optional[bytes]:
-        from backend.export.mesh import simplify_mesh, surface_from_grid, density_grid, albedo_at, to_glb
+        from backend.export.mesh import albedo_at, density_grid, simplify_mesh, surface_from_grid, to_glb
 
         self.field.eval()
         grid = density_grid(self.inside, resolution=64, bound=BOUND, device=self.device)

@@ -31,7 +31,6 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from backend.engine.field import NeRFField
 from backend.engine.registry import register

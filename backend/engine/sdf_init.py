@@ -9,13 +9,14 @@ network only learns a residual.
 How: near the surface (a band of ``BAND_CELLS`` grid cells around it) the unsigned distance is the
 distance to the nearest of ``SURFACE_SAMPLES`` area-uniform surface samples (scipy's cKDTree), whose
 error is below the samples' spacing (~0.01 on a 1.2-unit cube, under a cell of a 128^3 grid); its sign
-is a vote of the ``SIGN_NEIGHBOURS`` nearest samples: outside when ``(p - q) . n_q > 0`` for most of
-them (the nearest-point normal test, exact where the nearest point lies inside a face, wrong at most
-within a sample spacing of an edge, where |sdf| is that small anyway). Away from the band only the
+is a vote of the ``SIGN_NEIGHBOURS`` nearest samples: outside when ``(p - q) . n_q > 0`` (the nearest-point normal test, exact where the
+nearest point lies inside a face); where they disagree (within a sample spacing of an edge) the mesh's
+generalised winding number decides. Away from the band only the
 sign and a rough size matter (the renderer sees nothing there): the sign comes from the connected
 regions the band separates (the ones touching the grid's border are outside), the size from scipy's
 Euclidean distance transform. Querying the tree at every point of a 128^3 grid instead took 140 s on
-this (busy, 2-core) CPU; exact point-to-triangle distance (trimesh.proximity) is slower still, and a
+this (busy, 2-core) CPU (the band: 3.7 s); exact point-to-triangle distance (trimesh.proximity) was
+not tried at this size (it needs rtree, not a dependency), and a
 voxel fill (trimesh) signs every cell the surface crosses as inside: half a cell of bias. No library
 does mesh -> SDF grid on the CPU without a native build or OpenGL (mesh-to-sdf renders depth maps
 with pyrender; pysdf and libigl are not dependencies here), so this is written out with numpy/scipy.
