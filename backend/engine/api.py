@@ -50,6 +50,7 @@ def generate(settings: GenerationSettings, *, device: str = "auto", callback: Op
       default: ``load_guidance_for(settings, device)``.
     """
     staged = settings.has_fine_stage or init_mesh_glb is not None or init_checkpoint is not None
-    return (run_staged if staged else run_generation)(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
-                          should_cancel=should_cancel, init_mesh_glb=init_mesh_glb,
-                          init_checkpoint=init_checkpoint, guidance=guidance)
+    run = run_staged if staged else run_generation
+    return run(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
+               should_cancel=should_cancel, init_mesh_glb=init_mesh_glb, init_checkpoint=init_checkpoint,
+               guidance=guidance)
