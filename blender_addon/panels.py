@@ -13,7 +13,7 @@ from .shared import settings as S
 CATEGORY = "Dreamprop"
 CAMERA = ("elevation_min", "elevation_max", "azimuth_min", "azimuth_max", "distance_min", "distance_max",
           "fovy_min", "fovy_max")
-OPTIM = ("steps", "resolution_schedule", "guidance_scale")
+OPTIM = ("steps", "resolution_schedule", "guidance_scale", "stages", "fine_steps", "fine_resolution")
 EXPORT = ("mesh_resolution", "mesh_threshold", "face_budget", "texture_size")
 MAIN = ("prompt", "negative_prompt", "seed", "model")
 STATE_ICONS = {"SUBMITTING": 'EXPORT', "QUEUED": 'SORTTIME', "RUNNING": 'PLAY', "FINISHED": 'CHECKMARK',
@@ -226,7 +226,8 @@ class DREAMPROP_PT_refine(_Panel, bpy.types.Panel):
             layout.label(text=f"{obj.name}{' (generated)' if made else ''}", icon='MESH_DATA')
             if made and not dp.settings.prompt.strip():
                 layout.label(text=f"Prompt: {obj.get('dreamprop_prompt', '')}")
-        layout.prop(dp.settings, "steps")
+        # Refine runs the fine stage alone, from this mesh: its budget is the fine stage's.
+        layout.prop(dp.settings, "fine_steps")
         layout.prop(dp, "refine_keep_original")
         layout.prop(dp, "refine_use_checkpoint")
         layout.operator("dreamprop.refine", icon='MOD_REMESH')

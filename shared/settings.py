@@ -25,7 +25,11 @@ GUIDANCE_TYPES = ("stable-diffusion", "zero123")
 # Guidance types conditioned on a reference image (image-to-3D): a job with one of these needs an image,
 # and its prompt is optional (given, it adds the text prior: Magic123's joint mode).
 IMAGE_GUIDANCE_TYPES = ("zero123",)
-GEOMETRY_TYPES = ("implicit-volume",)
+GEOMETRY_TYPES = ("implicit-volume", "implicit-sdf")
+# The optimisation stages a run may have (the ``stages`` setting): the coarse NeRF alone, or the coarse
+# NeRF followed by the fine stage (``backend/engine/fine.py``: an SDF initialised from the coarse
+# density, rendered sharper and optimised again; Magic3D's coarse -> fine).
+STAGES = ("coarse", "coarse,fine")
 # Values added at run time to the choices of these settings (``add_choice``).
 _EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
 
@@ -138,6 +142,21 @@ class GenerationSettings:
     preview_size: int = _s(128, lo=16, hi=1024, group="optim", help="preview render size, pixels")
     proxy_mesh_interval: int = _s(0, lo=0, hi=100000, group="optim",
                                   help="coarse proxy mesh every N steps (0: none)")
+    stages: str = _s("coarse", choices=STAGES, group="optim",
+                     help="coarse = the hash-grid NeRF only; coarse,fine = then a fine stage: a signed distance "
+                          "field initialised from the coarse result, rendered sharper and optimised again for "
+                          "flat faces and sharp edges (Magic3D's coarse -> fine)")
+    fine_steps: int = _s(2000, lo=1, hi=100000, group="optim",
+                         help="SDS steps of the fine stage (after the 'steps' of the coarse stage)")
+    fine_resolution: int = _s(128, lo=16, hi=1024, group="optim",
+                              help="render size of the fine stage, pixels (the coarse stage's comes from "
+                                   "resolution_schedule)")
+    fine_lr: float = _s(0.005, lo=1e-6, hi=1.0, group="optim", help="Adam learning rate of the fine stage")
+    fine_eikonal_weight: float = _s(0.1, lo=0.0, hi=1e4, group="optim",
+                                    help="fine stage: keeps the field a signed distance (|grad sdf| = 1)")
+    fine_smoothness_weight: float = _s(1.0, lo=0.0, hi=1e5, group="optim",
+                                       help="fine stage: normal smoothness near the surface (flat faces, "
+                                            "no bumps)")
     checkpoint_interval: int = _s(500, lo=0, hi=100000, group="optim",
                                   help="save a resumable checkpoint every N steps (0: never)")
 
@@ -215,7 +234,8 @@ class GenerationSettings:
     # -- field and renderer ----------------------------------------------------------------------
     geometry_type: str = _s("implicit-volume", choices=GEOMETRY_TYPES, group="field",
                             help="the 3D representation optimised: implicit-volume = hash-grid NeRF density "
-                                 "and albedo (threestudio's implicit-volume)")
+                                 "and albedo (threestudio's implicit-volume); implicit-sdf = a signed distance "
+                                 "field from a sphere, rendered VolSDF-style (the fine stage's geometry)")
     hash_levels: int = _s(16, lo=1, hi=32, group="field")
     hash_features: int = _s(2, lo=1, hi=8, group="field", help="features per level")
     hash_log2_size: int = _s(19, lo=10, hi=24, group="field", help="log2 of the hash table size")
@@ -285,10 +305,14 @@ class GenerationSettings:
         return new
 
     def validate(self, *, require_prompt: bool = True) -> None:
+        if self.stages not in STAGES:   # before the generic check: its "one of a, b,c" reads badly
+            raise SettingError("stages", f"must be {' or '.join(repr(v) for v in STAGES)}, got {str(self.stages)[:40]!r}")
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         if require_prompt and not self.prompt.strip() and not self.is_image_job:
             raise SettingError("prompt", "must not be empty")
+        if self.is_image_job and self.has_fine_stage:
+            raise SettingError("stages", "an image job runs the coarse stage only for now: use 'coarse'")
         if 0.0 < self.reference_fill < 0.2:
             raise SettingError("reference_fill", f"must be 0 (keep the framing) or in [0.2, 1], got {self.reference_fill}")
         for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),
@@ -315,12 +339,25 @@ class GenerationSettings:
         return self.is_image_job and bool(self.prompt.strip()) and self.text_guidance_weight > 0
 
     @property
-    def stages(self) -> list[Stage]:
+    def resolution_stages(self) -> list[Stage]:
         return parse_resolution_schedule(self.resolution_schedule)
+
+    @property
+    def has_fine_stage(self) -> bool:
+        return self.stages == "coarse,fine"
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run: the coarse stage's, plus the fine stage's when there is one."""
+        return self.steps + (self.fine_steps if self.has_fine_stage else 0)
+
+    def run_steps(self, *, refine: bool = False) -> int:
+        """Steps a job runs: a refine job (from a mesh or a parent job) is the fine stage alone."""
+        return self.fine_steps if refine else self.total_steps
 
     def stage_at(self, step: int) -> Stage:
         current = None
-        for stage in self.stages:
+        for stage in self.resolution_stages:
             if step >= stage.start_step:
                 current = stage
         return current

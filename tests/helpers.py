@@ -24,7 +24,7 @@ def tiny_settings(**overrides):
     values = dict(prompt="a red cube", model="tiny-random", steps=12, resolution_schedule="32x1",
                   samples_per_ray=48, hash_log2_size=12, hash_max_resolution=512, albedo_warmup_steps=4,
                   preview_interval=4, preview_size=32, checkpoint_interval=0, mesh_resolution=48,
-                  texture_size=64, face_budget=2000, occupancy_resolution=16)
+                  texture_size=64, face_budget=2000, occupancy_resolution=16, fine_steps=4, fine_resolution=32)
     values.update(overrides)
     return GenerationSettings.from_dict(values)
 

@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny budgets for the "tiny-random" model: seconds on a CPU.
 TINY = dict(model="tiny-random", steps=20, resolution_schedule="32x1", samples_per_ray=32, mesh_resolution=32,
             texture_size=64, face_budget=2000, hash_log2_size=12, preview_interval=5, checkpoint_interval=5,
-            preview_size=32)
+            preview_size=32, fine_steps=2, fine_resolution=32)
 
 
 def tiny(prompt: str = "a small wooden chair", **changes) -> dict:

@@ -40,7 +40,7 @@ def test_fit_recovers_known_coefficients_from_synthetic_measurements():
                 for levels, log2 in ((8, 16), (16, 19)):
                     s = settings(model=model, resolution_schedule=schedule, samples_per_ray=spr, hash_levels=levels,
                                  hash_log2_size=log2, guidance_resolution=0 if spr != 256 else 256)
-                    st = s.stages[0]
+                    st = s.resolution_stages[0]
                     for phase in (False, True):
                         f = step_features(s, st.resolution, st.batch_size, phase, NATIVE)
                         rows.append(f)

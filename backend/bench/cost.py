@@ -136,7 +136,7 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict)
     """One configuration: step time in both phases, peak memory, one preview, one checkpoint save."""
     from backend.engine.trainer import Trainer, png_bytes
 
-    st = settings.stages[0]
+    st = settings.resolution_stages[0]
     reset_peak(device)
     trainer = Trainer(settings, guidance, device)
     # Each phase is timed in its middle: the progressive hash-grid levels and the occupancy grid's
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         for overrides, held in grid:
             settings = settings_for(arch, model, overrides)
             guidance.configure(settings)
-            big = settings.stages[0].resolution * settings.stages[0].batch_size >= 256 and arch == SD_ARCH
+            big = settings.resolution_stages[0].resolution * settings.resolution_stages[0].batch_size >= 256 and arch == SD_ARCH
             row = {"arch": arch, "overrides": overrides, "held_out": held,
                    "settings": {**settings.to_dict(), "model": "builtin" if arch == BUILTIN_ARCH else "sd15"}}
             try:

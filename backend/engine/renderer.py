@@ -60,8 +60,11 @@ class VolumeRenderer(nn.Module):
         self.budget = SampleBudget()
 
     def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
+        # Geometry.occupancy_density (an SDF marks a shell); a plain density module: its density.
+        occupancy_density = getattr(self.field, "occupancy_density", self.field.density)
+
         def occ_eval_fn(x):
-            return self.field.density(x) * self.render_step_size
+            return occupancy_density(x) * self.render_step_size
         self.estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=0.01,
                                             warmup_steps=warmup_steps)
 

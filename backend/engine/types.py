@@ -35,7 +35,8 @@ class ProgressEvent:
     losses: dict                    # name -> float (detached; only read on callback steps)
     elapsed_s: float                # wall time of this run so far (resumed runs: since resume)
     eta_s: float                    # estimated seconds to the end of optimisation
-    stage: str = "optimise"         # "init" (fitting a refine mesh) | "optimise" | "export"
+    stage: str = "optimise"         # "init" (fitting a refine mesh, the fine stage's hand-over) | "optimise"
+                                    # (coarse) | "fine" (the fine stage: backend.engine.stages) | "export"
     preview_png: Optional[bytes] = None   # render from the fixed preview camera, preview_size^2
     proxy_glb: Optional[bytes] = None     # coarse mesh (vertex colours) every proxy_mesh_interval steps
     message: str = ""

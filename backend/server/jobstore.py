@@ -15,6 +15,7 @@ import uuid
 from typing import Any, Iterable
 
 from shared.protocol import DROPPABLE_EVENTS, TERMINAL_STATES, json_dumps
+from shared.settings import GenerationSettings, SettingError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -106,7 +107,8 @@ class JobStore:
                 "INSERT INTO jobs(id, owner, state, settings, parent_job_id, has_init_mesh, client_token,"
                 " created, total) VALUES (?,?,?,?,?,?,?,?,?)",
                 (job_id, owner, "queued", json_dumps(settings).decode("utf-8"), parent_job_id,
-                 int(has_init_mesh), client_token, now, int(settings.get("steps", 0))))
+                 int(has_init_mesh), client_token, now, _planned_steps(settings, parent_job_id is not None
+                                                                        or has_init_mesh)))
             qorder = cur.lastrowid
             position = db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND qorder<?",
                                   (qorder,)).fetchone()[0]
@@ -211,3 +213,12 @@ class JobStore:
                                (job_id, after_seq)).fetchall()
         return [{"seq": r["seq"], "type": r["type"], "content": json.loads(r["content"]), "time": r["time"]}
                 for r in rows]
+
+
+def _planned_steps(settings: dict, refine: bool) -> int:
+    """The job's step total before its first progress event: coarse + fine stage, or the fine stage of
+    a refine job (``GenerationSettings.run_steps``); the plain ``steps`` of settings it cannot read."""
+    try:
+        return GenerationSettings.from_dict(settings, require_prompt=False).run_steps(refine=refine)
+    except (SettingError, TypeError):
+        return int(settings.get("steps", 0) or 0) if isinstance(settings, dict) else 0

@@ -295,12 +295,16 @@ class Worker:
         """Start ``job`` in ``runner``'s group when it fits (else it waits in ``pending`` for the group
         to drain); a job that cannot start is reported failed. Returns the (possibly new) runner."""
         from backend.engine.api import GroupRunner, prepare_generation
+        from backend.engine.grouping import needs_stages
         from shared.settings import GenerationSettings
 
         job_id = job["job_id"]
         try:
             settings = GenerationSettings.from_dict(job["settings"])
-            if runner is not None and not runner.accepts(settings):
+            # A fine stage or a refine job (``run_staged``) runs alone, once the group has drained.
+            staged = needs_stages(settings, init_mesh_glb=job.get("init_mesh_path") or None,
+                                  init_checkpoint=job.get("init_checkpoint"))
+            if runner is not None and runner.members and (staged or not runner.accepts(settings)):
                 return runner
             self.pending.remove(job)
             init_mesh = reference_image = None
@@ -320,6 +324,10 @@ class Worker:
                 runner = GroupRunner(guidance, self.batch_jobs)
             self.job_ids.add(job_id)
             callback = self._callback(job_id)
+            if staged:
+                self._run_staged(job, settings, guidance, init_mesh, callback,
+                                 {"cached": cached, "load_s": load_s})
+                return runner
             run = prepare_generation(settings, device=self.device, callback=callback,
                                      checkpoint_path=job["checkpoint_path"], init_mesh_glb=init_mesh,
                                      init_checkpoint=job.get("init_checkpoint"), guidance=guidance,
@@ -351,16 +359,40 @@ class Worker:
                 return
             result = finish_generation(departure.member.run, departure.final_losses, callback=info["callback"],
                                        t_fit=departure.t_fit)
-            metadata = clean_json(dict(result.metadata or {}))
-            metadata["worker"] = {"index": self.index, "device": self.device, "model_cached": info["cached"],
-                                  "model_load_s": info["load_s"]}
-            result_dir = info["job"]["result_dir"]
-            write_atomic(os.path.join(result_dir, "result.glb"), result.glb)
-            write_atomic(os.path.join(result_dir, "turntable.png"), result.turntable_png or b"")
-            write_atomic(os.path.join(result_dir, "metadata.json"), json.dumps(metadata).encode("utf-8"))
-            self._send("done", {"job_id": job_id, "outcome": "finished", "metadata": metadata,
-                                "model": settings.model})
+            self._finished(info["job"], settings, result, info)
         except BaseException as e:  # noqa: BLE001
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._fail(job_id, e)
+        finally:
+            self.job_ids.discard(job_id)
+            self.cancelled.discard(job_id)
+
+    def _finished(self, job: dict, settings, result, info: dict) -> None:
+        """Write a finished job's result files and report it."""
+        metadata = clean_json(dict(result.metadata or {}))
+        metadata["worker"] = {"index": self.index, "device": self.device, "model_cached": info["cached"],
+                              "model_load_s": info["load_s"]}
+        result_dir = job["result_dir"]
+        write_atomic(os.path.join(result_dir, "result.glb"), result.glb)
+        write_atomic(os.path.join(result_dir, "turntable.png"), result.turntable_png or b"")
+        write_atomic(os.path.join(result_dir, "metadata.json"), json.dumps(metadata).encode("utf-8"))
+        self._send("done", {"job_id": job["job_id"], "outcome": "finished", "metadata": metadata,
+                            "model": settings.model})
+
+    def _run_staged(self, job: dict, settings, guidance, init_mesh, callback, info: dict) -> None:
+        """A run with a fine stage, or a refine job, from start to result (``api.generate``), alone."""
+        from backend.engine.api import Cancelled, generate
+
+        job_id = job["job_id"]
+        try:
+            result = generate(settings, device=self.device, callback=callback, checkpoint_path=job["checkpoint_path"],
+                              should_cancel=lambda: self.should_cancel(job_id), init_mesh_glb=init_mesh,
+                              init_checkpoint=job.get("init_checkpoint"), guidance=guidance)
+            self._finished(job, settings, result, info)
+        except Cancelled as c:
+            self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step, "model": settings.model})
+        except BaseException as e:  # noqa: BLE001 - report every failure, keep the worker alive
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             self._fail(job_id, e)

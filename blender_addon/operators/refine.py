@@ -1,4 +1,8 @@
-"""Refine the selected mesh: resume a generated one's job, or send any mesh as GLB, with a prompt."""
+"""Refine the selected mesh: resume a generated one's job, or send any mesh as GLB, with a prompt.
+
+The backend refines with its fine stage alone (``backend/engine/stages.py``): a signed distance field
+started on the mesh itself (or on the parent job's field), so the shape is kept, sharpened and
+textured, for the panel's ``fine_steps``."""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from .common import DreampropOperator, new_job, panel_settings, validated
 
 
 class DREAMPROP_OT_refine(DreampropOperator, bpy.types.Operator):
-    """Optimise the active mesh further with the prompt and step budget of the panel; the result is
-    placed on the original (kept or hidden, see the option)"""
+    """Sharpen and texture the active mesh with the prompt and fine-stage steps of the panel, keeping
+    its shape; the result is placed on the original (kept or hidden, see the option)"""
 
     bl_idname = "dreamprop.refine"
     bl_label = "Refine Selected"

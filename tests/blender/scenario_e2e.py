@@ -27,9 +27,10 @@ import harness
 ZIP, CONFIG, OUT = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
 TINY = dict(model="tiny-random", steps=4, resolution_schedule="32x1", samples_per_ray=32, mesh_resolution=32,
             texture_size=64, face_budget=2000, hash_log2_size=12, preview_interval=2, proxy_mesh_interval=2,
-            checkpoint_interval=2, albedo_warmup_steps=2, orientation_ramp_steps=2)
+            checkpoint_interval=2, albedo_warmup_steps=2, orientation_ramp_steps=2, fine_steps=3,
+            fine_resolution=32)
 JOB_TIMEOUT = 240.0
-REFINE_TIMEOUT = 900.0   # the engine fits the field to the mesh first: minutes on a busy 2-core CPU
+REFINE_TIMEOUT = 900.0   # the engine builds the mesh's SDF first: minutes on a busy 2-core CPU
 measure = {"ticks_before_reload": None}
 
 

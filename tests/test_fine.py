@@ -1,0 +1,179 @@
+"""The fine stage (coarse -> fine, Refine Selected): hand-over, regularisers, resume, sharp cubes.
+
+CPU, the tiny random model: SDS from it is noise, so these check what the fine stage itself must
+guarantee (it starts on the surface it is given, its regularisers pull the right way, it resumes
+exactly, Refine keeps a cube a cube), not what a real prior makes of it.
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.engine.api import Cancelled, generate
+from backend.engine.fine import FineTrainer, checkpoint_stage
+from backend.engine.sdf_field import SDFField
+from backend.engine.sdf_init import grid_points
+from backend.export.mesh import ENGINE_TO_GLTF, density_grid, to_glb
+from tests.helpers import tiny_settings
+
+GRID = 64     # IoU grid points per side
+
+
+def fine_settings(**overrides):
+    values = dict(stages="coarse,fine", steps=3, fine_steps=4, resolution_schedule="16x1", fine_resolution=24,
+                  samples_per_ray=48, preview_interval=0, mesh_resolution=96, texture_size=64)
+    values.update(overrides)
+    return tiny_settings(**values)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def cube_glb(half: float = 0.5, color=(0.8, 0.1, 0.1)) -> bytes:
+    box = trimesh.creation.box(extents=(2 * half,) * 3)
+    colors = np.tile(np.asarray([color], np.float32), (len(box.vertices), 1))
+    return to_glb(np.asarray(box.vertices, np.float32), np.asarray(box.faces, np.int32), vertex_colors=colors)
+
+
+def glb_mesh_engine(data: bytes) -> trimesh.Trimesh:
+    scene = trimesh.load(io.BytesIO(data), file_type="glb")
+    mesh = list(scene.geometry.values())[0] if isinstance(scene, trimesh.Scene) else scene
+    return trimesh.Trimesh(np.asarray(mesh.vertices) @ ENGINE_TO_GLTF, mesh.faces, process=False)
+
+
+def test_handover_from_the_coarse_field_keeps_its_shape(tiny_model_path):
+    """A coarse field fitted to a long box -> the fine stage's SDF: the same solid (IoU >= 0.9)."""
+    from backend.engine.guidance import load_guidance
+    from backend.engine.mesh_init import fit_field_to_mesh
+    from backend.engine.trainer import Trainer
+    from backend.export.mesh import auto_threshold
+
+    settings = fine_settings(hash_log2_size=14, hash_max_resolution=256)
+    guidance = load_guidance("tiny-random", "cpu")
+    coarse = Trainer(settings, guidance, torch.device("cpu"))
+    box = trimesh.creation.box(extents=(1.0, 0.5, 0.5))
+    glb = to_glb(np.asarray(box.vertices, np.float32), np.asarray(box.faces, np.int32))
+    fit_field_to_mesh(coarse, glb, iterations=30, batch=2048)     # roughly a box: enough for a hand-over
+    coarse.field.eval()
+    density = density_grid(coarse.occupied_density, resolution=GRID)
+    coarse_solid = density > auto_threshold(density)
+
+    fine = FineTrainer(settings, guidance, torch.device("cpu"))
+    fine.init_from_coarse(coarse)
+    fine_solid = density_grid(fine.inside, resolution=GRID) > 0
+    assert coarse_solid.mean() > 0.03          # a real solid (the box fills 5%), not an empty grid
+    assert iou(coarse_solid, fine_solid) >= 0.9
+    # The texture carried over: the fine field's albedo is the coarse one's.
+    pts = torch.rand(256, 3) - 0.5
+    with torch.no_grad():
+        assert torch.allclose(fine.field.albedo(pts), coarse.field.albedo(pts), atol=1e-6)
+
+
+def sphere_field(scale: float = 1.0) -> SDFField:
+    """An SDF field whose SDF is ``scale`` times a radius-0.5 sphere's (zero residual)."""
+    field = SDFField(n_levels=4, log2_table_size=12, max_resolution=64, mlp_width=16, blob_radius=0.5,
+                     base_resolution_grid=96)
+    points = grid_points(96, 1.0)
+    sdf = (np.linalg.norm(points, axis=1) - 0.5) * scale
+    field.set_base(sdf.reshape(96, 96, 96), field.surface_points.numpy())
+    return field
+
+
+def test_eikonal_loss_is_zero_on_a_sphere_sdf_and_pulls_the_gradient_to_unit_length():
+    torch.manual_seed(0)
+    near = torch.nn.functional.normalize(torch.randn(2048, 3), dim=-1) * (0.5 + 0.05 * torch.randn(2048, 1))
+    assert sphere_field().eikonal_loss(near).item() < 1e-3
+
+    field = sphere_field(scale=2.0)                       # |grad sdf| = 2: not a distance
+    assert field.eikonal_loss(near).item() > 0.5
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
+    for _ in range(30):
+        optimizer.zero_grad()
+        field.eikonal_loss(near).backward()
+        optimizer.step()
+    _, _, grad = field.sdf_and_gradient(near)
+    assert abs(grad.norm(dim=-1).mean().item() - 1.0) < 0.2     # from 2 to about 1
+    assert field.eikonal_loss(near).item() < 0.1
+
+
+def test_normal_tv_prefers_flat_faces_to_bumps():
+    """The normal term of a bumpy sphere is larger than a smooth one's, and descending it flattens."""
+    torch.manual_seed(0)
+    on = torch.nn.functional.normalize(torch.randn(2048, 3), dim=-1) * 0.5
+    smooth = sphere_field()
+    bumpy = sphere_field()
+    points = grid_points(96, 1.0)
+    bumps = 0.01 * np.sin(40 * points[:, 0]) * np.sin(40 * points[:, 1]) * np.sin(40 * points[:, 2])
+    bumpy.set_base(bumpy.base_sdf.numpy() + bumps.reshape(96, 96, 96), bumpy.surface_points.numpy())
+    before = bumpy.normal_tv_loss(on).item()
+    assert before > 1.5 * smooth.normal_tv_loss(on).item()
+    optimizer = torch.optim.Adam(bumpy.parameters(), lr=0.005)
+    for _ in range(30):
+        optimizer.zero_grad()
+        bumpy.normal_tv_loss(on).backward()
+        optimizer.step()
+    assert bumpy.normal_tv_loss(on).item() < 0.9 * before
+
+
+@pytest.mark.slow
+def test_resume_in_the_fine_stage_equals_an_uninterrupted_run(tiny_model_path, tmp_path):
+    settings = fine_settings()
+    straight = generate(settings, device="cpu", checkpoint_path=str(tmp_path / "straight.ckpt"))
+
+    ckpt = tmp_path / "job.ckpt"
+    polls = {"n": 0}
+
+    def cancel_in_the_fine_stage():        # polled once a step: 3 coarse steps, then the fine ones
+        polls["n"] += 1
+        return polls["n"] > settings.steps + 2
+
+    events = []
+    with pytest.raises(Cancelled) as e:
+        generate(settings, device="cpu", checkpoint_path=str(ckpt), should_cancel=cancel_in_the_fine_stage,
+                 callback=events.append)
+    assert e.value.step == settings.steps + 2 and checkpoint_stage(str(ckpt)) == "fine"
+    assert any(ev.stage == "init" for ev in events)
+    resumed = generate(settings, device="cpu", checkpoint_path=str(ckpt))
+    assert resumed.metadata["resumed_from_step"] == settings.steps + 2
+    assert resumed.metadata["final_losses"] == straight.metadata["final_losses"]
+    assert resumed.glb == straight.glb
+
+
+@pytest.mark.slow
+def test_refine_keeps_a_cube_a_cube_with_sharp_corners(tiny_model_path):
+    events = []
+    result = generate(fine_settings(fine_steps=4, preview_interval=2, mesh_resolution=128), device="cpu",
+                      init_mesh_glb=cube_glb(), callback=events.append)
+    assert {ev.stage for ev in events} >= {"init", "fine", "export"}
+    assert all(ev.total == 4 for ev in events)                       # refine: the fine stage alone
+    half = 0.6                                                       # mesh_init's scale: half-extent 0.6
+    mesh = glb_mesh_engine(result.glb)
+    # The solid: the exported mesh against the input cube, on a grid.
+    points = grid_points(GRID, 1.0)
+    solid = mesh.voxelized(2.0 / GRID).fill().is_filled(points)
+    cube = (np.abs(points) <= half).all(axis=1)
+    assert iou(solid, cube) >= 0.9
+    # Sharp corners: a vertex of the result near each of the cube's 8 corners.
+    corners = np.array([[sx, sy, sz] for sx in (-half, half) for sy in (-half, half) for sz in (-half, half)])
+    gaps = np.linalg.norm(mesh.vertices[None, :, :] - corners[:, None, :], axis=-1).min(axis=1)
+    assert gaps.max() < 0.04, gaps
+    # Flat faces: most of the area has an axis-aligned normal.
+    aligned = np.abs(mesh.face_normals).max(axis=1) > 0.95
+    assert mesh.area_faces[aligned].sum() / mesh.area > 0.85
+
+
+
+def test_stages_setting_names_its_allowed_values_and_counts_the_steps():
+    from shared.settings import GenerationSettings, SettingError
+
+    with pytest.raises(SettingError) as e:
+        GenerationSettings.from_dict({"prompt": "a red cube", "stages": "fine"})
+    assert e.value.name == "stages" and "'coarse' or 'coarse,fine'" in str(e.value)
+    two = GenerationSettings.from_dict({"prompt": "a red cube", "stages": "coarse,fine", "steps": 10,
+                                        "fine_steps": 5})
+    assert two.run_steps() == 15 and two.run_steps(refine=True) == 5
+    assert GenerationSettings.from_dict({"prompt": "a red cube", "steps": 10}).run_steps() == 10
