@@ -23,6 +23,10 @@ MAX_PROMPT_CHARS = 500
 # checks that the engine and these lists agree).
 GUIDANCE_TYPES = ("stable-diffusion",)
 GEOMETRY_TYPES = ("implicit-volume",)
+# The optimisation stages a run may have (the ``stages`` setting): the coarse NeRF alone, or the coarse
+# NeRF followed by the fine stage (``backend/engine/fine.py``: an SDF initialised from the coarse
+# density, rendered sharper and optimised again; Magic3D's coarse -> fine).
+STAGES = ("coarse", "coarse,fine")
 # Values added at run time to the choices of these settings (``add_choice``).
 _EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
 
@@ -135,6 +139,21 @@ class GenerationSettings:
     preview_size: int = _s(128, lo=16, hi=1024, group="optim", help="preview render size, pixels")
     proxy_mesh_interval: int = _s(0, lo=0, hi=100000, group="optim",
                                   help="coarse proxy mesh every N steps (0: none)")
+    stages: str = _s("coarse", choices=STAGES, group="optim",
+                     help="coarse = the hash-grid NeRF only; coarse,fine = then a fine stage: a signed distance "
+                          "field initialised from the coarse result, rendered sharper and optimised again for "
+                          "flat faces and sharp edges (Magic3D's coarse -> fine)")
+    fine_steps: int = _s(2000, lo=1, hi=100000, group="optim",
+                         help="SDS steps of the fine stage (after the 'steps' of the coarse stage)")
+    fine_resolution: int = _s(128, lo=16, hi=1024, group="optim",
+                              help="render size of the fine stage, pixels (the coarse stage's comes from "
+                                   "resolution_schedule)")
+    fine_lr: float = _s(0.005, lo=1e-6, hi=1.0, group="optim", help="Adam learning rate of the fine stage")
+    fine_eikonal_weight: float = _s(0.1, lo=0.0, hi=1e4, group="optim",
+                                    help="fine stage: keeps the field a signed distance (|grad sdf| = 1)")
+    fine_smoothness_weight: float = _s(1.0, lo=0.0, hi=1e5, group="optim",
+                                       help="fine stage: normal smoothness near the surface (flat faces, "
+                                            "no bumps)")
     checkpoint_interval: int = _s(500, lo=0, hi=100000, group="optim",
                                   help="save a resumable checkpoint every N steps (0: never)")
 
@@ -224,6 +243,8 @@ class GenerationSettings:
         return new
 
     def validate(self, *, require_prompt: bool = True) -> None:
+        if self.stages not in STAGES:   # before the generic check: its "one of a, b,c" reads badly
+            raise SettingError("stages", f"must be {' or '.join(repr(v) for v in STAGES)}, got {str(self.stages)[:40]!r}")
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         if require_prompt and not self.prompt.strip():
@@ -242,12 +263,21 @@ class GenerationSettings:
                                f"stage at step {stages[-1].start_step} starts after the last step ({self.steps})")
 
     @property
-    def stages(self) -> list[Stage]:
+    def resolution_stages(self) -> list[Stage]:
         return parse_resolution_schedule(self.resolution_schedule)
+
+    @property
+    def has_fine_stage(self) -> bool:
+        return self.stages == "coarse,fine"
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run: the coarse stage's, plus the fine stage's when there is one."""
+        return self.steps + (self.fine_steps if self.has_fine_stage else 0)
 
     def stage_at(self, step: int) -> Stage:
         current = None
-        for stage in self.stages:
+        for stage in self.resolution_stages:
             if step >= stage.start_step:
                 current = stage
         return current
