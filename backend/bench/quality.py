@@ -10,7 +10,15 @@ prompt's ground truth (``backend.prior.catalogue.ground_truth``: the canonical S
 procedural albedo) with ``backend.bench.metrics``: volumetric IoU (best over yaw), facing (IoU at
 the canonical yaw against the best; an asymmetric prop must face the front), Chamfer distance,
 albedo error at surface samples, texture PSNR of albedo renders from four fixed views, volume /
-truth, empty meshes.
+truth, normal consistency (mesh normals against the SDF's gradient: a lumpy skin or a rounded edge
+lowers it where the IoU barely moves), empty meshes.
+
+``--stages coarse,fine`` (issue 14) measures the fine stage against the coarse one on the same runs:
+each job runs its coarse stage once, exports and scores that mesh (row ``stages: "coarse"``), then
+continues the same run into the fine stage (the coarse checkpoint handed over) and scores the fine
+mesh (row ``stages: "coarse,fine"``), recording each stage's optimisation time. The report adds the
+fine meshes' own tables, the side-by-side comparison with ``stage_compare.FINE_TARGETS`` and a
+before/after turntable grid per seed (``before_after_seed<S>.png``): see ``backend/bench/stage_compare.py``.
 
 Writes ``quality.md`` (verdict per seed, per-category and per-prompt tables), ``quality.json``
 (every number), ``quality.jsonl`` (one line per finished job, as they come), ``jobs/`` (each job's
@@ -20,8 +28,8 @@ mesh albedo views, turntable) to ``--out``. Targets per seed: ``TARGETS``.
 A run of record longer than one device command is split and merged: run the parts into their own
 folders (one seed each: ``--seeds 0 --out parts/seed0``; or ``--prompts solids`` / ``props``), each
 with ``--time-budget`` a little under the command's limit (``--resume`` with the same ``--out``
-runs what a part left), bring each folder back as one archive (a device command returns at most
-8 files), then ``--report-only parts/seed0 parts/seed1 parts/seed2 --out results/quality`` writes
+runs what a part left; a job counts as done only with every stage it asks for), bring each folder
+back as one archive (a device command returns at most 8 files), then ``--report-only parts/seed0 parts/seed1 parts/seed2 --out results/quality`` writes
 one report from their ``quality.jsonl`` and images without generating anything. On a GPU,
 ``--workers`` generations run side by side (the models are small).
 """
@@ -46,7 +54,8 @@ from backend.bench import stage_compare
 from backend.bench.formatting import finite_mean as _mean
 from backend.bench.formatting import fmt as _fmt
 from backend.bench.formatting import row_image as _image
-from backend.bench.stage_compare import FINE_TARGETS, STAGES
+from backend.bench.stage_compare import FINE_TARGETS
+from shared.settings import STAGES
 
 # Targets per seed (issue 11): mean IoU >= 0.70 over the props and >= 0.75 still over the first
 # priors' 56 prompts; every prompt >= 0.40; the IoU at the canonical yaw within 0.05 of the best for
@@ -155,21 +164,6 @@ def stage_labels(stages: str) -> list[str]:
     return list(STAGES[: STAGES.index(stages) + 1])
 
 
-def stage_setting(stages: str) -> dict:
-    """The ``stages`` setting as an override. A checkout without the setting has only the coarse
-    stage: "coarse" then needs no override, and "coarse,fine" is refused naming what is missing."""
-    import dataclasses
-
-    from shared.settings import GenerationSettings
-
-    if "stages" in {f.name for f in dataclasses.fields(GenerationSettings)}:
-        return {"stages": stages}
-    if stages == STAGES[0]:
-        return {}
-    raise ValueError(f"--stages {stages}: this checkout has no fine stage (no `stages` setting in "
-                     f"shared/settings.py); only --stages {STAGES[0]} runs here")
-
-
 def _hand_over(checkpoint: str, fine_settings) -> None:
     """Make the coarse run's final checkpoint the checkpoint of a "coarse,fine" run stopped at the
     stage boundary: the coarse trajectory does not depend on what follows it, so only the stored
@@ -221,7 +215,7 @@ def _run_job_once(job: dict) -> list[dict]:
     rows: list[dict] = []
     t0 = time.perf_counter()
     try:
-        settings = [settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), **stage_setting(label)},
+        settings = [settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), "stages": label},
                                  job.get("model", "builtin")) for label in labels]
         t_load = time.perf_counter()
         guidance = load_guidance_for(settings[0], device)       # loaded once, for both stages
@@ -759,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
         for label in labels:
-            settings_for(job["prompt"], job["seed"], {**job["overrides"], **stage_setting(label)}, args.model)
+            settings_for(job["prompt"], job["seed"], {**job["overrides"], "stages": label}, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     kept = []
     if args.resume and (args.out / "quality.jsonl").is_file():

@@ -15,10 +15,9 @@ import math
 from pathlib import Path
 
 from backend.bench.formatting import finite_mean, fmt, row_image
+from shared.settings import STAGES
 
-# The ``stages`` setting's values: the coarse NeRF alone, or followed by the fine surface stage.
-STAGES = ("coarse", "coarse,fine")
-COARSE, FINE = STAGES
+COARSE, FINE = STAGES          # the ``stages`` setting's values: "coarse" and "coarse,fine"
 
 # Targets of the fine stage against the coarse stage of the same runs, per seed (issue 14): mean normal
 # consistency >= 0.95, cube and pyramid volume / truth <= 1.10, mean Chamfer at least 25% lower, IoU
@@ -106,7 +105,8 @@ def summarise(rows: list[dict]) -> dict:
     per_seed = {str(s): compare([p for p in ps if p[0]["seed"] == s]) for s in seeds}
     verdicts = {v["passed"] for v in per_seed.values()}
     return {"per_seed": per_seed, "by_category": grouped(ps, _category_key), "by_prompt": grouped(ps, _prompt_key),
-            "verdict": "PASS" if verdicts == {True} else "FAIL" if verdicts == {False} else "MIXED"}
+            "verdict": ("NO PAIRS" if not verdicts else "PASS" if verdicts == {True} else "FAIL" if verdicts == {False}
+                        else "MIXED")}
 
 
 def _category_key(row: dict) -> str:
