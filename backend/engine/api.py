@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional
 
 from backend.engine.guidance.models import available_models, load_guidance_for
+from backend.engine.stages import run_staged
 from backend.engine.trainer import pick_device, run_generation
 from backend.engine.types import Cancelled, GenerationResult, ModelNotFoundError, ProgressCallback, ProgressEvent
 
@@ -39,13 +40,16 @@ def generate(settings: GenerationSettings, *, device: str = "auto", callback: Op
       ``settings.checkpoint_interval`` steps; if the file exists (same settings), the run resumes from it.
     - ``should_cancel``: polled every step; when it returns True a checkpoint is saved and ``Cancelled``
       is raised.
-    - ``init_mesh_glb``: refine mode: the field is initialised from this mesh (occupancy -> density,
-      texture / vertex colours -> albedo) before optimisation.
-    - ``init_checkpoint``: refine a result this backend made: start from the field stored in another
-      run's checkpoint (fresh optimiser, step 0, this run's settings).
+    - ``settings.stages``: "coarse,fine" adds the fine stage (``backend.engine.stages``) after the
+      coarse NeRF: a signed distance field started on the coarse surface, for sharp, clean surfaces.
+    - ``init_mesh_glb``: refine mode: the fine stage alone (``fine_steps``), started on this mesh (its
+      signed distance -> the SDF, its texture / vertex colours -> albedo), so its shape is kept.
+    - ``init_checkpoint``: refine a result this backend made: the fine stage alone, started from the
+      field stored in another run's checkpoint (fresh optimiser, step 0, this run's settings).
     - ``guidance``: an already-loaded ``Guidance`` to reuse (workers keep models loaded between jobs);
       default: ``load_guidance_for(settings, device)``.
     """
-    return run_generation(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
+    staged = settings.has_fine_stage or init_mesh_glb is not None or init_checkpoint is not None
+    return (run_staged if staged else run_generation)(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
                           should_cancel=should_cancel, init_mesh_glb=init_mesh_glb,
                           init_checkpoint=init_checkpoint, guidance=guidance)

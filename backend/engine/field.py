@@ -91,11 +91,12 @@ class NeRFField(Geometry):
         """``x``: Float[Tensor, "N 3"] -> Float[Tensor, "N 3"] in [0, 1]."""
         return torch.sigmoid(self._raw(x)[:, 1:4])
 
-    def _density_and_gradient(self, x: torch.Tensor):
-        """Density, albedo and d(density)/dx in closed form: the encoder's Jacobian pushed through
-        the MLP by hand (Linear/ReLU layers), so the gradient is an ordinary differentiable tensor
-        and training needs no double backward (which cost +26 ms and most of the memory of a GPU
-        step: results/speed/NOTES.md). ``tests/test_engine.py`` checks it against autograd."""
+    def raw_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's raw outputs Float[Tensor, "N 4"] and d(raw[:, 0])/dx Float[Tensor, "N 3"] in closed
+        form: the encoder's Jacobian pushed through the MLP by hand (Linear/ReLU layers), so the gradient
+        is an ordinary differentiable tensor and training needs no double backward (which cost +26 ms
+        and most of the memory of a GPU step: results/speed/NOTES.md). ``tests/test_engine.py`` checks
+        it against autograd. Also used by the SDF field (``backend.engine.sdf_field``)."""
         x = x.detach()
         feats, jac = self.encoding.forward_with_jacobian(x)             # (N, E), (N, E, 3)
         h, masks = feats, []
@@ -114,7 +115,12 @@ class NeRFField(Geometry):
                 v = layer.weight[0] if v is None else v @ layer.weight
             else:
                 v = v * masks.pop()
-        grad_raw = torch.einsum("ne,ned->nd", v.expand_as(feats), jac)
+        return h, torch.einsum("ne,ned->nd", v.expand_as(feats), jac)
+
+    def _density_and_gradient(self, x: torch.Tensor):
+        """Density, albedo and d(density)/dx in closed form (``raw_and_gradient``)."""
+        x = x.detach()
+        h, grad_raw = self.raw_and_gradient(x)
         pre = h[:, 0] + self.blob(x)
         if self.density_activation == "softplus":
             density = F.softplus(pre)

@@ -46,3 +46,14 @@ class Geometry(nn.Module, metaclass=ABCMeta):
     def update_step(self, step: int) -> None:
         """Called before every training step (and after a checkpoint is loaded): step-dependent
         schedules of the geometry, such as progressive hash-grid levels. Default: none."""
+
+    def occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: Float[Tensor, "N 3"] -> Float[Tensor, "N"]: what the occupancy grid thresholds to
+        decide which cells rays march through. Default: the density; a surface field (the SDF) marks
+        a shell around its surface instead."""
+        return self.density(x)
+
+    def regularisers(self, step: int) -> dict:
+        """Weighted loss terms of the geometry itself, added to the SDS loss every step (e.g. the SDF's
+        eikonal term): ``{name: scalar tensor}``. Default: none."""
+        return {}

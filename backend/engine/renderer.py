@@ -51,7 +51,7 @@ class VolumeRenderer(nn.Module):
 
     def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
         def occ_eval_fn(x):
-            return self.field.density(x) * self.render_step_size
+            return self.field.occupancy_density(x) * self.render_step_size
         self.estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=0.01,
                                             warmup_steps=warmup_steps)
 

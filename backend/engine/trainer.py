@@ -179,6 +179,7 @@ class Trainer:
         if s.opacity_weight > 0:
             o = opacity.clamp(1e-3, 1 - 1e-3)
             losses["opacity"] = s.opacity_weight * F.binary_cross_entropy(o, (o > 0.5).float().detach())
+        losses.update(self.field.regularisers(step))     # e.g. the SDF's eikonal term
         total = sum(losses.values())
         if s.lr_final_ratio != 1.0:
             scale = self.lr_scale(step)

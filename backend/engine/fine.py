@@ -1,0 +1,176 @@
+"""The fine stage (Magic3D's coarse -> fine): an SDF started on a surface, rendered sharper, SDS again.
+
+``FineTrainer`` is the ``Trainer`` run on settings derived from the run's (``fine_settings``): the
+``implicit-sdf`` geometry (``backend.engine.sdf_field``, where the choice of an SDF over DMTet is
+explained), ``fine_steps`` steps at ``fine_resolution`` pixels with twice the coarse stage's samples
+per ray and a finer occupancy grid, ``fine_lr``, diffusion times up to 0.5 (threestudio's
+``magic3d-refine``), no albedo warm-up (the texture carries over), and no orientation or sparsity
+term (an SDF's normals and opacity need neither); the SDF adds its eikonal and normal terms itself.
+
+It starts from one of:
+- ``init_from_coarse``: the coarse NeRF's iso-surface (marching cubes at ``BASE_GRID_RESOLUTION``, the
+  export's level rule) -> its signed distance -> the SDF's base grid; the coarse hash grid and MLP (the
+  albedo) and the background carry over, the SDF residual starts at zero;
+- ``init_from_mesh``: Refine Selected's mesh: its signed distance is the base, so the artist's shape is
+  kept exactly at the start; the albedo is fitted to the mesh's colours;
+- ``init_from_checkpoint``: Refine of a result this backend made: a fine checkpoint's field as it is,
+  or a coarse checkpoint's field converted as ``init_from_coarse`` does.
+
+Its checkpoints are marked ``"stage": "fine"`` so a run killed in the fine stage resumes there
+(``backend.engine.stages``). It exports the SDF's zero level set.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.engine.mesh_init import load_mesh_engine_coords, mesh_colors
+from backend.engine.sdf_field import BASE_GRID_RESOLUTION, SDFField
+from backend.engine.sdf_init import sdf_grid_from_mesh
+from backend.engine.trainer import BOUND, Trainer
+from shared.settings import GenerationSettings
+
+STAGE = "fine"
+FINE_OCCUPANCY_RESOLUTION = 64     # the shell the fine stage marches: 3 cm cells
+FINE_T_MAX = 0.5                   # magic3d-refine: small noise only, the shape is already there
+ALBEDO_FIT_ITERATIONS = 150        # refine from a mesh: colour fit (seconds on a CPU)
+
+
+def fine_settings(s: GenerationSettings) -> GenerationSettings:
+    """The settings the fine stage's Trainer runs with, derived from the run's settings ``s``."""
+    batch = s.resolution_stages[-1].batch_size
+    t_max = max(s.t_min, min(s.t_max_end if s.t_anneal else s.t_max, FINE_T_MAX))
+    return s.replace(geometry_type="implicit-sdf", steps=s.fine_steps,
+                     resolution_schedule=f"{s.fine_resolution}x{batch}", lr=s.fine_lr,
+                     samples_per_ray=min(4096, 2 * s.samples_per_ray),
+                     occupancy_resolution=max(FINE_OCCUPANCY_RESOLUTION, s.occupancy_resolution),
+                     progressive_levels=False, albedo_warmup_steps=0, orientation_weight_start=0.0,
+                     orientation_weight_end=0.0, sparsity_weight=0.0, opacity_weight=0.0, t_anneal=False,
+                     t_max=t_max)
+
+
+def checkpoint_stage(path: str) -> Optional[str]:
+    """"coarse" or "fine": the stage a checkpoint file was saved in (None: no file)."""
+    from pathlib import Path
+
+    if not path or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state.get("stage", "coarse")
+
+
+class FineTrainer(Trainer):
+    """The fine stage of the run ``settings`` (the run's own settings, not ``fine_settings``)."""
+
+    field: SDFField
+
+    def __init__(self, settings: GenerationSettings, guidance, device):
+        self.run_settings = settings
+        super().__init__(fine_settings(settings), guidance, device)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "stage": STAGE}
+
+    # -- starting points -------------------------------------------------------------------------
+    def init_from_coarse(self, coarse: Trainer) -> None:
+        from backend.export.mesh import EmptyMeshError, auto_threshold, density_grid, surface_from_grid
+
+        coarse.field.eval()
+        s = self.run_settings
+        grid = density_grid(coarse.occupied_density, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
+                            device=self.device)
+        level = auto_threshold(grid) if s.mesh_threshold is None else float(s.mesh_threshold)
+        vertices, faces = surface_from_grid(grid, level, bound=BOUND, keep_components=s.keep_components)
+        if len(faces) == 0:
+            raise EmptyMeshError(level, float(grid.min()), float(grid.max()))
+        # The coarse hash grid and MLP: the albedo as it was; the SDF residual row is zeroed below.
+        self.field.load_state_dict({k: v for k, v in coarse.field.state_dict().items()
+                                    if k.startswith(("encoding.", "mlp."))}, strict=False)
+        self._start_on(vertices, faces)
+        self.background.load_state_dict(coarse.background.state_dict())
+
+    def init_from_mesh(self, glb: bytes, progress: Optional[Callable[[float], None]] = None) -> dict:
+        """Refine Selected: start on the mesh itself; returns how it was placed in the scene."""
+        mesh, transform = load_mesh_engine_coords(glb)
+        self._start_on(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
+        self._fit_albedo(mesh, progress)
+        return transform
+
+    def init_from_checkpoint(self, path: str) -> None:
+        """Refine a result of this backend from its checkpoint (fine: as it is; coarse: converted)."""
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("stage") == STAGE:
+            self.field.load_state_dict(state["field"])
+            self.background.load_state_dict(state["background"])
+            return
+        coarse = Trainer(self.run_settings, self.guidance, self.device)
+        coarse.init_from_checkpoint(path)
+        self.init_from_coarse(coarse)
+
+    def _start_on(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+        sdf, samples = sdf_grid_from_mesh(vertices, faces, resolution=BASE_GRID_RESOLUTION, bound=BOUND)
+        self.field.set_base(sdf, samples)
+        self.field.zero_residual()
+        self._set_levels()
+
+    def _fit_albedo(self, mesh, progress, iterations: int = ALBEDO_FIT_ITERATIONS, batch: int = 4096) -> None:
+        """Albedo to the mesh's colours in a thin shell around it (the renderer samples around the
+        surface). Only the albedo rows are in the loss, so the SDF residual row stays zero."""
+        import trimesh
+
+        points, face_index = trimesh.sample.sample_surface(mesh, 20000, seed=0)
+        colors = torch.as_tensor(mesh_colors(mesh, points, face_index), device=self.device)
+        points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        optimizer = torch.optim.Adam(self.field.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-15)
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        self.field.train()
+        for it in range(iterations):
+            if progress is not None and it % 25 == 0:
+                progress(it / iterations)
+            idx = torch.randint(0, len(points), (batch,), generator=generator).to(self.device)
+            shell = points[idx] + 0.01 * torch.randn(batch, 3, generator=generator).to(self.device)
+            loss = F.mse_loss(self.field.albedo(shell), colors[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        self.field.zero_residual()
+
+    # -- export: the zero level set --------------------------------------------------------------
+    @torch.no_grad()
+    def inside(self, x: torch.Tensor) -> torch.Tensor:
+        """-sdf (positive inside), for marching cubes at level 0. Away from the occupied shell the base
+        grid alone decides (cheap; the residual only moves the surface within the shell)."""
+        grid = self.estimator.binaries.reshape(1, 1, *self.estimator.binaries.shape[-3:]).float()
+        grid = F.max_pool3d(grid, kernel_size=3, stride=1, padding=1)[0, 0].bool()
+        res = grid.shape[0]
+        cell = ((x + BOUND) / (2 * BOUND) * res).long().clamp(0, res - 1)
+        shell = grid[cell[:, 0], cell[:, 1], cell[:, 2]]
+        out = -self.field.base(x)[:, 0]
+        if shell.any():
+            out[shell] = -self.field.sdf(x[shell])
+        return out
+
+    def export(self, progress=None):
+        from backend.export.mesh import export_field
+
+        self.field.eval()
+        s = self.s
+        return export_field(self.inside, self.field.albedo, resolution=s.mesh_resolution, threshold=0.0,
+                            keep_components=s.keep_components, face_budget=s.face_budget,
+                            texture_size=s.texture_size, vertex_colors=s.vertex_colors, bound=BOUND,
+                            device=self.device, progress=progress)
+
+    def proxy_mesh(self) -> Optional[bytes]:
+        from backend.export.mesh import simplify_mesh, surface_from_grid, density_grid, albedo_at, to_glb
+
+        self.field.eval()
+        grid = density_grid(self.inside, resolution=64, bound=BOUND, device=self.device)
+        vertices, faces = surface_from_grid(grid, 0.0, bound=BOUND)
+        if len(faces) == 0:
+            return None
+        vertices, faces = simplify_mesh(vertices, faces, 5000)
+        return to_glb(vertices, faces, vertex_colors=albedo_at(self.field.albedo, vertices, self.device))
