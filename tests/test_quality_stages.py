@@ -182,7 +182,7 @@ def test_the_fine_stage_continues_the_coarse_run(tmp_path):
 
     steps = 30
     assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
-                 "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=10",
+                 "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=10", "--set", "fine_resolution=32",
                  "--set", "mesh_resolution=64", "--iou-resolution", "64"]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
     assert [r["stages"] for r in results] == ["coarse", "coarse,fine"]

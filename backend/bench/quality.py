@@ -195,8 +195,11 @@ def _generate_and_score(settings, job: dict, device: str, guidance, checkpoint_p
             "wall_s": time.perf_counter() - t0, "s_per_step": timings.get("s_per_step"),
             "load_s": timings.get("load_s"), "optimise_s": timings.get("optimise_s"),
             "export_s": timings.get("export_s"),
-            # The stage's own optimisation time: a continued run's optimise_s holds only the fine stage.
-            "stage_s": timings.get("optimise_s"), "resumed_from_step": result.metadata.get("resumed_from_step"),
+            # The stage's own time: a run with a fine stage reports it (``fine_s``: the hand-over from
+            # the coarse field and the fine optimisation; its ``coarse_s`` is only the checkpoint read,
+            # the coarse stage having run in the first call); a coarse-only run's is its optimise_s.
+            "stage_s": timings.get("fine_s", timings.get("optimise_s")),
+            "resumed_from_step": result.metadata.get("resumed_from_step"),
             "final_losses": result.metadata.get("final_losses"), "turntable": result.turntable_png,
             "glb_bytes": len(result.glb)}
 
@@ -349,7 +352,9 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
               "(scene units, objects are ~1 unit across); albedo = mean |RGB - truth| (channels in [0,1]) at surface "
               "samples of the exported texture, the truth taken at the nearest true surface point; texture PSNR "
               "(dB) = pure-albedo renders of the mesh vs the ground truth's from 4 views (elevation 15, 96 px), over "
-              "the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume.", ""]
+              "the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume; normal "
+              "consistency = mean |cos| between the mesh's face normals and the true normals (the SDF's gradient at "
+              "the nearest true-surface point), 10k samples mesh -> truth and 10k truth -> mesh, averaged.", ""]
     for variant in variants:
         if len(variants) > 1 or variant != "default":
             lines += [f"## Variant `{variant}`: {json.dumps(meta['variants'].get(variant, {}))}", ""]
