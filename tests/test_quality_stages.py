@@ -81,7 +81,8 @@ def _row(prompt, category, stages, *, nc, iou, chamfer, volume, stage_s, albedo=
 
 
 def _pair(prompt, category, coarse: dict, fine: dict, seed=0):
-    return [_row(prompt, category, "coarse", seed=seed, **coarse), _row(prompt, category, "coarse,fine", seed=seed, **fine)]
+    return [_row(prompt, category, "coarse", seed=seed, **coarse),
+            _row(prompt, category, "coarse,fine", seed=seed, **fine)]
 
 
 GOOD_RUN = (_pair("a red cube", "cube", dict(nc=0.90, iou=0.77, chamfer=0.030, volume=1.26, stage_s=100.0),
@@ -182,7 +183,8 @@ def test_the_fine_stage_continues_the_coarse_run(tmp_path):
 
     steps = 30
     assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
-                 "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=10", "--set", "fine_resolution=32",
+                 "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=10",
+                 "--set", "fine_resolution=32",
                  "--set", "mesh_resolution=64", "--iou-resolution", "64"]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
     assert [r["stages"] for r in results] == ["coarse", "coarse,fine"]

@@ -322,7 +322,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def project_to_surface(sdf: SdfFn, points: np.ndarray, steps: int = 4, tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+def project_to_surface(sdf: SdfFn, points: np.ndarray, steps: int = 4,
+                       tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """(points moved onto the SDF's zero set, the unit true normal there): Newton steps along the
     gradient, p -= f(p) g / |g|^2, which land on the nearest surface point for an exact distance and
     on the zero set for a bound (the pyramid's planes, the props' smooth unions)."""

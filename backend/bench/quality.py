@@ -29,9 +29,10 @@ A run of record longer than one device command is split and merged: run the part
 folders (one seed each: ``--seeds 0 --out parts/seed0``; or ``--prompts solids`` / ``props``), each
 with ``--time-budget`` a little under the command's limit (``--resume`` with the same ``--out``
 runs what a part left; a job counts as done only with every stage it asks for), bring each folder
-back as one archive (a device command returns at most 8 files), then ``--report-only parts/seed0 parts/seed1 parts/seed2 --out results/quality`` writes
-one report from their ``quality.jsonl`` and images without generating anything. On a GPU,
-``--workers`` generations run side by side (the models are small).
+back as one archive (a device command returns at most 8 files), then ``--report-only parts/seed0
+parts/seed1 parts/seed2 --out results/quality`` writes one report from their ``quality.jsonl`` and
+images without generating anything. On a GPU, ``--workers`` generations run side by side (the models
+are small).
 """
 
 from __future__ import annotations
