@@ -10,7 +10,15 @@ prompt's ground truth (``backend.prior.catalogue.ground_truth``: the canonical S
 procedural albedo) with ``backend.bench.metrics``: volumetric IoU (best over yaw), facing (IoU at
 the canonical yaw against the best; an asymmetric prop must face the front), Chamfer distance,
 albedo error at surface samples, texture PSNR of albedo renders from four fixed views, volume /
-truth, empty meshes.
+truth, normal consistency (mesh normals against the SDF's gradient: a lumpy skin or a rounded edge
+lowers it where the IoU barely moves), empty meshes.
+
+``--stages coarse,fine`` (issue 14) measures the fine stage against the coarse one on the same runs:
+each job runs its coarse stage once, exports and scores that mesh (row ``stages: "coarse"``), then
+continues the same run into the fine stage (the coarse checkpoint handed over) and scores the fine
+mesh (row ``stages: "coarse,fine"``), recording each stage's optimisation time. The report adds the
+fine meshes' own tables, the side-by-side comparison with ``stage_compare.FINE_TARGETS`` and a
+before/after turntable grid per seed (``before_after_seed<S>.png``): see ``backend/bench/stage_compare.py``.
 
 Writes ``quality.md`` (verdict per seed, per-category and per-prompt tables), ``quality.json``
 (every number), ``quality.jsonl`` (one line per finished job, as they come), ``jobs/`` (each job's
@@ -20,10 +28,11 @@ mesh albedo views, turntable) to ``--out``. Targets per seed: ``TARGETS``.
 A run of record longer than one device command is split and merged: run the parts into their own
 folders (one seed each: ``--seeds 0 --out parts/seed0``; or ``--prompts solids`` / ``props``), each
 with ``--time-budget`` a little under the command's limit (``--resume`` with the same ``--out``
-runs what a part left), bring each folder back as one archive (a device command returns at most
-8 files), then ``--report-only parts/seed0 parts/seed1 parts/seed2 --out results/quality`` writes
-one report from their ``quality.jsonl`` and images without generating anything. On a GPU,
-``--workers`` generations run side by side (the models are small).
+runs what a part left; a job counts as done only with every stage it asks for), bring each folder
+back as one archive (a device command returns at most 8 files), then ``--report-only parts/seed0
+parts/seed1 parts/seed2 --out results/quality`` writes one report from their ``quality.jsonl`` and
+images without generating anything. On a GPU, ``--workers`` generations run side by side (the models
+are small).
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+
+from backend.bench import stage_compare
+from backend.bench.formatting import finite_mean as _mean
+from backend.bench.formatting import fmt as _fmt
+from backend.bench.formatting import row_image as _image
+from backend.bench.stage_compare import FINE_TARGETS
+from shared.settings import STAGES
 
 # Targets per seed (issue 11): mean IoU >= 0.70 over the props and >= 0.75 still over the first
 # priors' 56 prompts; every prompt >= 0.40; the IoU at the canonical yaw within 0.05 of the best for
@@ -78,15 +94,17 @@ def settings_for(prompt: str, seed: int, overrides: dict, model: str = "builtin"
     return GenerationSettings.from_dict(values)
 
 
-def run_job(job: dict) -> dict:
-    """Generate one prompt/seed and score it. Never raises: failures are recorded in the result. A crash
-    (not an empty field) is retried once: on a fresh GPU machine parallel workers can trip over a
-    shared build cache, and a generation is deterministic per seed, so the retry measures the same."""
+def run_job(job: dict) -> list[dict]:
+    """Generate one prompt/seed and score it: one row per stage asked for (``job["stages"]``: "coarse",
+    or "coarse,fine": the coarse mesh, then the fine stage continued from the same run). Never raises:
+    failures are recorded in the rows. A crash (not an empty field) is retried once: on a fresh GPU
+    machine parallel workers can trip over a shared build cache, and a generation is deterministic per
+    seed, so the retry measures the same."""
     out = _run_job_once(job)
-    if out.get("crashed"):
+    if any(r.get("crashed") for r in out):
         retry = _run_job_once(job)
-        retry["retried_after"] = out["error"]
-        return retry
+        first = next(r["error"] for r in out if r.get("crashed"))
+        return [{**r, "retried_after": first} for r in retry]
     return out
 
 
@@ -139,48 +157,95 @@ def score(glb: bytes | None, prompt: str, seed: int, *, iou_resolution: int = 12
     return metrics
 
 
-def _run_job_once(job: dict) -> dict:
+def stage_labels(stages: str) -> list[str]:
+    """The meshes a job with the ``stages`` setting exports, in order: the coarse one always (the
+    "before"), then the fine one ("coarse,fine": the "after")."""
+    if stages not in STAGES:
+        raise ValueError(f"--stages must be one of {' | '.join(STAGES)}, got {stages!r}")
+    return list(STAGES[: STAGES.index(stages) + 1])
+
+
+def _hand_over(checkpoint: str, fine_settings) -> None:
+    """Make the coarse run's final checkpoint the checkpoint of a "coarse,fine" run stopped at the
+    stage boundary: the coarse trajectory does not depend on what follows it, so only the stored
+    ``stages`` differs, and the trainer resumes a checkpoint only under the settings it was made with."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["settings"]["stages"] = fine_settings.stages
+    torch.save(state, checkpoint)
+
+
+def _generate_and_score(settings, job: dict, device: str, guidance, checkpoint_path: str | None) -> dict:
+    """One generation (or its continuation from ``checkpoint_path``), exported and scored."""
     from backend.engine.api import generate
 
-    out = {k: job[k] for k in ("variant", "prompt", "seed")}
-    out.update(describe(job["prompt"]))
-    if job.get("deadline") and time.time() > job["deadline"]:
-        return {**out, "skipped": True}
-    device = _WORKER.get("device") or job.get("device", "cpu")
     resolution = job.get("iou_resolution", 128)
     t0 = time.perf_counter()
     try:
-        settings = settings_for(job["prompt"], job["seed"], job.get("overrides", {}), job.get("model", "builtin"))
-        try:
-            result = generate(settings, device=device)
-        except Exception as exc:                       # an empty field is a result, not a crash
-            if type(exc).__name__ != "EmptyMeshError":
-                raise
-            out.update(score(None, job["prompt"], job["seed"], iou_resolution=resolution), error=str(exc)[:300],
-                       wall_s=time.perf_counter() - t0)
-            return out
-        t_gen = time.perf_counter() - t0
-        metrics = score(result.glb, job["prompt"], job["seed"], iou_resolution=resolution)
-        timings = result.metadata.get("timings", {})
-        out.update(metrics, generate_s=t_gen, score_s=time.perf_counter() - t0 - t_gen,
-                   wall_s=time.perf_counter() - t0,
-                   s_per_step=timings.get("s_per_step"), load_s=timings.get("load_s"),
-                   optimise_s=timings.get("optimise_s"), export_s=timings.get("export_s"),
-                   final_losses=result.metadata.get("final_losses"), turntable=result.turntable_png,
-                   glb_bytes=len(result.glb))
+        result = generate(settings, device=device, guidance=guidance, checkpoint_path=checkpoint_path)
+    except Exception as exc:                       # an empty field is a result, not a crash
+        if type(exc).__name__ != "EmptyMeshError":
+            raise
+        return {**score(None, job["prompt"], job["seed"], iou_resolution=resolution), "error": str(exc)[:300],
+                "wall_s": time.perf_counter() - t0}
+    t_gen = time.perf_counter() - t0
+    metrics = score(result.glb, job["prompt"], job["seed"], iou_resolution=resolution)
+    timings = result.metadata.get("timings", {})
+    return {**metrics, "generate_s": t_gen, "score_s": time.perf_counter() - t0 - t_gen,
+            "wall_s": time.perf_counter() - t0, "s_per_step": timings.get("s_per_step"),
+            "load_s": timings.get("load_s"), "optimise_s": timings.get("optimise_s"),
+            "export_s": timings.get("export_s"),
+            # The stage's own time: a run with a fine stage reports it (``fine_s``: the hand-over from
+            # the coarse field and the fine optimisation; its ``coarse_s`` is only the checkpoint read,
+            # the coarse stage having run in the first call); a coarse-only run's is its optimise_s.
+            "stage_s": timings.get("fine_s", timings.get("optimise_s")),
+            "resumed_from_step": result.metadata.get("resumed_from_step"),
+            "final_losses": result.metadata.get("final_losses"), "turntable": result.turntable_png,
+            "glb_bytes": len(result.glb)}
+
+
+def _run_job_once(job: dict) -> list[dict]:
+    import tempfile
+
+    from backend.engine.api import load_guidance_for
+
+    base = {k: job[k] for k in ("variant", "prompt", "seed")}
+    base.update(describe(job["prompt"]))
+    labels = stage_labels(job.get("stages", STAGES[0]))
+    if job.get("deadline") and time.time() > job["deadline"]:
+        return [{**base, "stages": label, "skipped": True} for label in labels]
+    device = _WORKER.get("device") or job.get("device", "cpu")
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    try:
+        settings = [settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), "stages": label},
+                                 job.get("model", "builtin")) for label in labels]
+        t_load = time.perf_counter()
+        guidance = load_guidance_for(settings[0], device)       # loaded once, for both stages
+        base["guidance_load_s"] = time.perf_counter() - t_load
+        with tempfile.TemporaryDirectory(prefix="quality-") as folder:
+            checkpoint = os.path.join(folder, "run.pt") if len(labels) > 1 else None
+            for i, (label, stage_settings) in enumerate(zip(labels, settings)):
+                if i and checkpoint and os.path.isfile(checkpoint):
+                    _hand_over(checkpoint, stage_settings)
+                row = {**base, "stages": label,
+                       **_generate_and_score(stage_settings, job, device, guidance, checkpoint)}
+                if i:
+                    row["coarse_s"] = rows[0].get("stage_s")
+                    if row.get("stage_s") and row.get("coarse_s"):
+                        row["fine_ratio"] = row["stage_s"] / row["coarse_s"]
+                rows.append(row)
     except Exception as exc:
-        out.update(error=f"{type(exc).__name__}: {exc}"[:500], traceback=traceback.format_exc()[-2000:],
-                   crashed=True, empty=True, iou=0.0, iou_canonical=0.0, facing_gap=float("nan"), albedo_error=1.0,
-                   chamfer=float("nan"), wall_s=time.perf_counter() - t0)
-    return out
+        crash = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": traceback.format_exc()[-2000:],
+                 "crashed": True, "empty": True, "iou": 0.0, "iou_canonical": 0.0, "facing_gap": float("nan"),
+                 "albedo_error": 1.0, "chamfer": float("nan"), "normal_consistency": 0.0,
+                 "wall_s": time.perf_counter() - t0}
+        rows += [{**base, "stages": label, **crash} for label in labels[len(rows):]]
+    return rows
 
 
 # -- aggregation --------------------------------------------------------------------------------------------
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def facing_ok(row: dict) -> bool:
     """The row's object faces the front it was asked for: its IoU at the canonical yaw within
     TARGETS["facing_gap"] of its best-yaw IoU, and it is there at all (IoU >= TARGETS["min_iou"]:
@@ -211,6 +276,7 @@ def summarise(rows: list[dict]) -> dict:
          "mean_albedo_error": float(np.mean(albedo)), "max_albedo_error": float(np.max(albedo)),
          "mean_texture_psnr": _mean(r.get("texture_psnr") for r in done),
          "mean_chamfer": _mean(r.get("chamfer") for r in done),
+         "mean_normal_consistency": _mean(r.get("normal_consistency") for r in done),
          "mean_volume_ratio": _mean(r.get("volume_ratio") for r in done if not r.get("empty")),
          "empty": sum(bool(r.get("empty")) for r in done), "errors": sum(bool(r.get("error")) for r in done)}
     s["facing_pass_rate"] = s["facing_passed"] / len(facing) if facing else float("nan")
@@ -255,14 +321,9 @@ def by_category(rows: list[dict]) -> list[dict]:
                       "mean_texture_psnr": _mean(r.get("texture_psnr") for r in rs),
                       "mean_volume_ratio": _mean(r.get("volume_ratio") for r in rs if not r.get("empty")),
                       "mean_chamfer": _mean(r.get("chamfer") for r in rs),
+                      "mean_normal_consistency": _mean(r.get("normal_consistency") for r in rs),
                       "empty": sum(bool(r.get("empty")) for r in rs)})
     return table
-
-
-def _fmt(v, digits=3):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.{digits}f}"
 
 
 def _targets_line() -> str:
@@ -292,63 +353,83 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
               "(scene units, objects are ~1 unit across); albedo = mean |RGB - truth| (channels in [0,1]) at surface "
               "samples of the exported texture, the truth taken at the nearest true surface point; texture PSNR "
               "(dB) = pure-albedo renders of the mesh vs the ground truth's from 4 views (elevation 15, 96 px), over "
-              "the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume.", ""]
+              "the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume; normal "
+              "consistency = mean |cos| between the mesh's face normals and the true normals (the SDF's gradient at "
+              "the nearest true-surface point), 10k samples mesh -> truth and 10k truth -> mesh, averaged.", ""]
     for variant in variants:
         if len(variants) > 1 or variant != "default":
             lines += [f"## Variant `{variant}`: {json.dumps(meta['variants'].get(variant, {}))}", ""]
-        lines += ["| seed | prompts | mean IoU | mean IoU solids | mean IoU props | min IoU | facing pass | "
-                  "mean albedo err | max albedo err | texture PSNR | mean Chamfer | empty | s/step | verdict |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for seed in seeds:
-            s = summary[variant]["per_seed"].get(str(seed))
-            if not s or not s.get("n"):
-                continue
-            facing = f"{s['facing_passed']}/{s['n_facing']}" if s["n_facing"] else "-"
-            verdict = "PASS" if s["passed"] else "FAIL (" + ", ".join(s["failed"]) + ")"
-            lines.append(f"| {seed} | {s['n']}{' (+%d skipped)' % s['skipped'] if s['skipped'] else ''} | "
-                         f"{_fmt(s['mean_iou'])} | {_fmt(s['mean_iou_solids'])} | {_fmt(s['mean_iou_props'])} | "
-                         f"{_fmt(s['min_iou'])} | {facing} | {_fmt(s['mean_albedo_error'])} | "
-                         f"{_fmt(s['max_albedo_error'])} | {_fmt(s['mean_texture_psnr'], 1)} | "
-                         f"{_fmt(s['mean_chamfer'], 4)} | {s['empty']} | {_fmt(s['mean_s_per_step'], 4)} | {verdict} |")
-        lines += ["", f"Same verdict for every seed: **{summary[variant]['verdict']}**", "",
-                  "### By category (all seeds)", "",
-                  "| category | look | group | runs | mean IoU | min IoU | IoU at yaw 0 | facing gap | facing pass | "
-                  "albedo err | texture PSNR | volume / truth | Chamfer |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        solids_by_shape = {}
-        for c in by_category([r for r in rows if r["variant"] == variant]):
-            if c["group"] == "solid":       # the 8 colours of a solid in one line
-                solids_by_shape.setdefault(c["category"], []).append(c)
-                continue
-            lines.append(_category_line(c))
-        for shape, cs in solids_by_shape.items():
-            merged = by_category([{**r, "look": "8 colours" if len(cs) > 1 else r.get("look")} for r in rows
-                                  if r["variant"] == variant and r.get("category", r["prompt"]) == shape])
-            lines.append(_category_line(merged[0]))
-        lines += ["", "### By prompt", ""]
-        prompts = list(dict.fromkeys(r["prompt"] for r in rows if r["variant"] == variant))
-        head = ("| prompt | " + " | ".join(f"s{s}: IoU / gap / albedo / PSNR" for s in seeds)
-                + " | mean IoU | mean albedo |")
-        lines += [head, "|---|" + "---:|" * (len(seeds) + 2)]
-        for prompt in prompts:
-            cells, ious, albs = [], [], []
-            for seed in seeds:
-                r = next((x for x in rows if x["variant"] == variant and x["prompt"] == prompt and x["seed"] == seed),
-                         None)
-                if r is None or r.get("skipped"):
-                    cells.append("-")
-                    continue
-                mark = " (empty)" if r.get("empty") else ""
-                cells.append(f"{_fmt(r['iou'])}{mark} / {_fmt(r.get('facing_gap'), 2)} / {_fmt(r['albedo_error'])} / "
-                             f"{_fmt(r.get('texture_psnr'), 1)}")
-                ious.append(r["iou"]), albs.append(r["albedo_error"])
-            lines.append(f"| {prompt} | " + " | ".join(cells) +
-                         f" | {_fmt(_mean(ious))} | {_fmt(_mean(albs))} |")
-        errors = [r for r in rows if r["variant"] == variant and r.get("error")]
-        if errors:
-            lines += ["", "Errors:", ""] + [f"- {r['prompt']} seed {r['seed']}: {r['error']}" for r in errors]
-        lines.append("")
+        mine = [r for r in rows if r["variant"] == variant]
+        coarse = [r for r in mine if stage_compare.stage_of(r) == STAGES[0]]
+        fine = [r for r in mine if stage_compare.stage_of(r) != STAGES[0]]
+        if fine:
+            lines += ["### Coarse only (the coarse mesh of each run)", ""]
+        lines += _stage_lines(coarse, summary[variant], seeds)
+        if fine:
+            lines += ["### Coarse + fine (the same runs continued into the fine stage)", ""]
+            lines += _stage_lines(fine, summary[variant]["fine"], seeds)
+            lines += ["### Coarse only vs coarse + fine, side by side", ""]
+            lines += stage_compare.markdown(summary[variant]["coarse_vs_fine"],
+                                            summary[variant].get("before_after_grids", {}))
     path.write_text("\n".join(lines))
+
+
+def _stage_lines(rows: list[dict], entry: dict, seeds: list[int]) -> list[str]:
+    """One variant's tables for the meshes of one stage: per seed (with the verdict), per category
+    and per prompt."""
+    lines = ["| seed | prompts | mean IoU | mean IoU solids | mean IoU props | min IoU | facing pass | "
+             "mean albedo err | max albedo err | texture PSNR | mean Chamfer | normal consistency | empty | s/step | "
+             "verdict |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for seed in seeds:
+        s = entry["per_seed"].get(str(seed))
+        if not s or not s.get("n"):
+            continue
+        facing = f"{s['facing_passed']}/{s['n_facing']}" if s["n_facing"] else "-"
+        verdict = "PASS" if s["passed"] else "FAIL (" + ", ".join(s["failed"]) + ")"
+        lines.append(f"| {seed} | {s['n']}{' (+%d skipped)' % s['skipped'] if s['skipped'] else ''} | "
+                     f"{_fmt(s['mean_iou'])} | {_fmt(s['mean_iou_solids'])} | {_fmt(s['mean_iou_props'])} | "
+                     f"{_fmt(s['min_iou'])} | {facing} | {_fmt(s['mean_albedo_error'])} | "
+                     f"{_fmt(s['max_albedo_error'])} | {_fmt(s['mean_texture_psnr'], 1)} | "
+                     f"{_fmt(s['mean_chamfer'], 4)} | {_fmt(s.get('mean_normal_consistency'))} | {s['empty']} | "
+                     f"{_fmt(s['mean_s_per_step'], 4)} | {verdict} |")
+    lines += ["", f"Same verdict for every seed: **{entry['verdict']}**", "",
+              "#### By category (all seeds)", "",
+              "| category | look | group | runs | mean IoU | min IoU | IoU at yaw 0 | facing gap | facing pass | "
+              "albedo err | texture PSNR | volume / truth | Chamfer | normal consistency |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    solids_by_shape = {}
+    for c in by_category(rows):
+        if c["group"] == "solid":       # the 8 colours of a solid in one line
+            solids_by_shape.setdefault(c["category"], []).append(c)
+            continue
+        lines.append(_category_line(c))
+    for shape, cs in solids_by_shape.items():
+        merged = by_category([{**r, "look": "8 colours" if len(cs) > 1 else r.get("look")} for r in rows
+                              if r.get("category", r["prompt"]) == shape])
+        lines.append(_category_line(merged[0]))
+    lines += ["", "#### By prompt", ""]
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    head = ("| prompt | " + " | ".join(f"s{s}: IoU / gap / albedo / PSNR / normals" for s in seeds)
+            + " | mean IoU | mean albedo |")
+    lines += [head, "|---|" + "---:|" * (len(seeds) + 2)]
+    for prompt in prompts:
+        cells, ious, albs = [], [], []
+        for seed in seeds:
+            r = next((x for x in rows if x["prompt"] == prompt and x["seed"] == seed), None)
+            if r is None or r.get("skipped"):
+                cells.append("-")
+                continue
+            mark = " (empty)" if r.get("empty") else ""
+            cells.append(f"{_fmt(r['iou'])}{mark} / {_fmt(r.get('facing_gap'), 2)} / {_fmt(r['albedo_error'])} / "
+                         f"{_fmt(r.get('texture_psnr'), 1)} / {_fmt(r.get('normal_consistency'))}")
+            ious.append(r["iou"]), albs.append(r["albedo_error"])
+        lines.append(f"| {prompt} | " + " | ".join(cells) + f" | {_fmt(_mean(ious))} | {_fmt(_mean(albs))} |")
+    errors = [r for r in rows if r.get("error")]
+    if errors:
+        lines += ["", "Errors:", ""] + [f"- {r['prompt']} seed {r['seed']}: {r['error']}" for r in errors]
+    lines.append("")
+    return lines
 
 
 def _category_line(c: dict) -> str:
@@ -356,7 +437,7 @@ def _category_line(c: dict) -> str:
     return (f"| {c['category']} | {c['look'] or '-'} | {c['group']} | {c['runs']} | {_fmt(c['mean_iou'])} | "
             f"{_fmt(c['min_iou'])} | {_fmt(c['mean_iou_canonical'])} | {_fmt(c['mean_facing_gap'])} | {facing} | "
             f"{_fmt(c['mean_albedo_error'])} | {_fmt(c['mean_texture_psnr'], 1)} | {_fmt(c['mean_volume_ratio'], 2)} | "
-            f"{_fmt(c['mean_chamfer'], 4)} |")
+            f"{_fmt(c['mean_chamfer'], 4)} | {_fmt(c.get('mean_normal_consistency'))} |")
 
 
 def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns: int = 2) -> None:
@@ -392,15 +473,6 @@ def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns
             if image is not None:
                 canvas.paste(image.resize((width, view_size), Image.LANCZOS), (x + left, y))
     canvas.save(path, optimize=True)
-
-
-def _image(row: dict, key: str):
-    from PIL import Image
-
-    data = row.get(key) if isinstance(row.get(key), bytes) else None
-    if data is None and row.get(f"{key}_file") and Path(row[f"{key}_file"]).is_file():
-        data = Path(row[f"{key}_file"]).read_bytes()
-    return Image.open(io.BytesIO(data)).convert("RGB") if data else None
 
 
 # -- prompts ------------------------------------------------------------------------------------------------
@@ -473,6 +545,10 @@ def parse_args(argv):
     p.add_argument("--report-only", nargs="+", type=Path, default=None, metavar="PART",
                    help="generate nothing: merge the quality.jsonl of these folders (or files) into one report "
                         "in --out (a job found in several parts: the last part's row)")
+    p.add_argument("--stages", default=STAGES[0], choices=STAGES,
+                   help="coarse: the coarse stage's mesh; coarse,fine: each run's coarse mesh is exported and "
+                        "scored, then the same run continues into the fine stage and its mesh is scored too (the "
+                        "side by side costs one coarse stage, not two)")
     p.add_argument("--iou-resolution", type=int, default=128,
                    help="voxels per side for the IoUs (the yaw search runs on 64^3)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -492,13 +568,14 @@ def save_images(row: dict, out: Path) -> dict:
     row = dict(row)
     variant = f"{_slug(row['variant'])}_" if row["variant"] != "default" else ""
     folder = Path("jobs") / f"{variant}seed{row['seed']}"
+    stage = "" if row.get("stages", STAGES[0]) == STAGES[0] else ".fine"
     for key, height in (("turntable", 96), ("views", 192)):
         data = row.pop(key, None)
         if not data:
             continue
         image = Image.open(io.BytesIO(data)).convert("RGB")
         image = image.resize((max(1, round(image.width * height / image.height)), height), Image.LANCZOS)
-        rel = folder / f"{_slug(row['prompt'])}.{key}.png"
+        rel = folder / f"{_slug(row['prompt'])}{stage}.{key}.png"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         image.quantize(256).save(out / rel, optimize=True)
         row[f"{key}_file"] = str(rel)
@@ -520,7 +597,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _job_key(row: dict) -> tuple:
-    return row["variant"], row["prompt"], row["seed"]
+    """A row's identity: its job and the stages its mesh went through (rows written before the fine
+    stage existed are coarse)."""
+    return row["variant"], row["prompt"], row["seed"], row.get("stages", STAGES[0])
 
 
 def write_report(rows: list[dict], out: Path, meta: dict, variants: dict) -> dict:
@@ -531,31 +610,51 @@ def write_report(rows: list[dict], out: Path, meta: dict, variants: dict) -> dic
                  if k in ("turntable_file", "views_file") and v and Path(v).is_absolute() else v)
              for k, v in r.items()} for r in rows]
     seeds = sorted({r["seed"] for r in rows})
+    absolute = [{k: (str(out / v) if k in ("turntable_file", "views_file") and v and not Path(v).is_absolute()
+                     else v) for k, v in r.items()} for r in rows]
     summary = {}
     for v in variants:
-        per_seed = {str(s): summarise([r for r in rows if r["variant"] == v and r["seed"] == s]) for s in seeds}
-        verdicts = {x["passed"] for x in per_seed.values() if x.get("n")}
-        summary[v] = {"per_seed": per_seed, "by_category": by_category([r for r in rows if r["variant"] == v]),
-                      "verdict": ("PASS" if verdicts == {True} else "FAIL" if verdicts == {False} else "MIXED")}
+        mine = [r for r in rows if r["variant"] == v]
+        coarse = [r for r in mine if stage_compare.stage_of(r) == STAGES[0]]
+        fine = [r for r in mine if stage_compare.stage_of(r) != STAGES[0]]
+        summary[v] = _stage_summary(coarse, seeds)        # the coarse meshes: the summary as before stages
+        if fine:
+            summary[v]["fine"] = _stage_summary(fine, seeds)
+            summary[v]["coarse_vs_fine"] = stage_compare.summarise(mine)
+            grids = {}
+            for s in seeds:
+                name = f"before_after_seed{s}.png" if len(variants) == 1 else f"before_after_{v}_seed{s}.png"
+                ps = stage_compare.pairs([r for r in absolute if r["variant"] == v and r["seed"] == s])
+                if stage_compare.before_after_grid(ps, out / name):
+                    grids[str(s)] = name
+            summary[v]["before_after_grids"] = grids
     (out / "quality.json").write_text(json.dumps(
         {"meta": meta, "summary": summary,
          "results": [{k: v for k, v in r.items() if k not in ("turntable", "views")} for r in rows]},
         indent=1, default=str))
     write_markdown(out / "quality.md", rows, summary, meta)
-    absolute = [{k: (str(out / v) if k in ("turntable_file", "views_file") and v and not Path(v).is_absolute()
-                     else v) for k, v in r.items()} for r in rows]
     for v in variants:
         for s in seeds:
-            sel = [r for r in absolute if r["variant"] == v and r["seed"] == s]
+            sel = [r for r in absolute if r["variant"] == v and r["seed"] == s
+                   and stage_compare.stage_of(r) == STAGES[0]]
             name = f"turntables_seed{s}.png" if len(variants) == 1 else f"turntables_{v}_seed{s}.png"
             turntable_grid(sel, out / name)
     return summary
 
 
+def _stage_summary(rows: list[dict], seeds: list[int]) -> dict:
+    """Per-seed summaries, per-category table and verdict of one variant's meshes of one stage."""
+    per_seed = {str(s): summarise([r for r in rows if r["seed"] == s]) for s in seeds}
+    verdicts = {x["passed"] for x in per_seed.values() if x.get("n")}
+    return {"per_seed": per_seed, "by_category": by_category(rows),
+            "verdict": "PASS" if verdicts == {True} else "FAIL" if verdicts == {False} else "MIXED"}
+
+
 def _sort_rows(rows: list[dict]) -> list[dict]:
     """Benchmark order (solids colour-major, then the props), then anything else; seed-major."""
     order = {p: i for i, p in enumerate(_job_order(expand_prompts(None)))}
-    return sorted(rows, key=lambda r: (r["variant"], r["seed"], order.get(r["prompt"], len(order)), r["prompt"]))
+    return sorted(rows, key=lambda r: (r["variant"], r["seed"], order.get(r["prompt"], len(order)), r["prompt"],
+                                       STAGES.index(stage_compare.stage_of(r))))
 
 
 def _job_order(prompts: list[str]) -> list[str]:
@@ -614,13 +713,15 @@ def report_only(args, argv) -> int:
             "workers": "/".join(str(p.get("workers", "?")) for p in parts) or "?",
             "wall_s": sum(p.get("wall_s", 0.0) for p in parts),
             "overrides": parts[0].get("overrides", {}) if parts else {}, "variants": variants, "targets": TARGETS,
+            "fine_targets": FINE_TARGETS, "stages": "; ".join(dict.fromkeys(p.get("stages", STAGES[0]) for p in parts)),
             "settings": parts[0].get("settings") if parts else None, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if len({json.dumps(p.get("overrides", {}), sort_keys=True) for p in parts}) > 1:
         meta["overrides_differ"] = [p.get("overrides") for p in parts]
     summary = write_report(rows, args.out, meta, variants)
-    print((args.out / "quality.md").read_text().split("\n### By category")[0], flush=True)
+    print((args.out / "quality.md").read_text().split("\n#### By category")[0], flush=True)
     print(f"merged {len(rows)} rows from {len(args.report_only)} parts into {args.out}", flush=True)
-    failed = any(summary[v]["verdict"] != "PASS" for v in variants)
+    failed = any(summary[v]["verdict"] != "PASS" or summary[v].get("coarse_vs_fine", {}).get("verdict", "PASS")
+                 != "PASS" for v in variants)
     return 1 if (args.strict and failed) else 0
 
 
@@ -651,29 +752,34 @@ def main(argv: list[str] | None = None) -> int:
         variants = json.loads(Path(args.variants).read_text())
     deadline = time.time() + args.time_budget if args.time_budget else None
     prompts = _job_order(prompts)
+    labels = stage_labels(args.stages)
     jobs = [{"variant": v, "prompt": p, "seed": s, "overrides": {**overrides, **variants[v]}, "model": args.model,
-             "deadline": deadline, "iou_resolution": args.iou_resolution}
+             "deadline": deadline, "iou_resolution": args.iou_resolution, "stages": args.stages}
             for s in seeds for v in variants for p in prompts]
-    # Validate every job's settings before spending time on any of them.
+    # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
-        settings_for(job["prompt"], job["seed"], job["overrides"], args.model)
+        for label in labels:
+            settings_for(job["prompt"], job["seed"], {**job["overrides"], "stages": label}, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     kept = []
     if args.resume and (args.out / "quality.jsonl").is_file():
-        wanted = {_job_key(j) for j in jobs}
-        kept = [r for r in read_jsonl(args.out / "quality.jsonl")
-                if _job_key(r) in wanted and not r.get("skipped") and not r.get("crashed")]
-        done = {_job_key(r) for r in kept}
-        jobs = [j for j in jobs if _job_key(j) not in done]
-        print(f"resuming: {len(kept)} jobs already done in {args.out / 'quality.jsonl'}", flush=True)
+        # A job is done when every stage it asks for has a finished row; otherwise it runs again
+        # whole (the fine stage continues the coarse stage of its own run).
+        finished = {_job_key(r): r for r in read_jsonl(args.out / "quality.jsonl")
+                    if not r.get("skipped") and not r.get("crashed")}
+        done = [j for j in jobs if all(_job_key({**j, "stages": label}) in finished for label in labels)]
+        kept = [finished[_job_key({**j, "stages": label})] for j in done for label in labels]
+        done_keys = {_job_key(j) for j in done}
+        jobs = [j for j in jobs if _job_key(j) not in done_keys]
+        print(f"resuming: {len(done)} jobs already done in {args.out / 'quality.jsonl'}", flush=True)
     from backend.engine.guidance.models import resolve_model
 
     resolve_model(args.model)      # warns loudly if the built-in prior is missing
     if on_cuda and jobs:
         _build_cuda_extensions(device)
     print(f"quality benchmark: {len(jobs)} generations ({len(prompts)} prompts x {len(seeds)} seeds x "
-          f"{len(variants)} variants{', less those resumed' if kept else ''}) on {device}, {workers} workers x "
-          f"{threads} threads", flush=True)
+          f"{len(variants)} variants{', less those resumed' if kept else ''}; stages {args.stages}) on {device}, "
+          f"{workers} workers x {threads} threads", flush=True)
     t0 = time.perf_counter()
     rows = [{k: (os.path.relpath(v, args.out.resolve()) if k.endswith("_file") and v else v) for k, v in r.items()}
             for r in kept]
@@ -681,9 +787,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         progress.write(json.dumps(r, default=str) + "\n")
     progress.flush()
-    total = len(rows) + len(jobs)
+    total = len(rows) + len(jobs) * len(labels)
 
-    def report(r):
+    def report(job_rows):
+        for r in job_rows:
+            report_row(r)
+
+    def report_row(r):
         r = save_images(r, args.out) if not r.get("skipped") else r
         rows.append(r)
         progress.write(json.dumps(r, default=str) + "\n")
@@ -695,9 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             status = (f"IoU {r['iou']:.3f} (yaw 0: {r.get('iou_canonical', 0):.3f}) albedo {r['albedo_error']:.3f} "
                       f"PSNR {_fmt(r.get('texture_psnr'), 1)} chamfer {_fmt(r.get('chamfer'), 4)} "
-                      f"{_fmt(r.get('s_per_step'), 4)} s/step {r.get('wall_s', 0):.0f} s")
+                      f"normals {_fmt(r.get('normal_consistency'))} volume {_fmt(r.get('volume_ratio'), 2)} "
+                      f"{_fmt(r.get('s_per_step'), 4)} s/step stage {_fmt(r.get('stage_s'), 1)} s "
+                      f"{r.get('wall_s', 0):.0f} s")
         print(f"[{len(rows)}/{total} {time.perf_counter() - t0:5.0f}s] {r['variant']} | {r['prompt']} | seed "
-              f"{r['seed']}: {status}", flush=True)
+              f"{r['seed']} | {r.get('stages', STAGES[0])}: {status}", flush=True)
 
     if workers <= 1:
         _init_worker(device, threads)
@@ -714,12 +826,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": "python -m backend bench quality " + " ".join(argv),
             "device": (torch.cuda.get_device_name(torch.device(device)) if on_cuda else platform.processor() or "cpu")
             + f" ({device})", "cpu_count": cores, "gpus": n_gpus if on_cuda else 0, "workers": workers,
-            "threads": threads, "wall_s": wall, "resumed_jobs": len(kept),
-            "overrides": overrides, "variants": variants, "targets": TARGETS,
+            "threads": threads, "wall_s": wall, "resumed_jobs": len(kept) // len(labels), "stages": args.stages,
+            "overrides": overrides, "variants": variants, "targets": TARGETS, "fine_targets": FINE_TARGETS,
             "settings": settings_for(prompts[0], seeds[0], overrides, args.model).to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     summary = write_report(_sort_rows(rows), args.out, meta, variants)
-    print((args.out / "quality.md").read_text().split("\n### By category")[0], flush=True)
+    print((args.out / "quality.md").read_text().split("\n#### By category")[0], flush=True)
     print(f"wrote {args.out}/quality.md, quality.json and turntable grids in {wall:.0f} s", flush=True)
-    failed = any(summary[v]["verdict"] != "PASS" for v in variants)
+    failed = any(summary[v]["verdict"] != "PASS" or summary[v].get("coarse_vs_fine", {}).get("verdict", "PASS")
+                 != "PASS" for v in variants)
     return 1 if (args.strict and failed) else 0
