@@ -245,7 +245,8 @@ class Trainer:
         if s.opacity_weight > 0:
             o = opacity.clamp(1e-3, 1 - 1e-3)
             losses["opacity"] = s.opacity_weight * F.binary_cross_entropy(o, (o > 0.5).float().detach())
-        losses.update(self.field.regularisers(step))     # e.g. the SDF's eikonal term
+        with self.rng.global_scope():        # the eikonal term's random points: this run's stream too
+            losses.update(self.field.regularisers(step))     # e.g. the SDF's eikonal term
         return losses
 
     def zero_grad(self) -> None:
