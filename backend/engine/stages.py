@@ -20,9 +20,7 @@ from typing import Optional
 
 from backend.engine.fine import STAGE, FineTrainer, checkpoint_stage
 from backend.engine.guidance.base import Guidance
-from backend.engine.guidance.models import load_guidance_for
-from backend.engine.registry import find
-from backend.engine.trainer import Trainer, pick_device
+from backend.engine.trainer import Trainer, guidance_for_run, pick_device
 from backend.engine.types import Cancelled, GenerationResult, ProgressEvent
 from shared.settings import GenerationSettings
 
@@ -50,14 +48,7 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
     settings.validate()
     dev = pick_device(device)
     t_start = time.perf_counter()
-    if guidance is None:
-        guidance = load_guidance_for(settings, dev)
-    else:
-        wanted = find("guidance", settings.guidance_type)
-        if not isinstance(guidance, wanted):
-            raise ValueError(f"guidance_type: the settings ask for {settings.guidance_type!r} "
-                             f"({wanted.__name__}), the guidance passed in is a {type(guidance).__name__}")
-        guidance.configure(settings)
+    guidance = guidance_for_run(settings, dev, guidance)
     t_loaded = time.perf_counter()
     refine = init_mesh_glb is not None or init_checkpoint is not None
     total = settings.run_steps(refine=refine)

@@ -430,6 +430,19 @@ class Generation:
     extra_metadata: dict = dataclass_field(default_factory=dict)
 
 
+def guidance_for_run(settings: GenerationSettings, device: torch.device, guidance: Optional[Guidance]) -> Guidance:
+    """The run's guidance: loaded for ``settings`` (None), or the one passed in (a worker's cached
+    model), checked to be of the settings' type and configured for this run."""
+    if guidance is None:
+        return load_guidance_for(settings, device)
+    wanted = find("guidance", settings.guidance_type)
+    if not isinstance(guidance, wanted):
+        raise ValueError(f"guidance_type: the settings ask for {settings.guidance_type!r} "
+                         f"({wanted.__name__}), the guidance passed in is a {type(guidance).__name__}")
+    guidance.configure(settings)
+    return guidance
+
+
 def prepare_generation(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
                        init_mesh_glb=None, init_checkpoint=None, guidance: Optional[Guidance] = None,
                        reference_image: Optional[bytes] = None, allow_download: bool = False) -> Generation:
@@ -437,14 +450,7 @@ def prepare_generation(settings: GenerationSettings, *, device: str = "auto", ca
     settings.validate()
     dev = pick_device(device)
     t_start = time.perf_counter()
-    if guidance is None:
-        guidance = load_guidance_for(settings, dev)
-    else:
-        wanted = find("guidance", settings.guidance_type)
-        if not isinstance(guidance, wanted):
-            raise ValueError(f"guidance_type: the settings ask for {settings.guidance_type!r} "
-                             f"({wanted.__name__}), the guidance passed in is a {type(guidance).__name__}")
-        guidance.configure(settings)
+    guidance = guidance_for_run(settings, dev, guidance)
     from backend.engine.reference import prepare_image_terms
 
     image_terms = prepare_image_terms(settings, guidance, reference_image, dev, allow_download=allow_download)

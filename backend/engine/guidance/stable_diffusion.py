@@ -48,13 +48,7 @@ class StableDiffusionGuidance(Guidance):
             self.unet.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True     # fixed shapes per stage: let cuDNN pick kernels
 
-        self.name = str(model_path)
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.latent_scale = self.vae.config.scaling_factor
-        self.native_resolution = int(self.unet.config.sample_size) * self.vae_scale
-        self.num_train_timesteps = self.scheduler.config.num_train_timesteps
-        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.prediction_type = self.scheduler.config.prediction_type
+        self._init_model_geometry(model_path)
         self._cache: dict[str, torch.Tensor] = {}
         # The UNet runs under no_grad on fixed shapes: on CUDA it is captured once per shape as a CUDA
         # graph and replayed, which removes the ~1,000 kernel launches per call that eager mode makes
@@ -63,6 +57,17 @@ class StableDiffusionGuidance(Guidance):
         self._graph_capture_failed = False
         self._init_vae_encoder_levers()
         self.configure(GenerationSettings())
+
+    def _init_model_geometry(self, model_path: str) -> None:
+        """What SDS needs to know of a loaded UNet/VAE/scheduler: latent scale, native image size,
+        the noise schedule (shared by every type built on this class's SDS, zero123 too)."""
+        self.name = str(model_path)
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_scale = self.vae.config.scaling_factor
+        self.native_resolution = int(self.unet.config.sample_size) * self.vae_scale
+        self.num_train_timesteps = self.scheduler.config.num_train_timesteps
+        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.prediction_type = self.scheduler.config.prediction_type
 
     def _init_vae_encoder_levers(self) -> None:
         """The VAE encoder's attention processor and torch.compile (settings vae_attention, compile_vae):

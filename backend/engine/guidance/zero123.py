@@ -110,13 +110,7 @@ class Zero123Guidance(StableDiffusionGuidance):
             self.unet.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
 
-        self.name = str(model_path)
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.latent_scale = self.vae.config.scaling_factor
-        self.native_resolution = int(self.unet.config.sample_size) * self.vae_scale
-        self.num_train_timesteps = self.scheduler.config.num_train_timesteps
-        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.prediction_type = self.scheduler.config.prediction_type
+        self._init_model_geometry(model_path)
         self.clip_size, self.clip_mean, self.clip_std = processor_geometry(self.feature_extractor)
         self._graphs: dict[tuple, tuple] = {}
         self._graph_capture_failed = False
