@@ -196,7 +196,7 @@ def generate_main(argv: list[str]) -> int:
     what = repr(settings.prompt) if image is None else (
         f"from {args.image}" + (f" and {settings.prompt!r}" if settings.joint_text_guidance else ""))
     print(f"generating {what}: {settings.steps} steps on {device} with {guidance.name} "
-          f"(sampler: {path['sampler']}, hash grid: {path['hashgrid']})", file=sys.stderr)
+          f"(sampler: {path['sampler']}, {path['sampling']} sampling, hash grid: {path['hashgrid']})", file=sys.stderr)
     if not path["complete"]:
         print("note: the GPU fast path is not complete: install the gpu extra (pip install -e \".[gpu]\", "
               "or make setup on a machine with an NVIDIA driver)", file=sys.stderr)

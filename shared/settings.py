@@ -259,11 +259,12 @@ class GenerationSettings:
                               help="on CUDA, a step renders more rays than this in chunks of this many under "
                                    "activation checkpointing (memory grows with the chunk, not the image, for a "
                                    "second forward pass); 0: never. Never on the CPU")
-    sampling: str = _s("dynamic", choices=("dynamic", "budget"), group="render",
+    sampling: str = _s("auto", choices=("auto", "dynamic", "budget"), group="render",
                        help="ray sampling of training renders: dynamic = exactly as many samples as the "
                             "occupancy grid gives (nerfacc on CUDA: the CPU waits for the count every step); "
                             "budget = fixed, self-adjusting sample buffers, no GPU-to-CPU wait in a step (same "
-                            "samples; on CUDA not yet faster: results/speed/NOTES.md)")
+                            "samples); auto = budget on CUDA (H200: 35.7 vs 37.6 ms a 64 px step, "
+                            "results/speed/NOTES.md run 6), dynamic on the CPU")
     occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
     shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
                       group="render", help="dreamfusion: random mix after the albedo warm-up")

@@ -215,3 +215,15 @@ def test_sampling_budget_setting_trains_like_the_dynamic_sampler(tiny_model_path
         assert trainer.renderer.sampling == sampling
         losses[sampling] = [float(trainer.train_step()["total"]) for _ in range(2)]
     assert losses["budget"] == pytest.approx(losses["dynamic"], rel=1e-4)
+
+
+def test_sampling_auto_is_the_budget_on_cuda_and_dynamic_on_the_cpu(tiny_model_path):
+    from backend.engine.trainer import Trainer, resolve_sampling
+
+    assert resolve_sampling("auto", "cuda") == "budget" and resolve_sampling("auto", "cpu") == "dynamic"
+    assert resolve_sampling("dynamic", "cuda") == "dynamic" and resolve_sampling("budget", "cpu") == "budget"
+    guidance = load_guidance(str(tiny_model_path), "cpu")
+    settings = tiny_settings(model=str(tiny_model_path), steps=2)
+    assert settings.sampling == "auto"
+    trainer = Trainer(settings, guidance, torch.device("cpu"))
+    assert trainer.renderer.sampling == "dynamic"      # the default, auto, on this CPU

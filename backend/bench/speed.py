@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from backend.engine.cameras import VIEW_SUFFIXES
+from backend.engine.trainer import resolve_sampling
 from shared.settings import GenerationSettings
 
 PROMPT = "a weathered wooden barrel"
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     report["steps"] = []
     stages = args.stages.split(",")
     # The first stage again (run-to-run spread), then with the other sampler (the sample-budget A/B).
-    other = "budget" if guide_settings.sampling == "dynamic" else "dynamic"
+    other = "budget" if resolve_sampling(guide_settings.sampling, device) == "dynamic" else "dynamic"
     runs = [(stage, {}) for stage in stages] + [(stages[0], {}), (stages[0], {"sampling": other})]
     for i, (stage, variant) in enumerate(runs):
         big = int(stage.split("x")[0]) >= 256      # slow steps: fewer repeats keep the run in one command

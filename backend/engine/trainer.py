@@ -68,8 +68,18 @@ def fast_path(settings: GenerationSettings, device: torch.device | str) -> dict:
         except ImportError:
             pass
     fused = cuda and settings.hashgrid_backend == "auto" and hashgrid_triton.available()
-    return {"sampler": sampler, "hashgrid": "fused Triton" if fused else "PyTorch",
+    return {"sampler": sampler, "sampling": resolve_sampling(settings.sampling, device),
+            "hashgrid": "fused Triton" if fused else "PyTorch",
             "complete": not cuda or (sampler == "nerfacc" and fused)}
+
+
+def resolve_sampling(sampling: str, device: torch.device | str) -> str:
+    """The ``sampling`` setting's "auto": the fixed sample budget on CUDA, where it removes the step's
+    wait for the GPU's sample count (measured faster on an H200, results/speed/NOTES.md run 6); the
+    dynamic sampler on the CPU, where there is no such wait and padding would only cost."""
+    if sampling != "auto":
+        return sampling
+    return "budget" if torch.device(device).type == "cuda" else "dynamic"
 
 
 def seed_everything(seed: int) -> None:
@@ -128,7 +138,7 @@ class Trainer:
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
                                        samples_per_ray=settings.samples_per_ray,
                                        checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
-                                       sampling=settings.sampling)
+                                       sampling=resolve_sampling(settings.sampling, self.device))
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
             + [{"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"}],
