@@ -136,6 +136,8 @@ class GenerationSettings:
     sparsity_weight: float = _s(1.0, lo=0.0, hi=1e4, group="optim", help="mean sqrt(opacity^2+0.01)")
     opacity_weight: float = _s(0.0, lo=0.0, hi=1e4, group="optim",
                                help="push opacity to 0 or 1 (binary entropy)")
+    distortion_weight: float = _s(0.0, lo=0.0, hi=1e5, group="optim",
+                                  help="Mip-NeRF 360 distortion loss per ray: concentrates haze into surfaces")
     progressive_levels: bool = _s(True, group="optim", help="unlock hash-grid levels progressively")
     preview_interval: int = _s(100, lo=0, hi=100000, group="optim",
                                help="progress callback / preview every N steps (0: none)")

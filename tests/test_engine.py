@@ -372,3 +372,28 @@ def test_packed_segment_start_is_the_first_sample_of_each_ray():
     expected = [ray_indices.tolist().index(r) for r in ray_indices.tolist()]
     assert packed_segment_start(ray_indices).tolist() == expected
     assert packed_segment_start(ray_indices[:0]).numel() == 0
+
+
+def test_distortion_sum_is_the_double_sum_and_prefers_a_surface_to_haze():
+    from backend.engine.occupancy import distortion_sum
+
+    g = torch.Generator().manual_seed(5)
+    counts = torch.randint(1, 7, (20,), generator=g)
+    ray_indices = torch.repeat_interleave(torch.arange(20), counts)
+    t_starts = torch.cat([torch.sort(torch.rand(int(c), generator=g) * 3.0).values for c in counts])
+    t_ends = t_starts + 0.05
+    weights = torch.rand(ray_indices.shape[0], generator=g) * 0.3
+    mid = 0.5 * (t_starts + t_ends)
+    expected = 0.0
+    for r in range(20):
+        m = ray_indices == r
+        w, x = weights[m], mid[m]
+        expected += float((w[:, None] * w[None] * (x[:, None] - x[None]).abs()).sum()
+                          + (w**2 * (t_ends - t_starts)[m]).sum() / 3)
+    assert float(distortion_sum(weights, t_starts, t_ends, ray_indices)) == pytest.approx(expected, rel=1e-5)
+    # One ray, the same total weight 0.8: on two neighbouring samples vs spread over 1.6 units.
+    t = torch.arange(0.0, 1.6, 0.2)
+    one_ray = torch.zeros(len(t), dtype=torch.long)
+    surface = torch.zeros(len(t)).index_fill(0, torch.tensor([3, 4]), 0.4)
+    haze = torch.full((len(t),), 0.1)
+    assert distortion_sum(surface, t, t + 0.2, one_ray) < 0.5 * distortion_sum(haze, t, t + 0.2, one_ray)

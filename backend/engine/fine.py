@@ -49,7 +49,8 @@ def fine_settings(s: GenerationSettings) -> GenerationSettings:
                      # A thin shell around the surface is marched: cells half the coarse stage's size.
                      occupancy_resolution=min(256, 2 * s.occupancy_resolution),
                      progressive_levels=False, albedo_warmup_steps=0, orientation_weight_start=0.0,
-                     orientation_weight_end=0.0, sparsity_weight=0.0, opacity_weight=0.0, t_anneal=False,
+                     orientation_weight_end=0.0, sparsity_weight=0.0, opacity_weight=0.0, distortion_weight=0.0,
+                     t_anneal=False,
                      t_max=t_max)
 
 

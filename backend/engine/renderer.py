@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from backend.engine.geometry import Geometry
 from backend.engine.occupancy import (SampleBudget, TorchOccGridEstimator, accumulate_along_rays, budget_fits,
-                                     render_weights, sample_with_budget)
+                                     distortion_sum, render_weights, sample_with_budget)
 
 AMBIENT, DIFFUSE = 0.1, 0.9     # threestudio's diffuse-with-point-light defaults
 SHADINGS = ("albedo", "lambertian", "textureless")
@@ -58,6 +58,9 @@ class VolumeRenderer(nn.Module):
             raise ValueError(f"sampling must be 'budget' or 'dynamic', not {sampling!r}")
         self.sampling = sampling
         self.budget = SampleBudget()
+        # Training renders also return ``distortion_sum`` (occupancy.distortion_sum) when the trainer
+        # weighs the distortion loss; off by default: it costs two prefix sums over the samples.
+        self.with_distortion = False
 
     def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
         # Geometry.occupancy_density (an SDF marks a shell); a plain density module: its density.
@@ -94,7 +97,7 @@ class VolumeRenderer(nn.Module):
                                     None if bg_color is None else bg_color[sl], stratified, need_normals,
                                     use_reentrant=False))
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if parts[0][k].dim() > 0}
-        for key in ("orient_sum", "n_samples"):
+        for key in ("orient_sum", "distortion_sum", "n_samples"):
             if key in parts[0]:
                 out[key] = sum(p[key] for p in parts)
         return out
@@ -135,6 +138,8 @@ class VolumeRenderer(nn.Module):
             bg_color = self.background(rays_d)
         out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth,
                "n_samples": torch.tensor(ray_indices.shape[0]) if valid is None else valid.sum()}
+        if self.with_distortion and torch.is_grad_enabled():
+            out["distortion_sum"] = distortion_sum(weights, t_starts, t_ends, ray_indices, valid)
         if with_normals:
             out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays, valid)
             # Normals facing away from the camera on visible samples (DreamFusion's orientation loss).

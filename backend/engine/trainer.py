@@ -139,6 +139,7 @@ class Trainer:
                                        samples_per_ray=settings.samples_per_ray,
                                        checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
                                        sampling=resolve_sampling(settings.sampling, self.device))
+        self.renderer.with_distortion = settings.distortion_weight > 0
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
             + [{"params": self.background.parameters(), "lr": settings.lr_background, "name": "background"}],
@@ -255,6 +256,8 @@ class Trainer:
         if s.opacity_weight > 0:
             o = opacity.clamp(1e-3, 1 - 1e-3)
             losses["opacity"] = s.opacity_weight * F.binary_cross_entropy(o, (o > 0.5).float().detach())
+        if "distortion_sum" in out:
+            losses["distortion"] = s.distortion_weight * out["distortion_sum"] / opacity.shape[0]
         with self.rng.global_scope():        # the eikonal term's random points: this run's stream too
             losses.update(self.field.regularisers(step))     # e.g. the SDF's eikonal term
         return losses
