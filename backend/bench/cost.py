@@ -13,7 +13,7 @@ Architectures: the built-in prior at its preset and around it, and on CUDA the S
 around them. The CPU grid has the prior only: a CPU SD step takes the better part of a minute.
 
 Writes ``backend/cost/profiles/<device-slug>.json`` (the estimator reads it) and
-``results/speed/cost.json`` (raw numbers, the fit, the held-out table). Sized for <= 3 minutes on an
+``results/speed/cost.json`` (raw numbers, the fit, the held-out table). Sized for ~5 minutes on an
 H200; the CPU grid takes a few minutes on two cores. Refit: ``python -m backend bench cost``.
 """
 

@@ -750,11 +750,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"default": {}}
     if args.variants:
         variants = json.loads(Path(args.variants).read_text())
-    deadline = time.time() + args.time_budget if args.time_budget else None
     prompts = _job_order(prompts)
     labels = stage_labels(args.stages)
     jobs = [{"variant": v, "prompt": p, "seed": s, "overrides": {**overrides, **variants[v]}, "model": args.model,
-             "deadline": deadline, "iou_resolution": args.iou_resolution, "stages": args.stages}
+             "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages}
             for s in seeds for v in variants for p in prompts]
     # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
@@ -777,6 +776,12 @@ def main(argv: list[str] | None = None) -> int:
     resolve_model(args.model)      # warns loudly if the built-in prior is missing
     if on_cuda and jobs:
         _build_cuda_extensions(device)
+    # The time budget counts from here: the extension builds above (a minute on a fresh GPU machine)
+    # are not generation time, and a short budget must not skip every job before the first starts.
+    if args.time_budget:
+        deadline = time.time() + args.time_budget
+        for job in jobs:
+            job["deadline"] = deadline
     print(f"quality benchmark: {len(jobs)} generations ({len(prompts)} prompts x {len(seeds)} seeds x "
           f"{len(variants)} variants{', less those resumed' if kept else ''}; stages {args.stages}) on {device}, "
           f"{workers} workers x {threads} threads", flush=True)
