@@ -397,3 +397,19 @@ def test_distortion_sum_is_the_double_sum_and_prefers_a_surface_to_haze():
     surface = torch.zeros(len(t)).index_fill(0, torch.tensor([3, 4]), 0.4)
     haze = torch.full((len(t),), 0.1)
     assert distortion_sum(surface, t, t + 0.2, one_ray) < 0.5 * distortion_sum(haze, t, t + 0.2, one_ray)
+
+
+def test_distortion_weight_adds_a_loss_that_reaches_the_field(tiny_model_path):
+    from backend.engine.trainer import prepare_generation
+    from tests.helpers import tiny_settings
+
+    off = prepare_generation(tiny_settings(steps=2), device="cpu").trainer
+    assert "distortion" not in off.train_step()
+    trainer = prepare_generation(tiny_settings(steps=2, distortion_weight=10.0), device="cpu").trainer
+    render = trainer.render_step()
+    losses = trainer.step_losses(render, {"loss_sds": torch.zeros(())})
+    assert float(losses["distortion"]) == pytest.approx(10.0 * float(render.out["distortion_sum"]) / (32 * 32))
+    trainer.zero_grad()
+    losses["distortion"].backward()
+    grads = [p.grad for p in trainer.field.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
