@@ -18,7 +18,8 @@ Stages, all on one device (a GPU: about 7 minutes on an H200 with the defaults):
    to ``OUT/report``: ``report.md``, ``train_log.json``, ``loss.png``, ``novel_views.png`` (held-out
    objects drawn with a different seed: the reference, then ground truth and sample per target view).
 
-Resumable as the text prior's ``backend.prior.train`` (whose helpers this reuses): ``--checkpoint``
+Resumable as the text prior's ``backend.prior.train`` (whose helpers this reuses; the run options,
+device choice, checkpoint and data cache of both scripts are ``backend.prior.train_common``): ``--checkpoint``
 saves the state every ``--checkpoint-every`` seconds and a later run with the same file continues;
 ``--data-cache`` keeps the rendered pairs. Step counts follow from the time budget after a measured
 warm-up; ``--unet-steps`` fixes them (tests, CPU smoke runs).
