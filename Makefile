@@ -65,8 +65,9 @@ $(GLTF_VALIDATOR): tests/gltf/package.json tests/gltf/package-lock.json
 demo: setup
 	$(PY) -m backend generate "$(DEMO_PROMPT)" -o out/demo.glb $(DEMO_FLAGS)
 
+# --durations=25: CI logs name the slowest tests (the suite's budget is 15 minutes on a 2-core machine).
 test: setup blender-venv gltf-validator
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests (CI runs those too).
 test-fast: setup gltf-validator

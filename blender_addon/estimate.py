@@ -6,7 +6,7 @@ change), and every tick ``jobs`` asks ``due()`` whether to send a request: one g
 settings have stayed the same for ``DEBOUNCE_S`` (dragging a slider sends one request, not fifty);
 the Refresh button asks again at once. ``jobs`` hands the reply to ``answered()``; the panel draws
 ``lines()``. Never blocks the UI: nothing here waits for the server. (This module imports no other
-module of the add-on: ``panels`` and ``jobs`` drive it.)
+module of the add-on: ``panels`` and ``jobs`` drive it; the numbers read as the CLI's, ``shared.cost_text``.)
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+
+from .shared.cost_text import duration_text, gigabytes_text
 
 DEBOUNCE_S = 0.5
 RETRY_S = 10.0            # after a failed request (no server yet), ask again this much later
@@ -89,15 +91,7 @@ def answered(content: dict | None, error: str = "") -> None:
 
 
 def _gb(n) -> str:
-    return f"{n / 2**30:.1f} GB" if n is not None else "?"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 89.5:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    return f"{gigabytes_text(n)} GB" if n is not None else "?"
 
 
 def lines() -> list[tuple[str, str]]:
@@ -110,7 +104,7 @@ def lines() -> list[tuple[str, str]]:
     device = r.get("device", {})
     mem = f"{_gb(r.get('peak_memory_bytes'))}" + (f" of {_gb(r['memory_usable_bytes'])}"
                                                   if r.get("memory_usable_bytes") else "")
-    out = [(f"Estimate: {_duration(r.get('time_s', 0.0))}, peak memory {mem}", 'TIME'),
+    out = [(f"Estimate: {duration_text(r.get('time_s', 0.0))}, peak memory {mem}", 'TIME'),
            (f"on {device.get('name', '?')}" + ("" if r.get("calibrated") else " (uncalibrated)"), 'BLANK1')]
     if _state.key != _state.answered_key and _state.key:
         out.append(("(updating for the changed settings)", 'BLANK1'))

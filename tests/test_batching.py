@@ -12,7 +12,7 @@ from tests.helpers import tiny_settings
 
 # Every random path on: lit/textureless shading after 2 steps, random backgrounds, jittered cameras,
 # stratified samples, the occupancy grid's update (step 0), 2 renders a step.
-JOB = dict(steps=8, albedo_warmup_steps=2, shading="dreamfusion", background="random",
+JOB = dict(steps=5, albedo_warmup_steps=2, shading="dreamfusion", background="random",
            resolution_schedule="32x2", samples_per_ray=32, camera_perturb=0.1)
 
 
@@ -32,7 +32,7 @@ def guidance():
     return load_guidance("tiny-random", "cpu")
 
 
-@pytest.mark.slow      # ~2 CPU-minutes: lit steps with normals; the next test checks the same cheaply
+@pytest.mark.slow      # ~1 CPU-minute: lit steps with normals; the next test checks the same cheaply
 def test_a_job_in_a_group_of_three_equals_the_job_alone(guidance):
     settings = tiny_settings(seed=3, **JOB)
     alone = Trainer(settings, guidance, "cpu")
@@ -40,7 +40,7 @@ def test_a_job_in_a_group_of_three_equals_the_job_alone(guidance):
         alone.train_step()
 
     # The same job between two others (other prompts, seeds and guidance scales; one stops early).
-    group = [Trainer(tiny_settings(prompt="a blue sphere", seed=11, guidance_scale=20.0, **{**JOB, "steps": 5}),
+    group = [Trainer(tiny_settings(prompt="a blue sphere", seed=11, guidance_scale=20.0, **{**JOB, "steps": 3}),
                      guidance, "cpu"),
              Trainer(settings, guidance, "cpu"),
              Trainer(tiny_settings(prompt="a green cone", seed=5, **JOB), guidance, "cpu")]
@@ -49,7 +49,7 @@ def test_a_job_in_a_group_of_three_equals_the_job_alone(guidance):
         running = [t for t in group if t.step < t.s.steps]
         for losses in step_group(running, guidance):
             assert not isinstance(losses, Exception), losses
-    assert group[0].step == 5 and group[2].step == settings.steps
+    assert group[0].step == 3 and group[2].step == settings.steps
 
     grouped = relative_difference(densities(alone), densities(group[1]))
     assert grouped < 1e-3, grouped

@@ -28,9 +28,10 @@ def view_prior(tmp_path_factory):
 
 
 def short_image_settings(model: str, image_weight: float, **changes):
-    """The image preset (what `generate --image` runs) on a shorter budget."""
+    """The image preset (what `generate --image` runs) on a shorter budget: 50 steps (the cube's best-yaw
+    IoU was 0.70 after 50 steps with the shipped view prior, against the test's 0.5)."""
     return resolve({"guidance_type": "zero123", "model": model, "image_guidance_weight": image_weight,
-                    "steps": 100, "reference_resolution": 48, "reference_elevation": ELEVATION,
+                    "steps": 50, "reference_resolution": 48, "reference_elevation": ELEVATION,
                     "reference_fill": 0.0, "mesh_resolution": 64, "texture_size": 64, "face_budget": 4000,
                     "preview_interval": 0, **changes}, preset="builtin-image")
 

@@ -181,10 +181,12 @@ def test_the_fine_stage_continues_the_coarse_run(tmp_path):
     same run continued (from the coarse stage's last step, not from 0) and scored again."""
     from backend.bench.quality import main
 
-    steps = 30
+    # A few steps of each stage and small exports (the preset's 512 px texture is a GPU budget): this
+    # checks the hand-over between the stages, not what the prior makes of a red cube.
+    steps = 12
     assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
-                 "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=10",
-                 "--set", "fine_resolution=32",
+                 "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=4",
+                 "--set", "fine_resolution=32", "--set", "texture_size=64", "--set", "face_budget=4000",
                  "--set", "mesh_resolution=64", "--iou-resolution", "64"]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
     assert [r["stages"] for r in results] == ["coarse", "coarse,fine"]

@@ -31,8 +31,10 @@ def test_jobs_submitted_together_run_as_one_group_each_with_its_own_result(serve
     server = server_factory(args=["--devices", "cpu", "--batch-jobs", "3"])
     server.wait_workers_ready()
     c = server.client()
-    specs = {"cube": tiny("a red cube", seed=1, steps=24, preview_interval=4, checkpoint_interval=4),
-             "sphere": tiny("a blue sphere", seed=2, steps=30, preview_interval=5, checkpoint_interval=0),
+    # Short runs (each step of the group and of the run alone below costs seconds on a loaded CPU):
+    # enough for two previews each, a checkpoint, and the sphere finishing after the cube.
+    specs = {"cube": tiny("a red cube", seed=1, steps=8, preview_interval=4, checkpoint_interval=4),
+             "sphere": tiny("a blue sphere", seed=2, steps=10, preview_interval=5, checkpoint_interval=0),
              "cancelled": tiny("a green cone", seed=3, steps=400, preview_interval=1, checkpoint_interval=0)}
     jobs = {name: c.submit(spec) for name, spec in specs.items()}
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.cost_text import duration_text as _duration
+from shared.cost_text import gigabytes_text as _gb
 from shared.settings import GenerationSettings, parse_resolution_schedule
 
 from .device import DeviceFacts
@@ -160,10 +162,6 @@ def check_fits(settings: GenerationSettings, facts: DeviceFacts, **kw) -> dict:
     return est
 
 
-def _gb(x: float) -> str:
-    return f"{x / GB:.1f}" if x < 10 * GB else f"{x / GB:.0f}"
-
-
 def _remedy(s: GenerationSettings, p: Profile, peak: float, usable: int, facts: DeviceFacts) -> tuple[str, str]:
     """The first setting (render resolution, batch, samples per ray, guidance resolution) whose
     lower value fits, with the largest value that does; else the model itself."""
@@ -204,14 +202,6 @@ def _remedy(s: GenerationSettings, p: Profile, peak: float, usable: int, facts: 
                                            f"use {res} or lower")
     return ("model", f"{s.model!r} needs ~{_gb(peak)} GB of {memory} even at the smallest settings, {has}; "
                      "use a smaller model or a larger GPU")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def summary_lines(est: dict, prompt: str = "") -> list[str]:

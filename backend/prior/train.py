@@ -34,22 +34,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.atomic_write import atomic_path
 from backend.prior import model as M
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.grammar import VIEWS, benchmark_prompts, caption, mirrored_view
 from backend.prior.render import ENTRIES
+from backend.prior.train_common import (add_run_arguments, log, mark_done, open_run, rendered_data, save_ckpt,
+                                        training_device)
 
 P_EMPTY = 0.10          # classifier-free guidance dropout
 P_NO_LOOK = 0.08        # "a cube", "a mug": the noun alone (any look)
 P_NO_VIEW = 0.25        # no view suffix (view_dependent_prompt off)
 
 
+PROG = "python -m backend.prior.train"
 SAMPLE_COLUMNS = 8      # prompts per row of samples.png (the 8 colours of each solid make a row)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # -- captions ---------------------------------------------------------------------------------------
@@ -131,20 +129,6 @@ class Budget:
             per_step = (time.perf_counter() - self.t0) / self.probe
             self.total = max(step + 1, int(self.minutes * 60 / per_step))
             log(f"  {per_step * 1000:.1f} ms/step -> {self.total} steps in {self.minutes} min")
-
-
-# -- checkpoints ------------------------------------------------------------------------------------
-def save_ckpt(path, state: dict) -> None:
-    if not path:
-        return
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_ckpt(path) -> dict:
-    if path and Path(path).is_file():
-        return torch.load(path, map_location="cpu", weights_only=False)
-    return {}
 
 
 # -- VAE --------------------------------------------------------------------------------------------
@@ -363,10 +347,8 @@ def write_report(out: Path, report: dict) -> None:
 
 # -- main -------------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m backend.prior.train", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="writes OUT/weights (diffusers layout) and OUT/report")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_run_arguments(p, "images")
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,
@@ -381,55 +363,27 @@ def parse_args(argv=None):
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--unet-batch", type=int, default=256)
     p.add_argument("--unet-lr", type=float, default=5e-4)
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="mirror latents left-right (only objects that are their own mirror image)")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--sample-steps", type=int, default=40, help="DDIM steps of the report's samples")
     p.add_argument("--sample-cfg", type=float, default=4.0)
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--data-cache", type=Path, default=None,
-                   help="keep the rendered images here (a resumed run on the same machine skips rendering)")
-    p.add_argument("--checkpoint-every", type=float, default=60.0)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    import sys
-
     args = parse_args(argv)
     t_start = time.perf_counter()
-    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if args.device == "auto" else args.device))
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    dev = training_device(args.device)
     out = args.out
-    ckpt = load_ckpt(args.checkpoint)
-    stage = ckpt.get("stage")
-    if stage == "done":          # before any work: a finished run's weights and report stay as they are
-        log(f"checkpoint {args.checkpoint} says training is done; delete it to train again")
+    opened = open_run(args, dev, PROG, argv, lambda: {"vae_curve": [], "unet_curve": []})
+    if opened is None:
         return 0
-    (out / "report").mkdir(parents=True, exist_ok=True)
-    report = ckpt.get("report") or {"vae_curve": [], "unet_curve": []}
-    report.update(device=str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
-                  args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                  command="python -m backend.prior.train " + " ".join(sys.argv[1:] if argv is None else argv))
-    timings = report.setdefault("timings", {})
+    ckpt, report = opened
+    stage = ckpt.get("stage")
+    timings = report["timings"]
 
-    t0 = time.perf_counter()
-    if args.data_cache and Path(args.data_cache).is_file():
-        images, labels = (t.to(dev) for t in torch.load(args.data_cache, map_location="cpu"))
-        log(f"loaded {len(images)} rendered images from {args.data_cache}")
-    else:
-        images, labels = render_dataset(args.images, dev, chunk=args.render_chunk, seed=args.seed,
-                                        minutes=args.render_minutes)
-        if args.data_cache:
-            save_ckpt(args.data_cache, (images.cpu(), labels.cpu()))
-        timings["render_s"] = time.perf_counter() - t0
+    images, labels = rendered_data(args.data_cache, dev, lambda: render_dataset(
+        args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes), timings, "images")
     report["images"] = len(images)
-    log(f"rendered {len(images)} images in {timings['render_s']:.1f} s")
     grid_png(images[:64].float() / 255, 8, out / "report" / "data.png")
 
     torch.manual_seed(args.seed)
@@ -487,8 +441,7 @@ def main(argv=None) -> int:
     write_report(out / "report", report)
     size = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())
     log(f"saved {weights} ({size / 1e6:.1f} MB) and {out / 'report'} in {timings['total_s']:.0f} s")
-    if args.checkpoint:
-        save_ckpt(args.checkpoint, {"stage": "done", "report": report})
+    mark_done(args, report)
     return 0
 
 

@@ -23,6 +23,7 @@ This module must not import torch at import time: the server imports it to spawn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -349,7 +350,7 @@ class Worker:
         from backend.engine.api import finish_generation
 
         job_id, settings = departure.member.key, info["settings"]
-        try:
+        with self._ending(job_id):
             if departure.outcome == "cancelled":
                 self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": departure.error.step,
                                     "model": settings.model})
@@ -360,13 +361,6 @@ class Worker:
             result = finish_generation(departure.member.run, departure.final_losses, callback=info["callback"],
                                        t_fit=departure.t_fit)
             self._finished(info["job"], settings, result, info)
-        except BaseException as e:  # noqa: BLE001
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
-            self._fail(job_id, e)
-        finally:
-            self.job_ids.discard(job_id)
-            self.cancelled.discard(job_id)
 
     def _finished(self, job: dict, settings, result, info: dict) -> None:
         """Write a finished job's result files and report it."""
@@ -385,20 +379,34 @@ class Worker:
         from backend.engine.api import Cancelled, generate
 
         job_id = job["job_id"]
-        try:
-            result = generate(settings, device=self.device, callback=callback, checkpoint_path=job["checkpoint_path"],
-                              should_cancel=lambda: self.should_cancel(job_id), init_mesh_glb=init_mesh,
-                              init_checkpoint=job.get("init_checkpoint"), guidance=guidance)
+        with self._ending(job_id):
+            try:
+                result = generate(settings, device=self.device, callback=callback,
+                                  checkpoint_path=job["checkpoint_path"],
+                                  should_cancel=lambda: self.should_cancel(job_id), init_mesh_glb=init_mesh,
+                                  init_checkpoint=job.get("init_checkpoint"), guidance=guidance)
+            except Cancelled as c:
+                self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step,
+                                    "model": settings.model})
+                return
             self._finished(job, settings, result, info)
-        except Cancelled as c:
-            self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step, "model": settings.model})
+
+    @contextlib.contextmanager
+    def _ending(self, job_id: str):
+        """Around the end of a job (a group's departure or a staged run): a failure in it is the job's,
+        reported as such (the worker lives on), and the worker forgets the job however it ended."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException as e:  # noqa: BLE001 - report every failure, keep the worker alive
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
             self._fail(job_id, e)
         finally:
-            self.job_ids.discard(job_id)
-            self.cancelled.discard(job_id)
+            self._forget(job_id)
+
+    def _forget(self, job_id: str) -> None:
+        self.job_ids.discard(job_id)
+        self.cancelled.discard(job_id)
 
     def _fail(self, job_id: str, e: BaseException) -> None:
         oom = "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
@@ -410,8 +418,7 @@ class Worker:
             _free_memory()
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         self._send("done", {"job_id": job_id, "outcome": "failed", "error": text[:4000], "traceback": tb[-8000:]})
-        self.job_ids.discard(job_id)
-        self.cancelled.discard(job_id)
+        self._forget(job_id)
 
     def _callback(self, job_id: str):
         def callback(ev) -> None:

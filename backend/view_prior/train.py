@@ -18,7 +18,8 @@ Stages, all on one device (a GPU: about 7 minutes on an H200 with the defaults):
    to ``OUT/report``: ``report.md``, ``train_log.json``, ``loss.png``, ``novel_views.png`` (held-out
    objects drawn with a different seed: the reference, then ground truth and sample per target view).
 
-Resumable as the text prior's ``backend.prior.train`` (whose helpers this reuses): ``--checkpoint``
+Resumable as the text prior's ``backend.prior.train`` (whose helpers this reuses; the run options,
+device choice, checkpoint and data cache of both scripts are ``backend.prior.train_common``): ``--checkpoint``
 saves the state every ``--checkpoint-every`` seconds and a later run with the same file continues;
 ``--data-cache`` keeps the rendered pairs. Step counts follow from the time budget after a measured
 warm-up; ``--unet-steps`` fixes them (tests, CPU smoke runs).
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -40,9 +40,12 @@ from backend.engine.guidance.zero123 import clip_pixels, relative_camera
 from backend.prior import model as text_prior
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.render import CATEGORY_WEIGHTS, ENTRIES, SHADING_PROBS, BACKGROUNDS, default_settings, render
-from backend.prior.train import Budget, _thin, grid_png, load_ckpt, log, lr_at, save_ckpt, to_float
+from backend.prior.train import Budget, _thin, grid_png, lr_at, to_float
+from backend.prior.train_common import (add_run_arguments, log, mark_done, open_run, rendered_data, save_ckpt,
+                                        training_device)
 from backend.view_prior import model as M
 
+PROG = "python -m backend.view_prior.train"
 P_UNCOND = 0.10          # classifier-free guidance dropout (token and reference latent together)
 BLUR_PROB = 0.25
 # Target views of the report: (Δelevation, Δazimuth) from the reference, degrees.
@@ -369,10 +372,8 @@ def write_report(out: Path, report: dict) -> None:
 
 # -- main -------------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m backend.view_prior.train", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="writes OUT/weights (diffusers layout) and OUT/report")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_run_arguments(p, "pairs")
     p.add_argument("--pairs", type=int, default=60_000)
     p.add_argument("--render-minutes", type=float, default=1.3, help="render fewer pairs if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,
@@ -381,52 +382,27 @@ def parse_args(argv=None):
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--log-every", type=int, default=200)
     p.add_argument("--report-objects", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=40)
     p.add_argument("--sample-cfg", type=float, default=3.0)
-    p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--data-cache", type=Path, default=None,
-                   help="keep the rendered pairs here (a resumed run on the same machine skips rendering)")
-    p.add_argument("--checkpoint-every", type=float, default=60.0)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if args.device == "auto" else args.device))
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    dev = training_device(args.device)
     out = args.out
-    ckpt = load_ckpt(args.checkpoint)
-    stage = ckpt.get("stage")
-    if stage == "done":
-        log(f"checkpoint {args.checkpoint} says training is done; delete it to train again")
+    opened = open_run(args, dev, PROG, argv, lambda: {"curve": []})
+    if opened is None:
         return 0
-    (out / "report").mkdir(parents=True, exist_ok=True)
-    report = ckpt.get("report") or {"curve": []}
-    report.update(device=str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
-                  args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                  command="python -m backend.view_prior.train " + " ".join(sys.argv[1:] if argv is None else argv))
-    timings = report.setdefault("timings", {})
+    ckpt, report = opened
+    stage = ckpt.get("stage")
+    timings = report["timings"]
 
-    t0 = time.perf_counter()
-    if args.data_cache and Path(args.data_cache).is_file():
-        images, cams, entries = (t.to(dev) for t in torch.load(args.data_cache, map_location="cpu"))
-        log(f"loaded {len(images)} rendered pairs from {args.data_cache}")
-    else:
-        images, cams, entries = render_pairs(args.pairs, dev, chunk=args.render_chunk, seed=args.seed,
-                                             minutes=args.render_minutes)
-        if args.data_cache:
-            save_ckpt(args.data_cache, (images.cpu(), cams.cpu(), entries.cpu()))
-        timings["render_s"] = time.perf_counter() - t0
-        log(f"rendered {len(images)} pairs in {timings['render_s']:.1f} s")
+    images, cams, entries = rendered_data(args.data_cache, dev, lambda: render_pairs(
+        args.pairs, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes), timings, "pairs")
     report["pairs"] = len(images)
 
     vae = M.load_text_prior_vae().to(dev).eval().requires_grad_(False)
@@ -460,8 +436,7 @@ def main(argv=None) -> int:
     loss_png(report["curve"], out / "report" / "loss.png")
     write_report(out / "report", report)
     log(f"saved {weights} ({report['weights_mb']:.2f} MB) and {out / 'report'} in {timings['total_s']:.0f} s")
-    if args.checkpoint:
-        save_ckpt(args.checkpoint, {"stage": "done", "report": report})
+    mark_done(args, report)
     return 0
 
 
