@@ -153,5 +153,8 @@ def test_fast_path_says_what_a_cuda_run_would_miss():
     except ImportError:
         pass
     path = fast_path(settings(), "cuda")
-    assert path == {"sampler": "pure-PyTorch", "hashgrid": "PyTorch", "complete": False}
+    # (the built-in prior's preset pins the dynamic sampler; "auto" is the budget one on CUDA)
+    assert path == {"sampler": "pure-PyTorch", "sampling": "dynamic", "hashgrid": "PyTorch", "complete": False}
+    assert fast_path(settings(sampling="auto"), "cuda")["sampling"] == "budget"
+    assert fast_path(settings(sampling="auto"), "cpu")["sampling"] == "dynamic"
     assert fast_path(settings(hashgrid_backend="torch"), "cpu")["complete"]
