@@ -30,13 +30,15 @@ import torch.nn.functional as F
 
 from backend.engine.mesh_init import load_mesh_engine_coords, mesh_colors
 from backend.engine.sdf_field import BASE_GRID_RESOLUTION, SDFField
-from backend.engine.sdf_init import sdf_grid_from_mesh
+from backend.engine.sdf_init import sdf_grid_from_mesh, smooth_sdf
 from backend.engine.trainer import BOUND, Trainer
 from shared.settings import GenerationSettings
 
 STAGE = "fine"
 FINE_T_MAX = 0.5                   # magic3d-refine: small noise only, the shape is already there
 ALBEDO_FIT_ITERATIONS = 150        # refine from a mesh: colour fit (seconds on a CPU)
+TRAIN_ALBEDO = True
+COARSE_SMOOTHING_CELLS = 0.0       # Gaussian blur (std, base grid cells) of the coarse surface's SDF
 
 
 def fine_settings(s: GenerationSettings) -> GenerationSettings:
@@ -71,6 +73,7 @@ class FineTrainer(Trainer):
     def __init__(self, settings: GenerationSettings, guidance, device):
         self.run_settings = settings
         super().__init__(fine_settings(settings), guidance, device)
+        self.field.train_albedo = TRAIN_ALBEDO
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "stage": STAGE}
@@ -90,7 +93,7 @@ class FineTrainer(Trainer):
         # The coarse hash grid and MLP: the albedo as it was; the SDF residual row is zeroed below.
         self.field.load_state_dict({k: v for k, v in coarse.field.state_dict().items()
                                     if k.startswith(("encoding.", "mlp."))}, strict=False)
-        self._start_on(vertices, faces)
+        self._start_on(vertices, faces, smoothing=COARSE_SMOOTHING_CELLS)
         self.background.load_state_dict(coarse.background.state_dict())
 
     def init_from_mesh(self, glb: bytes, progress: Optional[Callable[[float], None]] = None) -> dict:
@@ -111,8 +114,9 @@ class FineTrainer(Trainer):
         coarse.init_from_checkpoint(path)
         self.init_from_coarse(coarse)
 
-    def _start_on(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+    def _start_on(self, vertices: np.ndarray, faces: np.ndarray, smoothing: float = 0.0) -> None:
         sdf, samples = sdf_grid_from_mesh(vertices, faces, resolution=BASE_GRID_RESOLUTION, bound=BOUND)
+        sdf = smooth_sdf(sdf, smoothing)
         self.field.set_base(sdf, samples)
         self.field.zero_residual()
         self._set_levels()
