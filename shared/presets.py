@@ -32,10 +32,14 @@ PRESETS: dict[str, dict] = {
                 # colour MLP turned some red cubes near-black in the last 100 steps (CPU runs).
                 "lr_final_ratio": 0.3, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
                 "preview_interval": 100, "preview_size": 64, "checkpoint_interval": 0,
-                # Only with --stages coarse,fine (default coarse): the schema's 2000 fine steps at
-                # 128 px are a GPU budget; 64 px is twice the prior's renders. Not yet tuned by the
-                # quality benchmark.
-                "fine_steps": 150, "fine_resolution": 64},
+                # Only with --stages coarse,fine (default coarse). Tuned on the CPU (seed 0, cube,
+                # pyramid, barrel, chair: results/quality/runs/2026-11-29-fine-tuning-cpu.md): 32 px
+                # (the prior's own size; 64 px cost 1.8x a step for nothing it can see), 75 steps (a
+                # fine step costs 2.2x a coarse one: 33% of the coarse stage), a strong normal term
+                # (50: fewer lumps; 200 held the surface where it started), and a low learning rate:
+                # the prior's SDS pulls every surface inward at a rate that grows with it (barrel, the
+                # right size to start with: volume 1.09 -> 0.76 at 0.005, 0.92 at 0.001).
+                "fine_steps": 75, "fine_resolution": 32, "fine_lr": 0.001, "fine_smoothness_weight": 50.0},
 }
 
 # Image-to-3D with the project's view prior (guidance_type "zero123", model "builtin"): the text prior's

@@ -37,8 +37,15 @@ from shared.settings import GenerationSettings
 STAGE = "fine"
 FINE_T_MAX = 0.5                   # magic3d-refine: small noise only, the shape is already there
 ALBEDO_FIT_ITERATIONS = 150        # refine from a mesh: colour fit (seconds on a CPU)
-TRAIN_ALBEDO = True
-COARSE_SMOOTHING_CELLS = 0.0       # Gaussian blur (std, base grid cells) of the coarse surface's SDF
+# The fine stage keeps the coarse stage's colours (SDS moves the shape only): with the built-in prior
+# SDS darkened them in the fine stage, albedo error +0.013..0.025 on every prompt measured, and no
+# worse than the coarse stage's once frozen (results/quality/runs/2026-11-29-fine-tuning-cpu.md).
+TRAIN_ALBEDO = False
+# The coarse surface's signed distance is blurred by this many base-grid cells before the fine stage
+# starts on it (``sdf_init.smooth_sdf``): its lumps are gone at the start instead of being ironed out
+# by the normal term within the stage's few steps (same runs: the barrel's start 0.893 -> 0.900 normal
+# consistency; the pyramid's fine mesh 0.880 with it, 0.859 without, at 64 px and trained colours).
+COARSE_SMOOTHING_CELLS = 1.5
 
 
 def fine_settings(s: GenerationSettings) -> GenerationSettings:
