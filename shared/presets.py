@@ -32,10 +32,13 @@ PRESETS: dict[str, dict] = {
                 # colour MLP turned some red cubes near-black in the last 100 steps (CPU runs).
                 "lr_final_ratio": 0.3, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
                 "preview_interval": 100, "preview_size": 64, "checkpoint_interval": 0,
-                # Only with --stages coarse,fine (default coarse): the schema's 2000 fine steps at
-                # 128 px are a GPU budget; 64 px is twice the prior's renders. Not yet tuned by the
-                # quality benchmark.
-                "fine_steps": 150, "fine_resolution": 64,
+                # Only with --stages coarse,fine (default coarse: measured, results/quality/README.md).
+                # Tuned on the CPU (results/quality/runs/2026-11-29-fine-tuning-cpu.md): 32 px renders
+                # (the prior sees 32 px; 64 px cost 4.1x a coarse step and scored no better), a
+                # low learning rate (the fine stage's SDS shrinks every surface, faster at higher
+                # rates: 0.005 collapsed the chair), a strong normal term (50: flat faces), 75 steps
+                # (33% of the coarse stage's time).
+                "fine_steps": 75, "fine_resolution": 32, "fine_lr": 0.001, "fine_smoothness_weight": 50.0,
                 # The sampler its quality runs of record were made with. On an H200 the budget sampler
                 # (sampling=auto's CUDA choice) gave seed 0's red cube and stone house dark (albedo
                 # 0.27 / 0.31 against 0.03 / 0.16, results/quality/README.md, session 12); on the

@@ -15,7 +15,7 @@ import trimesh
 from backend.engine.api import Cancelled, generate
 from backend.engine.fine import FineTrainer, checkpoint_stage
 from backend.engine.sdf_field import SDFField
-from backend.engine.sdf_init import grid_points
+from backend.engine.sdf_init import grid_points, smooth_sdf
 from backend.export.mesh import ENGINE_TO_GLTF, density_grid, to_glb
 from tests.helpers import tiny_settings
 
@@ -117,6 +117,38 @@ def test_normal_tv_prefers_flat_faces_to_bumps():
         bumpy.normal_tv_loss(on).backward()
         optimizer.step()
     assert bumpy.normal_tv_loss(on).item() < 0.9 * before
+
+
+def test_the_smoothed_start_irons_out_bumps_and_keeps_the_solid():
+    """The fine stage's start from a coarse surface (``smooth_sdf``): a bumpy sphere's bumps (1.3
+    cells high) are mostly gone, its solid stays where it was."""
+    torch.manual_seed(0)
+    on = torch.nn.functional.normalize(torch.randn(2048, 3), dim=-1) * 0.5
+    points = grid_points(96, 1.0)
+    bumps = 0.03 * np.sin(40 * points[:, 0]) * np.sin(40 * points[:, 1]) * np.sin(40 * points[:, 2])
+    bumpy_sdf = (np.linalg.norm(points, axis=1) - 0.5 + bumps).reshape(96, 96, 96).astype(np.float32)
+    bumpy, smoothed = sphere_field(), sphere_field()
+    bumpy.set_base(bumpy_sdf, bumpy.surface_points.numpy())
+    smoothed.set_base(smooth_sdf(bumpy_sdf, 1.5), smoothed.surface_points.numpy())
+    assert smoothed.normal_tv_loss(on).item() < 0.5 * bumpy.normal_tv_loss(on).item()
+    assert iou(smoothed.base_sdf.numpy() < 0, bumpy_sdf < 0) > 0.95
+
+
+def test_a_frozen_albedo_passes_gradients_to_the_shape_only():
+    """The fine stage keeps the coarse colours (``TRAIN_ALBEDO``): a loss on the rendered colour moves
+    no weight through the albedo, while the density still gets its gradient."""
+    field = sphere_field()
+    x = torch.rand(512, 3) - 0.5
+    for train_albedo in (True, False):
+        field.zero_grad(set_to_none=True)
+        field.train_albedo = train_albedo
+        density, albedo, _ = field(x)
+        (albedo.sum() + 0.0 * density.sum()).backward()
+        assert any(p.grad.abs().sum() > 0 for p in field.parameters() if p.grad is not None) == train_albedo
+    field.zero_grad(set_to_none=True)
+    density, _, _ = field(x)
+    density.sum().backward()
+    assert field.mlp[-1].weight.grad[0].abs().sum() > 0
 
 
 @pytest.mark.slow

@@ -82,6 +82,7 @@ class SDFField(NeRFField):
         self.register_buffer("base_sdf", torch.from_numpy(grid))                     # [x, y, z]
         self.register_buffer("surface_points", torch.from_numpy(_sphere_points(self.blob_radius)))
         self._base_volume: Optional[torch.Tensor] = None
+        self.train_albedo = True
 
     @classmethod
     def from_settings(cls, s, bound: float = 1.0) -> "SDFField":
@@ -148,8 +149,12 @@ class SDFField(NeRFField):
         gradient in closed form (differentiable, no double backward: ``NeRFField.raw_and_gradient``)."""
         h, grad_raw = self.raw_and_gradient(x)
         base = self.base(x.detach())
-        return (base[:, 0] + RESIDUAL_SCALE * h[:, 0], torch.sigmoid(h[:, 1:4]),
+        return (base[:, 0] + RESIDUAL_SCALE * h[:, 0], self._albedo_of(h),
                 base[:, 1:] + RESIDUAL_SCALE * grad_raw)
+
+    def _albedo_of(self, h: torch.Tensor) -> torch.Tensor:
+        albedo = torch.sigmoid(h[:, 1:4])
+        return albedo if self.train_albedo else albedo.detach()
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return laplace_density(self.sdf(x), self.beta)
@@ -158,7 +163,7 @@ class SDFField(NeRFField):
         if not with_normals:
             h = self._raw(x)
             sdf = self.base(x)[:, 0] + RESIDUAL_SCALE * h[:, 0]
-            return laplace_density(sdf, self.beta), torch.sigmoid(h[:, 1:4]), None
+            return laplace_density(sdf, self.beta), self._albedo_of(h), None
         sdf, albedo, grad = self.sdf_and_gradient(x)
         return laplace_density(sdf, self.beta), albedo, F.normalize(grad, dim=-1, eps=1e-8)
 
@@ -178,10 +183,11 @@ class SDFField(NeRFField):
         self.beta = self.beta_start * (self.beta_end / self.beta_start) ** f
 
     # -- regularisers ----------------------------------------------------------------------------
-    def surface_batch(self, n: int = REGULARISER_POINTS) -> torch.Tensor:
+    def surface_batch(self, n: Optional[int] = None) -> torch.Tensor:
         """``n`` points on the current surface: random initial surface points moved by one Newton step
         onto the zero level set. Stateless (only the global RNG, which checkpoints restore), so a
         resumed run draws the same points."""
+        n = REGULARISER_POINTS if n is None else n
         idx = torch.randint(0, self.surface_points.shape[0], (n,), device=self.surface_points.device)
         p = self.surface_points[idx]
         with torch.no_grad():
@@ -194,12 +200,12 @@ class SDFField(NeRFField):
         _, _, grad = self.sdf_and_gradient(x)
         return (grad.norm(dim=-1) - 1.0).pow(2).mean()
 
-    def normal_tv_loss(self, x: torch.Tensor, probe: float = NORMAL_PROBE) -> torch.Tensor:
+    def normal_tv_loss(self, x: torch.Tensor, probe: Optional[float] = None) -> torch.Tensor:
         """mean |n(x) - n(x + d)| (a norm, not squared) for random offsets d of size ~``probe``: a total
         variation of the normals. Bumps pay over their whole area; a crease pays once along its length
         whatever its angle, so flat faces and sharp edges both come out cheaper than a rounded edge
         (a squared difference, as Neuralangelo's curvature loss, would round the edges)."""
-        y = x + probe * torch.randn_like(x)
+        y = x + (NORMAL_PROBE if probe is None else probe) * torch.randn_like(x)
         _, _, g = self.sdf_and_gradient(torch.cat([x, y]))
         n = F.normalize(g, dim=-1, eps=1e-8)
         return (n[: len(x)] - n[len(x):]).norm(dim=-1).mean()

@@ -116,3 +116,19 @@ def sdf_grid_from_mesh(vertices: np.ndarray, faces: np.ndarray, *, resolution: i
     sdf = (far - 0.5 * np.sign(far)).astype(np.float32) * cell
     sdf.ravel()[band_index] = band_sdf
     return sdf, samples
+
+
+def smooth_sdf(sdf: np.ndarray, cells: float) -> np.ndarray:
+    """``sdf`` (a grid) blurred by a Gaussian of std ``cells`` grid cells: how the fine stage starts
+    from a coarse NeRF's surface. That surface (marching cubes of an SDS-trained density) carries lumps
+    a few cells across, which the fine stage's normal term would have to iron out through the residual
+    within its few steps; blurred, they are gone before it starts (``fine.COARSE_SMOOTHING_CELLS``;
+    ``results/quality/runs/2026-11-29-fine-tuning-cpu.md``). A blur of
+    a signed distance leaves a flat face where it is and rounds an edge by about ``cells``; the
+    surface's own lumps, not the edges, were what the fine meshes lost most to."""
+    from scipy import ndimage
+
+    if cells <= 0:
+        return sdf
+    return ndimage.gaussian_filter(sdf, cells, mode="nearest").astype(np.float32)
+
