@@ -427,6 +427,7 @@ def test_training_script_trains_prior_v4_with_32x32_latents_that_the_engine_step
     assert "- architecture: v4 (32x32 latents)" in (tmp_path / "run" / "report" / "report.md").read_text()
 
     weights = tmp_path / "run" / "weights"
+    assert sum(f.stat().st_size for f in weights.rglob("*") if f.is_file()) <= 50e6      # fp16, like v3
     vae = AutoencoderKL.from_pretrained(str(weights), subfolder="vae", torch_dtype=torch.float32)
     with torch.no_grad():
         latents = vae.encode(to_float(images[:1])).latent_dist.mean

@@ -14,6 +14,7 @@ weights' values). Prints a Markdown table (backend/prior/README.md quotes it). T
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -78,14 +79,14 @@ def main(argv=None) -> int:
                   "v4 (random)": M.build_random(tmp / "v4", arch="v4"),
                   "v4-128px (random)": build_128px(tmp / "v4_128")}
         print(f"one thread, {torch.__version__}, median of {args.steps} steps\n")
-        print("| model | image px | latents | UNet params | s/step (SDS + backward) | VAE encode + backward + rest | UNet (CFG pair) |")
+        print("| model | image px | latents | UNet params | SDS step + backward | VAE encode + backward + rest | UNet (CFG pair) |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, path in models.items():
             from diffusers import UNet2DConditionModel
 
             n = M.n_params(UNet2DConditionModel.from_pretrained(str(path), subfolder="unet"))
             total, vae, unet, px = time_steps(path, args.steps)
-            side = px // (2 ** (len(__import__("json").loads((Path(path) / "vae" / "config.json").read_text())
+            side = px // (2 ** (len(json.loads((Path(path) / "vae" / "config.json").read_text())
                                      ["block_out_channels"]) - 1))
             print(f"| {name} | {px} | {side}x{side} | {n / 1e6:.2f} M | {total * 1e3:.1f} ms | {vae * 1e3:.1f} ms | "
                   f"{unet * 1e3:.1f} ms |", flush=True)
