@@ -78,7 +78,8 @@ V4_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(32, 64), down_block_types=(
                      up_block_types=("UpDecoderBlock2D",) * 2)
 V4_UNET_CONFIG = dict(UNET_CONFIG, sample_size=32, block_out_channels=(32, 64, 128, 192),
                       down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
-                      up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",), norm_num_groups=32)
+                      up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
+                      norm_num_groups=16)      # 2 channels a group at the 32-channel level, not 1 (instance norm)
 ARCHITECTURES = {
     "v3": Architecture("v3", IMAGE_SIZE, LATENT_SIZE, VAE_CONFIG, UNET_CONFIG),
     "v4": Architecture("v4", IMAGE_SIZE, 32, V4_VAE_CONFIG, V4_UNET_CONFIG),
