@@ -397,3 +397,53 @@ def test_a_mirrored_render_is_the_mirrored_compass_view():
         assert (images[i] - images[j]).abs().max() > 0.1          # the views do differ
         a, b = (view_direction(20.0, float(cams.azimuth[k]), naming=VIEW_NAMING) for k in (i, j))
         assert a != b and mirrored_view(a) == b
+
+
+def test_training_script_trains_prior_v4_with_32x32_latents_that_the_engine_steps(tmp_path):
+    """``--architecture v4``: a few CPU steps write a diffusers folder whose VAE makes 32x32 latents of
+    a 64 px image, which the engine loads unchanged (latent size and scale read from the model) and
+    takes SDS steps with at the prior's preset. Rendering is skipped through ``--data-cache`` (random
+    images: the layout is under test here, not the data); a v3 resume of the v4 checkpoint is refused."""
+    from diffusers import AutoencoderKL
+
+    from backend.engine.guidance.models import load_guidance_for
+    from backend.engine.trainer import Trainer
+    from backend.prior.render import ENTRIES
+    from backend.prior.train import main, save_ckpt, to_float
+    from shared.settings import GenerationSettings
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=gen)
+    labels = torch.stack([torch.randint(0, len(ENTRIES), (4,), generator=gen),
+                          torch.randint(0, len(VIEWS), (4,), generator=gen)], 1)
+    save_ckpt(tmp_path / "data.pt", (images, labels))
+    ckpt = tmp_path / "ckpt.pt"
+    args = ["--out", str(tmp_path / "run"), "--device", "cpu", "--data-cache", str(tmp_path / "data.pt"),
+            "--vae-steps", "1", "--unet-steps", "1", "--vae-batch", "2", "--unet-batch", "2",
+            "--samples-per-prompt", "0", "--checkpoint", str(ckpt)]
+    assert main(["--architecture", "v4", *args]) == 0
+    log = json.loads((tmp_path / "run" / "report" / "train_log.json").read_text())
+    assert (log["architecture"], log["image_size"], log["latent_size"]) == ("v4", 64, 32)
+    assert "- architecture: v4 (32x32 latents)" in (tmp_path / "run" / "report" / "report.md").read_text()
+
+    weights = tmp_path / "run" / "weights"
+    assert sum(f.stat().st_size for f in weights.rglob("*") if f.is_file()) <= 50e6      # fp16, like v3
+    vae = AutoencoderKL.from_pretrained(str(weights), subfolder="vae", torch_dtype=torch.float32)
+    with torch.no_grad():
+        latents = vae.encode(to_float(images[:1])).latent_dist.mean
+    assert latents.shape == (1, 4, 32, 32)
+    assert math.isclose(vae.config.scaling_factor, log["scaling_factor"], rel_tol=1e-3)
+
+    settings = GenerationSettings.from_dict({**recommended_settings(), "prompt": "a wooden chair",
+                                             "model": str(weights), "steps": 3})
+    guidance = load_guidance_for(settings, "cpu")
+    assert guidance.native_resolution == 64 and guidance.latent_shape(2) == (2, 4, 32, 32)
+    trainer = Trainer(settings, guidance, "cpu")
+    before = [p.detach().clone() for p in trainer.field.parameters()]
+    for _ in range(3):
+        losses = trainer.train_step()
+        assert all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.field.parameters()))
+
+    with pytest.raises(SystemExit, match="architecture v4"):
+        main(args)                     # the default (v3) on the v4 checkpoint

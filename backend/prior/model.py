@@ -17,12 +17,25 @@ still resolving the props' thin parts and textures:
 - a 3-layer text encoder trained from scratch on the grammar (each word one token).
 Weights are stored in half precision (the guidance loads them as float32 on the CPU), about
 half the size in the repository.
+
+v4 (``ARCHITECTURES["v4"]``, ``python -m backend.prior.train --architecture v4``): the same 64 px
+images, but a VAE that downsamples only 2x, to 4 x 32 x 32 latents, so one latent cell is 2 px
+(0.053 scene units at the prior's camera, not v3's 0.105): the thin props' 0.02-0.05-unit
+swelling becomes visible to SDS (results/quality/README.md, "Session 12 GPU runs"). The UNet
+gets one more level in front, 32-64-128-192 channels: its 32x32 level at 32 channels costs about
+what v3's 16x16 level at 64 channels does, and the 16x16, 8x8 and 4x4 levels are v3's, now with
+cross-attention from 16x16 down (thin parts are placed at that scale). 64 px rather than 128 px
+images with a 4x VAE: the same 32x32 latent grid, but a VAE encode (with its backward, every SDS
+step) at 64 px instead of 128, the same training renders as v3 (one data cache for both), and the
+preset's 32 px renders carry no detail a 128 px image could add (backend/prior/README.md has the
+CPU step costs).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,6 +60,39 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
                         steps_offset=1, prediction_type="epsilon")
 
 
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One prior's image and latent sizes and its VAE and UNet configs (the text encoder, the tokenizer
+    and the scheduler are the same for every version)."""
+
+    name: str
+    image_size: int
+    latent_size: int
+    vae: dict
+    unet: dict
+
+
+V4_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                     up_block_types=("UpDecoderBlock2D",) * 2)
+V4_UNET_CONFIG = dict(UNET_CONFIG, sample_size=32, block_out_channels=(32, 64, 128, 192),
+                      down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
+                      up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
+                      norm_num_groups=16)      # 2 channels a group at the 32-channel level, not 1 (instance norm)
+ARCHITECTURES = {
+    "v3": Architecture("v3", IMAGE_SIZE, LATENT_SIZE, VAE_CONFIG, UNET_CONFIG),
+    "v4": Architecture("v4", IMAGE_SIZE, 32, V4_VAE_CONFIG, V4_UNET_CONFIG),
+}
+DEFAULT_ARCHITECTURE = "v3"       # the shipped weights
+
+
+def architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {name!r}")
+    return ARCHITECTURES[name]
+
+
 def build_tokenizer(path: Path):
     from backend.engine.guidance.models import build_clip_tokenizer
     from backend.prior.grammar import vocabulary
@@ -54,16 +100,16 @@ def build_tokenizer(path: Path):
     return build_clip_tokenizer(Path(path), vocabulary(), model_max_length=MAX_TOKENS)
 
 
-def build_vae():
+def build_vae(arch: str = DEFAULT_ARCHITECTURE):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**VAE_CONFIG)
+    return AutoencoderKL(**architecture(arch).vae)
 
 
-def build_unet():
+def build_unet(arch: str = DEFAULT_ARCHITECTURE):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**UNET_CONFIG)
+    return UNet2DConditionModel(**architecture(arch).unet)
 
 
 def build_text_encoder(tokenizer):
@@ -112,12 +158,12 @@ def save_pipeline(path: Path, *, vae, unet, text_encoder, tokenizer, scheduler=N
     return path
 
 
-def build_random(path: Path, seed: int = 0) -> Path:
+def build_random(path: Path, seed: int = 0, arch: str = DEFAULT_ARCHITECTURE) -> Path:
     """The architecture with random weights (tests, timing)."""
     torch.manual_seed(seed)
     tok_dir = Path(str(path) + ".tok")
     tokenizer = build_tokenizer(tok_dir)
-    out = save_pipeline(path, vae=build_vae(), unet=build_unet(), text_encoder=build_text_encoder(tokenizer),
-                        tokenizer=tokenizer)
+    out = save_pipeline(path, vae=build_vae(arch), unet=build_unet(arch),
+                        text_encoder=build_text_encoder(tokenizer), tokenizer=tokenizer)
     shutil.rmtree(tok_dir, ignore_errors=True)
     return out

@@ -19,6 +19,11 @@ Resumable: with ``--checkpoint FILE`` the state is saved after each stage and ev
 
 Step counts follow from the time budgets (measured speed after a warm-up), so the same command
 fits in one device call on any GPU; ``--vae-steps``/``--unet-steps`` fix them instead (tests).
+
+``--architecture`` picks the layout from ``backend.prior.model.ARCHITECTURES``: ``v3`` (the default,
+the shipped weights: 16x16 latents) or ``v4`` (32x32 latents for the same 64 px images). A
+checkpoint remembers its architecture and a resume with another one is refused; the rendered images
+(``--data-cache``) are the same for both.
 """
 
 from __future__ import annotations
@@ -76,18 +81,19 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None) -> to
 
 # -- data -------------------------------------------------------------------------------------------
 @torch.no_grad()
-def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None):
+def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
+                   image_size: int = M.IMAGE_SIZE):
     """``n`` training images (uint8, on ``device``) and labels (entry, view); with ``minutes``,
     fewer when rendering all of them would take longer than that."""
     from backend.prior.render import sample_batch
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    images = torch.empty(n, 3, M.IMAGE_SIZE, M.IMAGE_SIZE, dtype=torch.uint8, device=device)
+    images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device=device)
     labels = torch.empty(n, 2, dtype=torch.long, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
-        b = sample_batch(min(chunk, n - i), M.IMAGE_SIZE, device=device, generator=gen)
+        b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view], 1)
         i += len(b.images)
@@ -280,7 +286,7 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
 @torch.no_grad()
 def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prompt=2, steps=40, cfg=4.0,
            seed=0, device="cpu") -> torch.Tensor:
-    """DDIM samples (len(prompts) * n_per_prompt, 3, H, W) in [0, 1], prompt-major."""
+    """DDIM samples (len(prompts) * n_per_prompt, 3, H, W) in [0, 1], prompt-major, at the UNet's latent size."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**M.SCHEDULER_CONFIG)
@@ -289,7 +295,8 @@ def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prom
     cond = text_encoder(tokens_of(prompts).to(device))[0].repeat_interleave(n_per_prompt, 0)
     uncond = text_encoder(tokens_of([""]).to(device))[0].expand_as(cond)
     g = torch.Generator(device=device).manual_seed(seed)
-    z = torch.randn(n, 4, M.LATENT_SIZE, M.LATENT_SIZE, generator=g, device=device)
+    side = int(unet.config.sample_size)
+    z = torch.randn(n, int(unet.config.in_channels), side, side, generator=g, device=device)
     for t in sched.timesteps:
         inp = torch.cat([z, z])
         eps = unet(inp, t.to(device), encoder_hidden_states=torch.cat([cond, uncond])).sample
@@ -322,7 +329,8 @@ def write_report(out: Path, report: dict) -> None:
              f"- device: {report['device']}; total time {report['timings']['total_s']:.0f} s "
              f"(render {report['timings']['render_s']:.0f} s, VAE {report['timings']['vae_s']:.0f} s, "
              f"UNet {report['timings']['unet_s']:.0f} s)",
-             f"- images: {report['images']} at {M.IMAGE_SIZE} px; batch VAE {report['args']['vae_batch']}, "
+             f"- architecture: {report['architecture']} ({report['latent_size']}x{report['latent_size']} latents)",
+             f"- images: {report['images']} at {report['image_size']} px; batch VAE {report['args']['vae_batch']}, "
              f"UNet {report['args']['unet_batch']}",
              f"- parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()),
              f"- VAE scaling_factor: {report['scaling_factor']:.4f}",
@@ -336,12 +344,13 @@ def write_report(out: Path, report: dict) -> None:
         lines.append(f"| {row['step']} | {row['loss']:.4f} | " + " | ".join(f"{v:.3f}" for v in row["loss_by_t_decile"]) + " |")
     lines += ["", "## Images", "",
               "- `data.png`: training images (rows of 8).",
-              "- `vae_recon.png`: VAE reconstructions: odd rows originals, even rows reconstructions.",
-              f"- `samples.png`: {report['samples']['per_prompt']} DDIM samples ({report['samples']['steps']} steps, "
-              f"CFG {report['samples']['cfg']}) per prompt, {SAMPLE_COLUMNS} prompts a row, in the order of "
-              f"`grammar.benchmark_prompts()`: the 7 solids in 8 colours, then every prop in its default look:",
-              "", ", ".join(benchmark_prompts()), ""]
-    (out / "report.md").write_text("\n".join(lines))
+              "- `vae_recon.png`: VAE reconstructions: odd rows originals, even rows reconstructions."]
+    if report["samples"]["per_prompt"]:
+        lines += [f"- `samples.png`: {report['samples']['per_prompt']} DDIM samples ({report['samples']['steps']} steps, "
+                  f"CFG {report['samples']['cfg']}) per prompt, {SAMPLE_COLUMNS} prompts a row, in the order of "
+                  f"`grammar.benchmark_prompts()`: the 7 solids in 8 colours, then every prop in its default look:",
+                  "", ", ".join(benchmark_prompts())]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "train_log.json").write_text(json.dumps(report, indent=1))
 
 
@@ -349,6 +358,8 @@ def write_report(out: Path, report: dict) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_run_arguments(p, "images")
+    p.add_argument("--architecture", choices=sorted(M.ARCHITECTURES), default=M.DEFAULT_ARCHITECTURE,
+                   help="v3: the shipped prior, 16x16 latents; v4: 32x32 latents for thin parts (model.py)")
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,
@@ -363,10 +374,14 @@ def parse_args(argv=None):
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--unet-batch", type=int, default=256)
     p.add_argument("--unet-lr", type=float, default=5e-4)
-    p.add_argument("--samples-per-prompt", type=int, default=2)
+    p.add_argument("--samples-per-prompt", type=int, default=2,
+                   help="DDIM samples per benchmark prompt in report/samples.png (0: no samples.png)")
     p.add_argument("--sample-steps", type=int, default=40, help="DDIM steps of the report's samples")
     p.add_argument("--sample-cfg", type=float, default=4.0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.samples_per_prompt < 0:
+        p.error(f"--samples-per-prompt must be >= 0 (0: no samples.png), got {args.samples_per_prompt}")
+    return args
 
 
 def main(argv=None) -> int:
@@ -374,22 +389,37 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     dev = training_device(args.device)
     out = args.out
-    opened = open_run(args, dev, PROG, argv, lambda: {"vae_curve": [], "unet_curve": []})
+    arch = M.architecture(args.architecture)
+
+    def same_architecture(ckpt: dict) -> None:
+        # Checkpoints written before --architecture existed are v3's.
+        ckpt_arch = (ckpt.get("report") or {}).get("architecture", M.DEFAULT_ARCHITECTURE)
+        if ckpt and ckpt_arch != arch.name:
+            raise SystemExit(f"--architecture {arch.name} does not match the checkpoint {args.checkpoint} "
+                             f"(architecture {ckpt_arch}): pass --architecture {ckpt_arch} or another --checkpoint")
+
+    opened = open_run(args, dev, PROG, argv, lambda: {"vae_curve": [], "unet_curve": []}, check=same_architecture)
     if opened is None:
         return 0
     ckpt, report = opened
+    report.update(architecture=arch.name, image_size=arch.image_size, latent_size=arch.latent_size)
     stage = ckpt.get("stage")
     timings = report["timings"]
 
     images, labels = rendered_data(args.data_cache, dev, lambda: render_dataset(
-        args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes), timings, "images")
+        args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
+        image_size=arch.image_size), timings, "images")
+    if images.shape[-1] != arch.image_size:
+        raise SystemExit(f"--data-cache {args.data_cache} holds {images.shape[-1]} px images; architecture "
+                         f"{arch.name} trains on {arch.image_size} px: pass another --data-cache")
     report["images"] = len(images)
     grid_png(images[:64].float() / 255, 8, out / "report" / "data.png")
 
     torch.manual_seed(args.seed)
     tok_dir = out / "_tokenizer"
     tokenizer = M.build_tokenizer(tok_dir)
-    vae, unet, text_encoder = M.build_vae().to(dev), M.build_unet().to(dev), M.build_text_encoder(tokenizer).to(dev)
+    vae, unet = M.build_vae(arch.name).to(dev), M.build_unet(arch.name).to(dev)
+    text_encoder = M.build_text_encoder(tokenizer).to(dev)
     report["params"] = {"vae": M.n_params(vae), "vae_encoder": M.n_params(vae.encoder), "unet": M.n_params(unet),
                         "text_encoder": M.n_params(text_encoder)}
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
@@ -427,11 +457,11 @@ def main(argv=None) -> int:
     timings["unet_s"] = timings.get("unet_s", 0.0) + time.perf_counter() - t0
 
     vae.eval()
-    prompts = benchmark_prompts()
-    tokens_of = lambda texts: M.tokenize(tokenizer, texts)
-    samples = sample(unet, text_encoder, vae, tokens_of, prompts, n_per_prompt=args.samples_per_prompt,
-                     steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed)
-    grid_png(samples, SAMPLE_COLUMNS * args.samples_per_prompt, out / "report" / "samples.png")
+    if args.samples_per_prompt:
+        tokens_of = lambda texts: M.tokenize(tokenizer, texts)
+        samples = sample(unet, text_encoder, vae, tokens_of, benchmark_prompts(), n_per_prompt=args.samples_per_prompt,
+                         steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed)
+        grid_png(samples, SAMPLE_COLUMNS * args.samples_per_prompt, out / "report" / "samples.png")
     report["samples"] = {"per_prompt": args.samples_per_prompt, "steps": args.sample_steps, "cfg": args.sample_cfg}
 
     weights = M.save_pipeline(out / "weights", vae=vae.float().cpu(), unet=unet.float().cpu(),

@@ -61,13 +61,17 @@ def load_ckpt(path) -> dict:
     return {}
 
 
-def open_run(args, dev: torch.device, prog: str, argv, new_report: Callable[[], dict]) -> tuple[dict, dict] | None:
+def open_run(args, dev: torch.device, prog: str, argv, new_report: Callable[[], dict],
+             check: Callable[[dict], None] | None = None) -> tuple[dict, dict] | None:
     """The checkpoint to resume (``{}``: none) and the report to continue (``new_report()`` for a fresh
     run), with this run's device, options and command; ``None`` when the checkpoint says training is
-    done (before any work: a finished run's weights and report stay as they are)."""
+    done (before any work: a finished run's weights and report stay as they are). ``check(ckpt)``
+    runs first, done or not: it refuses a checkpoint this run's options can't continue."""
     import sys
 
     ckpt = load_ckpt(args.checkpoint)
+    if check is not None:
+        check(ckpt)
     if ckpt.get("stage") == DONE:
         log(f"checkpoint {args.checkpoint} says training is done; delete it to train again")
         return None
@@ -87,6 +91,7 @@ def rendered_data(cache, dev: torch.device, render: Callable[[], tuple], timings
     if cache and Path(cache).is_file():
         tensors = tuple(t.to(dev) for t in torch.load(cache, map_location="cpu"))
         log(f"loaded {len(tensors[0])} rendered {data} from {cache}")
+        timings.setdefault("render_s", 0.0)      # rendered by an earlier run (maybe without a checkpoint)
         return tensors
     tensors = render()
     if cache:
