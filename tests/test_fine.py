@@ -65,6 +65,7 @@ def test_handover_from_the_coarse_field_keeps_its_shape(tiny_model_path):
     fine = FineTrainer(settings, guidance, torch.device("cpu"))
     fine.init_from_coarse(coarse)
     fine_solid = density_grid(fine.inside, resolution=GRID) > 0
+    assert not fine.field.train_albedo         # after the coarse stage the colours are kept as they are
     assert coarse_solid.mean() > 0.03          # a real solid (the box fills 5%), not an empty grid
     assert iou(coarse_solid, fine_solid) >= 0.9
     # The texture carried over: the fine field's albedo is the coarse one's.
@@ -176,6 +177,23 @@ def test_resume_in_the_fine_stage_equals_an_uninterrupted_run(tiny_model_path, t
 
 
 @pytest.mark.slow
+def test_refine_from_a_mesh_trains_its_colours_and_a_resume_keeps_that(tmp_path):
+    """Refine Selected textures the artist's mesh: its fine stage trains the albedo (after the coarse
+    stage it is frozen), and a run resumed from its checkpoint goes on training it."""
+    from backend.engine.guidance import load_guidance
+
+    settings = fine_settings(hash_log2_size=12)
+    guidance = load_guidance("tiny-random", "cpu")
+    fine = FineTrainer(settings, guidance, torch.device("cpu"))
+    assert not fine.field.train_albedo
+    fine.init_from_mesh(cube_glb())
+    assert fine.field.train_albedo
+    fine.save_checkpoint(str(tmp_path / "fine.pt"))
+    resumed = FineTrainer(settings, guidance, torch.device("cpu"))
+    resumed.load_checkpoint(str(tmp_path / "fine.pt"))
+    assert resumed.field.train_albedo
+
+
 def test_refine_keeps_a_cube_a_cube_with_sharp_corners(tiny_model_path):
     events = []
     # 96 cells a side: 2.1 cm cells against the corners' 4 cm tolerance (the export at 128 was most of

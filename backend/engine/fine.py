@@ -37,9 +37,11 @@ from shared.settings import GenerationSettings
 STAGE = "fine"
 FINE_T_MAX = 0.5                   # magic3d-refine: small noise only, the shape is already there
 ALBEDO_FIT_ITERATIONS = 150        # refine from a mesh: colour fit (seconds on a CPU)
-# The fine stage keeps the coarse stage's colours (SDS moves the shape only): with the built-in prior
-# SDS darkened them in the fine stage, albedo error +0.013..0.025 on every prompt measured, and no
-# worse than the coarse stage's once frozen (results/quality/runs/2026-11-29-fine-tuning-cpu.md).
+# After the coarse stage (and refining a result of this backend) the fine stage keeps the colours it
+# starts with (SDS moves the shape only): with the built-in prior SDS darkened them in the fine stage,
+# albedo error +0.013..0.025 on every prompt measured, and no worse than the coarse stage's once frozen
+# (results/quality/runs/2026-11-29-fine-tuning-cpu.md). Refine Selected on an artist's mesh trains
+# them: it is asked to texture the mesh, which may have no colours at all.
 TRAIN_ALBEDO = False
 # The coarse surface's signed distance is blurred by this many base-grid cells before the fine stage
 # starts on it (``sdf_init.smooth_sdf``): its lumps are gone at the start instead of being ironed out
@@ -84,7 +86,13 @@ class FineTrainer(Trainer):
         self.field.train_albedo = TRAIN_ALBEDO
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "stage": STAGE}
+        return {**super().state_dict(), "stage": STAGE, "train_albedo": self.field.train_albedo}
+
+    def load_checkpoint(self, path: str) -> None:
+        super().load_checkpoint(path)
+        # a resumed fine stage goes on as it started (a Refine Selected run trains its colours)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.field.train_albedo = bool(state.get("train_albedo", TRAIN_ALBEDO))
 
     # -- starting points -------------------------------------------------------------------------
     def init_from_coarse(self, coarse: Trainer) -> None:
@@ -109,6 +117,7 @@ class FineTrainer(Trainer):
         mesh, transform = load_mesh_engine_coords(glb)
         self._start_on(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
         self._fit_albedo(mesh, progress)
+        self.field.train_albedo = True          # textured by SDS, from the mesh's own colours
         return transform
 
     def init_from_checkpoint(self, path: str) -> None:
