@@ -219,7 +219,9 @@ def test_builtin_prior_recovers_a_cube_and_a_sphere_on_cpu(tmp_path):
     from backend.bench.quality import CPU_SUBSET, main
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    assert main(["--device", "cpu", "--prompts", *CPU_SUBSET, "--seeds", "0", "--out", str(tmp_path)]) == 0
+    # The two generations side by side, one thread each (the suite's time: they are its longest test).
+    assert main(["--device", "cpu", "--prompts", *CPU_SUBSET, "--seeds", "0", "--workers", "2", "--threads", "1",
+                 "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
     assert [r["prompt"] for r in results] == ["a red cube", "a blue sphere"]
     for r in results:
