@@ -137,6 +137,27 @@ class Budget:
             log(f"  {per_step * 1000:.1f} ms/step -> {self.total} steps in {self.minutes} min")
 
 
+def start_denoiser_training(params: list, lr: float, ckpt: dict, opt_key: str, minutes, steps, dev):
+    """The denoiser stage's training state, shared by this prior and the view prior: the noise
+    schedule's cumulative alphas, AdamW, the EMA of ``params``, the first step and the step budget,
+    continued from ``ckpt`` when it was saved in that stage (its optimiser under ``opt_key``; the
+    caller loads its own modules' weights)."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(**{k: v for k, v in M.SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    alphas = sched.alphas_cumprod.to(dev)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    ema = [p.detach().clone().float() for p in params]
+    start = 0
+    budget = Budget(minutes, steps)
+    if ckpt.get("stage") == "unet":
+        opt.load_state_dict(ckpt[opt_key])
+        ema = [e.to(dev) for e in ckpt["ema"]]
+        start = ckpt["step"]
+        budget.total = ckpt["total"]
+    return alphas, opt, ema, start, budget
+
+
 # -- VAE --------------------------------------------------------------------------------------------
 def train_vae(vae, images, args, ckpt, report) -> None:
     dev = images.device
@@ -199,25 +220,14 @@ def encode_all(vae, images, chunk=1024):
 
 # -- UNet + text encoder ----------------------------------------------------------------------------
 def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base):
-    from diffusers import DDPMScheduler
-
     dev = latents.device
-    sched = DDPMScheduler(**{k: v for k, v in M.SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
-    alphas = sched.alphas_cumprod.to(dev)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
-    ema = [p.detach().clone().float() for p in params]
-    start = 0
     if ckpt.get("stage") == "unet":
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
-        opt.load_state_dict(ckpt["unet_opt"])
-        ema = [e.to(dev) for e in ckpt["ema"]]
-        start = ckpt["step"]
         report["unet_curve"] = ckpt["report"]["unet_curve"]
-    budget = Budget(args.unet_minutes, args.unet_steps)
-    if start:
-        budget.total = ckpt["total"]
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    alphas, opt, ema, start, budget = start_denoiser_training(params, args.unet_lr, ckpt, "unet_opt",
+                                                              args.unet_minutes, args.unet_steps, dev)
     gen = torch.Generator(device=dev).manual_seed(args.seed + 2)
     unet.train(), text_encoder.train()
     step, run, t_last = start, [], time.perf_counter()
@@ -240,7 +250,7 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
             z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
             view = torch.where(flip, mirror[view], view)
         cap = caption_index(labels[idx, 0], view, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=dev, generator=gen)
+        t = torch.randint(0, len(alphas), (len(idx),), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
@@ -256,7 +266,7 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - decay)
-            b = (t * 10 // sched.config.num_train_timesteps).clamp(max=9)
+            b = (t * 10 // len(alphas)).clamp(max=9)
             bins.index_add_(0, b, per.detach())
             counts.index_add_(0, b, torch.ones_like(per))
         run.append(loss.detach())

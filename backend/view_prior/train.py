@@ -40,7 +40,7 @@ from backend.engine.guidance.zero123 import clip_pixels, relative_camera
 from backend.prior import model as text_prior
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.render import CATEGORY_WEIGHTS, ENTRIES, SHADING_PROBS, BACKGROUNDS, default_settings, render
-from backend.prior.train import Budget, _thin, grid_png, lr_at, to_float
+from backend.prior.train import _thin, grid_png, lr_at, start_denoiser_training, to_float
 from backend.prior.train_common import (add_run_arguments, log, mark_done, open_run, rendered_data, save_ckpt,
                                         training_device)
 from backend.view_prior import model as M
@@ -176,26 +176,14 @@ def clip_input(images_u8: torch.Tensor, processor_size: int = M.IMAGE_SIZE) -> t
 
 
 def train(model: ViewPrior, data: dict, scale: float, args, ckpt: dict, report: dict, base: dict) -> None:
-    from diffusers import DDPMScheduler
-
     images, cams, entries, means, stds = (data[k] for k in ("images", "cams", "entries", "means", "stds"))
     dev = means.device
-    sched = DDPMScheduler(**{k: v for k, v in text_prior.SCHEDULER_CONFIG.items()
-                             if k not in ("set_alpha_to_one", "steps_offset")})
-    alphas = sched.alphas_cumprod.to(dev)
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    ema = [p.detach().clone().float() for p in params]
-    start = 0
     if ckpt.get("stage") == "unet":
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        ema = [e.to(dev) for e in ckpt["ema"]]
-        start = ckpt["step"]
         report["curve"] = ckpt["report"]["curve"]
-    budget = Budget(args.unet_minutes, args.unet_steps)
-    if start:
-        budget.total = ckpt["total"]
+    params = list(model.parameters())
+    alphas, opt, ema, start, budget = start_denoiser_training(params, args.lr, ckpt, "opt", args.unet_minutes,
+                                                              args.unet_steps, dev)
     gen = torch.Generator(device=dev).manual_seed(args.seed + 2)
     mirror_ok = torch.tensor([CATEGORIES[k].mirror_ok for k, _ in ENTRIES], device=dev)
     model.train()
@@ -223,7 +211,7 @@ def train(model: ViewPrior, data: dict, scale: float, args, ckpt: dict, report: 
             ref_img = torch.where(f4, ref_img.flip(-1), ref_img)
             camera = torch.where(flip[:, None], camera * torch.tensor([1.0, -1.0, 1.0, 1.0], device=dev), camera)
         keep = (torch.rand(b, device=dev, generator=gen) >= P_UNCOND).float()
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), device=dev, generator=gen)
+        t = torch.randint(0, len(alphas), (b,), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
@@ -239,7 +227,7 @@ def train(model: ViewPrior, data: dict, scale: float, args, ckpt: dict, report: 
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - decay)
-            bucket = (t * 10 // sched.config.num_train_timesteps).clamp(max=9)
+            bucket = (t * 10 // len(alphas)).clamp(max=9)
             bins.index_add_(0, bucket, per.detach())
             counts.index_add_(0, bucket, torch.ones_like(per))
         del rows
