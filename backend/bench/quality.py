@@ -752,13 +752,17 @@ def main(argv: list[str] | None = None) -> int:
         variants = json.loads(Path(args.variants).read_text())
     prompts = _job_order(prompts)
     labels = stage_labels(args.stages)
-    jobs = [{"variant": v, "prompt": p, "seed": s, "overrides": {**overrides, **variants[v]}, "model": args.model,
+    # A variant may name its own model ({"v4": {"model": "path/to/weights"}}): two priors side by side
+    # on the same prompts, seeds and machine.
+    models = {v: variants[v].get("model", args.model) for v in variants}
+    jobs = [{"variant": v, "prompt": p, "seed": s, "model": models[v],
+             "overrides": {k: x for k, x in {**overrides, **variants[v]}.items() if k != "model"},
              "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages}
             for s in seeds for v in variants for p in prompts]
     # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
         for label in labels:
-            settings_for(job["prompt"], job["seed"], {**job["overrides"], "stages": label}, args.model)
+            settings_for(job["prompt"], job["seed"], {**job["overrides"], "stages": label}, job["model"])
     args.out.mkdir(parents=True, exist_ok=True)
     kept = []
     if args.resume and (args.out / "quality.jsonl").is_file():
@@ -773,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming: {len(done)} jobs already done in {args.out / 'quality.jsonl'}", flush=True)
     from backend.engine.guidance.models import resolve_model
 
-    resolve_model(args.model)      # warns loudly if the built-in prior is missing
+    for model in dict.fromkeys(models.values()):
+        resolve_model(model)       # warns loudly if the built-in prior is missing
     if on_cuda and jobs:
         _build_cuda_extensions(device)
     # The time budget counts from here: the extension builds above (a minute on a fresh GPU machine)
