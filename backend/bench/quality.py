@@ -758,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [{"variant": v, "prompt": p, "seed": s, "model": models[v],
              "overrides": {k: x for k, x in {**overrides, **variants[v]}.items() if k != "model"},
              "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages}
-            for s in seeds for v in variants for p in prompts]
+            for s in seeds for p in prompts for v in variants]   # variants interleaved: a time budget cuts all alike
     # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
         for label in labels:
