@@ -447,3 +447,23 @@ def test_training_script_trains_prior_v4_with_32x32_latents_that_the_engine_step
 
     with pytest.raises(SystemExit, match="architecture v4"):
         main(args)                     # the default (v3) on the v4 checkpoint
+
+
+def test_a_resumed_denoiser_training_keeps_the_step_count_of_its_first_command():
+    """A time-budgeted run times its first steps and fixes the step count; a resumed command must
+    keep that count (and so the learning-rate schedule), not time its steps again."""
+    from backend.prior.train import start_denoiser_training
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt_state = torch.optim.AdamW(params, lr=1e-3).state_dict()
+    ckpt = {"stage": "unet", "step": 10, "total": 50, "unet_opt": opt_state, "ema": [torch.zeros(3)]}
+    _, _, _, start, budget = start_denoiser_training(params, 1e-3, ckpt, "unet_opt", minutes=1e-4, steps=None,
+                                                     dev=torch.device("cpu"))
+    assert start == 10
+    for step in range(1, 45):        # the probe (steps 5..35 of this command) would re-time the run
+        budget.update(step)
+    assert budget.total == 50
+    fresh = start_denoiser_training(params, 1e-3, {}, "unet_opt", minutes=1e-4, steps=None, dev=torch.device("cpu"))[4]
+    for step in range(1, 45):
+        fresh.update(step)
+    assert fresh.total != 50          # a fresh run does time its steps (1e-4 minutes: a few steps)

@@ -118,6 +118,17 @@ def lr_at(step: int, total: int, base: float, warmup: int = 200, floor: float = 
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * f)))
 
 
+def stage_clock(report: dict, key: str):
+    """A function that writes the time spent in a stage, over all commands of a resumed run, into
+    ``report["timings"][key]``: call it before each checkpoint (which saves the report) and at the end."""
+    before, t0 = report["timings"].get(key, 0.0), time.perf_counter()
+
+    def update() -> float:
+        report["timings"][key] = before + time.perf_counter() - t0
+        return report["timings"][key]
+    return update
+
+
 class Budget:
     """Turns a time budget into a step count after ``probe`` timed steps."""
 
@@ -125,6 +136,11 @@ class Budget:
         self.minutes, self.fixed, self.probe = minutes, steps, probe
         self.total = steps or 10**9
         self.t0 = None
+
+    def resume(self, total: int) -> None:
+        """Keep the step count the first command chose: a resumed run that timed its steps again
+        would change the total (and the learning-rate schedule) halfway through."""
+        self.fixed = self.total = total
 
     def update(self, step: int) -> None:
         if self.fixed:
@@ -154,7 +170,7 @@ def start_denoiser_training(params: list, lr: float, ckpt: dict, opt_key: str, m
         opt.load_state_dict(ckpt[opt_key])
         ema = [e.to(dev) for e in ckpt["ema"]]
         start = ckpt["step"]
-        budget.total = ckpt["total"]
+        budget.resume(ckpt["total"])
     return alphas, opt, ema, start, budget
 
 
@@ -170,10 +186,11 @@ def train_vae(vae, images, args, ckpt, report) -> None:
         report["vae_curve"] = ckpt["report"]["vae_curve"]
     budget = Budget(args.vae_minutes, args.vae_steps)
     if start:
-        budget.total = ckpt["total"]
+        budget.resume(ckpt["total"])
     gen = torch.Generator(device=dev).manual_seed(args.seed + 1)
     vae.train()
     step, run, t_last = start, [], time.perf_counter()
+    clock = stage_clock(report, "vae_s")
     while step < budget.total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.total, args.vae_lr)
@@ -200,10 +217,12 @@ def train_vae(vae, images, args, ckpt, report) -> None:
             log(f"vae {step}/{budget.total} rec {r:.4f} kl/dim {k:.3f}")
             run = []
         if args.checkpoint and time.perf_counter() - t_last > args.checkpoint_every:
+            clock()
             save_ckpt(args.checkpoint, {"stage": "vae", "step": step, "total": budget.total, "vae": vae.state_dict(),
                                         "vae_opt": opt.state_dict(), "report": report})
             t_last = time.perf_counter()
     report["vae_steps"] = budget.total
+    clock()
     vae.eval()
 
 
@@ -231,6 +250,7 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
     gen = torch.Generator(device=dev).manual_seed(args.seed + 2)
     unet.train(), text_encoder.train()
     step, run, t_last = start, [], time.perf_counter()
+    clock = stage_clock(report, "unet_s")
     bins = torch.zeros(10, device=dev)
     counts = torch.zeros(10, device=dev)
     mirror = torch.tensor([VIEWS.index(mirrored_view(v)) for v in VIEWS], device=dev)
@@ -281,11 +301,13 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
             run = []
             bins.zero_(), counts.zero_()
         if args.checkpoint and time.perf_counter() - t_last > args.checkpoint_every:
+            clock()
             save_ckpt(args.checkpoint, {"stage": "unet", "step": step, "total": budget.total, "unet": unet.state_dict(),
                                         "text_encoder": text_encoder.state_dict(), "unet_opt": opt.state_dict(),
                                         "ema": [e.cpu() for e in ema], "report": report, **base})
             t_last = time.perf_counter()
     report["unet_steps"] = budget.total
+    clock()
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
@@ -396,7 +418,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    t_start = time.perf_counter()
     dev = training_device(args.device)
     out = args.out
     arch = M.architecture(args.architecture)
@@ -434,13 +455,11 @@ def main(argv=None) -> int:
                         "text_encoder": M.n_params(text_encoder)}
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
 
-    t0 = time.perf_counter()
     if stage in (None, "vae"):
         train_vae(vae, images, args, ckpt, report)
     else:
         vae.load_state_dict(ckpt["vae_final"])
         log(f"resumed from {args.checkpoint} (stage {stage}, step {ckpt.get('step', 0)})")
-    timings["vae_s"] = timings.get("vae_s", 0.0) + time.perf_counter() - t0
 
     means, stds = encode_all(vae, images)
     scale = float(ckpt.get("scale") or 1.0 / means.std().item())
@@ -461,10 +480,9 @@ def main(argv=None) -> int:
 
     captions = caption_table()
     tokens = M.tokenize(tokenizer, captions).to(dev)
-    t0 = time.perf_counter()
     train_unet(unet, text_encoder, tokens, means, stds, labels, scale, args,
                ckpt if stage == "unet" else {}, report, base)
-    timings["unet_s"] = timings.get("unet_s", 0.0) + time.perf_counter() - t0
+    t_after_unet = time.perf_counter()
 
     vae.eval()
     if args.samples_per_prompt:
@@ -477,7 +495,10 @@ def main(argv=None) -> int:
     weights = M.save_pipeline(out / "weights", vae=vae.float().cpu(), unet=unet.float().cpu(),
                               text_encoder=text_encoder.float().cpu(), tokenizer=tokenizer)
     shutil.rmtree(tok_dir, ignore_errors=True)
-    timings["total_s"] = time.perf_counter() - t_start
+    # Over all the commands of a resumed run: the stages' own clocks, plus this command's sampling
+    # and saving (set-up and data loading of each command are left out).
+    timings["total_s"] = (timings.get("render_s", 0.0) + timings.get("vae_s", 0.0) + timings.get("unet_s", 0.0)
+                          + time.perf_counter() - t_after_unet)
     write_report(out / "report", report)
     size = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())
     log(f"saved {weights} ({size / 1e6:.1f} MB) and {out / 'report'} in {timings['total_s']:.0f} s")

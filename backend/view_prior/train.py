@@ -40,7 +40,7 @@ from backend.engine.guidance.zero123 import clip_pixels, relative_camera
 from backend.prior import model as text_prior
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.render import CATEGORY_WEIGHTS, ENTRIES, SHADING_PROBS, BACKGROUNDS, default_settings, render
-from backend.prior.train import _thin, grid_png, lr_at, start_denoiser_training, to_float
+from backend.prior.train import _thin, grid_png, lr_at, stage_clock, start_denoiser_training, to_float
 from backend.prior.train_common import (add_run_arguments, log, mark_done, open_run, rendered_data, save_ckpt,
                                         training_device)
 from backend.view_prior import model as M
@@ -188,6 +188,7 @@ def train(model: ViewPrior, data: dict, scale: float, args, ckpt: dict, report: 
     mirror_ok = torch.tensor([CATEGORIES[k].mirror_ok for k, _ in ENTRIES], device=dev)
     model.train()
     step, run, t_last = start, [], time.perf_counter()
+    clock = stage_clock(report, "unet_s")
     bins, counts = torch.zeros(10, device=dev), torch.zeros(10, device=dev)
     while step < budget.total:
         for g in opt.param_groups:
@@ -242,11 +243,13 @@ def train(model: ViewPrior, data: dict, scale: float, args, ckpt: dict, report: 
             run = []
             bins.zero_(), counts.zero_()
         if args.checkpoint and time.perf_counter() - t_last > args.checkpoint_every:
+            clock()
             save_ckpt(args.checkpoint, {"stage": "unet", "step": step, "total": budget.total,
                                         "model": model.state_dict(), "opt": opt.state_dict(),
                                         "ema": [e.cpu() for e in ema], "report": report, **base})
             t_last = time.perf_counter()
     report["steps"] = budget.total
+    clock()
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
@@ -379,7 +382,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    t_start = time.perf_counter()
     dev = training_device(args.device)
     out = args.out
     opened = open_run(args, dev, PROG, argv, lambda: {"curve": []})
@@ -406,10 +408,9 @@ def main(argv=None) -> int:
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
     if stage == "unet":
         log(f"resumed from {args.checkpoint} (step {ckpt.get('step', 0)})")
-    t0 = time.perf_counter()
     data = dict(images=images, cams=cams, entries=entries, means=means, stds=stds)
     train(model, data, scale, args, ckpt if stage == "unet" else {}, report, {})
-    timings["unet_s"] = timings.get("unet_s", 0.0) + time.perf_counter() - t0
+    t_after_unet = time.perf_counter()
 
     grid, report["novel_views"] = novel_view_report(model, vae, args, dev)
     grid_png(grid, 1 + 2 * len(REPORT_VIEWS), out / "report" / "novel_views.png")
@@ -420,7 +421,8 @@ def main(argv=None) -> int:
     weights = M.save_layout(out / "weights", vae=vae.float().cpu(), unet=model.unet.float().cpu(),
                             image_encoder=model.image_encoder.float().cpu(), projection=model.projection.float().cpu())
     report["weights_mb"] = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file()) / 1e6
-    timings["total_s"] = time.perf_counter() - t_start
+    # Over all the commands of a resumed run (see backend.prior.train's report).
+    timings["total_s"] = timings.get("render_s", 0.0) + timings.get("unet_s", 0.0) + time.perf_counter() - t_after_unet
     loss_png(report["curve"], out / "report" / "loss.png")
     write_report(out / "report", report)
     log(f"saved {weights} ({report['weights_mb']:.2f} MB) and {out / 'report'} in {timings['total_s']:.0f} s")
