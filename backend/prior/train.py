@@ -424,7 +424,7 @@ def main(argv=None) -> int:
 
     def same_architecture(ckpt: dict) -> None:
         # Checkpoints written before --architecture existed are v3's.
-        ckpt_arch = (ckpt.get("report") or {}).get("architecture", M.DEFAULT_ARCHITECTURE)
+        ckpt_arch = (ckpt.get("report") or {}).get("architecture", "v3")
         if ckpt and ckpt_arch != arch.name:
             raise SystemExit(f"--architecture {arch.name} does not match the checkpoint {args.checkpoint} "
                              f"(architecture {ckpt_arch}): pass --architecture {ckpt_arch} or another --checkpoint")
