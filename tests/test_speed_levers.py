@@ -124,7 +124,8 @@ def test_compiled_render_passes_equal_the_eager_ones():
     rays_o, rays_d = (t.reshape(-1, 3) for t in camera_rays(cams, 12))
     eager, grads_eager = _render_and_grads(_budget_renderer(False), rays_o, rays_d)
     compiled, grads_compiled = _render_and_grads(_budget_renderer(True), rays_o, rays_d)
-    assert not (candidate_grid.failed or visible_samples.failed or composite.failed), "compiled, not fallen back"
+    for wrapper in (candidate_grid, visible_samples, composite):        # compiled, and not fallen back
+        assert wrapper._compiled is not None and not wrapper.failed, wrapper.__name__
     assert int(compiled["n_samples"]) == int(eager["n_samples"]) > 0
     assert set(compiled) == set(eager)
     for key in eager:
@@ -166,6 +167,9 @@ def test_vae_encoder_in_channels_last_encodes_the_same(tiny_model_path):
     image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     side = 32 // guidance.vae_scale
     noise = torch.randn(2, guidance.vae.config.latent_channels, side, side, generator=torch.Generator().manual_seed(1))
+    seen_layouts = []            # the encoder's input layout, as the encoder receives it
+    guidance.vae.encoder.register_forward_pre_hook(
+        lambda module, args: seen_layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     results = {}
     for channels_last in (False, True):
         guidance._set_vae_encoder("sdpa", compiled=False, channels_last=channels_last)
@@ -176,6 +180,7 @@ def test_vae_encoder_in_channels_last_encodes_the_same(tiny_model_path):
         (latents * torch.linspace(-1, 1, latents.numel()).reshape(latents.shape)).sum().backward()
         results[channels_last] = (latents.detach(), x.grad)
     (l0, g0), (l1, g1) = results[False], results[True]
+    assert seen_layouts == [False, True]
     assert g0.abs().max() > 0
     assert torch.allclose(l0, l1, rtol=1e-5, atol=1e-5) and torch.allclose(g0, g1, rtol=1e-5, atol=1e-6)
     guidance._set_vae_encoder("sdpa", compiled=False, channels_last=False)
