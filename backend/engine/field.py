@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.engine.mlp_precision import linear as mlp_linear, resolve as resolve_precision
 from backend.engine.geometry import Geometry
 from backend.engine.hashgrid import HashGridEncoding
+from backend.engine.mlp_precision import linear as mlp_linear, resolve as resolve_precision
 from backend.engine.registry import register
 
 
