@@ -192,6 +192,10 @@ class GenerationSettings:
     compile_vae: bool = _s(True, group="guidance",
                            help="on CUDA, compile the VAE encoder with torch.compile (fuses its GroupNorm, SiLU and "
                                 "elementwise passes; compiled once per process and image size); off: eager")
+    vae_channels_last: bool = _s(True, group="guidance",
+                                 help="on CUDA with compile_vae, the VAE encoder's weights and input in channels_last "
+                                      "memory format (cuDNN's NHWC convolutions without its NCHW<->NHWC conversions; "
+                                      "same result); off: NCHW")
 
     # -- image-to-3D: the reference view (backend/engine/reference.py) ---------------------------
     # threestudio's stable-zero123 system: each step the reference camera renders the object and is
@@ -247,6 +251,12 @@ class GenerationSettings:
                                help="hash-grid encoder: auto = the fused Triton kernel on CUDA when Triton is "
                                     "installed, else PyTorch; torch = always the PyTorch reference")
     mlp_width: int = _s(64, lo=8, hi=512, group="field")
+    field_precision: str = _s("auto", choices=("auto", "fp32", "tf32", "bf16"), group="field",
+                              help="the field MLPs' matrix products: fp32 = plain float32 (no tensor cores); tf32 "
+                                   "= on CUDA, TensorFloat-32 tensor-core products with fp32 storage and "
+                                   "accumulation (fp32 on the CPU); bf16 = bfloat16 products and activations "
+                                   "(autocast); auto = tf32 on CUDA, fp32 on the CPU (results/speed/NOTES.md "
+                                   "measurement 7)")
     density_activation: str = _s("softplus", choices=("softplus", "exp"), group="field")
     blob_density: float = _s(10.0, lo=0.0, hi=100.0, group="field", help="density bias at the centre")
     blob_radius: float = _s(0.5, lo=0.05, hi=1.0, group="field", help="radius of the initial blob")
@@ -267,6 +277,11 @@ class GenerationSettings:
                             "budget = fixed, self-adjusting sample buffers, no GPU-to-CPU wait in a step (same "
                             "samples); auto = budget on CUDA (H200: 35.7 vs 37.6 ms a 64 px step, "
                             "results/speed/NOTES.md run 6), dynamic on the CPU")
+    compile_render: bool = _s(True, group="render",
+                              help="on CUDA, compile the renderer's per-sample elementwise passes (the fixed-"
+                                   "budget sampler's candidate grid and culling, compositing, shading) with "
+                                   "torch.compile (fused kernels; compiled once per process and render size; "
+                                   "eager if compiling fails); off: eager. Acts with sampling=budget only")
     occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
     shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
                       group="render", help="dreamfusion: random mix after the albedo warm-up")

@@ -213,7 +213,9 @@ def _run_job_once(job: dict) -> list[dict]:
     base = {k: job[k] for k in ("variant", "prompt", "seed")}
     base.update(describe(job["prompt"]))
     labels = stage_labels(job.get("stages", STAGES[0]))
-    if job.get("deadline") and time.time() > job["deadline"]:
+    # ">=": a budget of 0 skips every job whatever the clock's resolution (with ">" a fast enough
+    # machine reached the first job within the same tick and ran it).
+    if job.get("deadline") is not None and time.time() >= job["deadline"]:
         return [{**base, "stages": label, "skipped": True} for label in labels]
     device = _WORKER.get("device") or job.get("device", "cpu")
     rows: list[dict] = []
@@ -539,7 +541,8 @@ def parse_args(argv):
     p.add_argument("--variants", type=Path, default=None,
                    help="JSON file {name: {setting: value}}: run every prompt/seed under each variant")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds; jobs not started by then are skipped (--resume runs them later)")
+                   help="seconds; jobs not started by then are skipped (--resume runs them later); 0: start "
+                        "none (with --resume: only the report of the rows kept)")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished jobs of --out's quality.jsonl and run only the others")
     p.add_argument("--report-only", nargs="+", type=Path, default=None, metavar="PART",
@@ -552,7 +555,10 @@ def parse_args(argv):
     p.add_argument("--iou-resolution", type=int, default=128,
                    help="voxels per side for the IoUs (the yaw search runs on 64^3)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.time_budget is not None and args.time_budget < 0:
+        p.error(f"--time-budget: must be >= 0 seconds, got {args.time_budget}")
+    return args
 
 
 # -- files ----------------------------------------------------------------------------------------------------
@@ -783,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         _build_cuda_extensions(device)
     # The time budget counts from here: the extension builds above (a minute on a fresh GPU machine)
     # are not generation time, and a short budget must not skip every job before the first starts.
-    if args.time_budget:
+    if args.time_budget is not None:
         deadline = time.time() + args.time_budget
         for job in jobs:
             job["deadline"] = deadline

@@ -9,7 +9,9 @@ real FLOPs) and loaded through the engine's own ``from_pretrained`` path:
   (f) the default schedule timed over >= 1,000 real steps, projected to 10,000;
 and the same SDS step with the built-in prior. The levers are measured A/B in the same process: the
 UNet eager vs CUDA graph, the VAE encoder's attention (SDPA vs plain matmul), torch.compile and
-channels_last, and the 64^2 step with the other sampler (``sampling``). Writes ``single.json`` (data
+channels_last, and the 64^2 step with the other sampler (``sampling``); ``--ab KEY=VALUE[,...]`` adds
+a row of the first stage with those settings (e.g. the issue-13 levers ``field_precision``,
+``compile_render``, ``vae_channels_last`` switched off one at a time). Writes ``single.json`` (data
 and its markdown under ``table_md``), then assembles ``report.md``/``report.json`` from the section
 files present (``backend.bench.speed_report``).
 
@@ -84,24 +86,28 @@ def bound_variants(guidance, settings: GenerationSettings, compile_vae: bool = T
     guidance.vae.to(memory_format=torch.channels_last)
     rows["vae_sdpa_channels_last"] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
     guidance.vae.to(memory_format=torch.contiguous_format)
-    variants = [("sdpa", False), ("matmul", False)] + ([("matmul", True)] if compile_vae else [])
-    for attention, compiled in variants:
-        name = f"vae_{attention}_{'compiled' if compiled else 'eager'}"
+    # (attention, compiled, channels_last); channels_last acts with the compile only (vae_channels_last)
+    variants = [("sdpa", False, False), ("matmul", False, False)] + (
+        [("matmul", True, False), ("matmul", True, True)] if compile_vae else [])
+    for attention, compiled, channels_last in variants:
+        name = f"vae_{attention}_{'compiled' if compiled else 'eager'}" + ("_channels_last" if channels_last else "")
         try:
-            guidance.configure(settings.replace(vae_attention=attention, compile_vae=compiled))
+            guidance.configure(settings.replace(vae_attention=attention, compile_vae=compiled,
+                                                vae_channels_last=channels_last))
             t0 = time.perf_counter()
             image = torch.rand(1, 3, guidance.resolution, guidance.resolution, device=guidance.device,
                                requires_grad=True)
             guidance.encode_images(image).float().sum().backward()        # compiles, if compiled
             torch.cuda.synchronize()
             if compiled:
-                rows["vae_compile_s"] = time.perf_counter() - t0
+                rows[f"{name}_compile_s" if channels_last else "vae_compile_s"] = time.perf_counter() - t0
                 rows["vae_compile_fell_back"] = not guidance.compile_vae
             rows[name] = measure_bound(guidance)["vae_encode_fwd_bwd_ms"]
         except Exception as exc:                  # noqa: BLE001 - a lever that fails is a reading too
             rows[name + "_error"] = repr(exc)[:300]
     guidance.configure(settings)
-    rows["vae_default"] = f"{guidance.vae_attention}, {'compiled' if guidance.compile_vae else 'eager'}"
+    rows["vae_default"] = (f"{guidance.vae_attention}, {'compiled' if guidance.compile_vae else 'eager'}"
+                           + (", channels_last" if guidance.vae_channels_last else ""))
     return rows
 
 
@@ -182,7 +188,10 @@ def step_at_resolution(guidance, model: str, stage: str, device, warmup: int = 3
         time_steps(trainer, warmup)                           # occupancy warm-up, allocator, autotune
         block = 1 if repeat < 30 else 10
         albedo = time_steps(trainer, repeat, block=block)
-        mixed = time_steps(trainer, repeat, start_step=settings.albedo_warmup_steps + 1000, block=block)
+        # The shaded steps' own warm-up: their first steps compile the lit/textureless renders
+        # (compile_render) and must not land in the measured blocks.
+        time_steps(trainer, min(warmup, 16), start_step=settings.albedo_warmup_steps + 1000)
+        mixed = time_steps(trainer, repeat, block=block)
         row.update(albedo_ms=statistics.median(albedo), mixed_ms=statistics.median(mixed),
                    peak_gb=torch.cuda.max_memory_allocated() / 2**30, overrides=overrides)
         if profile:
@@ -273,8 +282,10 @@ def render_report(report: dict) -> str:
                   f"{ms('vae_matmul_eager')}, matmul + torch.compile {ms('vae_matmul_compiled')}"
                   + (f" (compiled in {bv['vae_compile_s']:.0f} s, once per process and image size)"
                      if bv.get("vae_compile_s", 0) >= 1 else "")
-                  + f", SDPA with channels_last {ms('vae_sdpa_channels_last')}. The bound uses "
-                  f"{bv.get('vae_default', '?')}.", ""]
+                  + f", SDPA with channels_last {ms('vae_sdpa_channels_last')}"
+                  + (f", matmul + torch.compile + channels_last {ms('vae_matmul_compiled_channels_last')}"
+                     if "vae_matmul_compiled_channels_last" in bv else "")
+                  + f". The bound uses {bv.get('vae_default', '?')}.", ""]
     if report.get("kernel_check"):
         kc = report["kernel_check"]
         lines += [f"Fused Triton hash grid vs the PyTorch reference (features, Jacobian, table gradient; "
@@ -363,6 +374,19 @@ def cpu_main(model: str, out: Path) -> int:
     return 0
 
 
+def parse_ab(text: str) -> dict:
+    """``--ab``'s ``KEY=VALUE[,KEY=VALUE...]`` -> {KEY: VALUE}, each a generation setting with a valid
+    value (``SettingError`` names the one that is not)."""
+    variant = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise SystemExit(f"--ab: expected KEY=VALUE[,KEY=VALUE...], got {text!r}")
+        key, value = (part.strip() for part in item.split("=", 1))
+        variant[key] = value
+    GenerationSettings().replace(**variant)        # validates names and values
+    return variant
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend bench speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -374,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default="64x1,128x1,256x1,512x1", help="render stages to time")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a generation setting in every measured configuration (repeatable)")
+    parser.add_argument("--ab", dest="ab", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also time the first stage with these settings changed (the guidance configured "
+                             "with them too), after the default rows: one row per --ab, A/B in the same process "
+                             "(repeatable; e.g. --ab field_precision=fp32 --ab compile_render=false)")
     parser.add_argument("--checkpoint-rays", type=int, default=None,
                         help="rays per activation-checkpointed chunk (the checkpoint_rays setting; default: "
                              "its default)")
@@ -385,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU reference only: 64^2 step and export with --cpu-model")
     parser.add_argument("--cpu-model", default="builtin", help="model for --cpu (default: the built-in prior)")
     args = parser.parse_args(argv)
+    ab_rows = [parse_ab(item) for item in args.ab]          # bad names fail here, before the long set-up
     if args.cpu:
         return cpu_main(args.cpu_model, Path(args.out))
     if not torch.cuda.is_available():
@@ -430,16 +459,22 @@ def main(argv: list[str] | None = None) -> int:
     stages = args.stages.split(",")
     # The first stage again (run-to-run spread), then with the other sampler (the sample-budget A/B).
     other = "budget" if resolve_sampling(guide_settings.sampling, device) == "dynamic" else "dynamic"
-    runs = [(stage, {}) for stage in stages] + [(stages[0], {}), (stages[0], {"sampling": other})]
+    runs = ([(stage, {}) for stage in stages] + [(stages[0], {}), (stages[0], {"sampling": other})]
+            + [(stages[0], variant) for variant in ab_rows])
     for i, (stage, variant) in enumerate(runs):
         big = int(stage.split("x")[0]) >= 256      # slow steps: fewer repeats keep the run in one command
         try:
+            if variant:                           # guidance-side settings (vae_channels_last, ...) too
+                guidance.configure(guide_settings.replace(**variant))
             row = step_at_resolution(guidance, model, stage, device, warmup=8 if big else 30,
                                      repeat=12 if big else 60, profile=(i == 0 and not args.quick),
                                      profile_path=out / f"profile-{stage}.txt",
                                      **{**overrides, **variant})
         except Exception as exc:                  # noqa: BLE001 - keep the other rows
             row = {"stage": stage, "albedo_ms": None, "mixed_ms": None, "peak_gb": None, "error": repr(exc)[:300]}
+        finally:
+            if variant:
+                guidance.configure(guide_settings)
         row["repeat"] = i == len(stages)
         row["variant"] = variant
         print({k: v for k, v in row.items() if k != "profile"}, flush=True)

@@ -16,6 +16,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from backend.engine.compiled import compile_or_eager
+
 
 def ray_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor):
     """Slab test: entry and exit distance of each ray through the box (t_far < t_near: miss)."""
@@ -275,27 +277,16 @@ def budget_fits(n_rays: int, render_step_size: float, estimator: nn.Module) -> b
     return n_rays * _steps_per_ray(estimator, render_step_size) <= MAX_BUDGET_CANDIDATES
 
 
-@torch.no_grad()
-def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch.Tensor, sigma_fn: Callable,
-                       budget: SampleBudget, render_step_size: float = 1e-3, stratified: bool = False,
-                       alpha_thre: float = 0.0, early_stop_eps: float = 1e-4, cap_alpha_by_occupancy: bool = False):
-    """``TorchOccGridEstimator.sampling`` (same candidates, same random jitter, same culling) into
-    fixed-size buffers: returns ``ray_indices``, ``t_starts``, ``t_ends`` (each of the visible
-    budget's size, sorted by ray, padding at the end on the last ray) and ``valid``
-    Bool[Tensor, "S"]. Works with nerfacc's estimator too (it reads only ``aabbs``, ``binaries``
-    and ``occs``); nothing in it waits for the GPU. ``cap_alpha_by_occupancy``: lower ``alpha_thre``
-    to the grid's mean occupancy, as nerfacc's sampler does (there with a host read)."""
-    n_rays = rays_o.shape[0]
-    n_candidates, n_visible = budget.sizes_for(n_rays)
-    aabb = estimator.aabbs[0]
-    binaries = estimator.binaries[0].reshape(-1)
-    res = estimator.binaries.shape[-1]
+@compile_or_eager
+def candidate_grid(rays_o: torch.Tensor, rays_d: torch.Tensor, jitter: torch.Tensor, aabb: torch.Tensor,
+                   binaries: torch.Tensor, res: int, n_max: int, render_step_size: float):
+    """The dense candidates of ``sample_with_budget``: ``t_starts``, ``t_ends`` Float[Tensor, "R n_max"]
+    (``jitter`` Float[Tensor, "R 1"] shifts each ray's steps) and ``keep`` Bool[Tensor, "R n_max"]: in
+    the box and in a cell ``binaries`` (Bool[Tensor, "res^3"]) marks occupied. Elementwise over the
+    grid: one fused kernel when compiled (``compiled=True``)."""
     t_near, t_far = ray_aabb(rays_o, rays_d, aabb)
     t_near = t_near.clamp(min=0.0)
-    n_max = _steps_per_ray(estimator, render_step_size)
     k = torch.arange(n_max, device=rays_o.device, dtype=rays_o.dtype)
-    jitter = (torch.rand(n_rays, 1, device=rays_o.device) if stratified
-              else torch.zeros(n_rays, 1, device=rays_o.device))
     t_starts = t_near[:, None] + (k[None] + jitter) * render_step_size        # (R, n_max)
     t_ends = t_starts + render_step_size
     valid = t_ends <= t_far[:, None]
@@ -305,17 +296,49 @@ def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch
     inside = ((cell >= 0) & (cell < res)).all(-1)
     cell = cell.clamp(0, res - 1)
     occupied = binaries[(cell[..., 0] * res + cell[..., 1]) * res + cell[..., 2]]
-    keep = valid & inside & occupied
+    return t_starts, t_ends, valid & inside & occupied
+
+
+@compile_or_eager
+def visible_samples(sigmas: torch.Tensor, ok: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor,
+                    ray_indices: torch.Tensor, alpha_thre, early_stop_eps: float) -> torch.Tensor:
+    """nerfacc's culling on compacted candidates (``ok``: which slots hold one): Bool[Tensor, "S"], the
+    samples in front of an opaque stretch (transmittance >= ``early_stop_eps``) and not nearly
+    transparent (alpha >= ``alpha_thre``, a number or a 0-d tensor)."""
+    sigmas = torch.where(ok, sigmas, 0.0)
+    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices, ok)
+    return ok & (trans >= early_stop_eps) & (alphas >= alpha_thre)
+
+
+@torch.no_grad()
+def sample_with_budget(estimator: nn.Module, rays_o: torch.Tensor, rays_d: torch.Tensor, sigma_fn: Callable,
+                       budget: SampleBudget, render_step_size: float = 1e-3, stratified: bool = False,
+                       alpha_thre: float = 0.0, early_stop_eps: float = 1e-4, cap_alpha_by_occupancy: bool = False,
+                       compiled: bool = False):
+    """``TorchOccGridEstimator.sampling`` (same candidates, same random jitter, same culling) into
+    fixed-size buffers: returns ``ray_indices``, ``t_starts``, ``t_ends`` (each of the visible
+    budget's size, sorted by ray, padding at the end on the last ray) and ``valid``
+    Bool[Tensor, "S"]. Works with nerfacc's estimator too (it reads only ``aabbs``, ``binaries``
+    and ``occs``); nothing in it waits for the GPU. ``cap_alpha_by_occupancy``: lower ``alpha_thre``
+    to the grid's mean occupancy, as nerfacc's sampler does (there with a host read). ``compiled``:
+    the elementwise passes (``candidate_grid``, ``visible_samples``) through torch.compile."""
+    n_rays = rays_o.shape[0]
+    n_candidates, n_visible = budget.sizes_for(n_rays)
+    n_max = _steps_per_ray(estimator, render_step_size)
+    jitter = (torch.rand(n_rays, 1, device=rays_o.device) if stratified
+              else torch.zeros(n_rays, 1, device=rays_o.device))
+    t_starts, t_ends, keep = candidate_grid(rays_o, rays_d, jitter, estimator.aabbs[0],
+                                            estimator.binaries[0].reshape(-1), estimator.binaries.shape[-1],
+                                            n_max, render_step_size, compiled=compiled)
     last = n_rays * n_max - 1
     flat, ok = _compact(keep, n_candidates, last)
     ray_indices = torch.div(flat, n_max, rounding_mode="floor")
     t_starts, t_ends = t_starts.reshape(-1)[flat], t_ends.reshape(-1)[flat]
-    # Culling as nerfacc: drop samples behind an opaque stretch or nearly transparent.
-    sigmas = torch.where(ok, sigma_fn(t_starts, t_ends, ray_indices), 0.0)
-    trans, alphas = render_transmittance(sigmas, t_starts, t_ends, ray_indices, ok)
     if cap_alpha_by_occupancy:
         alpha_thre = estimator.occs.mean().clamp(max=alpha_thre)       # a device tensor: no host read
-    vis = ok & (trans >= early_stop_eps) & (alphas >= alpha_thre)
+    # Culling as nerfacc: drop samples behind an opaque stretch or nearly transparent.
+    vis = visible_samples(sigma_fn(t_starts, t_ends, ray_indices), ok, t_starts, t_ends, ray_indices,
+                          alpha_thre, early_stop_eps, compiled=compiled)
     second, valid_out = _compact(vis, n_visible, n_candidates - 1)
     budget.record(n_rays, torch.stack([keep.sum(), vis.sum()]))
     return ray_indices[second], t_starts[second], t_ends[second], valid_out

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from backend.engine.compiled import compile_or_eager
 from backend.engine.geometry import Geometry
 from backend.engine.occupancy import (SampleBudget, TorchOccGridEstimator, accumulate_along_rays, budget_fits,
                                      distortion_sum, render_weights, sample_with_budget)
@@ -37,17 +38,50 @@ def shade(albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torc
     raise ValueError(f"unknown shading {shading!r}")
 
 
+@compile_or_eager
+def composite(density: torch.Tensor, albedo: torch.Tensor, normals: Optional[torch.Tensor], positions: torch.Tensor,
+              t_starts: torch.Tensor, t_ends: torch.Tensor, ray_indices: torch.Tensor, valid: Optional[torch.Tensor],
+              light_positions: Optional[torch.Tensor], rays_d: torch.Tensor, bg_color: torch.Tensor, n_rays: int,
+              shading: str, with_distortion: bool) -> dict:
+    """Everything a render does per sample after the field: volume-rendering weights, shading, the
+    per-ray sums over a background, the distortion and orientation terms. Packed samples (``valid``:
+    which are real, None: all), per-ray ``light_positions``, ``rays_d`` and ``bg_color``
+    Float[Tensor, "R 3"]. Returns ``rgb``, ``opacity``, ``depth`` (``normal_map``, ``orient_sum``
+    with normals; ``distortion_sum`` when asked). Elementwise passes and per-ray sums: fused by
+    torch.compile with ``compiled=True`` (fixed shapes with the sample budget)."""
+    if valid is not None:
+        density = torch.where(valid, density, 0.0)       # padding: no weight, no gradient
+    weights = render_weights(density, t_starts, t_ends, ray_indices, valid)
+    lights = light_positions[ray_indices] if light_positions is not None else None
+    colors = shade(albedo, normals, positions, lights, shading)
+    t_mid = (t_starts + t_ends) * 0.5
+    opacity = accumulate_along_rays(weights, ray_indices, None, n_rays, valid)
+    rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays, valid)
+    depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays, valid)
+    out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth}
+    if with_distortion:
+        out["distortion_sum"] = distortion_sum(weights, t_starts, t_ends, ray_indices, valid)
+    if normals is not None:
+        out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays, valid)
+        # Normals facing away from the camera on visible samples (DreamFusion's orientation loss).
+        facing = (normals * rays_d[ray_indices]).sum(-1).clamp(min=0.0) ** 2
+        out["orient_sum"] = (weights.detach() * facing).sum()
+    return out
+
+
 class VolumeRenderer(nn.Module):
     """Renders a ``Geometry`` (``field``) over a background model, marching only the cells the
     occupancy ``estimator`` marks occupied. ``checkpoint_rays``: see ``forward`` (0: never).
     ``sampling``: "budget" renders with gradients (training steps) on fixed, self-adjusting sample
     buffers (``occupancy.sample_with_budget``: no GPU-to-CPU wait in the step) where the candidate
     grid is small enough, "dynamic" always with the estimator's own sampler; renders without
-    gradients (previews, exports) always sample dynamically."""
+    gradients (previews, exports) always sample dynamically. ``compile``: the budget path's per-sample
+    elementwise passes through torch.compile (``backend.engine.compiled``; the trainer asks for it on
+    CUDA with the ``compile_render`` setting)."""
 
     def __init__(self, field: Geometry, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
                  samples_per_ray: int = 512, alpha_threshold: float = 0.01, checkpoint_rays: int = 0,
-                 sampling: str = "dynamic"):
+                 sampling: str = "dynamic", compile: bool = False):
         super().__init__()
         self.field, self.background, self.estimator = field, background, estimator
         self.bound = bound
@@ -57,6 +91,7 @@ class VolumeRenderer(nn.Module):
         if sampling not in ("budget", "dynamic"):
             raise ValueError(f"sampling must be 'budget' or 'dynamic', not {sampling!r}")
         self.sampling = sampling
+        self.compile = compile
         self.budget = SampleBudget()
         # Training renders also return ``distortion_sum`` (occupancy.distortion_sum) when the trainer
         # weighs the distortion loss; off by default: it costs two prefix sums over the samples.
@@ -116,7 +151,8 @@ class VolumeRenderer(nn.Module):
                 self.estimator, rays_o, rays_d, sigma_fn, self.budget, render_step_size=self.render_step_size,
                 stratified=stratified, alpha_thre=self.alpha_threshold, early_stop_eps=1e-4,
                 # as the sampler it stands in for: nerfacc's lowers the threshold, the PyTorch one does not
-                cap_alpha_by_occupancy=not isinstance(self.estimator, TorchOccGridEstimator))
+                cap_alpha_by_occupancy=not isinstance(self.estimator, TorchOccGridEstimator),
+                compiled=self.compile)
         else:
             ray_indices, t_starts, t_ends = self.estimator.sampling(
                 rays_o, rays_d, sigma_fn=sigma_fn, render_step_size=self.render_step_size,
@@ -125,26 +161,14 @@ class VolumeRenderer(nn.Module):
         positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
         with_normals = need_normals or shading != "albedo"
         density, albedo, normals = self.field(positions, with_normals=with_normals)
-        if valid is not None:
-            density = torch.where(valid, density, 0.0)       # padding: no weight, no gradient
-        weights = render_weights(density, t_starts, t_ends, ray_indices, valid)
-        lights = light_positions[ray_indices] if light_positions is not None else None
-        colors = shade(albedo, normals, positions, lights, shading)
-
-        opacity = accumulate_along_rays(weights, ray_indices, None, n_rays, valid)
-        rgb_fg = accumulate_along_rays(weights, ray_indices, colors, n_rays, valid)
-        depth = accumulate_along_rays(weights, ray_indices, t_mid[:, None], n_rays, valid)
         if bg_color is None:
             bg_color = self.background(rays_d)
-        out = {"rgb": rgb_fg + bg_color * (1.0 - opacity), "opacity": opacity, "depth": depth,
-               "n_samples": torch.tensor(ray_indices.shape[0]) if valid is None else valid.sum()}
-        if self.with_distortion and torch.is_grad_enabled():
-            out["distortion_sum"] = distortion_sum(weights, t_starts, t_ends, ray_indices, valid)
-        if with_normals:
-            out["normal_map"] = accumulate_along_rays(weights, ray_indices, normals, n_rays, valid)
-            # Normals facing away from the camera on visible samples (DreamFusion's orientation loss).
-            facing = (normals * rays_d[ray_indices]).sum(-1).clamp(min=0.0) ** 2
-            out["orient_sum"] = (weights.detach() * facing).sum()
+        # Compiled only on fixed shapes (the budget path): the dynamic sampler's count changes every step.
+        out = composite(density, albedo, normals, positions, t_starts, t_ends, ray_indices, valid,
+                        light_positions, rays_d, bg_color, n_rays, shading,
+                        self.with_distortion and torch.is_grad_enabled(),
+                        compiled=self.compile and valid is not None)
+        out["n_samples"] = torch.tensor(ray_indices.shape[0]) if valid is None else valid.sum()
         return out
 
     @torch.no_grad()

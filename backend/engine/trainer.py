@@ -39,7 +39,7 @@ NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "ch
                   "keep_components", "model",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
-                  "sampling"}
+                  "sampling", "field_precision", "compile_render", "vae_channels_last"}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -138,7 +138,8 @@ class Trainer:
         self.renderer = VolumeRenderer(self.field, self.background, self.estimator, bound=BOUND,
                                        samples_per_ray=settings.samples_per_ray,
                                        checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
-                                       sampling=resolve_sampling(settings.sampling, self.device))
+                                       sampling=resolve_sampling(settings.sampling, self.device),
+                                       compile=settings.compile_render and self.device.type == "cuda")
         self.renderer.with_distortion = settings.distortion_weight > 0
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]

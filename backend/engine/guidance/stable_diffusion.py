@@ -77,6 +77,7 @@ class StableDiffusionGuidance(Guidance):
         self._compiled_encoders: dict[str, torch.nn.Module] = {}
         self._compile_failed = False
         self.vae_attention = ""
+        self.vae_channels_last = False
 
     def configure(self, settings: GenerationSettings) -> None:
         """Per-run options: ``guidance_resolution`` (0: the model's own), ``sds_weighting``, ``cuda_graphs``."""
@@ -89,10 +90,10 @@ class StableDiffusionGuidance(Guidance):
         attention = settings.vae_attention
         if attention == "auto":
             attention = "matmul" if self.device.type == "cuda" else "sdpa"
-        self._set_vae_encoder(attention, self.device.type == "cuda" and settings.compile_vae
-                              and not self._compile_failed)
+        compiled = self.device.type == "cuda" and settings.compile_vae and not self._compile_failed
+        self._set_vae_encoder(attention, compiled, compiled and settings.vae_channels_last)
 
-    def _set_vae_encoder(self, attention: str, compiled: bool) -> None:
+    def _set_vae_encoder(self, attention: str, compiled: bool, channels_last: bool = False) -> None:
         """Install the VAE encoder's attention processor and, on request, its compiled wrapper.
 
         At 512^2 the encoder's mid-block attends over 4096 tokens with one 512-wide head: flash
@@ -100,7 +101,14 @@ class StableDiffusionGuidance(Guidance):
         kernel, whose backward alone cost ~6 ms per step (results/speed/NOTES.md). Diffusers' classic
         ``AttnProcessor`` (baddbmm, softmax, bmm: a 4096^2 score matrix, 64 MB in float32) is plain
         matrix products. torch.compile fuses the GroupNorm statistics (one block per group at batch
-        1: 32 blocks on a 132-SM GPU) with the SiLU and elementwise passes around them."""
+        1: 32 blocks on a 132-SM GPU) with the SiLU and elementwise passes around them.
+
+        ``channels_last``: the encoder's weights and input in NHWC. In NCHW, cuDNN's fp16 convolutions
+        on Hopper convert every input, weight and output to NHWC and back (126 conversion kernels,
+        2.2 ms of a 64^2 step: results/speed/NOTES.md measurement 6). Eagerly, channels_last measured
+        slower (runs 4 and 5; likely PyTorch's CUDA GroupNorm, which makes its input contiguous: a copy
+        each way); compiled, Inductor writes the GroupNorm for the layout it is given. So: only with the
+        compile."""
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         if attention != self.vae_attention:
@@ -110,6 +118,10 @@ class StableDiffusionGuidance(Guidance):
                 if hasattr(module, "set_processor"):          # diffusers' Attention
                     module.set_processor(processor)
             self.vae_attention = attention
+        if channels_last != self.vae_channels_last:
+            # The weights change layout in place; a compiled encoder's guards see it and recompile.
+            self._eager_encoder.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self.vae_channels_last = channels_last
         if compiled:
             if attention not in self._compiled_encoders:
                 self._compiled_encoders[attention] = torch.compile(self._eager_encoder)
@@ -139,6 +151,8 @@ class StableDiffusionGuidance(Guidance):
         a sample of the posterior: mean + std * ``noise`` (Float[Tensor, "B 4 H/8 W/8"]; None: drawn
         from the global RNG)."""
         x = rgb_bchw.to(self.dtype) * 2.0 - 1.0
+        if self.vae_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             posterior = self.vae.encode(x).latent_dist
         except Exception as exc:       # noqa: BLE001 - torch.compile fails at the first call: run eagerly
@@ -147,7 +161,7 @@ class StableDiffusionGuidance(Guidance):
             log.warning("torch.compile of the VAE encoder failed (%s); running it eagerly", exc)
             self._compile_failed = True
             self._set_vae_encoder(self.vae_attention, False)
-            posterior = self.vae.encode(x).latent_dist
+            posterior = self.vae.encode(x.contiguous()).latent_dist
         if noise is None:
             return posterior.sample() * self.latent_scale
         return (posterior.mean + posterior.std * noise.to(posterior.mean.dtype)) * self.latent_scale
