@@ -192,10 +192,11 @@ class GenerationSettings:
     compile_vae: bool = _s(True, group="guidance",
                            help="on CUDA, compile the VAE encoder with torch.compile (fuses its GroupNorm, SiLU and "
                                 "elementwise passes; compiled once per process and image size); off: eager")
-    vae_channels_last: bool = _s(True, group="guidance",
+    vae_channels_last: bool = _s(False, group="guidance",
                                  help="on CUDA with compile_vae, the VAE encoder's weights and input in channels_last "
                                       "memory format (cuDNN's NHWC convolutions without its NCHW<->NHWC conversions; "
-                                      "same result); off: NCHW")
+                                      "same result); off (the default until a GPU run measures it: eager "
+                                      "channels_last was slower in runs 4-5): NCHW")
 
     # -- image-to-3D: the reference view (backend/engine/reference.py) ---------------------------
     # threestudio's stable-zero123 system: each step the reference camera renders the object and is
@@ -277,11 +278,13 @@ class GenerationSettings:
                             "budget = fixed, self-adjusting sample buffers, no GPU-to-CPU wait in a step (same "
                             "samples); auto = budget on CUDA (H200: 35.7 vs 37.6 ms a 64 px step, "
                             "results/speed/NOTES.md run 6), dynamic on the CPU")
-    compile_render: bool = _s(True, group="render",
+    compile_render: bool = _s(False, group="render",
                               help="on CUDA, compile the renderer's per-sample elementwise passes (the fixed-"
                                    "budget sampler's candidate grid and culling, compositing, shading) with "
                                    "torch.compile (fused kernels; compiled once per process and render size; "
-                                   "eager if compiling fails); off: eager. Acts with sampling=budget only")
+                                   "eager if compiling fails); off (the default until a GPU run shows its "
+                                   "~1 ms a step pays for its 30-60 s compile per process): eager. Acts with "
+                                   "sampling=budget only")
     occupancy_resolution: int = _s(32, lo=8, hi=256, group="render", help="occupancy grid cells per side")
     shading: str = _s("dreamfusion", choices=("dreamfusion", "albedo", "lambertian", "textureless"),
                       group="render", help="dreamfusion: random mix after the albedo warm-up")

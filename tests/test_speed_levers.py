@@ -83,10 +83,11 @@ def test_speed_lever_settings_validate_and_reach_the_engine(tiny_model_path):
     with pytest.raises(ValueError, match="field_precision"):
         NeRFField(mlp_precision="fp16")
     guidance = load_guidance(str(tiny_model_path), "cpu")
-    trainer = Trainer(tiny_settings(model=str(tiny_model_path), field_precision="bf16"), guidance, torch.device("cpu"))
+    trainer = Trainer(tiny_settings(model=str(tiny_model_path), field_precision="bf16", compile_render=True),
+                      guidance, torch.device("cpu"))
     assert trainer.field.mlp_precision == "bf16"
     assert trainer.renderer.compile is False       # compile_render acts on CUDA only
-    guidance.configure(tiny_settings(model=str(tiny_model_path)))
+    guidance.configure(tiny_settings(model=str(tiny_model_path), vae_channels_last=True))
     assert guidance.vae_channels_last is False     # and vae_channels_last with the CUDA compile only
 
 

@@ -11,7 +11,7 @@ and the same SDS step with the built-in prior. The levers are measured A/B in th
 UNet eager vs CUDA graph, the VAE encoder's attention (SDPA vs plain matmul), torch.compile and
 channels_last, and the 64^2 step with the other sampler (``sampling``); ``--ab KEY=VALUE[,...]`` adds
 a row of the first stage with those settings (e.g. the issue-13 levers ``field_precision``,
-``compile_render``, ``vae_channels_last`` switched off one at a time). Writes ``single.json`` (data
+``compile_render``, ``vae_channels_last`` switched one at a time). Writes ``single.json`` (data
 and its markdown under ``table_md``), then assembles ``report.md``/``report.json`` from the section
 files present (``backend.bench.speed_report``).
 
