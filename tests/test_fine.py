@@ -135,6 +135,34 @@ def test_the_smoothed_start_irons_out_bumps_and_keeps_the_solid():
     assert iou(smoothed.base_sdf.numpy() < 0, bumpy_sdf < 0) > 0.95
 
 
+def apparent_radius(field: SDFField) -> float:
+    """Where parallel rays past a sphere field turn half opaque: the radius its render shows."""
+    offsets = torch.linspace(0.4, 0.7, 301)
+    z = torch.linspace(-1.0, 1.0, 4001)
+    points = torch.stack([offsets[:, None].expand(-1, len(z)), torch.zeros(len(offsets), len(z)),
+                          z[None, :].expand(len(offsets), -1)], -1)
+    with torch.no_grad():
+        tau = field.density(points.reshape(-1, 3)).reshape(len(offsets), -1).sum(1) * (z[1] - z[0])
+    opacity = 1.0 - torch.exp(-tau)
+    return float(offsets[(opacity > 0.5).nonzero().max()])
+
+
+def test_the_render_offset_puts_the_silhouette_on_the_zero_level():
+    """A VolSDF render looks larger than its zero level (grazing rays cross the density's tail), which
+    SDS answers by shrinking the shape; drawn ``RENDER_OFFSET_BETAS`` inside, the silhouette of a
+    radius-0.5 sphere is back within a beta of 0.5, and the marched shell reaches the drawn surface."""
+    from backend.engine import fine
+
+    field = sphere_field()
+    field.beta = 0.027                     # the fine stage's: one ray step at 128 samples per ray
+    assert field.render_offset == 0.0      # a standalone SDF draws its zero level
+    assert apparent_radius(field) - 0.5 > 1.5 * field.beta
+    field.render_offset = fine.RENDER_OFFSET_BETAS
+    assert abs(apparent_radius(field) - 0.5) < 0.75 * field.beta
+    drawn = torch.tensor([[0.5 - (fine.RENDER_OFFSET_BETAS + 1.0) * field.beta, 0.0, 0.0]])
+    assert field.occupancy_density(drawn).item() > 0
+
+
 def test_a_frozen_albedo_passes_gradients_to_the_shape_only():
     """The fine stage keeps the coarse colours (``TRAIN_ALBEDO``): a loss on the rendered colour moves
     no weight through the albedo, while the density still gets its gradient."""

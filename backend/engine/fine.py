@@ -48,6 +48,12 @@ TRAIN_ALBEDO = False
 # by the normal term within the stage's few steps (same runs: the barrel's start 0.893 -> 0.900 normal
 # consistency; the pyramid's fine mesh 0.880 with it, 0.859 without, at 64 px and trained colours).
 COARSE_SMOOTHING_CELLS = 1.5
+# Weights of the SDF field's anchor and volume terms (``SDFField.anchor_loss``) in the fine stage.
+ANCHOR_WEIGHT = 0.0
+VOLUME_WEIGHT = 0.0
+# The coarse density level the fine stage starts on, as a multiple of the export's level (``auto_threshold``).
+HANDOVER_LEVEL_FACTOR = 1.0
+RENDER_OFFSET_BETAS = 1.5
 
 
 def fine_settings(s: GenerationSettings) -> GenerationSettings:
@@ -84,6 +90,9 @@ class FineTrainer(Trainer):
         self.run_settings = settings
         super().__init__(fine_settings(settings), guidance, device)
         self.field.train_albedo = TRAIN_ALBEDO
+        self.field.anchor_weight = ANCHOR_WEIGHT
+        self.field.volume_weight = VOLUME_WEIGHT
+        self.field.render_offset = RENDER_OFFSET_BETAS
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "stage": STAGE, "train_albedo": self.field.train_albedo}
@@ -102,7 +111,7 @@ class FineTrainer(Trainer):
         s = self.run_settings
         grid = density_grid(coarse.occupied_density, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
                             device=self.device)
-        level = auto_threshold(grid) if s.mesh_threshold is None else float(s.mesh_threshold)
+        level = auto_threshold(grid) * HANDOVER_LEVEL_FACTOR if s.mesh_threshold is None else float(s.mesh_threshold)
         vertices, faces = surface_from_grid(grid, level, bound=BOUND, keep_components=s.keep_components)
         if len(faces) == 0:
             raise EmptyMeshError(level, float(grid.min()), float(grid.max()))

@@ -83,6 +83,16 @@ class SDFField(NeRFField):
         self.register_buffer("surface_points", torch.from_numpy(_sphere_points(self.blob_radius)))
         self._base_volume: Optional[torch.Tensor] = None
         self.train_albedo = True
+        # The anchor and volume terms (``anchor_loss``): off for a standalone SDF (its base is only a
+        # starting sphere); the fine stage sets them (``backend.engine.fine``).
+        self.anchor_weight = 0.0
+        self.volume_weight = 0.0
+        # A VolSDF surface looks larger than its zero level: a ray passing outside it, at a grazing
+        # angle, crosses a long stretch of the density's tail (exp(-sdf / beta) / 2 beta) and turns
+        # opaque up to a few beta out. SDS, whose prior knows how large a thing looks, then shrinks the
+        # SDF until the render looks right: a right-sized start ends too small. Drawing the surface
+        # this many betas inside the zero level puts the render's silhouette back on it. 0: none.
+        self.render_offset = 0.0
 
     @classmethod
     def from_settings(cls, s, bound: float = 1.0) -> "SDFField":
@@ -156,23 +166,32 @@ class SDFField(NeRFField):
         albedo = torch.sigmoid(h[:, 1:4])
         return albedo if self.train_albedo else albedo.detach()
 
+    def _render_density(self, sdf: torch.Tensor) -> torch.Tensor:
+        """The density the renderer sees: the surface drawn ``render_offset`` betas inside the zero
+        level (see ``__init__``), so that its silhouette lands on the zero level, not outside it."""
+        return laplace_density(sdf + self.render_offset * self.beta, self.beta)
+
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        return laplace_density(self.sdf(x), self.beta)
+        return self._render_density(self.sdf(x))
 
     def forward(self, x: torch.Tensor, with_normals: bool = False):
         if not with_normals:
             h = self._raw(x)
             sdf = self.base(x)[:, 0] + RESIDUAL_SCALE * h[:, 0]
-            return laplace_density(sdf, self.beta), self._albedo_of(h), None
+            return self._render_density(sdf), self._albedo_of(h), None
         sdf, albedo, grad = self.sdf_and_gradient(x)
-        return laplace_density(sdf, self.beta), albedo, F.normalize(grad, dim=-1, eps=1e-8)
+        return self._render_density(sdf), albedo, F.normalize(grad, dim=-1, eps=1e-8)
 
     def occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
         """For the occupancy grid: high within ``occupancy_margin`` of the surface, zero elsewhere, the
         interior included. A ray is opaque a few ``beta`` past the surface, far inside the margin, so
         nothing deeper needs marching; and a cell the surface crosses is never missed, whichever of
         its points the grid tests (the margin exceeds a cell's diagonal)."""
-        return (self.sdf(x).abs() < self.occupancy_margin).to(x.dtype) * 1e4
+        sdf = self.sdf(x)
+        # the shell holds both the zero level (exported) and the drawn surface, render_offset betas inside
+        inner = self.occupancy_margin + self.render_offset * self.beta
+        shell = (sdf < self.occupancy_margin) & (sdf > -inner)
+        return shell.to(x.dtype) * 1e4
 
     # -- schedules -------------------------------------------------------------------------------
     def update_step(self, step: int) -> None:
@@ -210,11 +229,36 @@ class SDFField(NeRFField):
         n = F.normalize(g, dim=-1, eps=1e-8)
         return (n[: len(x)] - n[len(x):]).norm(dim=-1).mean()
 
+    def surface_shift(self, x: torch.Tensor) -> torch.Tensor:
+        """How far inward the surface has moved from the base's at points ``x`` on the current surface
+        (Float[Tensor, "N"], scene units): the residual there. At a point on the zero level the base SDF
+        is minus the residual, and the base is a distance, so the residual is the distance to the
+        starting surface (positive: the surface moved inward)."""
+        return RESIDUAL_SCALE * self._raw(x)[:, 0]
+
+    def anchor_loss(self, x: torch.Tensor, cell: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean squared shift, squared mean shift) of the surface at ``x`` from where it started, in
+        units of ``cell`` (a base-grid cell): the anchor term holds every point near its start (its pull
+        grows with the distance moved, so the surface may still move a fraction of a cell where SDS and
+        the normal term push hard: edges sharpen); the volume term holds only the mean (the volume
+        changes by the mean shift times the area), so the surface may move in one place and out in
+        another but not shrink as a whole."""
+        shift = self.surface_shift(x) / cell
+        return shift.pow(2).mean(), shift.mean().pow(2)
+
     def regularisers(self, step: int) -> dict:
-        if self.eikonal_weight <= 0 and self.smoothness_weight <= 0:
+        if self.eikonal_weight <= 0 and self.smoothness_weight <= 0 and self.anchor_weight <= 0 \
+                and self.volume_weight <= 0:
             return {}
         p = self.surface_batch()
         out = {}
+        if self.anchor_weight > 0 or self.volume_weight > 0:
+            cell = 2.0 * self.bound / (self.base_sdf.shape[0] - 1)
+            anchor, volume = self.anchor_loss(p, cell)
+            if self.anchor_weight > 0:
+                out["anchor"] = self.anchor_weight * anchor
+            if self.volume_weight > 0:
+                out["volume"] = self.volume_weight * volume
         if self.eikonal_weight > 0:
             near = p + SURFACE_JITTER * torch.randn_like(p)
             out["eikonal"] = self.eikonal_weight * self.eikonal_loss(near)
