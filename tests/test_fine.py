@@ -155,6 +155,7 @@ def test_the_render_offset_puts_the_silhouette_on_the_zero_level():
 
     field = sphere_field()
     field.beta = 0.027                     # the fine stage's: one ray step at 128 samples per ray
+    field.occupancy_margin = 0.041         # and its shell margin (1.5 cells of a 128^3 occupancy grid)
     assert field.render_offset == 0.0      # a standalone SDF draws its zero level
     assert apparent_radius(field) - 0.5 > 1.5 * field.beta
     field.render_offset = fine.RENDER_OFFSET_BETAS

@@ -48,11 +48,12 @@ TRAIN_ALBEDO = False
 # by the normal term within the stage's few steps (same runs: the barrel's start 0.893 -> 0.900 normal
 # consistency; the pyramid's fine mesh 0.880 with it, 0.859 without, at 64 px and trained colours).
 COARSE_SMOOTHING_CELLS = 1.5
-# Weights of the SDF field's anchor and volume terms (``SDFField.anchor_loss``) in the fine stage.
-ANCHOR_WEIGHT = 0.0
-VOLUME_WEIGHT = 0.0
-# The coarse density level the fine stage starts on, as a multiple of the export's level (``auto_threshold``).
-HANDOVER_LEVEL_FACTOR = 1.0
+# The SDF's surface is drawn this many betas inside its zero level (``SDFField.render_offset`` says
+# why): drawn at the zero level, the render looks ~2 beta (a render step or two) larger than the
+# surface, and SDS shrank every shape by about that much, right-sized ones too (barrel volume 1.09 ->
+# 0.92 of the truth, IoU 0.886 -> 0.846); 1.5 holds it (1.10, 0.886), 2 makes shapes grow (1.19).
+# Neither an anchor to the start surface nor a volume term did better than this: both hold every
+# surface, and fight SDS where it rightly thins a prop (results/quality/runs/2026-11-29-fine-hold-cpu.md).
 RENDER_OFFSET_BETAS = 1.5
 
 
@@ -90,8 +91,6 @@ class FineTrainer(Trainer):
         self.run_settings = settings
         super().__init__(fine_settings(settings), guidance, device)
         self.field.train_albedo = TRAIN_ALBEDO
-        self.field.anchor_weight = ANCHOR_WEIGHT
-        self.field.volume_weight = VOLUME_WEIGHT
         self.field.render_offset = RENDER_OFFSET_BETAS
 
     def state_dict(self) -> dict:
@@ -111,7 +110,7 @@ class FineTrainer(Trainer):
         s = self.run_settings
         grid = density_grid(coarse.occupied_density, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
                             device=self.device)
-        level = auto_threshold(grid) * HANDOVER_LEVEL_FACTOR if s.mesh_threshold is None else float(s.mesh_threshold)
+        level = auto_threshold(grid) if s.mesh_threshold is None else float(s.mesh_threshold)
         vertices, faces = surface_from_grid(grid, level, bound=BOUND, keep_components=s.keep_components)
         if len(faces) == 0:
             raise EmptyMeshError(level, float(grid.min()), float(grid.max()))

@@ -38,8 +38,9 @@ from backend.engine.registry import register
 BASE_GRID_RESOLUTION = 128        # base SDF grid points per side: 1.6 cm cells in a 2 m scene
 # beta, in render steps: starts at 2 (a little soft, so SDS gradients reach the surface from a step or
 # two away) and ends at 1 (as sharp as the ray step resolves). Not softer at the start: a VolSDF
-# surface looks about beta larger than it is (a ray meets 39% opacity before reaching it), and the
-# stage starts on a finished shape, which a swollen first render would only teach SDS to shrink.
+# surface looks larger than it is (a ray meets 39% opacity before reaching it, a grazing one turns
+# opaque ~2 beta outside), and the stage starts on a finished shape, which a swollen first render
+# would only teach SDS to shrink (``render_offset`` draws the surface inside to make up for it).
 BETA_START_STEPS = 2.0
 BETA_END_STEPS = 1.0
 # The residual is this times the MLP's output: Adam moves every weight by about the learning rate per
@@ -83,10 +84,6 @@ class SDFField(NeRFField):
         self.register_buffer("surface_points", torch.from_numpy(_sphere_points(self.blob_radius)))
         self._base_volume: Optional[torch.Tensor] = None
         self.train_albedo = True
-        # The anchor and volume terms (``anchor_loss``): off for a standalone SDF (its base is only a
-        # starting sphere); the fine stage sets them (``backend.engine.fine``).
-        self.anchor_weight = 0.0
-        self.volume_weight = 0.0
         # A VolSDF surface looks larger than its zero level: a ray passing outside it, at a grazing
         # angle, crosses a long stretch of the density's tail (exp(-sdf / beta) / 2 beta) and turns
         # opaque up to a few beta out. SDS, whose prior knows how large a thing looks, then shrinks the
@@ -229,36 +226,11 @@ class SDFField(NeRFField):
         n = F.normalize(g, dim=-1, eps=1e-8)
         return (n[: len(x)] - n[len(x):]).norm(dim=-1).mean()
 
-    def surface_shift(self, x: torch.Tensor) -> torch.Tensor:
-        """How far inward the surface has moved from the base's at points ``x`` on the current surface
-        (Float[Tensor, "N"], scene units): the residual there. At a point on the zero level the base SDF
-        is minus the residual, and the base is a distance, so the residual is the distance to the
-        starting surface (positive: the surface moved inward)."""
-        return RESIDUAL_SCALE * self._raw(x)[:, 0]
-
-    def anchor_loss(self, x: torch.Tensor, cell: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean squared shift, squared mean shift) of the surface at ``x`` from where it started, in
-        units of ``cell`` (a base-grid cell): the anchor term holds every point near its start (its pull
-        grows with the distance moved, so the surface may still move a fraction of a cell where SDS and
-        the normal term push hard: edges sharpen); the volume term holds only the mean (the volume
-        changes by the mean shift times the area), so the surface may move in one place and out in
-        another but not shrink as a whole."""
-        shift = self.surface_shift(x) / cell
-        return shift.pow(2).mean(), shift.mean().pow(2)
-
     def regularisers(self, step: int) -> dict:
-        if self.eikonal_weight <= 0 and self.smoothness_weight <= 0 and self.anchor_weight <= 0 \
-                and self.volume_weight <= 0:
+        if self.eikonal_weight <= 0 and self.smoothness_weight <= 0:
             return {}
         p = self.surface_batch()
         out = {}
-        if self.anchor_weight > 0 or self.volume_weight > 0:
-            cell = 2.0 * self.bound / (self.base_sdf.shape[0] - 1)
-            anchor, volume = self.anchor_loss(p, cell)
-            if self.anchor_weight > 0:
-                out["anchor"] = self.anchor_weight * anchor
-            if self.volume_weight > 0:
-                out["volume"] = self.volume_weight * volume
         if self.eikonal_weight > 0:
             near = p + SURFACE_JITTER * torch.randn_like(p)
             out["eikonal"] = self.eikonal_weight * self.eikonal_loss(near)
