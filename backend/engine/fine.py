@@ -6,6 +6,8 @@ explained), ``fine_steps`` steps at ``fine_resolution`` pixels with twice the co
 per ray and an occupancy grid twice as fine, ``fine_lr``, diffusion times up to 0.5 (threestudio's
 ``magic3d-refine``), no albedo warm-up (the texture carries over), and no orientation or sparsity
 term (an SDF's normals and opacity need neither); the SDF adds its eikonal and normal terms itself.
+Its surface is drawn ``RENDER_OFFSET_BETAS`` inside the zero level it exports, so that the render looks
+as large as the surface does and SDS has no reason to shrink it.
 
 It starts from one of:
 - ``init_from_coarse``: the coarse NeRF's iso-surface (marching cubes at ``BASE_GRID_RESOLUTION``, the
