@@ -33,12 +33,14 @@ PRESETS: dict[str, dict] = {
                 "lr_final_ratio": 0.3, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
                 "preview_interval": 100, "preview_size": 64, "checkpoint_interval": 0,
                 # Only with --stages coarse,fine (default coarse: measured, results/quality/README.md).
-                # Tuned on the CPU (results/quality/runs/2026-11-29-fine-tuning-cpu.md): 32 px renders
-                # (the prior sees 32 px; 64 px cost 4.1x a coarse step and scored no better), a
-                # low learning rate (the fine stage's SDS shrinks every surface, faster at higher
-                # rates: 0.005 collapsed the chair), a strong normal term (50: flat faces), 75 steps
-                # (33% of the coarse stage's time).
-                "fine_steps": 75, "fine_resolution": 32, "fine_lr": 0.001, "fine_smoothness_weight": 50.0,
+                # Tuned on the CPU (results/quality/runs/2026-11-29-fine-tuning-cpu.md, then
+                # 2026-11-29-fine-hold-cpu.md): 32 px renders (the prior sees 32 px; 64 px cost 4.1x a
+                # coarse step and scored no better), 75 steps (33% of the coarse stage's time), lr
+                # 0.003 and a strong normal term (200): once the render no longer looks larger than
+                # the surface (fine.RENDER_OFFSET_BETAS) a higher rate no longer shrinks every shape,
+                # and the stronger term flattens more (over 6 prompts IoU 0.690 -> 0.722 against the
+                # former lr 0.001 / 50 without the offset).
+                "fine_steps": 75, "fine_resolution": 32, "fine_lr": 0.003, "fine_smoothness_weight": 200.0,
                 # The sampler its quality runs of record were made with. On an H200 the budget sampler
                 # (sampling=auto's CUDA choice) gave seed 0's red cube and stone house dark (albedo
                 # 0.27 / 0.31 against 0.03 / 0.16, results/quality/README.md, session 12); on the

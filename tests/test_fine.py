@@ -135,6 +135,64 @@ def test_the_smoothed_start_irons_out_bumps_and_keeps_the_solid():
     assert iou(smoothed.base_sdf.numpy() < 0, bumpy_sdf < 0) > 0.95
 
 
+def apparent_radius(field: SDFField) -> float:
+    """Where parallel rays past a sphere field turn half opaque: the radius its render shows."""
+    offsets = torch.linspace(0.4, 0.7, 301)
+    z = torch.linspace(-1.0, 1.0, 4001)
+    points = torch.stack([offsets[:, None].expand(-1, len(z)), torch.zeros(len(offsets), len(z)),
+                          z[None, :].expand(len(offsets), -1)], -1)
+    with torch.no_grad():
+        tau = field.density(points.reshape(-1, 3)).reshape(len(offsets), -1).sum(1) * (z[1] - z[0])
+    opacity = 1.0 - torch.exp(-tau)
+    return float(offsets[(opacity > 0.5).nonzero().max()])
+
+
+def test_the_render_offset_puts_the_silhouette_on_the_zero_level():
+    """A VolSDF render looks larger than its zero level (grazing rays cross the density's tail), which
+    SDS answers by shrinking the shape; drawn ``RENDER_OFFSET_BETAS`` inside, the silhouette of a
+    radius-0.5 sphere is back within a beta of 0.5, and the marched shell reaches the drawn surface."""
+    from backend.engine import fine
+
+    field = sphere_field()
+    field.beta = 0.027                     # the fine stage's: one ray step at 128 samples per ray
+    field.occupancy_margin = 0.041         # and its shell margin (1.5 cells of a 128^3 occupancy grid)
+    assert field.render_offset == 0.0      # a standalone SDF draws its zero level
+    assert apparent_radius(field) - 0.5 > 1.5 * field.beta
+    field.render_offset = fine.RENDER_OFFSET_BETAS
+    assert abs(apparent_radius(field) - 0.5) < 0.75 * field.beta
+    drawn = torch.tensor([[0.5 - (fine.RENDER_OFFSET_BETAS + 1.0) * field.beta, 0.0, 0.0]])
+    assert field.occupancy_density(drawn).item() > 0
+
+
+def test_the_fine_stage_renders_a_sphere_as_large_as_its_surface(tiny_model_path):
+    """The fine stage as it runs (renderer, occupancy shell, beta schedule, the preset's samples per
+    ray), on a radius-0.5 sphere: its render's silhouette (opacity > 0.5) covers the pixels its zero
+    level covers within 8%, at the first beta and the last; drawn at the zero level it was 27-37% larger."""
+    from backend.engine.cameras import camera_rays, orbit_cameras
+    from backend.engine.guidance import load_guidance
+    from backend.engine.sdf_field import BASE_GRID_RESOLUTION
+
+    settings = fine_settings(samples_per_ray=64, occupancy_resolution=32, hash_log2_size=12)
+    fine = FineTrainer(settings, load_guidance("tiny-random", "cpu"), torch.device("cpu"))
+    points = grid_points(BASE_GRID_RESOLUTION, 1.0)
+    sphere = (np.linalg.norm(points, axis=1) - 0.5).reshape((BASE_GRID_RESOLUTION,) * 3)
+    fine.field.set_base(sphere, fine.field.surface_points.numpy())
+    fine.field.eval()
+    cameras = orbit_cameras(15.0, [0.0, 90.0], 1.8, 50.0)
+    rays_o, rays_d = camera_rays(cameras, 48)
+    with torch.no_grad():
+        t = torch.linspace(0.8, 2.8, 400)
+        samples = rays_o.reshape(-1, 1, 3) + rays_d.reshape(-1, 1, 3) * t[None, :, None]
+        surface = fine.field.sdf(samples.reshape(-1, 3)).reshape(len(samples), -1).min(1).values < 0
+        for step in (0, fine.s.steps):
+            fine.field.update_step(step)
+            fine.estimator.train()
+            fine.renderer.update_occupancy(0)          # step 0: every cell is evaluated
+            opacity = fine.renderer.render_image(rays_o, rays_d, bg_color=torch.zeros_like(rays_o))["opacity"]
+            drawn = opacity.reshape(-1) > 0.5
+            assert abs(drawn.sum().item() / surface.sum().item() - 1.0) < 0.08, (step, drawn.sum(), surface.sum())
+
+
 def test_a_frozen_albedo_passes_gradients_to_the_shape_only():
     """The fine stage keeps the coarse colours (``TRAIN_ALBEDO``): a loss on the rendered colour moves
     no weight through the albedo, while the density still gets its gradient."""

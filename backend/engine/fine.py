@@ -6,6 +6,8 @@ explained), ``fine_steps`` steps at ``fine_resolution`` pixels with twice the co
 per ray and an occupancy grid twice as fine, ``fine_lr``, diffusion times up to 0.5 (threestudio's
 ``magic3d-refine``), no albedo warm-up (the texture carries over), and no orientation or sparsity
 term (an SDF's normals and opacity need neither); the SDF adds its eikonal and normal terms itself.
+Its surface is drawn ``RENDER_OFFSET_BETAS`` inside the zero level it exports, so that the render looks
+as large as the surface does and SDS has no reason to shrink it.
 
 It starts from one of:
 - ``init_from_coarse``: the coarse NeRF's iso-surface (marching cubes at ``BASE_GRID_RESOLUTION``, the
@@ -48,6 +50,13 @@ TRAIN_ALBEDO = False
 # by the normal term within the stage's few steps (same runs: the barrel's start 0.893 -> 0.900 normal
 # consistency; the pyramid's fine mesh 0.880 with it, 0.859 without, at 64 px and trained colours).
 COARSE_SMOOTHING_CELLS = 1.5
+# The SDF's surface is drawn this many betas inside its zero level (``SDFField.render_offset`` says
+# why): drawn at the zero level, the render looks ~2 beta (a render step or two) larger than the
+# surface, and SDS shrank every shape by about that much, right-sized ones too (barrel volume 1.09 ->
+# 0.92 of the truth, IoU 0.886 -> 0.846); 1.5 holds it (1.10, 0.886), 2 makes shapes grow (1.19).
+# Neither an anchor to the start surface nor a volume term did better than this: both hold every
+# surface, and fight SDS where it rightly thins a prop (results/quality/runs/2026-11-29-fine-hold-cpu.md).
+RENDER_OFFSET_BETAS = 1.5
 
 
 def fine_settings(s: GenerationSettings) -> GenerationSettings:
@@ -84,6 +93,7 @@ class FineTrainer(Trainer):
         self.run_settings = settings
         super().__init__(fine_settings(settings), guidance, device)
         self.field.train_albedo = TRAIN_ALBEDO
+        self.field.render_offset = RENDER_OFFSET_BETAS
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "stage": STAGE, "train_albedo": self.field.train_albedo}
