@@ -101,7 +101,8 @@ class SDFField(NeRFField):
                    base_resolution=s.hash_base_resolution, max_resolution=s.hash_max_resolution,
                    mlp_width=s.mlp_width, blob_radius=s.blob_radius, bound=bound,
                    fused_hashgrid=s.hashgrid_backend == "auto", progressive_levels=s.progressive_levels,
-                   total_steps=s.steps, mlp_precision=s.field_precision, beta_start=BETA_START_STEPS * step, beta_end=BETA_END_STEPS * step,
+                   total_steps=s.steps, mlp_precision=s.field_precision,
+                   beta_start=BETA_START_STEPS * step, beta_end=BETA_END_STEPS * step,
                    eikonal_weight=s.fine_eikonal_weight, smoothness_weight=s.fine_smoothness_weight,
                    # Cells within ~1.5 cells of the surface are marched (see occupancy_density).
                    occupancy_margin=1.5 * math.sqrt(3.0) * 2.0 * bound / s.occupancy_resolution)
