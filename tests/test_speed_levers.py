@@ -188,6 +188,26 @@ def test_vae_encoder_in_channels_last_encodes_the_same(tiny_model_path):
     assert conv.weight.is_contiguous() and not guidance.vae_channels_last
 
 
+def test_vae_layout_change_discards_the_compiled_encoder(tiny_model_path, monkeypatch):
+    """A compiled encoder is never reused across a weight-layout change (on an H200 the graph compiled
+    for the other layout failed its stride check and turned the compile off for the whole process):
+    the change drops the compiled wrappers and Dynamo's caches; no change keeps them."""
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    guidance = StableDiffusionGuidance(str(tiny_model_path), "cpu")
+    guidance._set_vae_encoder("matmul", compiled=True, channels_last=False)      # wraps; compiles lazily
+    first = guidance.vae.encoder
+    guidance._set_vae_encoder("matmul", compiled=True, channels_last=False)
+    assert guidance.vae.encoder is first and not resets
+    guidance._set_vae_encoder("matmul", compiled=True, channels_last=True)
+    assert guidance.vae.encoder is not first and resets == [1]
+    assert guidance.vae.encoder is guidance._compiled_encoders["matmul"]
+    guidance._set_vae_encoder("matmul", compiled=False, channels_last=False)
+    assert resets == [1, 1] and guidance.vae.encoder is guidance._eager_encoder
+
+
 # -- on a GPU: the levers themselves ----------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -119,9 +119,16 @@ class StableDiffusionGuidance(Guidance):
                     module.set_processor(processor)
             self.vae_attention = attention
         if channels_last != self.vae_channels_last:
-            # The weights change layout in place; a compiled encoder's guards see it and recompile.
+            # The weights change layout in place. On the CPU a compiled encoder's guards see that and
+            # recompile, but on an H200 (session 14, measurement 7) the graph compiled for the other
+            # layout was reused and failed its own stride check, which turned the compile off for the
+            # rest of the process (every later step ran the eager encoder, +6 ms). So a layout change
+            # throws the compiled encoders and Dynamo's caches away; the next call compiles afresh.
             self._eager_encoder.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             self.vae_channels_last = channels_last
+            if self._compiled_encoders:
+                self._compiled_encoders.clear()
+                torch._dynamo.reset()
         if compiled:
             if attention not in self._compiled_encoders:
                 self._compiled_encoders[attention] = torch.compile(self._eager_encoder)
