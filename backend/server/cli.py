@@ -40,17 +40,19 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="where to write endpoint + key for local clients (default $DREAMPROP_CONNECTION_FILE "
                         "when set, else <state-dir>/connection.json)")
     p.add_argument("--devices", default="auto",
-                   help="auto (one worker per visible GPU, CPU worker when there is none), cpu, or CUDA "
+                   help="auto (workers on every visible GPU, CPU worker when there is none), cpu, or CUDA "
                         "indices like 0,1")
     p.add_argument("--workers", type=int, default=None,
-                   help="number of worker processes (default: one per device; 0 accepts and queues jobs "
+                   help="number of worker processes (default: one on a CPU; on a GPU as many as its memory (12 GB "
+                        "each) and the cores (2 each) allow, at most 8 per GPU; 0 accepts and queues jobs "
                         "without running them)")
     p.add_argument("--worker-threads", type=_worker_threads, default=0, metavar="N",
                    help="CPU threads per worker (torch, OpenMP, MKL); 0 (default): all cores, shared among "
                         "the workers. Leave a core free when the machine does other work (e.g. Blender)")
     p.add_argument("--batch-jobs", type=int, default=None, metavar="N",
                    help="jobs a GPU worker runs at once as one group, sharing each diffusion model call "
-                        "(jobs with the same model and guidance settings; default: 1 on a CPU, 8 on a GPU)")
+                        "(jobs with the same model and guidance settings; default: 1 on a CPU and where a GPU has several "
+                        "workers, 8 for a GPU's only worker)")
     p.add_argument("--curve", action="store_true",
                    help="remote mode: CurveZMQ encryption + client authentication by public key")
     p.add_argument("--server-key", default=None,

@@ -1,6 +1,7 @@
 """The local worker pool: worker processes on the server's own machine (see ``pool.py``).
 
-One spawned process per visible GPU (``CUDA_VISIBLE_DEVICES`` set per worker), or one on the CPU.
+Spawned processes per visible GPU (``CUDA_VISIBLE_DEVICES`` set per worker; several per GPU as its
+memory and the cores allow, ``gpu_workers_per_device``), or one on the CPU.
 A worker runs up to ``batch_jobs`` jobs at once as one group (one guidance call per step for all of
 them, ``backend.engine.batching``): an idle worker offers one slot; once its first job has fixed the
 group's key (``backend.engine.grouping``), it offers its remaining places for jobs with that key.
@@ -44,8 +45,19 @@ MAX_WORKER_BUFFER_BYTES = 512 * MB        # previews, proxy meshes: far below th
 WORKER_THREADS_AUTO = 0
 MAX_BATCH_JOBS = 64
 # Jobs per group when not set: a CPU is busy with one job's UNet already; on a GPU one job's 64^2
-# latents leave most of the device idle (results/speed/THROUGHPUT.md says why 8).
+# latents leave most of the device idle (results/speed/THROUGHPUT.md says why 8). A GPU that gets
+# several worker processes (below) gives each one job at a time instead: that is the mode measured.
 DEFAULT_BATCH_JOBS = {"cpu": 1, "cuda": 8}
+# Worker processes per GPU when --workers is not given. Measured on one H200 (results/speed/NOTES.md,
+# "Throughput, processes mode"): 16 built-in-prior props took 209.5 s one after another, 138.3 s as
+# one group in one process and 45.9 s in 8 processes. The NeRF side of a step is launch-bound on the
+# host, so processes overlap it on several cores and a group in one process does not. Each process
+# holds its own models and one job's activations (an SD-1.5 job at the defaults peaks at 3.9 GB with
+# ~2.6 GB of fp16 weights, results/speed/cost.json), so a worker is given 12 GB of the GPU and two
+# CPU cores: 8 on an H200 with 16 cores, 2 on a 24 GB card, 1 on anything under 24 GB.
+MAX_WORKERS_PER_GPU = 8
+GPU_MEMORY_PER_WORKER = 12 * 1024 ** 3
+CPU_CORES_PER_GPU_WORKER = 2
 
 
 @dataclass
@@ -104,6 +116,14 @@ def detect_gpus() -> list[dict]:
     return gpus
 
 
+def gpu_workers_per_device(memory_bytes: int | None, cores: int, gpus: int) -> int:
+    """Worker processes for one GPU of ``memory_bytes`` (None: unknown, one) when ``gpus`` GPUs share
+    ``cores`` CPU cores: as many as its memory and the cores allow, at most ``MAX_WORKERS_PER_GPU``."""
+    by_memory = int(memory_bytes // GPU_MEMORY_PER_WORKER) if memory_bytes else 1
+    by_cores = cores // (CPU_CORES_PER_GPU_WORKER * max(1, gpus))
+    return max(1, min(MAX_WORKERS_PER_GPU, by_memory, by_cores))
+
+
 def available_cores() -> int:
     """Cores this process may run on (the affinity mask, e.g. under taskset or a container's cpuset)."""
     try:
@@ -133,10 +153,12 @@ class LocalProcessPool(WorkerPool):
                  worker_threads: int = WORKER_THREADS_AUTO, worker_timeout_s: float = 300.0,
                  start_timeout_s: float = 600.0, cancel_timeout_s: float = 60.0, log_level: str | None = None,
                  batch_jobs: int | None = None):
-        """``devices``: auto (one worker per visible GPU, a CPU worker when there is none) | cpu |
-        CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue).
+        """``devices``: auto (workers on every visible GPU, a CPU worker when there is none) | cpu |
+        CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue; default: one
+        on the CPU, ``gpu_workers_per_device`` per GPU).
         ``worker_threads``: CPU threads per worker (torch, OpenMP, MKL); 0 shares all cores among them.
-        ``batch_jobs``: jobs a worker runs as one group (None: ``DEFAULT_BATCH_JOBS`` of its device)."""
+        ``batch_jobs``: jobs a worker runs as one group (None: ``DEFAULT_BATCH_JOBS`` of its device, 1
+        where a GPU has several workers)."""
         self.files = files
         self.batch_jobs = check_batch_jobs(batch_jobs)
         self.worker_threads = check_worker_threads(worker_threads)
@@ -145,8 +167,9 @@ class LocalProcessPool(WorkerPool):
         self.cancel_timeout_s = cancel_timeout_s
         self.log_level = log_level or logging.getLevelName(log.getEffectiveLevel())
         self.detected_gpus: list[dict] = []
-        self.workers = [WorkerHandle(i, d, c, capacity=self.batch_jobs or DEFAULT_BATCH_JOBS[d])
-                        for i, (d, c) in enumerate(self._worker_specs(devices, workers))]
+        specs = self._worker_specs(devices, workers)
+        self.workers = [WorkerHandle(i, d, c, capacity=self.batch_jobs or self._default_batch_jobs(d, c, specs))
+                        for i, (d, c) in enumerate(specs)]
         self.threads_per_worker = self.worker_threads or max(1, available_cores() // max(1, len(self.workers)))
         self._stopping = False
         self._events: list = []
@@ -167,7 +190,29 @@ class LocalProcessPool(WorkerPool):
         if workers is not None:
             n = workers
             specs = (specs * (n // max(1, len(specs)) + 1))[:n] if n > 0 else []
+        elif specs and specs[0][0] == "cuda":
+            memory = {g["index"]: g.get("memory_bytes") for g in self.detected_gpus}
+            specs = [spec for spec in specs
+                     for _ in range(gpu_workers_per_device(memory.get(spec[1]), available_cores(), len(specs)))]
         return specs
+
+    def job_memory_share(self, usable_share: float) -> int | None:
+        """GPU memory one job may use when a GPU runs several workers at once: ``usable_share`` of the
+        smallest such GPU's memory, split among its workers (None: no GPU has more than one)."""
+        memory = {g["index"]: g.get("memory_bytes") for g in self.detected_gpus}
+        shares = []
+        for gpu in {w.cuda_device for w in self.workers if w.device == "cuda"}:
+            sharing = sum(w.capacity for w in self.workers if w.cuda_device == gpu)
+            if sharing > 1 and memory.get(gpu):
+                shares.append(int(memory[gpu] * usable_share / sharing))
+        return min(shares) if shares else None
+
+    @staticmethod
+    def _default_batch_jobs(device: str, cuda_device: str | None, specs: list) -> int:
+        """Jobs per group when --batch-jobs is not given: one per worker when its GPU has several."""
+        if device == "cuda" and sum(1 for d, c in specs if c == cuda_device) > 1:
+            return 1
+        return DEFAULT_BATCH_JOBS[device]
 
     # ---- WorkerPool ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import zmq
@@ -151,6 +152,13 @@ class Server:
                                          worker_threads=cfg.worker_threads, worker_timeout_s=cfg.worker_timeout_s,
                                          start_timeout_s=cfg.worker_start_timeout_s,
                                          cancel_timeout_s=cfg.cancel_timeout_s, batch_jobs=cfg.batch_jobs)
+            if cfg.memory_limit_bytes is None:
+                # Several jobs at once on one GPU: each may use its share, so that together they fit.
+                from backend.cost.estimate import USABLE_GPU_SHARE
+
+                share = self.pool.job_memory_share(USABLE_GPU_SHARE)
+                if share is not None:
+                    cfg = self.cfg = dataclasses.replace(cfg, memory_limit_bytes=share)
         self.handlers = RequestHandlers(cfg, self.store, self.files, self.outbox, self.events, self.pool,
                                         self.stats, self._schedule)
         self.pool.start()
