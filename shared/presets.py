@@ -32,15 +32,17 @@ PRESETS: dict[str, dict] = {
                 # colour MLP turned some red cubes near-black in the last 100 steps (CPU runs).
                 "lr_final_ratio": 0.3, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
                 "preview_interval": 100, "preview_size": 64, "checkpoint_interval": 0,
-                # Only with --stages coarse,fine (default coarse: measured, results/quality/README.md).
-                # Tuned on the CPU (results/quality/runs/2026-11-29-fine-tuning-cpu.md, then
-                # 2026-11-29-fine-hold-cpu.md): 32 px renders (the prior sees 32 px; 64 px cost 4.1x a
-                # coarse step and scored no better), 75 steps (33% of the coarse stage's time), lr
-                # 0.003 and a strong normal term (200): once the render no longer looks larger than
-                # the surface (fine.RENDER_OFFSET_BETAS) a higher rate no longer shrinks every shape,
-                # and the stronger term flattens more (over 6 prompts IoU 0.690 -> 0.722 against the
-                # former lr 0.001 / 50 without the offset).
-                "fine_steps": 75, "fine_resolution": 32, "fine_lr": 0.003, "fine_smoothness_weight": 200.0,
+                # Coarse then fine (session 14, results/quality/runs/2026-11-29-session14-fine-thin-props-cpu.md,
+                # 17 prompts, CPU, seed 0): the coarse surface handed to the SDF (smoothed by
+                # fine.COARSE_SMOOTHING_CELLS) and 5 SDS steps gain on every prompt, none lost: mean IoU
+                # 0.416 -> 0.431, normal consistency 0.767 -> 0.800, Chamfer and albedo unchanged, +4 s
+                # against a 48 s coarse stage. More steps thin parts away (from ~10 steps the lamp
+                # post's pole goes; at the former 75 it is gone), fewer keep less (1 step: IoU 0.423).
+                # Renders 32 px (the prior sees 32 px), lr 0.003, a strong normal term (200) and the
+                # surface drawn 1.5 beta inside its zero level (fine.RENDER_OFFSET_BETAS): tuned in
+                # 2026-11-29-fine-tuning-cpu.md and 2026-11-29-fine-hold-cpu.md.
+                "stages": "coarse,fine",
+                "fine_steps": 5, "fine_resolution": 32, "fine_lr": 0.003, "fine_smoothness_weight": 200.0,
                 # The sampler its quality runs of record were made with. On an H200 the budget sampler
                 # (sampling=auto's CUDA choice) gave seed 0's red cube and stone house dark (albedo
                 # 0.27 / 0.31 against 0.03 / 0.16, results/quality/README.md, session 12); on the
@@ -58,7 +60,9 @@ PRESETS: dict[str, dict] = {
 # model's larger latents). The 64 px reference is sampled 1024 pixels a step (as many rays as the 32 px
 # SDS render): rendering all of it every step made a CPU step 3-4x slower. A few minutes on a CPU.
 PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items() if k not in ("guidance_scale",)},
-                            "steps": 400, "reference_resolution": 64, "reference_rays": 1024}
+                            "steps": 400, "reference_resolution": 64, "reference_rays": 1024,
+                            # the fine stage was measured with the text prior only
+                            "stages": "coarse"}
 
 PRESETS["cpu-demo"] = PRESETS["builtin"]     # what `make demo` runs
 

@@ -9,6 +9,7 @@ import torch
 from backend.bench import metrics as M
 from backend.prior import available, shapes
 from tests.helpers import load_rgb, object_fraction
+from shared.presets import PRESETS
 
 
 def analytic_export(shape, yaw=0.0, colour=(0.85, 0.1, 0.1), resolution=96, vertex_colors=False, shift=(0, 0, 0)):
@@ -187,8 +188,8 @@ def test_resume_keeps_finished_jobs_and_runs_none_twice(tmp_path, capsys):
 
     done = _row(iou=0.81, prompt="a red cube", category="cube", look="red", variant="default", seed=0)
     (tmp_path / "quality.jsonl").write_text(json.dumps(done) + "\n")
-    assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
-                 "--resume"]) == 0
+    assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--stages", "coarse",
+                 "--out", str(tmp_path), "--resume"]) == 0
     assert "0 generations" in capsys.readouterr().out
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
     assert [(r["prompt"], r["iou"]) for r in results] == [("a red cube", 0.81)]
@@ -223,7 +224,10 @@ def test_builtin_prior_recovers_a_cube_and_a_sphere_on_cpu(tmp_path):
     assert main(["--device", "cpu", "--prompts", *CPU_SUBSET, "--seeds", "0", "--workers", "2", "--threads", "1",
                  "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
-    assert [r["prompt"] for r in results] == ["a red cube", "a blue sphere"]
+    # One row per stage the preset runs (coarse, then coarse + fine): every mesh is scored.
+    final_stage = PRESETS["builtin"]["stages"]
+    assert [r["prompt"] for r in results if r["stages"] == final_stage] == ["a red cube", "a blue sphere"]
+    assert len(results) == 2 * len(final_stage.split(","))
     for r in results:
         assert not r.get("error") and not r["empty"], r
         assert r["iou"] >= 0.5, r
@@ -368,11 +372,12 @@ def test_builtin_prior_draws_a_barrel_and_a_bottle_on_cpu(tmp_path):
 
     assert main(["--device", "cpu", "--prompts", *PROP_CHECK, "--seeds", "0", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
-    assert [r["prompt"] for r in results] == PROP_CHECK
-    for r in results:
+    final = [r for r in results if r["stages"] == PRESETS["builtin"]["stages"]]     # the mesh a user gets
+    assert [r["prompt"] for r in final] == PROP_CHECK
+    for r in results:                                     # and every stage's mesh before it
         assert not r.get("error") and not r["empty"], r
         assert r["iou"] >= TARGETS["min_iou"], r
         assert r["albedo_error"] <= 0.12, r
-    barrel, bottle = (np.asarray(r["mean_color"]) for r in results)
+    barrel, bottle = (np.asarray(r["mean_color"]) for r in final)
     assert barrel[0] > barrel[1] > barrel[2]            # brown: red over green over blue
     assert bottle[1] > max(bottle[0], bottle[2])          # green

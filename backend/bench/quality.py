@@ -13,7 +13,7 @@ albedo error at surface samples, texture PSNR of albedo renders from four fixed 
 truth, normal consistency (mesh normals against the SDF's gradient: a lumpy skin or a rounded edge
 lowers it where the IoU barely moves), empty meshes.
 
-``--stages coarse,fine`` (issue 14) measures the fine stage against the coarse one on the same runs:
+``--stages coarse,fine`` (issue 14; the default since the prior's preset runs both stages) measures the fine stage against the coarse one on the same runs:
 each job runs its coarse stage once, exports and scores that mesh (row ``stages: "coarse"``), then
 continues the same run into the fine stage (the coarse checkpoint handed over) and scores the fine
 mesh (row ``stages: "coarse,fine"``), recording each stage's optimisation time. The report adds the
@@ -548,14 +548,19 @@ def parse_args(argv):
     p.add_argument("--report-only", nargs="+", type=Path, default=None, metavar="PART",
                    help="generate nothing: merge the quality.jsonl of these folders (or files) into one report "
                         "in --out (a job found in several parts: the last part's row)")
-    p.add_argument("--stages", default=STAGES[0], choices=STAGES,
-                   help="coarse: the coarse stage's mesh; coarse,fine: each run's coarse mesh is exported and "
+    p.add_argument("--stages", default=None, choices=STAGES,
+                   help="default: the prior's preset (what a user gets; coarse,fine since session 14). "
+                        "coarse: the coarse stage's mesh; coarse,fine: each run's coarse mesh is exported and "
                         "scored, then the same run continues into the fine stage and its mesh is scored too (the "
                         "side by side costs one coarse stage, not two)")
     p.add_argument("--iou-resolution", type=int, default=128,
                    help="voxels per side for the IoUs (the yaw search runs on 64^3)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
+    if args.stages is None:
+        from backend.prior import recommended_settings
+
+        args.stages = recommended_settings().get("stages", STAGES[0])
     if args.time_budget is not None and args.time_budget < 0:
         p.error(f"--time-budget: must be >= 0 seconds, got {args.time_budget}")
     return args

@@ -15,13 +15,13 @@ worker-pool interface), ``local_pool.py`` (worker processes on this machine) and
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import os
 import signal
 import time
-import dataclasses
 from dataclasses import dataclass
 
 import zmq
