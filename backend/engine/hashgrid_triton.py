@@ -44,14 +44,19 @@ if triton is not None:
     @triton.jit
     def _corner(ix, iy, iz, res, size, dense, DX: tl.constexpr, DY: tl.constexpr, DZ: tl.constexpr):
         """Row within the level's table of corner (ix+DX, iy+DY, iz+DZ): dense index or spatial hash.
-        The hash works in int64 and keeps the low bits (size is a power of two), as the reference."""
-        cx = (ix + DX).to(tl.int64)
-        cy = (iy + DY).to(tl.int64)
-        cz = (iz + DZ).to(tl.int64)
-        r1 = (res + 1).to(tl.int64)
+
+        The hash is computed in uint32 (wrapping, as tiny-cuda-nn does) and keeps the low bits: the
+        table size is a power of two <= 2^24, and the low 32 bits of a product or XOR do not depend
+        on the higher ones, so this equals the reference's int64 hash exactly. (The int64 version
+        cost ~4x the integer work: 64-bit multiplies are emulated on the GPU.) Dense levels have
+        (res + 1)^3 <= size rows, so int32 is enough there too."""
+        cx = (ix + DX).to(tl.uint32)
+        cy = (iy + DY).to(tl.uint32)
+        cz = (iz + DZ).to(tl.uint32)
+        r1 = (res + 1).to(tl.uint32)
         dense_row = cx + cy * r1 + cz * r1 * r1
-        hashed = ((cx * _PRIME_X) ^ (cy * _PRIME_Y) ^ (cz * _PRIME_Z)) & (size - 1)
-        return tl.where(dense != 0, dense_row, hashed)
+        hashed = ((cx * _PRIME_X) ^ (cy * _PRIME_Y) ^ (cz * _PRIME_Z)) & (size.to(tl.uint32) - 1)
+        return tl.where(dense != 0, dense_row, hashed).to(tl.int64)
 
     @triton.jit
     def _weights(fx, fy, fz, DX: tl.constexpr, DY: tl.constexpr, DZ: tl.constexpr):
@@ -69,8 +74,8 @@ if triton is not None:
         x = tl.load(x_ptr + offs * 3 + 0, mask=mask, other=0.0)
         y = tl.load(x_ptr + offs * 3 + 1, mask=mask, other=0.0)
         z = tl.load(x_ptr + offs * 3 + 2, mask=mask, other=0.0)
-        res = tl.load(meta_ptr + level * 4 + 0)
-        size = tl.load(meta_ptr + level * 4 + 1)
+        res = tl.load(meta_ptr + level * 4 + 0).to(tl.int32)
+        size = tl.load(meta_ptr + level * 4 + 1).to(tl.int32)
         offset = tl.load(meta_ptr + level * 4 + 2)
         dense = tl.load(meta_ptr + level * 4 + 3)
         resf = res.to(tl.float32)
@@ -88,78 +93,81 @@ if triton is not None:
         return (px - bx, py - by, pz - bz, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32),
                 gx, gy, gz, res, size, offset, dense)
 
+    # Both kernels work on a [BLOCK points, FP2 features] tile: a corner's row is hashed once and its
+    # F features are read (or their gradients added) together, instead of re-hashing per feature.
     @triton.jit
     def _fwd_kernel(x_ptr, table_ptr, meta_ptr, feat_ptr, jac_ptr, N, n_active, inv_span, bound,
-                    N_LEVELS: tl.constexpr, F: tl.constexpr, WITH_JAC: tl.constexpr, BLOCK: tl.constexpr):
+                    N_LEVELS: tl.constexpr, F: tl.constexpr, FP2: tl.constexpr, WITH_JAC: tl.constexpr,
+                    BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         level = tl.program_id(1)
         offs = pid * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
+        feats = tl.arange(0, FP2)
+        tile_mask = mask[:, None] & (feats < F)[None, :]
         out_cols = N_LEVELS * F
+        out = offs.to(tl.int64)[:, None] * out_cols + level * F + feats[None, :]     # [BLOCK, FP2]
         if level >= n_active:           # locked level: zero features (and Jacobian)
-            for f in tl.static_range(F):
-                col = level * F + f
-                tl.store(feat_ptr + offs * out_cols + col, tl.zeros([BLOCK], tl.float32), mask=mask)
-                if WITH_JAC:
-                    for d in tl.static_range(3):
-                        tl.store(jac_ptr + (offs * out_cols + col) * 3 + d, tl.zeros([BLOCK], tl.float32),
-                                 mask=mask)
+            zero = tl.zeros([BLOCK, FP2], tl.float32)
+            tl.store(feat_ptr + out, zero, mask=tile_mask)
+            if WITH_JAC:
+                for d in tl.static_range(3):
+                    tl.store(jac_ptr + out * 3 + d, zero, mask=tile_mask)
         else:
             fx, fy, fz, ix, iy, iz, gx, gy, gz, res, size, offset, dense = _cell(
                 x_ptr, meta_ptr, level, offs, mask, inv_span, bound)
-            for f in tl.static_range(F):
-                acc = tl.zeros([BLOCK], tl.float32)
-                jx = tl.zeros([BLOCK], tl.float32)
-                jy = tl.zeros([BLOCK], tl.float32)
-                jz = tl.zeros([BLOCK], tl.float32)
-                for c in tl.static_range(8):       # corner c = dx + 2 dy + 4 dz, as CORNERS
-                    row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
-                    t = tl.load(table_ptr + row * F + f, mask=mask, other=0.0)
-                    w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
-                    acc += w * t
-                    if WITH_JAC:
-                        jx += dwx * t
-                        jy += dwy * t
-                        jz += dwz * t
-                col = level * F + f
-                tl.store(feat_ptr + offs * out_cols + col, acc, mask=mask)
+            acc = tl.zeros([BLOCK, FP2], tl.float32)
+            jx = tl.zeros([BLOCK, FP2], tl.float32)
+            jy = tl.zeros([BLOCK, FP2], tl.float32)
+            jz = tl.zeros([BLOCK, FP2], tl.float32)
+            for c in tl.static_range(8):       # corner c = dx + 2 dy + 4 dz, as CORNERS
+                row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
+                t = tl.load(table_ptr + row[:, None] * F + feats[None, :], mask=tile_mask, other=0.0)
+                w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
+                acc += w[:, None] * t
                 if WITH_JAC:
-                    tl.store(jac_ptr + (offs * out_cols + col) * 3 + 0, jx * gx, mask=mask)
-                    tl.store(jac_ptr + (offs * out_cols + col) * 3 + 1, jy * gy, mask=mask)
-                    tl.store(jac_ptr + (offs * out_cols + col) * 3 + 2, jz * gz, mask=mask)
+                    jx += dwx[:, None] * t
+                    jy += dwy[:, None] * t
+                    jz += dwz[:, None] * t
+            tl.store(feat_ptr + out, acc, mask=tile_mask)
+            if WITH_JAC:
+                tl.store(jac_ptr + out * 3 + 0, jx * gx[:, None], mask=tile_mask)
+                tl.store(jac_ptr + out * 3 + 1, jy * gy[:, None], mask=tile_mask)
+                tl.store(jac_ptr + out * 3 + 2, jz * gz[:, None], mask=tile_mask)
 
     @triton.jit
     def _bwd_kernel(x_ptr, meta_ptr, gfeat_ptr, gjac_ptr, gtable_ptr, N, n_active, inv_span, bound,
-                    N_LEVELS: tl.constexpr, F: tl.constexpr, HAS_GFEAT: tl.constexpr, HAS_GJAC: tl.constexpr,
-                    BLOCK: tl.constexpr):
+                    N_LEVELS: tl.constexpr, F: tl.constexpr, FP2: tl.constexpr, HAS_GFEAT: tl.constexpr,
+                    HAS_GJAC: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         level = tl.program_id(1)
         if level < n_active:
             offs = pid * BLOCK + tl.arange(0, BLOCK)
             mask = offs < N
+            feats = tl.arange(0, FP2)
+            tile_mask = mask[:, None] & (feats < F)[None, :]
             out_cols = N_LEVELS * F
+            out = offs.to(tl.int64)[:, None] * out_cols + level * F + feats[None, :]
             fx, fy, fz, ix, iy, iz, gx, gy, gz, res, size, offset, dense = _cell(
                 x_ptr, meta_ptr, level, offs, mask, inv_span, bound)
-            for f in tl.static_range(F):
-                col = level * F + f
-                ge = tl.zeros([BLOCK], tl.float32)
-                if HAS_GFEAT:
-                    ge = tl.load(gfeat_ptr + offs * out_cols + col, mask=mask, other=0.0)
-                gjx = tl.zeros([BLOCK], tl.float32)
-                gjy = tl.zeros([BLOCK], tl.float32)
-                gjz = tl.zeros([BLOCK], tl.float32)
-                if HAS_GJAC:
-                    gjx = tl.load(gjac_ptr + (offs * out_cols + col) * 3 + 0, mask=mask, other=0.0) * gx
-                    gjy = tl.load(gjac_ptr + (offs * out_cols + col) * 3 + 1, mask=mask, other=0.0) * gy
-                    gjz = tl.load(gjac_ptr + (offs * out_cols + col) * 3 + 2, mask=mask, other=0.0) * gz
-                for c in tl.static_range(8):
-                    row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
-                    w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
-                    g = w * ge + dwx * gjx + dwy * gjy + dwz * gjz
-                    # Zero contributions change nothing: skipping them keeps the padding of a fixed
-                    # sample budget (all at one point) from piling atomics onto a few table rows
-                    # (run 5: 37 ms a step).
-                    tl.atomic_add(gtable_ptr + row * F + f, g, mask=mask & (g != 0.0))
+            ge = tl.zeros([BLOCK, FP2], tl.float32)
+            if HAS_GFEAT:
+                ge = tl.load(gfeat_ptr + out, mask=tile_mask, other=0.0)
+            gjx = tl.zeros([BLOCK, FP2], tl.float32)
+            gjy = tl.zeros([BLOCK, FP2], tl.float32)
+            gjz = tl.zeros([BLOCK, FP2], tl.float32)
+            if HAS_GJAC:
+                gjx = tl.load(gjac_ptr + out * 3 + 0, mask=tile_mask, other=0.0) * gx[:, None]
+                gjy = tl.load(gjac_ptr + out * 3 + 1, mask=tile_mask, other=0.0) * gy[:, None]
+                gjz = tl.load(gjac_ptr + out * 3 + 2, mask=tile_mask, other=0.0) * gz[:, None]
+            for c in tl.static_range(8):
+                row = _corner(ix, iy, iz, res, size, dense, c & 1, (c >> 1) & 1, (c >> 2) & 1) + offset
+                w, dwx, dwy, dwz = _weights(fx, fy, fz, c & 1, (c >> 1) & 1, (c >> 2) & 1)
+                g = w[:, None] * ge + dwx[:, None] * gjx + dwy[:, None] * gjy + dwz[:, None] * gjz
+                # Zero contributions change nothing: skipping them keeps the padding of a fixed
+                # sample budget (all at one point) from piling atomics onto a few table rows
+                # (run 5: 37 ms a step).
+                tl.atomic_add(gtable_ptr + row[:, None] * F + feats[None, :], g, mask=tile_mask & (g != 0.0))
 
 
 def _launch_grid(n: int, n_levels: int):
@@ -175,8 +183,8 @@ class _FusedHashEncode(torch.autograd.Function):
         jac = torch.empty(n, n_levels * f, 3, device=x.device, dtype=torch.float32) if with_jacobian else feats
         if n:
             _fwd_kernel[_launch_grid(n, n_levels)](x, table, meta, feats, jac, n, n_active, 1.0 / (2 * bound),
-                                                   bound, N_LEVELS=n_levels, F=f, WITH_JAC=with_jacobian,
-                                                   BLOCK=BLOCK)
+                                                   bound, N_LEVELS=n_levels, F=f, FP2=triton.next_power_of_2(f),
+                                                   WITH_JAC=with_jacobian, BLOCK=BLOCK)
         ctx.save_for_backward(x, meta)
         ctx.table_shape, ctx.n_active, ctx.bound = table.shape, n_active, bound
         ctx.set_materialize_grads(False)
@@ -194,7 +202,8 @@ class _FusedHashEncode(torch.autograd.Function):
             gj = grad_jac.contiguous() if grad_jac is not None else grad_table
             _bwd_kernel[_launch_grid(n, n_levels)](x, meta, gf, gj, grad_table, n, ctx.n_active,
                                                    1.0 / (2 * ctx.bound), ctx.bound, N_LEVELS=n_levels,
-                                                   F=ctx.table_shape[1], HAS_GFEAT=grad_feats is not None,
+                                                   F=ctx.table_shape[1], FP2=triton.next_power_of_2(ctx.table_shape[1]),
+                                                   HAS_GFEAT=grad_feats is not None,
                                                    HAS_GJAC=grad_jac is not None, BLOCK=BLOCK)
         return None, grad_table, None, None, None, None
 
