@@ -213,6 +213,11 @@ class SampleBudget:
         """``counts``: Long[Tensor, "2"] (candidates, visible samples) of one sampled chunk."""
         self._step_counts.setdefault(n_rays, []).append(counts)
 
+    def take_last(self, n_rays: int) -> torch.Tensor:
+        """Remove and return the counts ``record`` got last for ``n_rays``: a render replayed from a
+        CUDA graph returns them as an output (graphed_render), recorded again after each replay."""
+        return self._step_counts[n_rays].pop()
+
     def refresh(self) -> None:
         """Once per render (never inside a checkpointed chunk: a recomputation must see the sizes of
         its forward): send the last render's counts on their way, adopt those that have landed."""

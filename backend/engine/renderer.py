@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from backend.engine.compiled import compile_or_eager
 from backend.engine.geometry import Geometry
+from backend.engine.graphed_render import GraphedRender
 from backend.engine.occupancy import (SampleBudget, TorchOccGridEstimator, accumulate_along_rays, budget_fits,
                                      distortion_sum, render_weights, sample_with_budget)
 
@@ -77,11 +78,12 @@ class VolumeRenderer(nn.Module):
     grid is small enough, "dynamic" always with the estimator's own sampler; renders without
     gradients (previews, exports) always sample dynamically. ``compile``: the budget path's per-sample
     elementwise passes through torch.compile (``backend.engine.compiled``; the trainer asks for it on
-    CUDA with the ``compile_render`` setting)."""
+    CUDA with the ``compile_render`` setting). ``graphs``: budget-path training renders on CUDA replayed
+    from CUDA graphs (``backend.engine.graphed_render``; the ``graph_render`` setting)."""
 
     def __init__(self, field: Geometry, background: nn.Module, estimator: nn.Module, *, bound: float = 1.0,
                  samples_per_ray: int = 512, alpha_threshold: float = 0.01, checkpoint_rays: int = 0,
-                 sampling: str = "dynamic", compile: bool = False):
+                 sampling: str = "dynamic", compile: bool = False, graphs: bool = False):
         super().__init__()
         self.field, self.background, self.estimator = field, background, estimator
         self.bound = bound
@@ -96,6 +98,7 @@ class VolumeRenderer(nn.Module):
         # Training renders also return ``distortion_sum`` (occupancy.distortion_sum) when the trainer
         # weighs the distortion loss; off by default: it costs two prefix sums over the samples.
         self.with_distortion = False
+        self.graphed = GraphedRender(self) if graphs else None
 
     def update_occupancy(self, step: int, warmup_steps: int = 256) -> None:
         # Geometry.occupancy_density (an SDF marks a shell); a plain density module: its density.
@@ -103,8 +106,16 @@ class VolumeRenderer(nn.Module):
 
         def occ_eval_fn(x):
             return occupancy_density(x) * self.render_step_size
+        before = {name: getattr(self.estimator, name, None) for name in ("binaries", "occs")}
         self.estimator.update_every_n_steps(step=step, occ_eval_fn=occ_eval_fn, occ_thre=0.01,
                                             warmup_steps=warmup_steps)
+        # Both estimators assign a new ``binaries`` tensor on update; a captured render graph reads the
+        # old one's memory (graphed_render). So the new values go into the old storage.
+        for name, old in before.items():
+            new = getattr(self.estimator, name, None)
+            if isinstance(old, torch.Tensor) and new is not old and new.shape == old.shape and new.dtype == old.dtype:
+                old.copy_(new)
+                setattr(self.estimator, name, old)
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
                 light_positions: Optional[torch.Tensor] = None, bg_color: Optional[torch.Tensor] = None,
@@ -122,7 +133,11 @@ class VolumeRenderer(nn.Module):
         n_rays = rays_o.shape[0]
         if self.sampling == "budget" and torch.is_grad_enabled():
             self.budget.refresh()          # here, not in _render: a checkpoint recomputation sees the same sizes
-        if not (torch.is_grad_enabled() and self.checkpoint_rays and n_rays > self.checkpoint_rays):
+        chunked = torch.is_grad_enabled() and self.checkpoint_rays and n_rays > self.checkpoint_rays
+        if (self.graphed is not None and rays_o.is_cuda and not chunked and self.sampling == "budget"
+                and torch.is_grad_enabled() and budget_fits(n_rays, self.render_step_size, self.estimator)):
+            return self.graphed(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
+        if not chunked:
             return self._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
         parts = []
         for i in range(0, n_rays, self.checkpoint_rays):

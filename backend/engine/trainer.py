@@ -39,7 +39,7 @@ NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "ch
                   "keep_components", "model",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
-                  "sampling", "field_precision", "compile_render", "vae_channels_last"}
+                  "sampling", "field_precision", "compile_render", "vae_channels_last", "graph_render"}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -139,7 +139,8 @@ class Trainer:
                                        samples_per_ray=settings.samples_per_ray,
                                        checkpoint_rays=settings.checkpoint_rays if self.device.type == "cuda" else 0,
                                        sampling=resolve_sampling(settings.sampling, self.device),
-                                       compile=settings.compile_render and self.device.type == "cuda")
+                                       compile=settings.compile_render and self.device.type == "cuda",
+                                       graphs=settings.graph_render and self.device.type == "cuda")
         self.renderer.with_distortion = settings.distortion_weight > 0
         self.optimizer = torch.optim.Adam(
             [{**group, "lr": settings.lr} for group in self.field.parameter_groups()]
