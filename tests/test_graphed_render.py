@@ -47,14 +47,16 @@ def test_occupancy_update_writes_into_the_storage_a_graph_reads():
 
 
 def test_budget_counts_can_be_taken_out_of_a_render():
+    """The counts recorded inside a captured render are taken out (a replay would not record them) and
+    recorded again from the graph's output: only the latter reach the budget's sizes."""
     budget = SampleBudget()
-    first, second = torch.tensor([10, 4]), torch.tensor([12, 5])
-    budget.record(64, first)
-    budget.record(64, second)
-    assert budget.take_last(64) is second
+    captured = torch.tensor([50, 40])                         # recorded while the graph was captured
+    budget.record(64, torch.tensor([10, 4]))
+    budget.record(64, captured)
+    assert budget.take_last(64) is captured
     budget.record(64, torch.tensor([30, 20]))                # what the replayed graph's output records
     budget.refresh()
-    assert budget._windows[64][-1] == [30, 20]               # the peak of what is left: [10,4] and [30,20]
+    assert budget._windows[64][-1] == [30, 20]               # the peak of [10, 4] and [30, 20]: not [50, 40]
 
 
 def test_graph_render_is_a_speed_setting(tiny_model_path, tmp_path):

@@ -66,8 +66,8 @@ class GraphedRender:
         self.renderer = renderer
         self.max_graphs, self.capture_after = max_graphs, capture_after
         self.graphs: "OrderedDict[tuple, nn.Module]" = OrderedDict()
-        self.seen: dict[tuple, int] = {}
-        self.keys: dict[tuple, tuple[str, ...]] = {}
+        # Per key seen eagerly: how often, and the names of the render's outputs (the graph's order).
+        self.eager: dict[tuple, tuple[int, tuple[str, ...]]] = {}
         self.failed = False
 
     def key(self, rays_o: torch.Tensor, shading: str, stratified: bool, need_normals: bool, has_light: bool,
@@ -85,24 +85,24 @@ class GraphedRender:
         key = self.key(rays_o, shading, stratified, need_normals, has_light, has_bg)
         args = [rays_o, rays_d] + ([light_positions] if has_light else []) + ([bg_color] if has_bg else [])
         graphed = self.graphs.get(key)
-        if graphed is None and not self.failed:
-            self.seen[key] = self.seen.get(key, 0) + 1
-            if self.seen[key] > self.capture_after and key in self.keys:
-                graphed = self._capture(key, args, shading, stratified, need_normals, has_light, has_bg)
+        uses, names = self.eager.get(key, (0, ()))
+        if graphed is None and not self.failed and uses >= self.capture_after:
+            graphed = self._capture(key, args, names, shading, stratified, need_normals, has_light, has_bg)
         if graphed is None:
             out = r._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
-            self.keys[key] = tuple(k for k in out if k != "n_samples")
+            self.eager[key] = (uses + 1, tuple(k for k in out if k != "n_samples"))
             return out
         self.graphs.move_to_end(key)
         outputs = graphed(*args)
         counts = outputs[-1].clone()          # the graph's own buffer is overwritten by its next replay
         r.budget.record(rays_o.shape[0], counts)
-        out = dict(zip(self.keys[key], outputs[:-1]))
-        out["n_samples"] = counts[1]
+        out = dict(zip(names, outputs[:-1]))
+        # As the eager budget render counts them: the visible samples that fit the buffer.
+        out["n_samples"] = counts[1].clamp(max=key[6][1])
         return out
 
-    def _capture(self, key, args, shading, stratified, need_normals, has_light, has_bg) -> Optional[nn.Module]:
-        call = _RenderCall(self.renderer, shading, stratified, need_normals, has_light, has_bg, self.keys[key])
+    def _capture(self, key, args, names, shading, stratified, need_normals, has_light, has_bg) -> Optional[nn.Module]:
+        call = _RenderCall(self.renderer, shading, stratified, need_normals, has_light, has_bg, names)
         sample_args = tuple(a.detach().clone() for a in args)
         device = args[0].device
         rng = torch.cuda.get_rng_state(device)
