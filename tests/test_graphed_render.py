@@ -94,9 +94,39 @@ def test_graphed_training_renders_match_eager_ones_on_cuda():
             (out["rgb"].square().sum() + out["orient_sum"]).backward()
             images.append(out["rgb"].detach().clone())
             grads.append(field.encoding.table.grad.clone())
+            del out              # as the trainer: no step's autograd graph alive at the next render
         results[graphs] = (images, grads, renderer)
     renderer = results[True][2]
     assert not renderer.graphed.failed and len(renderer.graphed.graphs) == 1
     for step in range(6):
         assert torch.allclose(results[True][0][step], results[False][0][step], atol=1e-5), step
         assert torch.allclose(results[True][1][step], results[False][1][step], rtol=1e-3, atol=1e-6), step
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_failed_capture_falls_back_to_eager_renders_that_still_draw_random_samples(caplog):
+    """A render that waits for the GPU cannot be captured: the capture fails, the warning says so,
+    and the same render and the ones after it run eagerly, jitter included (a failed capture used to
+    leave the random stream unusable: every later ``torch.rand`` raised)."""
+    renderer = _renderer(sampling="budget", graphs=True).cuda()
+    take_last = renderer.budget.take_last
+
+    def take_last_with_a_host_read(n_rays):
+        counts = take_last(n_rays)
+        int(counts[0])                    # a host read: illegal while a graph is being captured
+        return counts
+
+    renderer.budget.take_last = take_last_with_a_host_read
+    rays_o = torch.randn(512, 3, device="cuda") * 0.1 + torch.tensor([0.0, 0.0, 2.0], device="cuda")
+    rays_d = torch.nn.functional.normalize(-rays_o + torch.randn_like(rays_o) * 0.2, dim=-1)
+    images = []
+    for step in range(5):
+        out = renderer(rays_o, rays_d, shading="albedo", stratified=True, bg_color=torch.ones_like(rays_o))
+        out["rgb"].square().sum().backward()
+        images.append(out["rgb"].detach().clone())
+        del out
+    assert renderer.graphed.failed and not renderer.graphed.graphs
+    assert "capture of the training render failed" in caplog.text
+    assert torch.isfinite(torch.stack(images)).all()
+    assert not torch.equal(images[3], images[4])          # the stratified jitter still changes per step

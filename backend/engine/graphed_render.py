@@ -18,7 +18,11 @@ with a warning (as the UNet's graphs: ``StableDiffusionGuidance._unet``).
 
 Requirements the renderer keeps for this: buffers a graph reads are updated in place
 (``VolumeRenderer.update_occupancy``), and the budget's per-step counts come out of the graph as an
-output (``SampleBudget.take_last``) so the sizes still adapt.
+output (``SampleBudget.take_last``) so the sizes still adapt. And one the caller keeps: no earlier
+render's autograd graph is alive when a capture happens (the trainer drops each step's before the
+next render). A live one holds the parameters' gradient-accumulation nodes, made on the default
+stream; the capture's backward then waits on that stream and the capture fails (H200, session 16;
+PyTorch warns "The AccumulateGrad node's stream does not match").
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class GraphedRender:
             log.warning("CUDA graph capture of the training render failed (%s); rendering eagerly", exc)
             self.failed = True
             self.graphs.clear()
+            _release_random_stream(device)
             torch.cuda.synchronize(device)
             return None
         finally:
@@ -122,3 +127,17 @@ class GraphedRender:
         while len(self.graphs) > self.max_graphs:
             self.graphs.popitem(last=False)
         return graphed
+
+
+def _release_random_stream(device: torch.device) -> None:
+    """After a failed capture, let the random stream be drawn from eagerly again.
+
+    Why: a capture registers the default CUDA generator with the graph, and only a capture that ends
+    without error hands it back; after a failed one every eager ``torch.rand`` raises "Offset
+    increment outside graph capture encountered unexpectedly" (seen on the H200, session 16). An
+    empty capture that ends cleanly registers and hands it back again."""
+    try:
+        with torch.cuda.device(device), torch.cuda.graph(torch.cuda.CUDAGraph()):
+            pass
+    except Exception as exc:  # noqa: BLE001 - nothing more to do; the eager render will say what fails
+        log.warning("could not release the random stream after the failed capture (%s)", exc)
