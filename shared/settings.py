@@ -129,6 +129,11 @@ class GenerationSettings:
                                     "(1 = constant, threestudio's default)")
     albedo_warmup_steps: int = _s(2000, lo=0, hi=100000, group="optim",
                                   help="albedo-only shading for the first N steps")
+    lit_albedo_gradient: bool = _s(True, group="optim",
+                                   help="let the lit (lambertian) renders' SDS gradient reach the albedo; off: "
+                                        "the colour is learnt from the albedo-shaded renders only and the lit "
+                                        "ones shape the geometry (stops a prior that takes dark paint for "
+                                        "shadow from darkening the object)")
     orientation_weight_start: float = _s(10.0, lo=0.0, hi=1e5, group="optim")
     orientation_weight_end: float = _s(1000.0, lo=0.0, hi=1e5, group="optim")
     orientation_ramp_steps: int = _s(5000, lo=0, hi=100000, group="optim",

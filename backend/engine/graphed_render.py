@@ -46,19 +46,21 @@ class _RenderCall(nn.Module):
     the renderer itself (estimator, budget) is held by reference, not registered."""
 
     def __init__(self, renderer: "VolumeRenderer", shading: str, stratified: bool, need_normals: bool,
-                 has_light: bool, has_bg: bool, keys: tuple[str, ...]):
+                 has_light: bool, has_bg: bool, keys: tuple[str, ...], albedo_gradient: bool = True):
         super().__init__()
         self.field, self.background = renderer.field, renderer.background
         self._renderer = (renderer,)
         self.shading, self.stratified, self.need_normals = shading, stratified, need_normals
         self.has_light, self.has_bg, self.keys = has_light, has_bg, keys
+        self.albedo_gradient = albedo_gradient
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         renderer = self._renderer[0]
         rest = list(rest)
         light = rest.pop(0) if self.has_light else None
         bg = rest.pop(0) if self.has_bg else None
-        out = renderer._render(rays_o, rays_d, self.shading, light, bg, self.stratified, self.need_normals)
+        out = renderer._render(rays_o, rays_d, self.shading, light, bg, self.stratified, self.need_normals,
+                               self.albedo_gradient)
         counts = renderer.budget.take_last(rays_o.shape[0])
         return tuple(out[k] for k in self.keys) + (counts,)
 
@@ -75,25 +77,28 @@ class GraphedRender:
         self.failed = False
 
     def key(self, rays_o: torch.Tensor, shading: str, stratified: bool, need_normals: bool, has_light: bool,
-            has_bg: bool) -> tuple:
+            has_bg: bool, albedo_gradient: bool = True) -> tuple:
         r = self.renderer
         levels = tuple(int(m.n_active) for m in r.field.modules() if hasattr(m, "n_active"))
         return (rays_o.shape[0], shading, stratified, need_normals, has_light, has_bg,
-                tuple(r.budget.sizes_for(rays_o.shape[0])), levels, r.with_distortion, r.field.training)
+                tuple(r.budget.sizes_for(rays_o.shape[0])), levels, r.with_distortion, r.field.training,
+                albedo_gradient)
 
     def __call__(self, rays_o: torch.Tensor, rays_d: torch.Tensor, shading: str,
                  light_positions: Optional[torch.Tensor], bg_color: Optional[torch.Tensor], stratified: bool,
-                 need_normals: bool) -> dict:
+                 need_normals: bool, albedo_gradient: bool = True) -> dict:
         r = self.renderer
         has_light, has_bg = light_positions is not None, bg_color is not None
-        key = self.key(rays_o, shading, stratified, need_normals, has_light, has_bg)
+        key = self.key(rays_o, shading, stratified, need_normals, has_light, has_bg, albedo_gradient)
         args = [rays_o, rays_d] + ([light_positions] if has_light else []) + ([bg_color] if has_bg else [])
         graphed = self.graphs.get(key)
         uses, names = self.eager.get(key, (0, ()))
         if graphed is None and not self.failed and uses >= self.capture_after:
-            graphed = self._capture(key, args, names, shading, stratified, need_normals, has_light, has_bg)
+            graphed = self._capture(key, args, names, shading, stratified, need_normals, has_light, has_bg,
+                                    albedo_gradient)
         if graphed is None:
-            out = r._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
+            out = r._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals,
+                            albedo_gradient)
             self.eager[key] = (uses + 1, tuple(k for k in out if k != "n_samples"))
             return out
         self.graphs.move_to_end(key)
@@ -105,8 +110,9 @@ class GraphedRender:
         out["n_samples"] = counts[1].clamp(max=key[6][1])
         return out
 
-    def _capture(self, key, args, names, shading, stratified, need_normals, has_light, has_bg) -> Optional[nn.Module]:
-        call = _RenderCall(self.renderer, shading, stratified, need_normals, has_light, has_bg, names)
+    def _capture(self, key, args, names, shading, stratified, need_normals, has_light, has_bg,
+                 albedo_gradient=True) -> Optional[nn.Module]:
+        call = _RenderCall(self.renderer, shading, stratified, need_normals, has_light, has_bg, names, albedo_gradient)
         sample_args = tuple(a.detach().clone() for a in args)
         device = args[0].device
         rng = torch.cuda.get_rng_state(device)

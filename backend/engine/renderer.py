@@ -119,7 +119,7 @@ class VolumeRenderer(nn.Module):
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, shading: str = "albedo",
                 light_positions: Optional[torch.Tensor] = None, bg_color: Optional[torch.Tensor] = None,
-                stratified: bool = False, need_normals: bool = False) -> dict:
+                stratified: bool = False, need_normals: bool = False, albedo_gradient: bool = True) -> dict:
         """Render flat rays: ``rays_o``, ``rays_d`` (unit) Float[Tensor, "R 3"]; ``light_positions`` and
         ``bg_color``: Float[Tensor, "R 3"] per ray (bg None: the background model).
 
@@ -128,7 +128,8 @@ class VolumeRenderer(nn.Module):
         the numerator of DreamFusion's orientation loss, when normals were computed. With gradients
         on and more than ``checkpoint_rays`` rays, chunks are rendered under activation
         checkpointing: memory then grows with the chunk, not the image (512^2 renders fit in 24 GB)
-        at the price of a second forward pass.
+        at the price of a second forward pass. ``albedo_gradient=False``: the albedo enters the image
+        detached, so the render's gradient shapes the geometry only (the ``lit_albedo_gradient`` setting).
         """
         n_rays = rays_o.shape[0]
         if self.sampling == "budget" and torch.is_grad_enabled():
@@ -136,23 +137,26 @@ class VolumeRenderer(nn.Module):
         chunked = torch.is_grad_enabled() and self.checkpoint_rays and n_rays > self.checkpoint_rays
         if (self.graphed is not None and rays_o.is_cuda and not chunked and self.sampling == "budget"
                 and torch.is_grad_enabled() and budget_fits(n_rays, self.render_step_size, self.estimator)):
-            return self.graphed(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
+            return self.graphed(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals,
+                                albedo_gradient)
         if not chunked:
-            return self._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals)
+            return self._render(rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals,
+                                albedo_gradient)
         parts = []
         for i in range(0, n_rays, self.checkpoint_rays):
             sl = slice(i, i + self.checkpoint_rays)
             parts.append(checkpoint(self._render, rays_o[sl], rays_d[sl], shading,
                                     None if light_positions is None else light_positions[sl],
                                     None if bg_color is None else bg_color[sl], stratified, need_normals,
-                                    use_reentrant=False))
+                                    albedo_gradient, use_reentrant=False))
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if parts[0][k].dim() > 0}
         for key in ("orient_sum", "distortion_sum", "n_samples"):
             if key in parts[0]:
                 out[key] = sum(p[key] for p in parts)
         return out
 
-    def _render(self, rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals) -> dict:
+    def _render(self, rays_o, rays_d, shading, light_positions, bg_color, stratified, need_normals,
+                albedo_gradient=True) -> dict:
         n_rays = rays_o.shape[0]
 
         def sigma_fn(t_starts, t_ends, ray_indices):
@@ -176,6 +180,8 @@ class VolumeRenderer(nn.Module):
         positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
         with_normals = need_normals or shading != "albedo"
         density, albedo, normals = self.field(positions, with_normals=with_normals)
+        if not albedo_gradient:
+            albedo = albedo.detach()      # this render shapes the geometry only (``lit_albedo_gradient``)
         if bg_color is None:
             bg_color = self.background(rays_d)
         # Compiled only on fixed shapes (the budget path): the dynamic sampler's count changes every step.

@@ -228,9 +228,13 @@ class Trainer:
         if bg is not None:
             bg = bg.repeat_interleave(per_ray, 0)
         need_normals = shading != "albedo"
+        # Off: a lit render moves the geometry only; the colour follows the albedo-shaded renders
+        # (backend/prior/README.md, "Session 16": v4 darkened a barrel to near-black through them).
+        albedo_gradient = self.s.lit_albedo_gradient or shading != "lambertian"
         with self.rng.global_scope():
             out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
-                                light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals)
+                                light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals,
+                                albedo_gradient=albedo_gradient)
         rgb = out["rgb"].reshape(batch, res, res, 3)
         return StepRender(step, out, rgb, cams, views, shading)
 
