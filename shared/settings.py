@@ -132,8 +132,8 @@ class GenerationSettings:
     lit_albedo_gradient: bool = _s(True, group="optim",
                                    help="let the lit (lambertian) renders' SDS gradient reach the albedo; off: "
                                         "the colour is learnt from the albedo-shaded renders only and the lit "
-                                        "ones shape the geometry (stops a prior that takes dark paint for "
-                                        "shadow from darkening the object)")
+                                        "ones shape the geometry (closes one road by which a prior that takes "
+                                        "dark paint for shadow darkens the object)")
     orientation_weight_start: float = _s(10.0, lo=0.0, hi=1e5, group="optim")
     orientation_weight_end: float = _s(1000.0, lo=0.0, hi=1e5, group="optim")
     orientation_ramp_steps: int = _s(5000, lo=0, hi=100000, group="optim",
