@@ -174,6 +174,10 @@ class GenerationSettings:
                                  "conditioned Zero-1-to-3-layout model given a reference image ('builtin': "
                                  "the project's view prior)")
     guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
+    shading_prompt: bool = _s(False, group="guidance",
+                              help="name each render's shading in its prompt ('a shaded red cube', 'an "
+                                   "unpainted red cube'; albedo renders keep the prompt): for a prior trained "
+                                   "with such captions")
     image_guidance_scale: float = _s(3.0, lo=1.0, hi=50.0, group="guidance",
                                      help="classifier-free guidance on the reference image (zero123; "
                                           "threestudio's stable-zero123 uses 3)")

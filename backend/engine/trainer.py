@@ -20,12 +20,13 @@ from backend.engine.cameras import (CameraBatch, camera_rays, host_to_device, pr
                                     view_direction, view_suffixes)
 from backend.engine.field import BackgroundMLP
 from backend.engine.geometry import Geometry
-from backend.engine.guidance.base import Guidance, GuidanceRequest
+from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings
 from backend.engine.guidance.models import load_guidance_for
 from backend.engine.occupancy import make_estimator
 from backend.engine.registry import find
 from backend.engine.renderer import VolumeRenderer
 from backend.engine.rng import JobRandom
+from backend.engine.shading_prompt import SHADING_WORDS, embedding_key, with_shading_word
 from backend.engine.types import Cancelled, GenerationResult, ProgressEvent
 from shared.settings import GenerationSettings
 
@@ -148,11 +149,21 @@ class Trainer:
             betas=(0.9, 0.99), eps=1e-15, fused=self.device.type == "cuda")   # fused: one launch on CUDA
         for group in self.optimizer.param_groups:
             group["initial_lr"] = group["lr"]
-        self.embeddings = guidance.encode_prompts(
-            settings.prompt, settings.negative_prompt,
-            view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
+        self.embeddings = self._encode_prompts(guidance, settings)
         self.step = 0
         self._set_levels()
+
+    @staticmethod
+    def _encode_prompts(guidance, s) -> PromptEmbeddings:
+        """The prompt with each view's suffix; with ``shading_prompt`` also with each shading word
+        (keys ``shading_prompt.embedding_key``)."""
+        suffixes = view_suffixes(s.view_naming) if s.view_dependent_prompt else {}
+        embeddings = guidance.encode_prompts(s.prompt, s.negative_prompt, suffixes)
+        if s.shading_prompt:
+            for shading in SHADING_WORDS:
+                worded = guidance.encode_prompts(with_shading_word(s.prompt, shading), s.negative_prompt, suffixes)
+                embeddings.by_view.update({embedding_key(shading, view): e for view, e in worded.by_view.items()})
+        return embeddings
 
     # -- schedules -------------------------------------------------------------------------------
     def _set_levels(self) -> None:
@@ -241,7 +252,8 @@ class Trainer:
     def guidance_request(self, render: StepRender) -> GuidanceRequest:
         """Phase 2's input: this run's renders, prompts, guidance scale (the setting the guidance type
         names: ``guidance_scale`` for text, ``image_guidance_scale`` for zero123), t range and random stream."""
-        return GuidanceRequest(render.rgb, self.embeddings, render.views, render.cameras,
+        views = [embedding_key(render.shading, v) for v in render.views] if self.s.shading_prompt else render.views
+        return GuidanceRequest(render.rgb, self.embeddings, views, render.cameras,
                                getattr(self.s, self.guidance.scale_setting), self.t_range(render.step),
                                self.rng.device)
 

@@ -22,6 +22,7 @@ case-insensitively; anything else is tokenised byte by byte and is out of distri
 from __future__ import annotations
 
 from backend.engine.cameras import view_suffixes
+from backend.engine.shading_prompt import SHADING_WORDS, with_shading_word
 from backend.prior.catalogue import BY_NAME, CATEGORIES, LOOKS, NAMES, PROP_NAMES, parse_prompt, strip_view
 from backend.prior.materials import COLOURS
 from backend.prior.shapes import SHAPES
@@ -46,8 +47,10 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def caption(name: str | None, look: str | None = None, view: str | None = None) -> str:
-    """The caption of one training image; ``name=None`` gives the empty (unconditional) caption."""
+def caption(name: str | None, look: str | None = None, view: str | None = None, shading: str | None = None) -> str:
+    """The caption of one training image; ``name=None`` gives the empty (unconditional) caption.
+    ``shading`` (priors trained with shading captions, v5): "lambertian" or "textureless" puts its word
+    after the article ("a shaded wooden barrel"), exactly as the engine's ``shading_prompt`` does."""
     if name is None:
         return ""
     if name not in BY_NAME:
@@ -57,6 +60,8 @@ def caption(name: str | None, look: str | None = None, view: str | None = None) 
                          f"{', '.join(w for w in BY_NAME[name].looks if w) or 'none'}")
     words = f"{look} {name}" if look else name
     text = f"{article(words)} {words}"
+    if shading:
+        text = with_shading_word(text, shading)
     if view:
         text += VIEW_SUFFIXES[view]
     return text
@@ -78,9 +83,13 @@ def benchmark_prompts() -> list[str]:
     return solids + props
 
 
-def vocabulary() -> list[str]:
-    """The words that get one token each in the prior's tokenizer."""
+def vocabulary(shading_words: bool = False) -> list[str]:
+    """The words that get one token each in the prior's tokenizer (with ``shading_words``, for a
+    prior trained with shading captions, also "shaded" and "unpainted", last: the earlier words'
+    merges, and so their tokens, stay as they are)."""
     view_words = [w for v in VIEWS for w in v.split()]
     nouns = [w for n in NAMES for w in n.split()]
     words = ["a", "an", "view", *nouns, *COLOURS, *LOOKS, *view_words]
+    if shading_words:
+        words += list(SHADING_WORDS.values())
     return list(dict.fromkeys(words))

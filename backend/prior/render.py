@@ -48,6 +48,7 @@ class Batch:
     images: torch.Tensor       # (B, 3, H, W) in [0, 1]
     entry: torch.Tensor        # (B,) index into ENTRIES (category and look)
     view: torch.Tensor         # (B,) index into VIEWS (the engine's view name of the camera)
+    shading: torch.Tensor      # (B,) index into SHADINGS
 
 
 def default_settings():
@@ -191,4 +192,4 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
                                                      VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)
-    return Batch(images, entry, views)
+    return Batch(images, entry, views, shading)

@@ -21,9 +21,11 @@ Step counts follow from the time budgets (measured speed after a warm-up), so th
 fits in one device call on any GPU; ``--vae-steps``/``--unet-steps`` fix them instead (tests).
 
 ``--architecture`` picks the layout from ``backend.prior.model.ARCHITECTURES``: ``v3`` (the default,
-the shipped weights: 16x16 latents) or ``v4`` (32x32 latents for the same 64 px images). A
+the shipped weights: 16x16 latents), ``v4`` (32x32 latents for the same 64 px images) or ``v5`` (v4
+whose captions name the shading of lit and textureless renders: generate with ``shading_prompt``). A
 checkpoint remembers its architecture and a resume with another one is refused; the rendered images
-(``--data-cache``) are the same for both.
+(``--data-cache``) are the same for all (v5 needs a cache that kept the shading labels: rendered since
+session 16).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 from backend.prior import model as M
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.grammar import VIEWS, benchmark_prompts, caption, mirrored_view
-from backend.prior.render import ENTRIES
+from backend.prior.render import ENTRIES, SHADINGS
 from backend.prior.train_common import (add_run_arguments, log, mark_done, open_run, rendered_data, save_ckpt,
                                         training_device)
 
@@ -56,46 +58,53 @@ SAMPLE_COLUMNS = 8      # prompts per row of samples.png (the 8 colours of each 
 
 
 # -- captions ---------------------------------------------------------------------------------------
-def caption_table() -> list[str]:
-    """Every caption variant, indexed by ``caption_index``; the last entry is the empty caption."""
+def caption_table(shading_captions: bool = False) -> list[str]:
+    """Every caption variant, indexed by ``caption_index``; the last entry is the empty caption.
+    ``shading_captions`` (v5): each also with the shading's word (``render.SHADINGS`` order)."""
+    shadings = SHADINGS if shading_captions else (None,)
     out = []
     for k, look in ENTRIES:
         name = CATEGORIES[k].name
         for w in (look, None):
             for v in [*VIEWS, None]:
-                out.append(caption(name, w, v))
+                out += [caption(name, w, v, sh) for sh in shadings]
     out.append("")
     return out
 
 
-def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None) -> torch.Tensor:
-    """Random caption variant per image: empty, look word dropped, view dropped, or the full caption."""
+def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
+                  shading: torch.Tensor | None = None) -> torch.Tensor:
+    """Random caption variant per image: empty, look word dropped, view dropped, or the full caption.
+    With ``shading`` (index into ``render.SHADINGS``; a ``caption_table(True)`` index) the shading's word
+    is always there: the plain caption then means an albedo render only (no dropout, or the plain
+    caption would be the mixture again)."""
     n, dev = entry.shape[0], entry.device
     nv = len(VIEWS) + 1
+    ns = 1 if shading is None else len(SHADINGS)
     u = torch.rand(3, n, device=dev, generator=generator)
     dropped = (u[0] < P_NO_LOOK).long()
     view = torch.where(u[1] < P_NO_VIEW, torch.full_like(view, nv - 1), view)
-    idx = (entry * 2 + dropped) * nv + view
-    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, len(ENTRIES) * 2 * nv), idx)
+    idx = ((entry * 2 + dropped) * nv + view) * ns + (0 if shading is None else shading)
+    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, len(ENTRIES) * 2 * nv * ns), idx)
 
 
 # -- data -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
                    image_size: int = M.IMAGE_SIZE):
-    """``n`` training images (uint8, on ``device``) and labels (entry, view); with ``minutes``,
+    """``n`` training images (uint8, on ``device``) and labels (entry, view, shading); with ``minutes``,
     fewer when rendering all of them would take longer than that."""
     from backend.prior.render import sample_batch
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device=device)
-    labels = torch.empty(n, 2, dtype=torch.long, device=device)
+    labels = torch.empty(n, 3, dtype=torch.long, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
         b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
-        labels[i:i + len(b.images)] = torch.stack([b.entry, b.view], 1)
+        labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading], 1)
         i += len(b.images)
         if minutes and i == min(n, 2 * chunk):
             per_image = (time.perf_counter() - t0) / i
@@ -240,6 +249,7 @@ def encode_all(vae, images, chunk=1024):
 # -- UNet + text encoder ----------------------------------------------------------------------------
 def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base):
     dev = latents.device
+    shading_captions = M.architecture(args.architecture).shading_captions
     if ckpt.get("stage") == "unet":
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
@@ -269,7 +279,7 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
             flip = (torch.rand(len(idx), device=dev, generator=gen) < 0.5) & mirror_ok[labels[idx, 0]]
             z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
             view = torch.where(flip, mirror[view], view)
-        cap = caption_index(labels[idx, 0], view, generator=gen)
+        cap = caption_index(labels[idx, 0], view, generator=gen, shading=labels[idx, 2] if shading_captions else None)
         t = torch.randint(0, len(alphas), (len(idx),), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -391,7 +401,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_run_arguments(p, "images")
     p.add_argument("--architecture", choices=sorted(M.ARCHITECTURES), default=M.DEFAULT_ARCHITECTURE,
-                   help="v3: the shipped prior, 16x16 latents; v4: 32x32 latents for thin parts (model.py)")
+                   help="v3: the shipped prior, 16x16 latents; v4: 32x32 latents for thin parts; v5: v4 with "
+                        "captions that name the shading (generate with shading_prompt on) (model.py)")
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,
@@ -440,6 +451,9 @@ def main(argv=None) -> int:
     images, labels = rendered_data(args.data_cache, dev, lambda: render_dataset(
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
         image_size=arch.image_size), timings, "images")
+    if arch.shading_captions and labels.shape[1] < 3:
+        raise SystemExit(f"--data-cache {args.data_cache} was rendered before shading labels were kept; "
+                         f"architecture {arch.name} captions the shading: pass another --data-cache")
     if images.shape[-1] != arch.image_size:
         raise SystemExit(f"--data-cache {args.data_cache} holds {images.shape[-1]} px images; architecture "
                          f"{arch.name} trains on {arch.image_size} px: pass another --data-cache")
@@ -448,7 +462,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     tok_dir = out / "_tokenizer"
-    tokenizer = M.build_tokenizer(tok_dir)
+    tokenizer = M.build_tokenizer(tok_dir, arch.name)
     vae, unet = M.build_vae(arch.name).to(dev), M.build_unet(arch.name).to(dev)
     text_encoder = M.build_text_encoder(tokenizer).to(dev)
     report["params"] = {"vae": M.n_params(vae), "vae_encoder": M.n_params(vae.encoder), "unet": M.n_params(unet),
@@ -478,7 +492,7 @@ def main(argv=None) -> int:
     rows = [originals[:k], recon[:k], originals[k:], recon[k:]]
     grid_png(torch.cat([r for r in rows if len(r)]), k, out / "report" / "vae_recon.png")
 
-    captions = caption_table()
+    captions = caption_table(arch.shading_captions)
     tokens = M.tokenize(tokenizer, captions).to(dev)
     train_unet(unet, text_encoder, tokens, means, stds, labels, scale, args,
                ckpt if stage == "unet" else {}, report, base)
