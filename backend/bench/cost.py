@@ -68,8 +68,12 @@ SD_GRID = [
     ({"resolution_schedule": "128x1", "guidance_resolution": 384}, True),
 ]
 # Exports of a briefly trained prior field: (mesh_resolution, texture_size, face_budget, held out?)
+# The grid resolution and the face count are varied apart (a fine grid with few faces, a coarse one with
+# many), so the fit can tell marching cubes' cost from the unwrap's; session 14's seven exports could not.
 EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (128, 512, 20000, False), (256, 1024, 50000, False),
-               (128, 2048, 20000, False), (128, 1024, 50000, True), (192, 512, 20000, True)]
+               (128, 2048, 20000, False), (256, 512, 5000, False), (96, 512, 50000, False), (192, 1024, 80000, False),
+               (128, 256, 40000, False), (256, 2048, 20000, False),
+               (128, 1024, 50000, True), (192, 512, 20000, True), (160, 1024, 30000, True), (224, 512, 10000, True)]
 CPU_EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (64, 1024, 5000, False), (96, 512, 20000, False), (128, 1024, 50000, False),
                    (160, 256, 10000, False), (128, 512, 20000, True), (96, 1024, 50000, True)]
 

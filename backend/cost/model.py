@@ -120,17 +120,20 @@ def checkpoint_features(s: GenerationSettings) -> dict[str, float]:
     return {"checkpoint": 1.0, "field_params": field_params(s) / 1e6}
 
 
-# Faces marching cubes gives a prop about half the box's size: ~1.6 per grid cell of its surface
-# (a sphere of radius res/4 cells has ~0.8 res^2 surface cells, two triangles each).
-MC_FACES_PER_RES2 = 1.6
+# Faces marching cubes gives per res^2: measured on trained coarse fields of the built-in prior (CPU,
+# session 16, 64^3-256^3 grids): barrel 1.8, chair 1.9, cube 3.1 (a sphere of radius res/4 cells:
+# ~1.6). The middle of that range; the shape alone moves it by about +-25%.
+MC_FACES_PER_RES2 = 2.5
 
 
 def export_features(s: GenerationSettings) -> dict[str, float]:
-    """Marching cubes works on every cell; simplification, UV unwrapping and baking on the faces that
-    are left (the budget, or fewer when the grid gives fewer)."""
-    faces = min(s.face_budget, MC_FACES_PER_RES2 * s.mesh_resolution**2)
+    """Marching cubes works on every cell; simplification, baking and the GLB on the faces that are
+    left (the budget, or fewer when the grid gives fewer); xatlas's UV unwrap grows faster than the
+    faces (``faces_sq``: on this project's meshes 10k / 20k / 40k / 80k / 160k faces took 0.3 / 0.7 /
+    2.0 / 6.0 / 24.8 s, CPU, session 16)."""
+    faces = min(s.face_budget, MC_FACES_PER_RES2 * s.mesh_resolution**2) / 1e5
     return {"export": 1.0, "mesh_cells": (s.mesh_resolution / 256) ** 3, "texels": (s.texture_size / 1024) ** 2,
-            "faces": faces / 1e5}
+            "faces": faces, "faces_sq": faces**2}
 
 
 # ---- fit ---------------------------------------------------------------------------------------------
