@@ -14,6 +14,11 @@ from __future__ import annotations
 SHADING_WORDS = {"lambertian": "shaded", "textureless": "unpainted"}
 
 
+def article(word: str) -> str:
+    """"a" or "an" before ``word`` (also the prior grammar's: its captions and these prompts must agree)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def with_shading_word(prompt: str, shading: str) -> str:
     """``prompt`` with the shading's word after its article: "a red cube" -> "a shaded red cube",
     "an orange cube" -> "an unpainted orange cube"; a prompt without an article gets one."""
@@ -23,7 +28,7 @@ def with_shading_word(prompt: str, shading: str) -> str:
     head, _, rest = prompt.partition(" ")
     if head.lower() in ("a", "an") and rest:
         prompt = rest
-    return f"{'an' if word[0] in 'aeiou' else 'a'} {word} {prompt}"
+    return f"{article(word)} {word} {prompt}"
 
 
 def embedding_key(shading: str, view: str) -> str:

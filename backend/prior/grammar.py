@@ -22,7 +22,7 @@ case-insensitively; anything else is tokenised byte by byte and is out of distri
 from __future__ import annotations
 
 from backend.engine.cameras import view_suffixes
-from backend.engine.shading_prompt import SHADING_WORDS, with_shading_word
+from backend.engine.shading_prompt import SHADING_WORDS, article, with_shading_word
 from backend.prior.catalogue import BY_NAME, CATEGORIES, LOOKS, NAMES, PROP_NAMES, parse_prompt, strip_view
 from backend.prior.materials import COLOURS
 from backend.prior.shapes import SHAPES
@@ -41,10 +41,6 @@ def mirrored_view(view: str) -> str:
     """The view name seen in a left-right mirrored image (left and right swap)."""
     swap = {"left": "right", "right": "left"}
     return " ".join(swap.get(w, w) for w in view.split())
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def caption(name: str | None, look: str | None = None, view: str | None = None, shading: str | None = None) -> str:
