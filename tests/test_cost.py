@@ -158,3 +158,24 @@ def test_fast_path_says_what_a_cuda_run_would_miss():
     assert fast_path(settings(sampling="auto"), "cuda")["sampling"] == "budget"
     assert fast_path(settings(sampling="auto"), "cpu")["sampling"] == "dynamic"
     assert fast_path(settings(hashgrid_backend="torch"), "cpu")["complete"]
+
+
+def test_measure_exports_keeps_the_median_of_repeated_timings():
+    """``bench cost`` times each export ``repeats`` times and fits on the median (one timing of a GPU
+    export was noise-bound, results/speed/NOTES.md session 17): real exports of a briefly trained
+    built-in-prior field on the CPU."""
+    import statistics
+
+    import torch
+
+    from backend.bench.cost import measure_exports
+    from backend.engine.guidance import load_guidance
+
+    torch.manual_seed(0)
+    guidance = load_guidance("builtin", torch.device("cpu"))
+    rows = measure_exports(guidance, torch.device("cpu"), [(32, 64, 500, False), (48, 64, 800, True)], repeats=3)
+    assert [r["overrides"]["mesh_resolution"] for r in rows] == [32, 48]
+    assert [r["held_out"] for r in rows] == [False, True]
+    for r in rows:
+        assert len(r["export_times_s"]) == 3 and all(t > 0 for t in r["export_times_s"])
+        assert r["export_s"] == statistics.median(r["export_times_s"])

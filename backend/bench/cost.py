@@ -168,7 +168,11 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict)
             "step_s_after_warmup": after, "peak_bytes": peak, "preview_s": preview_s, "checkpoint_s": checkpoint_s}
 
 
-def measure_exports(guidance, device, grid) -> list[dict]:
+def measure_exports(guidance, device, grid, repeats: int = 1) -> list[dict]:
+    """Each export of ``grid`` timed ``repeats`` times, the median kept: on the H200 single timings of
+    neighbouring grids differed by more than their work does (results/speed/NOTES.md, session 17)."""
+    import statistics
+
     from backend.engine.trainer import Trainer
 
     settings = settings_for(BUILTIN_ARCH, "builtin", {})
@@ -178,11 +182,14 @@ def measure_exports(guidance, device, grid) -> list[dict]:
     rows = []
     for mesh_res, tex, faces, held in grid:
         trainer.s = settings.replace(mesh_resolution=mesh_res, texture_size=tex, face_budget=faces)
-        synchronize(device)
-        t0 = clock()
-        trainer.export()
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            t0 = clock()
+            trainer.export()
+            times.append(clock() - t0)
         rows.append({"overrides": {"mesh_resolution": mesh_res, "texture_size": tex, "face_budget": faces},
-                     "held_out": held, "export_s": clock() - t0})
+                     "held_out": held, "export_s": statistics.median(times), "export_times_s": times})
         print("export", rows[-1], flush=True)
     return rows
 
@@ -307,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['step_s_albedo'] * 1000:.1f} / {row['step_s_after_warmup'] * 1000:.1f} ms, "
                   f"peak {row['peak_bytes'] / GB:.2f} GB  [{time.perf_counter() - t_start:.0f} s]", flush=True)
         if arch == BUILTIN_ARCH:
-            exports = measure_exports(guidance, device, export_grid)
+            # three timings each on a GPU (an export there is 1-8 s); a CPU export takes up to a minute
+            exports = measure_exports(guidance, device, export_grid, repeats=3 if cuda else 1)
         del guidance
         reset_peak(device)
     run = {"device": facts_dict, "cuda": cuda, "wall_s": time.perf_counter() - t_start, "configs": configs,
