@@ -108,6 +108,32 @@ def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Gen
                        azimuth, distance)
 
 
+# Camera conditioning of a camera-aware prior (MVDream's, as threestudio's mvdream guidance passes it with
+# camera_condition_type "rotation"): the camera-to-world matrix with its translation zeroed, flattened,
+# the 16 numbers the UNet's class-embedding projection reads. Rotation only: the built-in prior's
+# camera distance is fixed, and direction and roll are what tell a cube's face from its corner.
+CAMERA_CONDITION_DIM = 16
+
+
+def camera_condition(c2w: torch.Tensor) -> torch.Tensor:
+    """Float[Tensor, "B 4 4"] camera-to-world -> Float[Tensor, "B 16"]: the rotation, translation zeroed."""
+    rotation = c2w.clone()
+    rotation[:, :3, 3] = 0.0
+    return rotation.flatten(1)
+
+
+def mirrored_camera_condition(condition: torch.Tensor) -> torch.Tensor:
+    """The condition of the camera that sees the left-right mirror image (Float[Tensor, "B 16"] -> same).
+
+    Flipping a render horizontally shows a mirror-symmetric object as the camera at azimuth -az sees
+    it: the world mirrored in y (azimuth is measured from +x towards +y) and the camera's right axis
+    negated, R' = S_y R S_x, a proper rotation again (two reflections)."""
+    m = condition.reshape(-1, 4, 4).clone()
+    m[:, 1, :] = -m[:, 1, :]          # S_y on the left: the world's y row
+    m[:, :, 0] = -m[:, :, 0]          # S_x on the right: the camera's right axis
+    return m.flatten(1)
+
+
 def orbit_cameras(elevation_deg: float, azimuths_deg, distance: float, fovy_deg: float, device="cpu") -> CameraBatch:
     """Unjittered cameras on an orbit: the preview camera and turntables."""
     az = torch.as_tensor(list(azimuths_deg), dtype=torch.float32)

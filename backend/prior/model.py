@@ -40,6 +40,8 @@ from pathlib import Path
 
 import torch
 
+from backend.engine.cameras import CAMERA_CONDITION_DIM
+
 IMAGE_SIZE = 64
 LATENT_SIZE = 16
 MAX_TOKENS = 16          # "<bos> a wooden treasure chest , front left view <eos>" is 10 tokens
@@ -67,7 +69,9 @@ class Architecture:
     """One prior's image and latent sizes and its VAE and UNet configs (the text encoder and the
     scheduler are the same for every version). ``shading_captions``: its training captions name the
     shading of lit and textureless renders (``grammar.caption``), its tokenizer has those words, and
-    generation with it wants the ``shading_prompt`` setting; ``max_tokens``: the text length."""
+    generation with it wants the ``shading_prompt`` setting; ``max_tokens``: the text length;
+    ``camera_condition``: its UNet adds a projection of the camera (``cameras.camera_condition``) to
+    the timestep embedding, as MVDream does (diffusers' ``class_embed_type="projection"``)."""
 
     name: str
     image_size: int
@@ -76,6 +80,7 @@ class Architecture:
     unet: dict
     shading_captions: bool = False
     max_tokens: int = MAX_TOKENS
+    camera_condition: bool = False       # the UNet also reads each image's camera (class_labels)
 
 
 V4_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -84,6 +89,13 @@ V4_UNET_CONFIG = dict(UNET_CONFIG, sample_size=32, block_out_channels=(32, 64, 1
                       down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
                       up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
                       norm_num_groups=16)      # 2 channels a group at the 32-channel level, not 1 (instance norm)
+# v3 that also sees the camera (session 17): the text's view words do not tell the v3-v5 priors a
+# cube's face from its corner (their samples of "a red cube, front view" and "..., front left view" from
+# one seed are the same picture), so SDS sees every yaw and makes a cube the solid of revolution of its
+# diagonal (backend/prior/README.md, "Session 17"). A camera projection added to the timestep embedding
+# is how MVDream makes a text prior camera-aware; diffusers' UNet has it as a "projection" class embedding.
+V6_UNET_CONFIG = dict(UNET_CONFIG, class_embed_type="projection",
+                      projection_class_embeddings_input_dim=CAMERA_CONDITION_DIM)
 ARCHITECTURES = {
     "v3": Architecture("v3", IMAGE_SIZE, LATENT_SIZE, VAE_CONFIG, UNET_CONFIG),
     "v4": Architecture("v4", IMAGE_SIZE, 32, V4_VAE_CONFIG, V4_UNET_CONFIG),
@@ -91,6 +103,7 @@ ARCHITECTURES = {
     # 20 tokens: "a shaded stone tower, front right view" is 18 with this tokenizer (v3's 16 already
     # cut "view" from the five longest captions).
     "v5": Architecture("v5", IMAGE_SIZE, 32, V4_VAE_CONFIG, V4_UNET_CONFIG, shading_captions=True, max_tokens=20),
+    "v6": Architecture("v6", IMAGE_SIZE, LATENT_SIZE, VAE_CONFIG, V6_UNET_CONFIG, camera_condition=True),
 }
 DEFAULT_ARCHITECTURE = "v3"       # the shipped weights (v4: trained in session 13, not shipped: report_v4/)
 

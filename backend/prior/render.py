@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from backend.engine.cameras import CameraBatch, camera_rays, sample_cameras, view_direction
+from backend.engine.cameras import CameraBatch, camera_condition, camera_rays, sample_cameras, view_direction
 from backend.engine.renderer import shade
 from backend.prior.catalogue import CATEGORIES, SHAPE_CATEGORIES
 from backend.prior.grammar import VIEW_NAMING, VIEWS
@@ -49,6 +49,7 @@ class Batch:
     entry: torch.Tensor        # (B,) index into ENTRIES (category and look)
     view: torch.Tensor         # (B,) index into VIEWS (the engine's view name of the camera)
     shading: torch.Tensor      # (B,) index into SHADINGS
+    camera: torch.Tensor       # (B, 16) ``cameras.camera_condition`` of each image's camera (camera-aware priors)
 
 
 def default_settings():
@@ -192,4 +193,4 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
                                                      VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)
-    return Batch(images, entry, views, shading)
+    return Batch(images, entry, views, shading, camera_condition(cams.c2w).to(dev))

@@ -21,11 +21,12 @@ Step counts follow from the time budgets (measured speed after a warm-up), so th
 fits in one device call on any GPU; ``--vae-steps``/``--unet-steps`` fix them instead (tests).
 
 ``--architecture`` picks the layout from ``backend.prior.model.ARCHITECTURES``: ``v3`` (the default,
-the shipped weights: 16x16 latents), ``v4`` (32x32 latents for the same 64 px images) or ``v5`` (v4
-whose captions name the shading of lit and textureless renders: generate with ``shading_prompt``). A
-checkpoint remembers its architecture and a resume with another one is refused; the rendered images
-(``--data-cache``) are the same for all (v5 needs a cache that kept the shading labels: rendered since
-session 16).
+the shipped weights: 16x16 latents), ``v4`` (32x32 latents for the same 64 px images), ``v5`` (v4
+whose captions name the shading of lit and textureless renders: generate with ``shading_prompt``) or
+``v6`` (v3 whose UNet also reads each image's camera, MVDream-style). A checkpoint remembers its
+architecture and a resume with another one is refused; the rendered images (``--data-cache``) are the
+same for all (v5 needs a cache that kept the shading labels: rendered since session 16; v6 one that kept
+the cameras: rendered since session 17).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.engine.cameras import camera_condition, mirrored_camera_condition, orbit_cameras
 from backend.prior import model as M
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.grammar import VIEWS, benchmark_prompts, caption, mirrored_view
@@ -92,19 +94,22 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
                    image_size: int = M.IMAGE_SIZE):
-    """``n`` training images (uint8, on ``device``) and labels (entry, view, shading); with ``minutes``,
-    fewer when rendering all of them would take longer than that."""
+    """``n`` training images (uint8, on ``device``), labels (entry, view, shading) and cameras ((n, 16)
+    ``camera_condition``, for camera-aware priors); with ``minutes``, fewer when rendering all of them
+    would take longer than that."""
     from backend.prior.render import sample_batch
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device=device)
     labels = torch.empty(n, 3, dtype=torch.long, device=device)
+    cameras = torch.empty(n, 16, dtype=torch.float32, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
         b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading], 1)
+        cameras[i:i + len(b.images)] = b.camera
         i += len(b.images)
         if minutes and i == min(n, 2 * chunk):
             per_image = (time.perf_counter() - t0) / i
@@ -112,7 +117,7 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
             if fits < n:
                 log(f"  rendering {per_image * 1e3:.2f} ms/image: {fits} images fit in {minutes} min (asked {n})")
                 n = max(i, fits)
-    return images[:n], labels[:n]
+    return images[:n], labels[:n], cameras[:n]
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
@@ -247,7 +252,9 @@ def encode_all(vae, images, chunk=1024):
 
 
 # -- UNet + text encoder ----------------------------------------------------------------------------
-def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base):
+def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base,
+               cameras=None):
+    """``cameras`` (N, 16): each image's ``camera_condition``, for a camera-aware UNet (None: text only)."""
     dev = latents.device
     shading_captions = M.architecture(args.architecture).shading_captions
     if ckpt.get("stage") == "unet":
@@ -273,12 +280,15 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
         idx = torch.randint(len(latents), (args.unet_batch,), device=dev, generator=gen)
         z0 = (latents[idx] + latent_std[idx] * torch.randn(latents[idx].shape, device=dev, generator=gen)) * scale
         view = labels[idx, 1]
+        camera = cameras[idx] if cameras is not None else None
         if args.flip:
             # A mirrored image of a mirror-symmetric object is the view from the mirrored azimuth:
             # "front left" becomes "front right", so the caption flips with the latents.
             flip = (torch.rand(len(idx), device=dev, generator=gen) < 0.5) & mirror_ok[labels[idx, 0]]
             z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
             view = torch.where(flip, mirror[view], view)
+            if camera is not None:
+                camera = torch.where(flip[:, None], mirrored_camera_condition(camera), camera)
         cap = caption_index(labels[idx, 0], view, generator=gen, shading=labels[idx, 2] if shading_captions else None)
         t = torch.randint(0, len(alphas), (len(idx),), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
@@ -286,7 +296,7 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             context = text_encoder(tokens[cap])[0]
-            pred = unet(zt, t, encoder_hidden_states=context).sample.float()
+            pred = unet(zt, t, encoder_hidden_states=context, class_labels=camera).sample.float()
         per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
@@ -327,8 +337,9 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
 # -- sampling and report ----------------------------------------------------------------------------
 @torch.no_grad()
 def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prompt=2, steps=40, cfg=4.0,
-           seed=0, device="cpu") -> torch.Tensor:
-    """DDIM samples (len(prompts) * n_per_prompt, 3, H, W) in [0, 1], prompt-major, at the UNet's latent size."""
+           seed=0, device="cpu", camera: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM samples (len(prompts) * n_per_prompt, 3, H, W) in [0, 1], prompt-major, at the UNet's latent size.
+    ``camera`` (1, 16): the ``camera_condition`` every sample is drawn from, for a camera-aware UNet."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**M.SCHEDULER_CONFIG)
@@ -341,11 +352,21 @@ def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prom
     z = torch.randn(n, int(unet.config.in_channels), side, side, generator=g, device=device)
     for t in sched.timesteps:
         inp = torch.cat([z, z])
-        eps = unet(inp, t.to(device), encoder_hidden_states=torch.cat([cond, uncond])).sample
+        labels = None if camera is None else camera.to(device).expand(len(inp), -1)
+        eps = unet(inp, t.to(device), encoder_hidden_states=torch.cat([cond, uncond]), class_labels=labels).sample
         e_c, e_u = eps.chunk(2)
         z = sched.step(e_u + cfg * (e_c - e_u), t, z).prev_sample
     img = vae.decode(z / vae.config.scaling_factor).sample
     return ((img + 1) / 2).clamp(0, 1)
+
+
+def report_camera() -> torch.Tensor:
+    """The camera a camera-aware prior's report samples are drawn from: the preview's 3/4 view (15 degrees
+    up, azimuth 30) at the prior's distance and field of view."""
+    from backend.prior import CAMERA
+
+    cams = orbit_cameras(15.0, [30.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    return camera_condition(cams.c2w)
 
 
 def grid_png(images: torch.Tensor, cols: int, path: Path, upscale: int = 2, pad: int = 2) -> None:
@@ -402,7 +423,8 @@ def parse_args(argv=None):
     add_run_arguments(p, "images")
     p.add_argument("--architecture", choices=sorted(M.ARCHITECTURES), default=M.DEFAULT_ARCHITECTURE,
                    help="v3: the shipped prior, 16x16 latents; v4: 32x32 latents for thin parts; v5: v4 with "
-                        "captions that name the shading (generate with shading_prompt on) (model.py)")
+                        "captions that name the shading (generate with shading_prompt on); v6: v3 that also reads "
+                        "the camera (model.py)")
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,
@@ -448,9 +470,13 @@ def main(argv=None) -> int:
     stage = ckpt.get("stage")
     timings = report["timings"]
 
-    images, labels = rendered_data(args.data_cache, dev, lambda: render_dataset(
+    images, labels, *rest = rendered_data(args.data_cache, dev, lambda: render_dataset(
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
         image_size=arch.image_size), timings, "images")
+    cameras = rest[0] if rest and arch.camera_condition else None
+    if arch.camera_condition and cameras is None:
+        raise SystemExit(f"--data-cache {args.data_cache} was rendered before cameras were kept; architecture "
+                         f"{arch.name} is conditioned on the camera: pass another --data-cache")
     if arch.shading_captions and labels.shape[1] < 3:
         raise SystemExit(f"--data-cache {args.data_cache} was rendered before shading labels were kept; "
                          f"architecture {arch.name} captions the shading: pass another --data-cache")
@@ -495,14 +521,15 @@ def main(argv=None) -> int:
     captions = caption_table(arch.shading_captions)
     tokens = M.tokenize(tokenizer, captions).to(dev)
     train_unet(unet, text_encoder, tokens, means, stds, labels, scale, args,
-               ckpt if stage == "unet" else {}, report, base)
+               ckpt if stage == "unet" else {}, report, base, cameras)
     t_after_unet = time.perf_counter()
 
     vae.eval()
     if args.samples_per_prompt:
         tokens_of = lambda texts: M.tokenize(tokenizer, texts)
         samples = sample(unet, text_encoder, vae, tokens_of, benchmark_prompts(), n_per_prompt=args.samples_per_prompt,
-                         steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed)
+                         steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed,
+                         camera=report_camera() if arch.camera_condition else None)
         grid_png(samples, SAMPLE_COLUMNS * args.samples_per_prompt, out / "report" / "samples.png")
     report["samples"] = {"per_prompt": args.samples_per_prompt, "steps": args.sample_steps, "cfg": args.sample_cfg}
 

@@ -14,7 +14,7 @@ from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbedd
 from backend.engine.registry import register
 from shared.settings import GenerationSettings
 
-from backend.engine.cameras import host_to_device
+from backend.engine.cameras import CAMERA_CONDITION_DIM, camera_condition, host_to_device
 
 if TYPE_CHECKING:
     from backend.engine.cameras import CameraBatch
@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 @register("guidance", "stable-diffusion")
 class StableDiffusionGuidance(Guidance):
-    """SDS with the text-conditioned UNet. The camera reaches it only through the view names of the
-    prompt suffixes (``views``); ``cameras`` is not used."""
+    """SDS with the text-conditioned UNet. The camera reaches it through the view names of the prompt
+    suffixes (``views``), and, for a camera-aware UNet (a "projection" class embedding of
+    ``CAMERA_CONDITION_DIM`` inputs, MVDream's way: the built-in prior v6), also as each render's
+    ``cameras.camera_condition``, given to the UNet as its class labels."""
 
     def __init__(self, model_path: str, device: torch.device | str, *, half_precision: bool = True):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -49,6 +51,12 @@ class StableDiffusionGuidance(Guidance):
             torch.backends.cudnn.benchmark = True     # fixed shapes per stage: let cuDNN pick kernels
 
         self._init_model_geometry(model_path)
+        self.camera_conditioned = self.unet.config.class_embed_type == "projection"
+        if self.unet.config.class_embed_type not in (None, "projection") or (
+                self.camera_conditioned and self.unet.config.projection_class_embeddings_input_dim != CAMERA_CONDITION_DIM):
+            raise ValueError(f"model {model_path}: a UNet class embedding must be absent or a camera projection "
+                             f"of {CAMERA_CONDITION_DIM} inputs, got {self.unet.config.class_embed_type!r} "
+                             f"({self.unet.config.projection_class_embeddings_input_dim} inputs)")
         self._cache: dict[str, torch.Tensor] = {}
         # The UNet runs under no_grad on fixed shapes: on CUDA it is captured once per shape as a CUDA
         # graph and replayed, which removes the ~1,000 kernel launches per call that eager mode makes
@@ -179,18 +187,22 @@ class StableDiffusionGuidance(Guidance):
 
     @torch.no_grad()
     def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                      uncond: torch.Tensor, guidance_scale: float | torch.Tensor) -> torch.Tensor:
+                      uncond: torch.Tensor, guidance_scale: float | torch.Tensor,
+                      camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair.
 
         ``latents_noisy``: Float[Tensor, "B C h w"], ``t``: Int[Tensor, "B"], ``cond``/``uncond``:
         Float[Tensor, "B T D"], ``guidance_scale``: a number or Float[Tensor, "B 1 1 1"] (one per
-        render: several jobs in one call) -> Float[Tensor, "B C h w"]."""
+        render: several jobs in one call), ``camera``: Float[Tensor, "B 16"] for a camera-aware UNet
+        (the same for both halves: the guidance scale weighs the text, not the camera)
+        -> Float[Tensor, "B C h w"]."""
         latent_in = torch.cat([latents_noisy] * 2).to(self.dtype)
         t_in = torch.cat([t] * 2)
         context = torch.cat([cond, uncond]).to(self.dtype)
+        labels = None if camera is None else torch.cat([camera] * 2).to(self.dtype)
         if self.device.type == "cuda":
             latent_in = latent_in.contiguous(memory_format=torch.channels_last)
-        out = self._unet(latent_in, t_in, context).float()
+        out = self._unet(latent_in, t_in, context, labels).float()
         if self.prediction_type == "v_prediction":
             # v = sqrt(a) * eps - sqrt(1-a) * x0  =>  eps = sqrt(a) * v + sqrt(1-a) * x_t
             a = self.alphas[t_in].view(-1, 1, 1, 1)
@@ -198,39 +210,43 @@ class StableDiffusionGuidance(Guidance):
         text, negative = out.chunk(2)
         return negative + guidance_scale * (text - negative)
 
-    def _unet(self, latent_in: torch.Tensor, t_in: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _unet(self, latent_in: torch.Tensor, t_in: torch.Tensor, context: torch.Tensor,
+              class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """UNet epsilon/v prediction; replayed from a CUDA graph captured per input shape when enabled.
         The returned tensor is the graph's static output: use it before the next call."""
         if not self.use_cuda_graphs:
-            return self.unet(latent_in, t_in, encoder_hidden_states=context).sample
-        key = (tuple(latent_in.shape), tuple(context.shape), latent_in.dtype)
+            return self.unet(latent_in, t_in, encoder_hidden_states=context, class_labels=class_labels).sample
+        key = (tuple(latent_in.shape), tuple(context.shape), latent_in.dtype, class_labels is None)
         entry = self._graphs.get(key)
         if entry is None:
             try:
-                entry = self._graphs[key] = self._capture(latent_in, t_in, context)
+                entry = self._graphs[key] = self._capture(latent_in, t_in, context, class_labels)
             except Exception as exc:         # noqa: BLE001 - any capture failure: run eagerly from now on
                 log.warning("CUDA graph capture of the UNet failed (%s); running it eagerly", exc)
                 self.use_cuda_graphs, self._graph_capture_failed = False, True
                 torch.cuda.synchronize(self.device)
-                return self.unet(latent_in, t_in, encoder_hidden_states=context).sample
+                return self.unet(latent_in, t_in, encoder_hidden_states=context, class_labels=class_labels).sample
         graph, static_in, static_out = entry
-        for buf, value in zip(static_in, (latent_in, t_in, context)):
-            buf.copy_(value)
+        for buf, value in zip(static_in, (latent_in, t_in, context, class_labels)):
+            if buf is not None:
+                buf.copy_(value)
         graph.replay()
         return static_out
 
-    def _capture(self, latent_in, t_in, context):
-        static_in = (latent_in.clone(memory_format=torch.preserve_format), t_in.clone(), context.clone())
+    def _capture(self, latent_in, t_in, context, class_labels=None):
+        static_in = (latent_in.clone(memory_format=torch.preserve_format), t_in.clone(), context.clone(),
+                     None if class_labels is None else class_labels.clone())
         # PyTorch's recipe: warm up on a side stream (cuDNN/cuBLAS choose kernels), then capture.
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(3):
-                self.unet(static_in[0], static_in[1], encoder_hidden_states=static_in[2])
+                self.unet(static_in[0], static_in[1], encoder_hidden_states=static_in[2], class_labels=static_in[3])
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self.unet(static_in[0], static_in[1], encoder_hidden_states=static_in[2]).sample
+            static_out = self.unet(static_in[0], static_in[1], encoder_hidden_states=static_in[2],
+                                   class_labels=static_in[3]).sample
         return graph, static_in, static_out
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
@@ -270,7 +286,7 @@ class StableDiffusionGuidance(Guidance):
         are stacked with their own prompt embeddings, guidance scale, timestep and noise (each drawn
         from its request's generator), and each request's loss is computed over its own rows only, so
         a job gets the same gradient alone or in a group (to floating-point summation order)."""
-        images, draws, conds, unconds, scales, sizes = [], [], [], [], [], []
+        images, draws, conds, unconds, scales, sizes, cameras = [], [], [], [], [], [], []
         for r in requests:
             rgb_bchw = r.rgb.permute(0, 3, 1, 2)
             if rgb_bchw.shape[-1] != self.resolution:
@@ -281,6 +297,11 @@ class StableDiffusionGuidance(Guidance):
             cond, uncond = r.embeddings.for_views(r.views)
             conds.append(cond)
             unconds.append(uncond)
+            if self.camera_conditioned:
+                if r.cameras is None:
+                    raise ValueError(f"model {self.name} is conditioned on the camera: SDS needs each render's "
+                                     "camera (GuidanceRequest.cameras)")
+                cameras.append(camera_condition(r.cameras.c2w).to(self.device, torch.float32))
             scales += [float(r.guidance_scale)] * rgb_bchw.shape[0]
             sizes.append(rgb_bchw.shape[0])
         t = torch.cat([d[0] for d in draws])
@@ -290,7 +311,8 @@ class StableDiffusionGuidance(Guidance):
         scale = scales[0] if len(set(scales)) == 1 else host_to_device(torch.tensor(scales), self.device).view(-1, 1, 1, 1)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
-            noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), scale)
+            noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), scale,
+                                            torch.cat(cameras) if cameras else None)
         grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
         # The MSE-to-detached-target trick: d(loss)/d(latents) == grad, without a custom backward.
         target = (latents - grad).detach()

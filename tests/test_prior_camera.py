@@ -1,0 +1,161 @@
+"""Prior v6, the camera-aware built-in prior (session 17): the camera condition and its mirror, the
+guidance handing each render's camera to a camera-aware UNet, and ``--architecture v6`` training a
+diffusers folder the engine steps with. Real models built from the architecture's config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backend.engine.cameras import (CAMERA_CONDITION_DIM, camera_condition, look_at, mirrored_camera_condition,
+                                    orbit_cameras)
+from backend.prior import CAMERA, recommended_settings
+
+
+def test_camera_condition_is_the_rotation_only():
+    cams = orbit_cameras(20.0, [0.0, 30.0, -120.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    cond = camera_condition(cams.c2w)
+    assert cond.shape == (3, CAMERA_CONDITION_DIM)
+    m = cond.reshape(3, 4, 4)
+    assert torch.equal(m[:, :3, 3], torch.zeros(3, 3))                   # translation dropped
+    assert torch.allclose(m[:, :3, :3], cams.c2w[:, :3, :3])
+    assert not torch.allclose(cond[0], cond[1])                         # the direction is in it
+
+
+def test_the_mirrored_condition_is_the_condition_of_the_mirrored_camera():
+    """Training flips mirror-symmetric objects' images left-right; the camera that sees the flipped
+    image is the one built from the world mirrored in y (eye, centre and up), including a rolled up
+    vector (the prior's up jitter): look_at of the mirrored inputs gives the same condition."""
+    gen = torch.Generator().manual_seed(0)
+    n = 6
+    eye = torch.randn(n, 3, generator=gen) * 1.8
+    center = torch.randn(n, 3, generator=gen) * 0.1
+    up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(n, 3, generator=gen) * 0.2
+    flip_y = torch.tensor([1.0, -1.0, 1.0])
+    mirrored = camera_condition(look_at(eye * flip_y, center * flip_y, up * flip_y))
+    # (look_at's right = forward x up: of mirrored vectors, minus the mirror of the right: S_y R S_x.)
+    assert torch.allclose(mirrored_camera_condition(camera_condition(look_at(eye, center, up))), mirrored, atol=1e-6)
+    r = mirrored_camera_condition(camera_condition(look_at(eye, center, up))).reshape(n, 4, 4)[:, :3, :3]
+    assert torch.allclose(r.transpose(1, 2) @ r, torch.eye(3).expand(n, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(n), atol=1e-5)     # a rotation, not a reflection
+
+
+def test_a_flipped_render_is_seen_by_the_mirrored_camera():
+    """The renderer's own check of the mirror: the pyramid seen by a camera rebuilt from the mirrored
+    condition (at the mirrored position) is the left-right flip of the original render (albedo shading:
+    the lit shading draws a random light)."""
+    from backend.engine.cameras import CameraBatch
+    from backend.prior.render import entry_index, render
+
+    cams = orbit_cameras(20.0, [35.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    m = mirrored_camera_condition(camera_condition(cams.c2w)).reshape(1, 4, 4)
+    m[:, :3, 3] = cams.c2w[:, :3, 3] * torch.tensor([1.0, -1.0, 1.0])
+    mirrored = CameraBatch(m, cams.fovy, cams.elevation, -cams.azimuth, cams.distance)
+    kwargs = dict(shading=torch.zeros(1, dtype=torch.long), background=torch.ones(1, dtype=torch.long), vary=False)
+    e = torch.full((1,), entry_index("pyramid", "red"))
+    a, b = render(e, cams, 32, **kwargs), render(e, mirrored, 32, **kwargs)
+    assert (a.flip(-1) - b).abs().max() < 1e-4
+    assert (a - b).abs().max() > 0.1
+
+
+@pytest.fixture(scope="module")
+def v6_random(tmp_path_factory):
+    from backend.prior.model import build_random
+
+    return build_random(tmp_path_factory.mktemp("v6") / "weights", arch="v6")
+
+
+def _sds_grad(guidance, rgb, cameras, views):
+    from backend.engine.guidance.base import GuidanceRequest
+
+    x = rgb.clone().requires_grad_(True)
+    emb = guidance.encode_prompts("a red cube", "", {"front": ", front view"})
+    gen = torch.Generator().manual_seed(3)
+    out = guidance.guide_many([GuidanceRequest(x, emb, views, cameras, 3.0, (0.5, 0.5), gen)])[0]
+    out["loss_sds"].backward()
+    return x.grad
+
+
+def test_guidance_gives_a_camera_aware_unet_each_renders_camera(v6_random):
+    """Same renders, noise and timesteps, different cameras: different SDS gradients (the camera reaches
+    the UNet); the same cameras: the same gradient; no cameras: a clear error."""
+    from backend.engine.guidance.base import GuidanceRequest
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+
+    g = StableDiffusionGuidance(str(v6_random), "cpu")
+    assert g.camera_conditioned
+    rgb = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    front = orbit_cameras(15.0, [0.0, 0.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    side = orbit_cameras(15.0, [0.0, 90.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    views = ["front", "front"]
+    g_front, g_front_again, g_side = (_sds_grad(g, rgb, c, views) for c in (front, front, side))
+    assert torch.equal(g_front, g_front_again)
+    assert torch.allclose(g_front[0], g_side[0])                 # the same camera in row 0
+    assert (g_front[1] - g_side[1]).abs().max() > 1e-3 * g_front[1].abs().max()
+    emb = g.encode_prompts("a red cube", "", {})
+    with pytest.raises(ValueError, match="conditioned on the camera"):
+        g.guide_many([GuidanceRequest(rgb, emb, ["", ""], None, 3.0, (0.5, 0.5), None)])
+
+
+def test_a_text_only_unet_ignores_the_cameras(tmp_path):
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+    from backend.prior.model import build_random
+
+    g = StableDiffusionGuidance(str(build_random(tmp_path / "v3", arch="v3")), "cpu")
+    assert not g.camera_conditioned
+    rgb = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    front = orbit_cameras(15.0, [0.0, 0.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    side = orbit_cameras(15.0, [0.0, 90.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    assert torch.equal(_sds_grad(g, rgb, front, ["front", "front"]), _sds_grad(g, rgb, side, ["front", "front"]))
+
+
+def test_training_script_trains_prior_v6_that_the_engine_steps(tmp_path):
+    """``--architecture v6``: a few CPU steps (the UNet called with each image's camera, flips
+    included; its report samples drawn from the report camera) write a diffusers folder whose UNet has
+    the camera projection, which the engine loads and takes SDS steps with; a data cache without
+    cameras is refused by name."""
+    from diffusers import UNet2DConditionModel
+
+    from backend.engine.guidance.models import load_guidance_for
+    from backend.engine.trainer import Trainer
+    from backend.prior.grammar import VIEWS
+    from backend.prior.render import ENTRIES
+    from backend.prior.train import main, render_dataset, save_ckpt
+    from shared.settings import GenerationSettings
+
+    images, labels, cameras = render_dataset(4, "cpu", chunk=4, image_size=64)
+    assert cameras.shape == (4, CAMERA_CONDITION_DIM) and cameras.reshape(4, 4, 4)[:, :3, 3].abs().max() == 0
+    save_ckpt(tmp_path / "data.pt", (images, labels, cameras))
+    def args(data: str, out: str) -> list[str]:
+        return ["--architecture", "v6", "--out", str(tmp_path / out), "--device", "cpu", "--data-cache",
+                str(tmp_path / data), "--vae-steps", "1", "--unet-steps", "2", "--vae-batch", "2",
+                "--unet-batch", "4", "--samples-per-prompt", "1", "--sample-steps", "1"]
+
+    assert main(args("data.pt", "run")) == 0
+    log = json.loads((tmp_path / "run" / "report" / "train_log.json").read_text())
+    assert (log["architecture"], log["latent_size"]) == ("v6", 16)
+    weights = tmp_path / "run" / "weights"
+    unet = UNet2DConditionModel.from_pretrained(str(weights), subfolder="unet")
+    assert unet.config.class_embed_type == "projection"
+    assert unet.config.projection_class_embeddings_input_dim == CAMERA_CONDITION_DIM
+
+    settings = GenerationSettings.from_dict({**recommended_settings(), "prompt": "a red cube",
+                                             "model": str(weights), "steps": 2})
+    guidance = load_guidance_for(settings, "cpu")
+    assert guidance.camera_conditioned
+    trainer = Trainer(settings, guidance, "cpu")
+    before = [p.detach().clone() for p in trainer.field.parameters()]
+    for _ in range(2):
+        losses = trainer.train_step()
+        assert all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.field.parameters()))
+
+    gen = torch.Generator().manual_seed(0)
+    old = (images, torch.stack([torch.randint(0, len(ENTRIES), (4,), generator=gen),
+                                torch.randint(0, len(VIEWS), (4,), generator=gen),
+                                torch.zeros(4, dtype=torch.long)], 1))
+    save_ckpt(tmp_path / "old.pt", old)
+    with pytest.raises(SystemExit, match="before cameras were kept"):
+        main(args("old.pt", "run2"))
