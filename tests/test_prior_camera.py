@@ -159,3 +159,40 @@ def test_training_script_trains_prior_v6_that_the_engine_steps(tmp_path):
     save_ckpt(tmp_path / "old.pt", old)
     with pytest.raises(SystemExit, match="before cameras were kept"):
         main(args("old.pt", "run2"))
+
+
+def test_v6_fine_tuned_from_a_text_only_prior_starts_as_that_prior(tmp_path):
+    """``--init-from`` a v3 folder: the v6 UNet gets v3's weights and a zero camera projection, the
+    VAE and text encoder are v3's (no VAE training), so before any UNet step the new prior predicts
+    exactly what v3 does, whatever the camera; ``--categories`` renders only the named objects."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from backend.prior.catalogue import CATEGORIES
+    from backend.prior.model import build_random
+    from backend.prior.render import ENTRIES
+    from backend.prior.train import main, render_dataset, save_ckpt
+
+    v3 = build_random(tmp_path / "v3", arch="v3", seed=1)
+    images, labels, cameras = render_dataset(4, "cpu", chunk=4, image_size=64, categories=["cube", "pyramid"])
+    assert {CATEGORIES[ENTRIES[int(e)][0]].name for e in labels[:, 0]} <= {"cube", "pyramid"}
+    save_ckpt(tmp_path / "data.pt", (images, labels, cameras))
+    assert main(["--architecture", "v6", "--init-from", str(v3), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--data-cache", str(tmp_path / "data.pt"), "--unet-steps", "0", "--unet-batch", "2",
+                 "--samples-per-prompt", "0"]) == 0
+    weights = tmp_path / "run" / "weights"
+    old_unet = UNet2DConditionModel.from_pretrained(str(v3), subfolder="unet")
+    new_unet = UNet2DConditionModel.from_pretrained(str(weights), subfolder="unet")
+    assert new_unet.config.class_embed_type == "projection"
+    gen = torch.Generator().manual_seed(0)
+    z, ctx = torch.randn(2, 4, 16, 16, generator=gen), torch.randn(2, 16, 128, generator=gen)
+    cams = camera_condition(orbit_cameras(15.0, [0.0, 90.0], CAMERA["distance_min"], CAMERA["fovy_min"]).c2w)
+    with torch.no_grad():
+        expected = old_unet(z, torch.tensor([500, 500]), encoder_hidden_states=ctx).sample
+        got = new_unet(z, torch.tensor([500, 500]), encoder_hidden_states=ctx, class_labels=cams).sample
+    assert torch.allclose(expected, got, atol=1e-5)
+    old_vae = AutoencoderKL.from_pretrained(str(v3), subfolder="vae")
+    new_vae = AutoencoderKL.from_pretrained(str(weights), subfolder="vae")
+    assert new_vae.config.scaling_factor == old_vae.config.scaling_factor
+    assert all(torch.equal(a, b) for a, b in zip(old_vae.state_dict().values(), new_vae.state_dict().values()))
+    with pytest.raises(SystemExit):
+        main(["--categories", "cube,teapot", "--out", str(tmp_path / "x")])

@@ -167,7 +167,7 @@ def entry_index(name: str, look: str | None) -> int:
 
 
 def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, generator=None,
-                 camera_chunk: int = 32) -> Batch:
+                 camera_chunk: int = 32, categories: list[str] | None = None) -> Batch:
     """``n`` random training images (objects, looks, proportions, cameras, shading, backgrounds, blur).
 
     Cameras come from the engine's ``sample_cameras`` (torch's global RNG; it draws the elevation
@@ -177,6 +177,8 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     s = settings or default_settings()
     dev = torch.device(device)
     weights = torch.tensor(CATEGORY_WEIGHTS, device=dev)
+    if categories is not None:          # only these (a fine-tune's data)
+        weights = weights * torch.tensor([float(c.name in categories) for c in CATEGORIES], device=dev)
     cat = torch.multinomial(weights, n, replacement=True, generator=generator)
     n_looks = torch.tensor([len(c.looks) for c in CATEGORIES], device=dev)
     first = torch.cumsum(n_looks, 0) - n_looks

@@ -93,7 +93,7 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
 # -- data -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
-                   image_size: int = M.IMAGE_SIZE):
+                   image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None):
     """``n`` training images (uint8, on ``device``), labels (entry, view, shading) and cameras ((n, 16)
     ``camera_condition``, for camera-aware priors); with ``minutes``, fewer when rendering all of them
     would take longer than that."""
@@ -106,7 +106,7 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
     cameras = torch.empty(n, 16, dtype=torch.float32, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
-        b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen)
+        b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen, categories=categories)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading], 1)
         cameras[i:i + len(b.images)] = b.camera
@@ -147,14 +147,15 @@ class Budget:
     """Turns a time budget into a step count after ``probe`` timed steps."""
 
     def __init__(self, minutes: float | None, steps: int | None, probe: int = 30):
-        self.minutes, self.fixed, self.probe = minutes, steps, probe
-        self.total = steps or 10**9
+        self.minutes, self.probe = minutes, probe
+        self.fixed = steps is not None          # 0 is a count too (``--init-from`` with no training)
+        self.total = steps if steps is not None else 10**9
         self.t0 = None
 
     def resume(self, total: int) -> None:
         """Keep the step count the first command chose: a resumed run that timed its steps again
         would change the total (and the learning-rate schedule) halfway through."""
-        self.fixed = self.total = total
+        self.fixed, self.total = True, total
 
     def update(self, step: int) -> None:
         if self.fixed:
@@ -252,6 +253,31 @@ def encode_all(vae, images, chunk=1024):
 
 
 # -- UNet + text encoder ----------------------------------------------------------------------------
+def init_from(folder: Path, vae, unet, text_encoder, tokenizer):
+    """Load a prior's weights into freshly built models of the chosen architecture (a fine-tune's start);
+    returns the prior's tokenizer. The UNet may lack only a camera projection, which starts at zero."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    loaded = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    if loaded.get_vocab() != tokenizer.get_vocab():
+        raise SystemExit(f"--init-from {folder}: its tokenizer is not this architecture's (another vocabulary)")
+    text_encoder.load_state_dict(CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").state_dict())
+    src_vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+    vae.load_state_dict(src_vae.state_dict())
+    vae.register_to_config(scaling_factor=src_vae.config.scaling_factor)
+    state = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").state_dict()
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("class_embedding.") for k in missing):
+        raise SystemExit(f"--init-from {folder}: its UNet is not this architecture's "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if missing:
+        # zero last layer: the camera's embedding adds nothing until training makes it (ControlNet's trick)
+        torch.nn.init.zeros_(unet.class_embedding.linear_2.weight)
+        torch.nn.init.zeros_(unet.class_embedding.linear_2.bias)
+    return loaded
+
+
 def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base,
                cameras=None):
     """``cameras`` (N, 16): each image's ``camera_condition``, for a camera-aware UNet (None: text only)."""
@@ -390,8 +416,9 @@ def _thin(curve: list, n: int) -> list:
 def write_report(out: Path, report: dict) -> None:
     lines = ["# Built-in prior: training report", "",
              f"- device: {report['device']}; total time {report['timings']['total_s']:.0f} s "
-             f"(render {report['timings']['render_s']:.0f} s, VAE {report['timings']['vae_s']:.0f} s, "
-             f"UNet {report['timings']['unet_s']:.0f} s)",
+             f"(render {report['timings']['render_s']:.0f} s, VAE {report['timings'].get('vae_s', 0.0):.0f} s, "
+             f"UNet {report['timings'].get('unet_s', 0.0):.0f} s)",
+             *([f"- fine-tuned from `{report['init_from']}` (its VAE kept)"] if report.get("init_from") else []),
              f"- architecture: {report['architecture']} ({report['latent_size']}x{report['latent_size']} latents)",
              f"- images: {report['images']} at {report['image_size']} px; batch VAE {report['args']['vae_batch']}, "
              f"UNet {report['args']['unet_batch']}",
@@ -443,7 +470,23 @@ def parse_args(argv=None):
                    help="DDIM samples per benchmark prompt in report/samples.png (0: no samples.png)")
     p.add_argument("--sample-steps", type=int, default=40, help="DDIM steps of the report's samples")
     p.add_argument("--sample-cfg", type=float, default=4.0)
+    p.add_argument("--init-from", type=Path, default=None, metavar="WEIGHTS",
+                   help="fine-tune: start from this prior's folder (its tokenizer, text encoder, VAE and UNet; "
+                        "the VAE is kept, not trained). A camera-aware architecture on a text-only prior gets its "
+                        "camera projection zero-initialised, so it starts as that prior")
+    p.add_argument("--categories", default=None, metavar="NAMES",
+                   help="render only these categories (comma-separated catalogue names, e.g. cube,pyramid)")
     args = p.parse_args(argv)
+    if args.categories is not None:
+        from backend.prior.catalogue import CATEGORIES as ALL
+
+        names = [n.strip() for n in args.categories.split(",") if n.strip()]
+        unknown = sorted(set(names) - {c.name for c in ALL})
+        if not names or unknown:
+            p.error(f"--categories must name catalogue categories ({', '.join(c.name for c in ALL)}), got {unknown or names}")
+        args.categories = names
+    if args.init_from is not None and not (args.init_from / "model_index.json").is_file():
+        p.error(f"--init-from must be a prior's diffusers folder (with model_index.json), got {args.init_from}")
     if args.samples_per_prompt < 0:
         p.error(f"--samples-per-prompt must be >= 0 (0: no samples.png), got {args.samples_per_prompt}")
     return args
@@ -472,7 +515,7 @@ def main(argv=None) -> int:
 
     images, labels, *rest = rendered_data(args.data_cache, dev, lambda: render_dataset(
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
-        image_size=arch.image_size), timings, "images")
+        image_size=arch.image_size, categories=args.categories), timings, "images")
     cameras = rest[0] if rest and arch.camera_condition else None
     if arch.camera_condition and cameras is None:
         raise SystemExit(f"--data-cache {args.data_cache} was rendered before cameras were kept; architecture "
@@ -495,14 +538,22 @@ def main(argv=None) -> int:
                         "text_encoder": M.n_params(text_encoder)}
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
 
-    if stage in (None, "vae"):
+    if stage in (None, "vae") and args.init_from is not None:
+        tokenizer = init_from(args.init_from, vae, unet, text_encoder, tokenizer)
+        report["init_from"] = str(args.init_from)
+        log(f"initialised from {args.init_from} (its VAE is kept)")
+    elif stage in (None, "vae"):
         train_vae(vae, images, args, ckpt, report)
     else:
+        if args.init_from is not None and stage == "unet_start":
+            tokenizer = init_from(args.init_from, vae, unet, text_encoder, tokenizer)   # the UNet's start again
         vae.load_state_dict(ckpt["vae_final"])
         log(f"resumed from {args.checkpoint} (stage {stage}, step {ckpt.get('step', 0)})")
 
     means, stds = encode_all(vae, images)
-    scale = float(ckpt.get("scale") or 1.0 / means.std().item())
+    # A fine-tune keeps its prior's latent scale: its UNet was trained on latents of that scale.
+    scale = float(ckpt.get("scale") or (vae.config.scaling_factor if args.init_from is not None
+                                        else 1.0 / means.std().item()))
     vae.register_to_config(scaling_factor=scale)
     report["scaling_factor"] = scale
     log(f"latents {tuple(means.shape)}, std {means.std().item():.3f}, posterior std {stds.mean().item():.4f}, "

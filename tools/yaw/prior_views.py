@@ -1,5 +1,6 @@
 """DDIM samples of "a red cube, front view" and "a red cube, front left view" from the same seed (one row
-each) and the red silhouette's width/height: does the prior's view word turn the cube?
+each) and the red silhouette's width/height: does the prior's view word turn the cube? A camera-aware
+prior (v6) also gets the camera of each view (15 degrees up, azimuth 0 and 45).
 
     PYTHONPATH=. python tools/yaw/prior_views.py backend/prior/weights 3.0 12   # -> /tmp/views_<folder>_<cfg>.png
 """
@@ -14,8 +15,13 @@ tok = CLIPTokenizer.from_pretrained(w / "tokenizer"); te = CLIPTextModel.from_pr
 unet = UNet2DConditionModel.from_pretrained(w / "unet").float().eval(); vae = AutoencoderKL.from_pretrained(w / "vae").float().eval()
 torch.set_num_threads(1)
 out = []
-for view in ("front", "front left"):
-    imgs = sample(unet, te, vae, lambda t: M.tokenize(tok, t), [f"a red cube, {view} view"], n_per_prompt=n, steps=30, cfg=cfg, seed=1)
+from backend.engine.cameras import camera_condition, orbit_cameras
+from backend.prior import CAMERA
+for view, azimuth in (("front", 0.0), ("front left", 45.0)):
+    camera = (camera_condition(orbit_cameras(15.0, [azimuth], CAMERA["distance_min"], CAMERA["fovy_min"]).c2w)
+              if unet.config.class_embed_type == "projection" else None)
+    imgs = sample(unet, te, vae, lambda t: M.tokenize(tok, t), [f"a red cube, {view} view"], n_per_prompt=n, steps=30,
+                  cfg=cfg, seed=1, camera=camera)
     r, g, b = imgs[:, 0], imgs[:, 1], imgs[:, 2]
     m = ((r > 0.45) & (g < 0.3) & (b < 0.3)).float()
     widths = []
