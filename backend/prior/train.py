@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.engine.cameras import camera_condition, mirrored_camera_condition, orbit_cameras
+from backend.engine.cameras import CAMERA_CONDITION_DIM, camera_condition, mirrored_camera_condition, orbit_cameras
 from backend.prior import model as M
 from backend.prior.catalogue import CATEGORIES
 from backend.prior.grammar import VIEWS, benchmark_prompts, caption, mirrored_view
@@ -103,7 +103,7 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
     gen = torch.Generator(device=device).manual_seed(seed)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device=device)
     labels = torch.empty(n, 3, dtype=torch.long, device=device)
-    cameras = torch.empty(n, 16, dtype=torch.float32, device=device)
+    cameras = torch.empty(n, CAMERA_CONDITION_DIM, dtype=torch.float32, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
         b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen, categories=categories)
