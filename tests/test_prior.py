@@ -236,11 +236,14 @@ def test_architecture_loads_through_the_sd_guidance(random_prior):
     from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
     from backend.prior.model import IMAGE_SIZE
 
+    from backend.engine.cameras import orbit_cameras
+
     g = StableDiffusionGuidance(str(random_prior), "cpu")
     assert g.native_resolution == IMAGE_SIZE
     emb = g.encode_prompts("a red cube", "", VIEW_SUFFIXES)
     rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
-    out = g(rgb, emb, ["front"], guidance_scale=10.0, t_range=(0.02, 0.98))
+    out = g(rgb, emb, ["front"], cameras=orbit_cameras(20.0, [0.0], 1.8, 50.0), guidance_scale=10.0,
+            t_range=(0.02, 0.98))
     out["loss_sds"].backward()
     assert rgb.grad is not None and torch.isfinite(rgb.grad).all()
 
@@ -275,14 +278,15 @@ def test_shipped_prior_draws_the_asked_colour():
     out of the vote: 15% of the training images are textureless-shaded (the object rendered white,
     as the trainer does), so the prior rightly draws some white cubes for "a red cube"."""
     from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
-    from backend.prior.train import sample
+    from backend.prior.train import report_camera, sample
 
     g = StableDiffusionGuidance(str(WEIGHTS_DIR), "cpu")
     tokens_of = lambda texts: g.tokenizer(list(texts), padding="max_length", max_length=g.tokenizer.model_max_length,
                                           truncation=True, return_tensors="pt").input_ids
     prompts = ["a red cube", "a blue sphere"]
     n = 8
-    images = sample(g.unet, g.text_encoder, g.vae, tokens_of, prompts, n_per_prompt=n, steps=20, cfg=4.0, seed=0)
+    images = sample(g.unet, g.text_encoder, g.vae, tokens_of, prompts, n_per_prompt=n, steps=20, cfg=4.0, seed=0,
+                    camera=report_camera() if g.camera_conditioned else None)
     table = torch.tensor(list(COLOURS.values()))
     names = list(COLOURS)
     for i, prompt in enumerate(prompts):
@@ -311,6 +315,7 @@ def test_shipped_prior_prefers_the_right_prompt():
     keep = (cat == cube) | (cat == sphere)
     images = batch.images[keep][:8]
     shape_idx = cat[keep][:8]
+    cameras = batch.camera[keep][:8] if g.camera_conditioned else None
     colour_idx = torch.tensor([list(COLOURS).index(ENTRIES[e][1]) for e in batch.entry[keep][:8].tolist()])
     assert len(images) >= 4
     with torch.no_grad():
@@ -330,7 +335,7 @@ def test_shipped_prior_prefers_the_right_prompt():
                         c = (c + len(COLOURS) // 2) % len(COLOURS)
                     texts.append(caption(SHAPES[s], list(COLOURS)[c]))
                 ctx = torch.cat([g._embed(x) for x in texts])
-                pred = g.unet(noisy, t, encoder_hidden_states=ctx).sample
+                pred = g.unet(noisy, t, encoder_hidden_states=ctx, class_labels=cameras).sample
                 errors[kind] += float(((pred - noise) ** 2).mean())
     assert errors["right"] < errors["wrong_shape"] and errors["right"] < errors["wrong_colour"], errors
 

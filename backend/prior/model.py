@@ -105,7 +105,7 @@ ARCHITECTURES = {
     "v5": Architecture("v5", IMAGE_SIZE, 32, V4_VAE_CONFIG, V4_UNET_CONFIG, shading_captions=True, max_tokens=20),
     "v6": Architecture("v6", IMAGE_SIZE, LATENT_SIZE, VAE_CONFIG, V6_UNET_CONFIG, camera_condition=True),
 }
-DEFAULT_ARCHITECTURE = "v3"       # the shipped weights (v4: trained in session 13, not shipped: report_v4/)
+DEFAULT_ARCHITECTURE = "v6"       # the shipped weights (v3: report_v3/, weights in git history; v4, v5: trained, not shipped)
 
 
 def architecture(name: str) -> Architecture:

@@ -15,6 +15,10 @@ prompt, seed, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
 model = extra.pop("model", "builtin")
 gv = extra.pop("vg", 0.0)
+patch = extra.pop("patch", None)          # "fixed_camera" | "no_view_word": tools/yaw/cam_patch.py
+if patch:
+    from tools.yaw import cam_patch
+    getattr(cam_patch, patch)()
 if gv:
     from tools.yaw import vg_patch
     vg_patch.STATE["gv"] = gv
@@ -32,7 +36,7 @@ rad = np.hypot(sl[:, 0], sl[:, 1])
 prof = [rad[(ang >= a) & (ang < a + 15)].max() for a in range(0, 90, 15)]
 sc = score(r.glb, prompt, seed)
 open(f"{OUT}/yaw_{name}_{prompt.replace(' ','_')}_{seed}.png", "wb").write(r.turntable_png)
-row = {"name": name, "prompt": prompt, "seed": seed, "extra": extra, "vg": gv, "model": model, "wall_s": round(wall, 1),
+row = {"name": name, "prompt": prompt, "seed": seed, "extra": extra, "vg": gv, "patch": patch, "model": model, "wall_s": round(wall, 1),
        **{k: round(float(sc[k]), 4) for k in ("iou", "iou_canonical", "volume_ratio", "normal_consistency", "albedo_error", "chamfer")},
        "radius_by_yaw": [round(float(x), 3) for x in prof], "anisotropy": round(float(max(prof) / min(prof)), 3)}
 print(json.dumps(row)); open(f"{OUT}/yaw.jsonl", "a").write(json.dumps(row) + "\n")
