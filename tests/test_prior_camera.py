@@ -111,8 +111,9 @@ def test_a_text_only_unet_ignores_the_cameras(tmp_path):
     assert torch.equal(_sds_grad(g, rgb, front, ["front", "front"]), _sds_grad(g, rgb, side, ["front", "front"]))
 
 
-def test_training_script_trains_prior_v6_that_the_engine_steps(tmp_path):
-    """``--architecture v6``: a few CPU steps (the UNet called with each image's camera, flips
+@pytest.mark.parametrize("arch,latent_size", [("v6", 16), ("v7", 32)])
+def test_training_script_trains_a_camera_aware_prior_that_the_engine_steps(tmp_path, arch, latent_size):
+    """``--architecture v6`` (and v7: v5's 32x32 latents and shading captions with the camera): a few CPU steps (the UNet called with each image's camera, flips
     included; its report samples drawn from the report camera) write a diffusers folder whose UNet has
     the camera projection, which the engine loads and takes SDS steps with; a data cache without
     cameras is refused by name."""
@@ -129,13 +130,13 @@ def test_training_script_trains_prior_v6_that_the_engine_steps(tmp_path):
     assert cameras.shape == (4, CAMERA_CONDITION_DIM) and cameras.reshape(4, 4, 4)[:, :3, 3].abs().max() == 0
     save_ckpt(tmp_path / "data.pt", (images, labels, cameras))
     def args(data: str, out: str) -> list[str]:
-        return ["--architecture", "v6", "--out", str(tmp_path / out), "--device", "cpu", "--data-cache",
+        return ["--architecture", arch, "--out", str(tmp_path / out), "--device", "cpu", "--data-cache",
                 str(tmp_path / data), "--vae-steps", "1", "--unet-steps", "2", "--vae-batch", "2",
                 "--unet-batch", "4", "--samples-per-prompt", "1", "--sample-steps", "1"]
 
     assert main(args("data.pt", "run")) == 0
     log = json.loads((tmp_path / "run" / "report" / "train_log.json").read_text())
-    assert (log["architecture"], log["latent_size"]) == ("v6", 16)
+    assert (log["architecture"], log["latent_size"]) == (arch, latent_size)
     weights = tmp_path / "run" / "weights"
     unet = UNet2DConditionModel.from_pretrained(str(weights), subfolder="unet")
     assert unet.config.class_embed_type == "projection"
