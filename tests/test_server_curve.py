@@ -73,7 +73,9 @@ def test_curve_known_keys_accepted_unknown_refused_jobs_isolated(server_factory,
         wrong_server.info()
     wrong_server.close()
     plain = JobClient(f"tcp://127.0.0.1:{s.port}", b"k" * 32, timeout=2.0)   # no CURVE at all
-    with pytest.raises(TimeoutError):
+    # Never served: the reply times out, or, when libzmq has already dropped the failed handshake's pipe
+    # (no peer left to queue for), the send itself reports the server unreachable: a race, both right.
+    with pytest.raises((TimeoutError, ConnectionError)):
         plain.info()
     plain.close()
 
