@@ -77,3 +77,25 @@ def assert_valid_gltf(paths, *, allow_infos: tuple[str, ...] = ()) -> None:
         left = [(m["code"], m["pointer"], m["message"]) for m in issues["messages"]
                 if not (m["severity"] >= 2 and m["code"] in allow_infos)]
         assert issues["numErrors"] == issues["numWarnings"] == 0 and not left, (report["uri"], left)
+
+
+def take_sds_steps(weights, prompt: str, steps: int):
+    """Load ``weights`` (a trained prior folder) through the engine with the prior's preset and take
+    ``steps`` SDS steps: every loss finite and the field's parameters moved. Returns the guidance."""
+    import torch
+
+    from backend.engine.guidance.models import load_guidance_for
+    from backend.engine.trainer import Trainer
+    from backend.prior import recommended_settings
+    from shared.settings import GenerationSettings
+
+    settings = GenerationSettings.from_dict({**recommended_settings(), "prompt": prompt, "model": str(weights),
+                                             "steps": steps})
+    guidance = load_guidance_for(settings, "cpu")
+    trainer = Trainer(settings, guidance, "cpu")
+    before = [p.detach().clone() for p in trainer.field.parameters()]
+    for _ in range(steps):
+        losses = trainer.train_step()
+        assert all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.field.parameters()))
+    return guidance
