@@ -105,13 +105,13 @@ ARCHITECTURES = {
     "v5": Architecture("v5", IMAGE_SIZE, 32, V4_VAE_CONFIG, V4_UNET_CONFIG, shading_captions=True, max_tokens=20),
     "v6": Architecture("v6", IMAGE_SIZE, LATENT_SIZE, VAE_CONFIG, V6_UNET_CONFIG, camera_condition=True),
     # v5 (32x32 latents for thin parts, shading captions for colour) that also sees the camera, as v6 does
-    # v3: the candidate for the thin props v6 still swells (backend/prior/README.md, "Session 18").
+    # v3: trained in session 19, lost to v6 except on the sword (backend/prior/README.md, "Session 19").
     "v7": Architecture("v7", IMAGE_SIZE, 32, V4_VAE_CONFIG,
                        dict(V4_UNET_CONFIG, class_embed_type="projection",
                             projection_class_embeddings_input_dim=CAMERA_CONDITION_DIM),
                        shading_captions=True, max_tokens=20, camera_condition=True),
 }
-DEFAULT_ARCHITECTURE = "v6"       # the shipped weights (v3: report_v3/, weights in git history; v4, v5: trained, not shipped)
+DEFAULT_ARCHITECTURE = "v6"       # the shipped weights (v3: report_v3/, weights in git history; v4, v5, v7: trained, not shipped)
 
 
 def architecture(name: str) -> Architecture:
