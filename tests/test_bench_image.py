@@ -2,8 +2,10 @@
 renders with given proportions, and the one reference picture each job starts from."""
 
 import io
+import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -37,6 +39,46 @@ def test_drawn_objects_are_reproducible_per_seed_and_not_canonical():
     # Its SDF is the drawn object's: negative at its centre, positive far away.
     d = a.sdf(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]]))
     assert d[0] < 0 < d[1]
+
+
+SHORT = ["--objects", "cube", "--set", "steps=4", "mesh_resolution=48", "texture_size=64", "--iou-resolution", "48"]
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "image.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_bench_image_runs_in_a_time_budget_then_resumes_only_the_rest(tmp_path, capsys):
+    """A 3-seed GPU run spans several 10-minute device commands: --time-budget skips the jobs not
+    started in time, --resume keeps the finished ones and runs only the others (in worker processes)."""
+    from backend.bench.image import main
+
+    assert main([*SHORT, "--seeds", "0", "--time-budget", "0", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert _rows(tmp_path) == []
+    assert "1 jobs not started within --time-budget" in capsys.readouterr().out
+
+    assert main([*SHORT, "--seeds", "0", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    (first,) = _rows(tmp_path)
+    assert first["seed"] == 0 and not first.get("crashed"), first.get("error")
+
+    assert main([*SHORT, "--seeds", "0", "1", "2", "--workers", "2", "--resume", "--device", "cpu",
+                 "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path)
+    assert sorted(r["seed"] for r in rows) == [0, 1, 2]
+    assert [r for r in rows if r["seed"] == 0] == [first]          # kept as it was, not run again
+    assert all(not r.get("crashed") and r["iou"] > 0.0 for r in rows), [r.get("error") for r in rows]
+    assert "resuming: 1 jobs already done" in capsys.readouterr().out
+    report = (tmp_path / "image.md").read_text()
+    assert all(f"image/seed{s}" in report for s in (0, 1, 2))
+
+
+def test_bench_image_rejects_bad_options_naming_them(capsys):
+    from backend.bench.image import main
+
+    for argv, name in ((["--workers", "0"], "--workers"), (["--time-budget", "-1"], "--time-budget")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert name in capsys.readouterr().err
 
 
 def test_reference_picture_is_an_rgba_view_the_engine_accepts():

@@ -1,6 +1,7 @@
 """Image-to-3D benchmark against ground truth (issue 12, point 6).
 
-``python -m backend bench image [--objects ...] [--seeds 0 1 2] [--device auto] [--out results/image]``
+``python -m backend bench image [--objects ...] [--seeds 0 1 2] [--device auto] [--workers N] [--model DIR]
+[--time-budget S] [--resume] [--out results/image]``
 
 For every object (a category and look of the procedural library, ``backend.prior.catalogue``) and
 seed: draw the object's proportions with a generator seed that training never used
@@ -18,6 +19,12 @@ a second variant beside image-only.
 
 Writes ``image.md`` (targets, per-variant summary, per-job table), ``image.json`` and
 ``image.jsonl`` (one line per finished job) to ``--out``. Targets per seed: ``TARGETS``.
+
+On a GPU the jobs run in ``--workers`` processes sharing the device(s), as ``bench quality``'s do (its
+pool set-up: worker i takes GPU i mod n): one image job keeps an H200 far from busy. ``--time-budget``
+skips the jobs not started in time and ``--resume`` (same ``--out``) runs only those, so a 3-seed run
+spans several 10-minute device commands. ``--model`` is the view prior (a Zero-1-to-3 diffusers
+folder; default the built-in one), so a retrained prior is measured without replacing the shipped one.
 """
 
 from __future__ import annotations
@@ -115,12 +122,13 @@ def reference_png(obj: DrawnObject, elevation: float, azimuth: float) -> bytes:
     return buf.getvalue()
 
 
-def settings_for(obj: DrawnObject, seed: int, elevation: float, azimuth: float, overrides: dict, prompt: str = ""):
+def settings_for(obj: DrawnObject, seed: int, elevation: float, azimuth: float, overrides: dict, prompt: str = "",
+                 model: str = "builtin"):
     from shared.layering import recommended_settings
     from shared.settings import GenerationSettings
 
     values = {**recommended_settings("builtin", "zero123"), **overrides, "guidance_type": "zero123",
-              "model": "builtin", "prompt": prompt, "seed": seed, "reference_elevation": elevation,
+              "model": model, "prompt": prompt, "seed": seed, "reference_elevation": elevation,
               "reference_azimuth": azimuth, "reference_fill": 0.0, "checkpoint_interval": 0}
     return GenerationSettings.from_dict(values)
 
@@ -137,12 +145,15 @@ def run_job(job: dict) -> dict:
     out = {"object": obj.name, "look": obj.look, "seed": job["seed"], "variant": job["variant"],
            "reference_elevation": elevation, "reference_azimuth": azimuth,
            "params": {k: float(v) for k, v in obj.params.items()}}
+    if job.get("deadline") is not None and time.time() > job["deadline"]:
+        return {**out, "skipped": True}          # not started within --time-budget: --resume runs it
     t0 = time.perf_counter()
     try:
         png = reference_png(obj, elevation, azimuth)
         prompt = f"a {obj.look} {obj.name}" if job["variant"] == "joint" and obj.look else (
             f"a {obj.name}" if job["variant"] == "joint" else "")
-        settings = settings_for(obj, job["seed"], elevation, azimuth, job.get("overrides", {}), prompt)
+        settings = settings_for(obj, job["seed"], elevation, azimuth, job.get("overrides", {}), prompt,
+                                job.get("model", "builtin"))
         result = generate(settings, device=job["device"], reference_image=png)
         t_gen = time.perf_counter() - t0
         mesh = load_glb(result.glb)
@@ -229,35 +240,103 @@ def parse_args(argv):
     p.add_argument("--text", action="store_true", help="also run joint mode (the object's prompt + the image)")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="setting overrides (e.g. steps=100)")
     p.add_argument("--iou-resolution", type=int, default=128)
+    p.add_argument("--model", default="builtin",
+                   help="the view prior: 'builtin' or a Zero-1-to-3 diffusers folder (e.g. a retrained one)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes generating at once (default: 1 on a CPU, up to 12 a GPU on a GPU)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds; jobs not started by then are skipped (--resume runs them later)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished jobs of --out's image.jsonl and run only the others")
     p.add_argument("--out", type=Path, default=Path("results/image"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers: must be >= 1, got {args.workers}")
+    if args.time_budget is not None and args.time_budget < 0:
+        p.error(f"--time-budget: must be >= 0 seconds, got {args.time_budget}")
+    return args
+
+
+def _job_key(row: dict) -> tuple:
+    return row["object"], row["seed"], row["variant"]
+
+
+def _read_finished(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if not r.get("crashed") and not r.get("skipped")]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backend.bench.quality import parse_overrides
+    import multiprocessing as mp
+    import os
+
+    from backend.bench.quality import _init_worker, parse_overrides
     from backend.engine.trainer import pick_device
 
     args = parse_args(argv or [])
     device = str(pick_device(args.device))
-    objects = args.objects or list(DEFAULT_OBJECTS if device.startswith("cuda") else CPU_OBJECTS)
+    on_cuda = device.startswith("cuda")
+    objects = args.objects or list(DEFAULT_OBJECTS if on_cuda else CPU_OBJECTS)
     overrides = parse_overrides(args.set)
     variants = ["image"] + (["joint"] if args.text else [])
-    meta = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
-            "platform": platform.platform(), "overrides": overrides, "objects": objects, "seeds": args.seeds}
+    n_gpus = torch.cuda.device_count() if on_cuda and device == "cuda" else 1
+    workers = args.workers or (min(12 * n_gpus, max(1, (os.cpu_count() or 2) - 2)) if on_cuda else 1)
+    threads = 1 if workers > 1 else max(1, torch.get_num_threads())
+    meta = {"device": torch.cuda.get_device_name(0) if on_cuda else "cpu", "platform": platform.platform(),
+            "overrides": overrides, "objects": objects, "seeds": args.seeds, "model": args.model, "workers": workers}
+    jobs = [{"object": name, "seed": seed, "index": index, "variant": variant, "device": device, "model": args.model,
+             "overrides": overrides, "iou_resolution": args.iou_resolution, "deadline": None}
+            for seed in args.seeds for index, name in enumerate(objects) for variant in variants]
+    # Every job's settings checked before any time is spent (a bad --set names its field here).
+    for job in jobs:
+        obj = DrawnObject(job["object"], None, job["seed"])
+        settings_for(obj, job["seed"], 0.0, 0.0, overrides, "", args.model)
     args.out.mkdir(parents=True, exist_ok=True)
+    jsonl = args.out / "image.jsonl"
     rows = []
-    for seed in args.seeds:
-        for index, name in enumerate(objects):
-            for variant in variants:
-                job = {"object": name, "seed": seed, "index": index, "variant": variant, "device": device,
-                       "overrides": overrides, "iou_resolution": args.iou_resolution}
-                row = run_job(job)
-                rows.append(row)
-                with open(args.out / "image.jsonl", "a") as fh:
-                    fh.write(json.dumps({k: v for k, v in row.items() if k != "traceback"}) + "\n")
-                print(f"{name} seed {seed} {variant}: IoU {row['iou']:.3f} (ref yaw {row['iou_ref_yaw']:.3f}) "
-                      f"albedo {row['albedo_error']:.3f} novel PSNR {row['novel_view_psnr']:.2f} "
-                      f"{row.get('error', '')}", flush=True)
+    if args.resume:
+        wanted = {_job_key(j) for j in jobs}
+        rows = [r for r in _read_finished(jsonl) if _job_key(r) in wanted]
+        done = {_job_key(r) for r in rows}
+        jobs = [j for j in jobs if _job_key(j) not in done]
+        print(f"resuming: {len(rows)} jobs already done in {jsonl}", flush=True)
+    if args.time_budget is not None:
+        deadline = time.time() + args.time_budget
+        for job in jobs:
+            job["deadline"] = deadline
+    print(f"image benchmark: {len(jobs)} jobs ({len(objects)} objects x {len(args.seeds)} seeds x {len(variants)} "
+          f"variants{', less those resumed' if rows else ''}) on {device}, {workers} workers", flush=True)
+    with open(jsonl, "w") as fh:          # the kept rows first, then one line per job as it finishes
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+    skipped = 0
+
+    def report(row):
+        nonlocal skipped
+        if row.get("skipped"):
+            skipped += 1
+            return
+        rows.append(row)
+        with open(jsonl, "a") as fh:
+            fh.write(json.dumps({k: v for k, v in row.items() if k != "traceback"}) + "\n")
+        print(f"{row['object']} seed {row['seed']} {row['variant']}: IoU {row['iou']:.3f} (ref yaw "
+              f"{row['iou_ref_yaw']:.3f}) albedo {row['albedo_error']:.3f} novel PSNR {row['novel_view_psnr']:.2f} "
+              f"{row.get('error', '')}", flush=True)
+
+    if workers <= 1 or len(jobs) <= 1:
+        _init_worker(device, threads)
+        for job in jobs:
+            report(run_job(job))
+    else:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(device, threads)) as pool:
+            for row in pool.imap_unordered(run_job, jobs):
+                report(row)
+    if skipped:
+        print(f"{skipped} jobs not started within --time-budget: run again with --resume", flush=True)
+    order = {(o, s, v): i for i, (s, o, v) in enumerate((s, o, v) for s in args.seeds for o in objects for v in variants)}
+    rows.sort(key=lambda r: order.get(_job_key(r), len(order)))
     summary = write_report(args.out, rows, meta)
     for key, s in summary.items():
         print(f"{key}: mean IoU {s['mean_iou']:.3f} min {s['min_iou']:.3f} ref-yaw pass {s['ref_yaw_pass_rate']:.2f} "
