@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing as mp
     import os
 
-    from backend.bench.quality import _init_worker, parse_overrides
+    from backend.bench.quality import _build_cuda_extensions, _init_worker, parse_overrides
     from backend.engine.trainer import pick_device
 
     args = parse_args(argv or [])
@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         done = {_job_key(r) for r in rows}
         jobs = [j for j in jobs if _job_key(j) not in done]
         print(f"resuming: {len(rows)} jobs already done in {jsonl}", flush=True)
+    if on_cuda and jobs:
+        _build_cuda_extensions(device)      # once, before the workers (they would race on nerfacc's JIT build)
     if args.time_budget is not None:
         deadline = time.time() + args.time_budget
         for job in jobs:
