@@ -194,7 +194,9 @@ def generate_main(argv: list[str]) -> int:
         return 2
     path = fast_path(settings, device)
     what = repr(settings.prompt) if image is None else (
-        f"from {args.image}" + (f" and {settings.prompt!r}" if settings.joint_text_guidance else ""))
+        f"from {args.image}" + (f" and {settings.prompt!r}" if settings.joint_text_guidance else
+                                " (no prompt: the built-in prior reads one from the picture)"
+                                if settings.prompt_from_picture else ""))
     print(f"generating {what}: {settings.steps} steps on {device} with {guidance.name} "
           f"(sampler: {path['sampler']}, {path['sampling']} sampling, hash grid: {path['hashgrid']})", file=sys.stderr)
     if not path["complete"]:
@@ -224,6 +226,10 @@ def generate_main(argv: list[str]) -> int:
     strip = output.with_suffix(".turntable.png")
     strip.write_bytes(result.turntable_png)
     m = result.metadata
+    read = (m.get("reference") or {}).get("prompt_from_picture")
+    if read:
+        print(f"the picture read as {read['prompt']!r} (runners-up: {', '.join(map(repr, read['runners_up']))}); "
+              f"type a prompt to choose another", file=sys.stderr)
     print(f"wrote {output} ({m['faces']} faces, {len(result.glb) / 1e6:.1f} MB) and {strip} "
           f"in {time.perf_counter() - t0:.0f} s ({m['timings']['s_per_step'] * 1000:.0f} ms/step, "
           f"export {m['timings']['export_s']:.1f} s)")

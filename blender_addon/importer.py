@@ -122,6 +122,12 @@ def marker_fit_size(marker: bpy.types.Object) -> float:
     return 2.0 * marker.empty_display_size
 
 
+def read_prompt(metadata: dict | None) -> str:
+    """The prompt the engine read from the picture of an image job typed without one ("" if none)."""
+    read = ((metadata or {}).get("reference") or {}).get("prompt_from_picture") or {}
+    return str(read.get("prompt", ""))
+
+
 def object_name(prompt: str) -> str:
     text = " ".join(prompt.split()) or "Dreamprop"
     return text if len(text) <= NAME_CHARS else text[: NAME_CHARS - 1].rstrip() + "…"
@@ -170,7 +176,8 @@ def import_result(job, glb_path: str, scene: bpy.types.Scene, settings: dict,
     for root in roots:
         root.matrix_world = placement @ root.matrix_world
     main = max(meshes, key=lambda o: len(o.data.polygons))
-    name = object_name(job.prompt)
+    prompt = job.prompt or read_prompt(metadata)
+    name = object_name(prompt)
     main.name = name
     main.data.name = name
     target = _target_collection(job, scene)
@@ -184,7 +191,7 @@ def import_result(job, glb_path: str, scene: bpy.types.Scene, settings: dict,
             if node.type == 'TEX_IMAGE' and node.image and not node.image.packed_file:
                 node.image.pack()
     main["dreamprop_job_id"] = job.job_id
-    main["dreamprop_prompt"] = job.prompt
+    main["dreamprop_prompt"] = prompt
     main["dreamprop_seed"] = int(settings.get("seed", 0))
     main["dreamprop_settings"] = json.dumps(settings, sort_keys=True)
     return main

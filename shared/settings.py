@@ -246,6 +246,9 @@ class GenerationSettings:
     text_model: str = _s("builtin", group="reference", max_len=1000,
                          help="joint mode: the text prior ('builtin', a local diffusers folder or a Hugging "
                               "Face id in your cache)")
+    auto_prompt: bool = _s(True, group="reference",
+                           help="an image job with no prompt and the built-in text prior: read the prompt from "
+                                "the picture (the caption the text prior finds likeliest) and run joint mode")
 
     # -- field and renderer ----------------------------------------------------------------------
     geometry_type: str = _s("implicit-volume", choices=GEOMETRY_TYPES, group="field",
@@ -373,6 +376,13 @@ class GenerationSettings:
     def joint_text_guidance(self) -> bool:
         """Magic123's joint mode: an image job with a prompt and a text-prior weight."""
         return self.is_image_job and bool(self.prompt.strip()) and self.text_guidance_weight > 0
+
+    @property
+    def prompt_from_picture(self) -> bool:
+        """An image job whose prompt the engine reads from the picture (``backend/prior/recognise.py``):
+        no prompt given, ``auto_prompt`` on, and the built-in text prior, whose vocabulary it picks from."""
+        return (self.is_image_job and not self.prompt.strip() and self.auto_prompt and self.text_model == "builtin"
+                and self.text_guidance_weight > 0)
 
     @property
     def resolution_stages(self) -> list[Stage]:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.blender
 
 CHECKS = ["check_install", "check_properties_match_schema", "check_presets", "check_vocabulary_ui",
           "check_import_textured_at_cursor",
-          "check_fit_to_marker", "check_proxy_replaced_in_place", "check_batch_markers", "check_refine_export",
+          "check_image_job_named_after_the_prompt_read", "check_fit_to_marker", "check_proxy_replaced_in_place", "check_batch_markers", "check_refine_export",
           "check_errors_are_reports", "check_panels_draw", "check_image_source"]
 
 

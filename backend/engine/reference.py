@@ -14,7 +14,9 @@ As threestudio's stable-zero123 system (``threestudio/systems/zero123.py``) does
   paint the picture's backdrop into the object;
 - **joint mode** (Magic123): when the job also has a prompt, the text prior (``text_model``, a
   Stable-Diffusion-layout guidance) adds its SDS on the same renders, weighted by
-  ``text_guidance_weight``.
+  ``text_guidance_weight``. With the built-in text prior and no prompt (``auto_prompt``), the prompt is
+  read from the picture first: the caption of its vocabulary that the text prior finds likeliest
+  (``backend/prior/recognise.py``), so a dropped-in picture gets joint mode too.
 
 The picture is decoded, segmented and centred by ``reference_image`` (no torch). The trainer holds
 one ``ImageTerms`` and calls ``add_losses`` once per step; everything image-specific lives here.
@@ -112,9 +114,11 @@ class ImageTerms:
     """The losses an image job adds to a step (the trainer calls ``add_losses`` once per step)."""
 
     def __init__(self, settings: GenerationSettings, view: ReferenceView, image: Optional[PreparedImage] = None,
-                 text_guidance: Optional[Guidance] = None, text_embeddings: Optional[PromptEmbeddings] = None):
+                 text_guidance: Optional[Guidance] = None, text_embeddings: Optional[PromptEmbeddings] = None,
+                 recognised=None):
         self.s, self.view, self.image = settings, view, image
         self.text_guidance, self.text_embeddings = text_guidance, text_embeddings
+        self.recognised = recognised       # backend.prior.recognise.Recognised when the prompt was read
 
     def add_losses(self, losses: dict, *, renderer: VolumeRenderer, rgb: torch.Tensor, views: list[str],
                    cameras: CameraBatch, t_range: tuple[float, float]) -> None:
@@ -156,15 +160,34 @@ def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, refere
     image = prepare_reference(reference_image, fill=settings.reference_fill)
     if hasattr(guidance, "set_reference"):
         guidance.set_reference(to_reference_image(image, settings))
-    text_guidance = text_embeddings = None
-    if settings.joint_text_guidance:
+    text_guidance = text_embeddings = recognised = None
+    prompt = settings.prompt
+    if settings.joint_text_guidance or settings.prompt_from_picture:
         from backend.engine.cameras import view_suffixes
         from backend.engine.guidance.models import load_guidance
 
         text_guidance = load_guidance(settings.text_model, device, guidance_type="stable-diffusion",
                                       half_precision=settings.half_precision, allow_download=allow_download,
                                       settings=settings)
+        if settings.prompt_from_picture:
+            recognised = read_prompt(image, settings, text_guidance)
+            prompt = recognised.prompt
         text_embeddings = text_guidance.encode_prompts(
-            settings.prompt, settings.negative_prompt,
+            prompt, settings.negative_prompt,
             view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
-    return ImageTerms(settings, ReferenceView(image, settings, device), image, text_guidance, text_embeddings)
+    return ImageTerms(settings, ReferenceView(image, settings, device), image, text_guidance, text_embeddings,
+                      recognised)
+
+
+def read_prompt(image: PreparedImage, settings: GenerationSettings, text_guidance: Guidance):
+    """The built-in text prior's reading of the picture (``backend.prior.recognise``), seen from the
+    reference camera: deterministic per picture, so a resumed job reads the same prompt."""
+    from backend.prior.recognise import picture_tensor, recognise
+
+    p = reference_camera_params(settings)
+    recognised = recognise(picture_tensor(image.rgb, image.mask), p["elevation"], p["azimuth"], text_guidance,
+                           naming=settings.view_naming, overhead_threshold=settings.overhead_threshold,
+                           distance=p["distance"], fovy=p["fovy"])
+    log.info("no prompt given: the picture reads as %r (margin %.2f; runners-up %s)", recognised.prompt,
+             recognised.margin, ", ".join(repr(c) for c, _ in recognised.scores[1:3]))
+    return recognised

@@ -534,7 +534,11 @@ def finish_generation(run: Generation, final_losses: dict, *, callback=None,
         # Image jobs: where the object's mask came from ("alpha" | "segmented") and the picture's size.
         "reference": None if trainer.image_terms is None else {
             "mask_source": trainer.image_terms.image.source,
-            "original_size": list(trainer.image_terms.image.original_size)},
+            "original_size": list(trainer.image_terms.image.original_size),
+            # auto_prompt: the prompt read from the picture (joint mode without a typed prompt)
+            "prompt_from_picture": None if trainer.image_terms.recognised is None else {
+                "prompt": trainer.image_terms.recognised.prompt, "margin": trainer.image_terms.recognised.margin,
+                "runners_up": [c for c, _ in trainer.image_terms.recognised.scores[1:3]]}},
         "timings": {"load_s": run.t_loaded - run.t_start, "optimise_s": t_fit - run.t_loaded,
                     "s_per_step": (t_fit - run.t_loaded) / fit_steps, "export_s": t_end - t_fit,
                     "export_stages": exported.timings},

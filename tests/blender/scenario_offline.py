@@ -173,6 +173,19 @@ def check_import_textured_at_cursor():
     return {"dimensions": tuple(dims)}
 
 
+def check_image_job_named_after_the_prompt_read():
+    """An image job typed without a prompt: the engine read one from the picture (auto_prompt), and the
+    imported object is named after it."""
+    importer = harness.module("importer")
+    scene = bpy.context.scene
+    job = fake_job(prompt="")
+    importer.store_matrix(job, Matrix.Identity(4))
+    metadata = {"reference": {"mask_source": "alpha", "prompt_from_picture": {"prompt": "a wooden barrel"}}}
+    obj = importer.import_result(job, INPUTS["textured_glb"], scene, {"prompt": ""}, metadata)
+    assert obj.name.startswith("a wooden barrel") and obj["dreamprop_prompt"] == "a wooden barrel", obj.name
+    return {"name": obj.name}
+
+
 def check_fit_to_marker():
     importer = harness.module("importer")
     scene = bpy.context.scene
@@ -447,5 +460,5 @@ if __name__ == "__main__":
     sys.exit(harness.run_checks([
         check_install, check_properties_match_schema, check_presets, check_vocabulary_ui,
         check_import_textured_at_cursor,
-        check_fit_to_marker, check_proxy_replaced_in_place, check_batch_markers, check_refine_export,
+        check_image_job_named_after_the_prompt_read, check_fit_to_marker, check_proxy_replaced_in_place, check_batch_markers, check_refine_export,
         check_errors_are_reports, check_panels_draw, check_image_source], OUT))

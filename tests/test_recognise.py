@@ -1,0 +1,69 @@
+"""Reading a picture's prompt with the built-in text prior (``backend/prior/recognise.py``), and image jobs
+without a prompt that use it (``auto_prompt``: joint mode with the prompt read)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.bench.image import DrawnObject, reference_camera, reference_png
+from backend.bench.pictures import picture_png
+from backend.engine.reference_image import prepare_reference
+from shared.layering import resolve
+
+
+@pytest.fixture(scope="module")
+def text_prior():
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
+    from backend.prior import WEIGHTS_DIR, available
+
+    if not available():
+        pytest.skip("the built-in prior's weights are not installed")
+    return StableDiffusionGuidance(str(WEIGHTS_DIR), "cpu")
+
+
+@pytest.mark.parametrize("name, look, index", [("mug", "red", 3), ("cone", "blue", 5)])
+def test_the_text_prior_reads_what_a_picture_shows(text_prior, name, look, index):
+    """Objects drawn with proportions training never used, from a random side: the caption read is the
+    object's own, colour and noun (a prop and a solid)."""
+    from backend.prior.grammar import caption
+    from backend.prior.recognise import candidate_prompts, picture_tensor, recognise
+
+    obj = DrawnObject(name, look, 0)
+    elevation, azimuth = reference_camera(0, index)
+    prepared = prepare_reference(reference_png(obj, elevation, azimuth), fill=0.0)
+    read = recognise(picture_tensor(prepared.rgb, prepared.mask), elevation, azimuth, text_prior)
+    assert read.prompt == caption(name, look), read.scores
+    assert read.margin > 0.5, read.scores          # not a near-tie
+    assert len(candidate_prompts()) > 100 and caption(name, look) in candidate_prompts()
+
+
+def _short(**changes):
+    return resolve({"guidance_type": "zero123", "model": "builtin", "steps": 6, "reference_resolution": 32,
+                    "reference_elevation": 15.0, "reference_azimuth": 30.0, "reference_fill": 0.0,
+                    "mesh_resolution": 48, "texture_size": 64, "face_budget": 2000, "preview_interval": 0,
+                    "stages": "coarse", **changes}, preset="builtin-image")
+
+
+@pytest.mark.timeout(900)
+def test_an_image_job_without_a_prompt_reads_one_and_runs_joint_mode(text_prior):
+    from backend.engine.api import generate
+    from backend.view_prior import available
+
+    if not available():
+        pytest.skip("the built-in view prior's weights are not installed")
+    png = picture_png("a green cube", elevation=15.0, azimuth=30.0, size=128)
+    settings = _short()
+    assert settings.prompt_from_picture and not settings.joint_text_guidance
+    result = generate(settings, device="cpu", reference_image=png)
+    read = result.metadata["reference"]["prompt_from_picture"]
+    assert read["prompt"] == "a green cube", read
+    assert "sds_text" in result.metadata["final_losses"]          # the text prior took part
+
+    # auto_prompt off, or a prompt typed: nothing is read
+    off = _short(auto_prompt=False)
+    assert not off.prompt_from_picture
+    result = generate(off, device="cpu", reference_image=png)
+    assert result.metadata["reference"]["prompt_from_picture"] is None
+    assert "sds_text" not in result.metadata["final_losses"]
+    assert not _short(prompt="a red cube").prompt_from_picture
+    assert not _short(text_model="/some/other/prior").prompt_from_picture
