@@ -227,9 +227,12 @@ def generate_main(argv: list[str]) -> int:
     strip.write_bytes(result.turntable_png)
     m = result.metadata
     read = (m.get("reference") or {}).get("prompt_from_picture")
-    if read:
+    if read and read.get("used"):
         print(f"the picture read as {read['prompt']!r} (runners-up: {', '.join(map(repr, read['runners_up']))}); "
               f"type a prompt to choose another", file=sys.stderr)
+    elif read:
+        print(f"the picture was too unsure to read (best guess {read['prompt']!r}): it ran on the picture alone; "
+              f"type a prompt (--list-prompts) to add the text prior", file=sys.stderr)
     print(f"wrote {output} ({m['faces']} faces, {len(result.glb) / 1e6:.1f} MB) and {strip} "
           f"in {time.perf_counter() - t0:.0f} s ({m['timings']['s_per_step'] * 1000:.0f} ms/step, "
           f"export {m['timings']['export_s']:.1f} s)")

@@ -125,7 +125,7 @@ def marker_fit_size(marker: bpy.types.Object) -> float:
 def read_prompt(metadata: dict | None) -> str:
     """The prompt the engine read from the picture of an image job typed without one ("" if none)."""
     read = ((metadata or {}).get("reference") or {}).get("prompt_from_picture") or {}
-    return str(read.get("prompt", ""))
+    return str(read.get("prompt", "")) if read.get("used") else ""
 
 
 def object_name(prompt: str) -> str:

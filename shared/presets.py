@@ -61,6 +61,12 @@ PRESETS: dict[str, dict] = {
 # SDS render): rendering all of it every step made a CPU step 3-4x slower. A few minutes on a CPU.
 PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items() if k not in ("guidance_scale",)},
                             "steps": 400, "reference_resolution": 64, "reference_rays": 1024,
+                            # Joint mode leans on the text prior 10x more than Magic123's 0.025 (made for
+                            # SD against a 1.5 B-parameter zero123): CPU, seed 0, best-yaw IoU image-only
+                            # -> 0.025 -> 0.25: cube 0.62 -> 0.66 -> 0.76, barrel 0.46 -> 0.53 -> 0.88;
+                            # image-only -> 0.25: mug 0.21 -> 0.26, chair 0.19 -> 0.31, crate 0.34 -> 0.67
+                            # (session 19, `backend/view_prior/README.md`).
+                            "text_guidance_weight": 0.25,
                             # the fine stage was measured with the text prior only
                             "stages": "coarse"}
 

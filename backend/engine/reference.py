@@ -171,10 +171,13 @@ def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, refere
                                       settings=settings)
         if settings.prompt_from_picture:
             recognised = read_prompt(image, settings, text_guidance)
-            prompt = recognised.prompt
-        text_embeddings = text_guidance.encode_prompts(
-            prompt, settings.negative_prompt,
-            view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
+            prompt = recognised.prompt if recognised.confident else ""
+        if prompt:
+            text_embeddings = text_guidance.encode_prompts(
+                prompt, settings.negative_prompt,
+                view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
+        else:       # not sure what the picture shows: the picture alone, not a wrong prompt
+            text_guidance = None
     return ImageTerms(settings, ReferenceView(image, settings, device), image, text_guidance, text_embeddings,
                       recognised)
 
@@ -182,12 +185,16 @@ def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, refere
 def read_prompt(image: PreparedImage, settings: GenerationSettings, text_guidance: Guidance):
     """The built-in text prior's reading of the picture (``backend.prior.recognise``), seen from the
     reference camera: deterministic per picture, so a resumed job reads the same prompt."""
-    from backend.prior.recognise import picture_tensor, recognise
+    from backend.prior.recognise import FILLS, picture_tensor, recognise
 
     p = reference_camera_params(settings)
-    recognised = recognise(picture_tensor(image.rgb, image.mask), p["elevation"], p["azimuth"], text_guidance,
-                           naming=settings.view_naming, overhead_threshold=settings.overhead_threshold,
+    # reference_fill 0: the picture is framed as the reference camera sees it (a render made with it):
+    # read as it is; otherwise its framing says nothing of the size: read at the prior's framings
+    fills = FILLS if settings.reference_fill > 0 else ()
+    recognised = recognise(picture_tensor(image.rgb, image.mask, fills), p["elevation"], p["azimuth"], text_guidance,
+                           fills=fills, naming=settings.view_naming, overhead_threshold=settings.overhead_threshold,
                            distance=p["distance"], fovy=p["fovy"])
-    log.info("no prompt given: the picture reads as %r (margin %.2f; runners-up %s)", recognised.prompt,
-             recognised.margin, ", ".join(repr(c) for c, _ in recognised.scores[1:3]))
+    log.info("no prompt given: the picture reads as %r (margin %.2f, %s; runners-up %s)", recognised.prompt,
+             recognised.margin, "used" if recognised.confident else "too unsure to use",
+             ", ".join(repr(c) for c, _ in recognised.scores[1:3]))
     return recognised

@@ -538,6 +538,7 @@ def finish_generation(run: Generation, final_losses: dict, *, callback=None,
             # auto_prompt: the prompt read from the picture (joint mode without a typed prompt)
             "prompt_from_picture": None if trainer.image_terms.recognised is None else {
                 "prompt": trainer.image_terms.recognised.prompt, "margin": trainer.image_terms.recognised.margin,
+                "used": trainer.image_terms.recognised.confident,
                 "runners_up": [c for c, _ in trainer.image_terms.recognised.scores[1:3]]}},
         "timings": {"load_s": run.t_loaded - run.t_start, "optimise_s": t_fit - run.t_loaded,
                     "s_per_step": (t_fit - run.t_loaded) / fit_steps, "export_s": t_end - t_fit,

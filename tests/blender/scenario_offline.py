@@ -180,7 +180,7 @@ def check_image_job_named_after_the_prompt_read():
     scene = bpy.context.scene
     job = fake_job(prompt="")
     importer.store_matrix(job, Matrix.Identity(4))
-    metadata = {"reference": {"mask_source": "alpha", "prompt_from_picture": {"prompt": "a wooden barrel"}}}
+    metadata = {"reference": {"mask_source": "alpha", "prompt_from_picture": {"prompt": "a wooden barrel", "used": True}}}
     obj = importer.import_result(job, INPUTS["textured_glb"], scene, {"prompt": ""}, metadata)
     assert obj.name.startswith("a wooden barrel") and obj["dreamprop_prompt"] == "a wooden barrel", obj.name
     return {"name": obj.name}
