@@ -15,7 +15,10 @@ yaw 0 (the reference's yaw: the camera angles were given, so the object should c
 as it was drawn), Chamfer, albedo error, and a novel-view score: texture PSNR of the mesh's albedo
 renders at ``NOVEL_VIEWS`` (azimuths away from the reference, elevation 20) against the truth's.
 ``--text`` adds each object's grammar prompt (joint mode: text prior and view prior together) as
-a second variant beside image-only.
+a second variant beside the picture alone. The "image" variant is what a user who types no prompt
+gets: with ``auto_prompt`` (on by default) the text prior reads the prompt from the picture and joins
+in when it is sure (``prompt_read`` in each row); ``--set auto_prompt=false`` measures the view prior
+alone.
 
 Writes ``image.md`` (targets, per-variant summary, per-job table), ``image.json`` and
 ``image.jsonl`` (one line per finished job) to ``--out``. Targets per seed: ``TARGETS``.
@@ -164,10 +167,13 @@ def run_job(job: dict) -> dict:
         truth = obj.render_albedo(cams, 64)
         novel = texture_psnr(render_mesh_albedo(mesh, cams, 64), truth)     # at yaw 0: the given camera
         timings = result.metadata.get("timings", {})
+        read = (result.metadata.get("reference") or {}).get("prompt_from_picture") or {}
         out.update({k: metrics[k] for k in ("iou", "iou_canonical", "yaw", "chamfer", "albedo_error", "empty",
                                             "volume_ratio")},
                    iou_ref_yaw=metrics["iou_canonical"], ref_yaw_gap=metrics["iou"] - metrics["iou_canonical"],
-                   novel_view_psnr=novel, generate_s=t_gen, optimise_s=timings.get("optimise_s"),
+                   novel_view_psnr=novel, generate_s=t_gen,
+                   # auto_prompt (an "image" job has no prompt): what the text prior read, if it was sure
+                   prompt_read=read.get("prompt") if read.get("used") else None, optimise_s=timings.get("optimise_s"),
                    s_per_step=timings.get("s_per_step"), wall_s=time.perf_counter() - t0)
     except Exception as exc:           # a crash is a result of the benchmark, not the end of it
         out.update(error=f"{type(exc).__name__}: {exc}"[:500], traceback=traceback.format_exc()[-2000:],
