@@ -37,8 +37,8 @@ import torch.nn.functional as F
 T_RANGE = (0.2, 0.8)
 # Framings the picture is read at (its bounding box's share of the frame): the prior's own range.
 FILLS = (0.45, 0.6, 0.75)
-# Below this margin the reading is a guess (wrong readings in the CPU check had margins 0.04-0.42, right
-# ones 0.58-5.9): the job then runs on the picture alone rather than on a wrong prompt.
+# Below this margin the reading is a guess (in the CPU check wrong readings had margins 0.02-0.54, right
+# ones used at 0.87 and up): the job then runs on the picture alone rather than on a wrong prompt.
 MIN_MARGIN = 0.8
 
 
@@ -83,10 +83,10 @@ def recognise(picture: torch.Tensor, elevation: float, azimuth: float, guidance,
               distance: float = 1.8, fovy: float = 50.0, chunk: int = 512) -> Recognised:
     """The caption of ``prompts`` (default: every caption of the vocabulary) that best explains
     ``picture`` (Float[Tensor, "F 3 H W"] in [0, 1], the object on white: F framings of one picture,
-    each caption scored by its best), seen from ``elevation``/``azimuth`` (degrees) by the prior's
-    camera at ``distance``/``fovy``. ``guidance``: a loaded ``StableDiffusionGuidance`` of the text
-    prior. ``fills``: the framing of each of the F pictures (``picture_tensor``'s), reported back as
-    ``Recognised.fill`` for the best caption's best framing."""
+    read at the one where the best caption stands out most), seen from ``elevation``/``azimuth``
+    (degrees) by the prior's camera at ``distance``/``fovy``. ``guidance``: a loaded
+    ``StableDiffusionGuidance`` of the text prior. ``fills``: the framing of each of the F pictures
+    (``picture_tensor``'s), the chosen one reported back as ``Recognised.fill``."""
     from backend.engine.cameras import camera_condition, orbit_cameras, view_direction, view_suffixes
 
     prompts = list(prompts or candidate_prompts())
@@ -96,15 +96,16 @@ def recognise(picture: torch.Tensor, elevation: float, azimuth: float, guidance,
     size = guidance.native_resolution
     x = F.interpolate(picture.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     z0 = guidance.vae.encode((x * 2.0 - 1.0).to(dev, dtype)).latent_dist.mean.float() * guidance.latent_scale
-    n_framings = z0.shape[0]
     suffix = view_suffixes(naming)[view_direction(elevation, azimuth, overhead_threshold=overhead_threshold,
                                                   naming=naming)]
     camera = None
     if guidance.camera_conditioned:
         camera = camera_condition(orbit_cameras(elevation, [azimuth], distance, fovy).c2w).to(dev)
-    context = {p: guidance._embed(p + suffix)[0] for p in prompts}
+    # each caption as a "view" of the empty prompt: one call, cached by the guidance
+    embedded = guidance.encode_prompts("", "", {p: p + suffix for p in prompts})
+    context = {p: embedded.by_view[p][0] for p in prompts}
     unconditional = "\0"            # a key no caption can be
-    context[unconditional] = guidance._embed("")[0]
+    context[unconditional] = embedded.uncond[0]
     gen = torch.Generator().manual_seed(seed)
     n_steps = guidance.num_train_timesteps
 
@@ -116,9 +117,10 @@ def recognise(picture: torch.Tensor, elevation: float, azimuth: float, guidance,
         eps = torch.randn((n, *z0.shape[1:]), generator=gen)
         return t.to(dev), eps.to(dev)
 
-    def errors(candidates: list[str], t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Mean squared prediction error per candidate and framing over the noisings (the same noisings
-        for every framing): Float[Tensor, "P F"]."""
+    def errors(candidates: list[str], t: torch.Tensor, eps: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """Mean squared prediction error per candidate and framing (``z0``: Float[Tensor, "F C h w"]) over
+        the noisings (the same noisings for every framing): Float[Tensor, "P F"]."""
+        n_framings = z0.shape[0]
         a = guidance.alphas[t].view(1, -1, 1, 1, 1)
         zt = (a.sqrt() * z0[:, None] + (1 - a).sqrt() * eps[None]).flatten(0, 1)        # (F*N, C, h, w)
         target = (eps[None].expand(n_framings, *eps.shape) if guidance.prediction_type != "v_prediction" else
@@ -139,13 +141,13 @@ def recognise(picture: torch.Tensor, elevation: float, azimuth: float, guidance,
             err.index_add_(0, slot, e)
         return err.view(len(candidates), n_framings) / len(t)
 
-    def relative_errors(candidates, t, eps) -> torch.Tensor:
+    def relative_errors(candidates, t, eps, z0) -> torch.Tensor:
         """Each candidate's error over the unconditional one's, per framing: Float[Tensor, "P F"]."""
-        err = errors([unconditional, *candidates], t, eps)
+        err = errors([unconditional, *candidates], t, eps, z0)
         return err[1:] / err[:1].clamp_min(1e-12)
 
     t1, eps1 = noisings(samples[0])
-    first = relative_errors(prompts, t1, eps1)                                  # (P, F)
+    first = relative_errors(prompts, t1, eps1, z0)                              # (P, F)
     # The framing to read at: where the best caption stands out most from the rest (at a wrong
     # framing several captions explain the picture about as badly).
     ranked = first.sort(dim=0).values
@@ -153,7 +155,8 @@ def recognise(picture: torch.Tensor, elevation: float, azimuth: float, guidance,
     framing = int(confidence.argmax())
     finalists = [prompts[i] for i in torch.argsort(first[:, framing])[:max(2, min(top, len(prompts)))].tolist()]
     t2, eps2 = noisings(samples[1])
-    second = relative_errors(finalists, torch.cat([t1, t2]), torch.cat([eps1, eps2]))[:, framing]
+    # the finalists at the chosen framing only
+    second = relative_errors(finalists, torch.cat([t1, t2]), torch.cat([eps1, eps2]), z0[framing:framing + 1])[:, 0]
     order = torch.argsort(second).tolist()
     scores = [(finalists[i], float(second[i])) for i in order]
     best, runner_up = scores[0][1], scores[1][1] if len(scores) > 1 else scores[0][1]
