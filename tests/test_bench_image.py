@@ -70,6 +70,19 @@ def test_bench_image_runs_in_a_time_budget_then_resumes_only_the_rest(tmp_path, 
     assert "resuming: 1 jobs already done" in capsys.readouterr().out
     report = (tmp_path / "image.md").read_text()
     assert all(f"image/seed{s}" in report for s in (0, 1, 2))
+    # A picture per seed a person looks at, also for the job kept from the first run.
+    for s in (0, 1, 2):
+        grid = np.asarray(Image.open(tmp_path / f"pictures_image_seed{s}.png").convert("RGB"))
+        assert (grid < 200).any(axis=-1).mean() > 0.02
+    views = np.asarray(Image.open(tmp_path / first["views_file"]).convert("RGB")).astype(int)
+    side = views.shape[0] // 2
+    picture = views[:side, :side]                                   # the input picture, top left
+    red = (picture[..., 0] > 120) & (picture[..., 1] < 90) & (picture[..., 2] < 90)
+    assert 0.05 < red.mean() < 0.9, red.mean()
+    assert (views[side:, : side - 2] >= 245).all()                  # nothing under it (but resampling's edge)
+    held_out_truth = views[:side, side:]
+    assert (held_out_truth < 200).any(axis=-1).mean() > 0.02        # the truth's held-out views
+    assert (tmp_path / first["turntable_file"]).is_file()
 
 
 def test_bench_image_rejects_bad_options_naming_them(capsys):

@@ -20,8 +20,10 @@ gets: with ``auto_prompt`` (on by default) the text prior reads the prompt from 
 in when it is sure (``prompt_read`` in each row); ``--set auto_prompt=false`` measures the view prior
 alone.
 
-Writes ``image.md`` (targets, per-variant summary, per-job table), ``image.json`` and
-``image.jsonl`` (one line per finished job) to ``--out``. Targets per seed: ``TARGETS``.
+Writes ``image.md`` (targets, per-variant summary, per-job table), ``image.json``,
+``image.jsonl`` (one line per finished job) and ``pictures_<variant>_seed<S>.png`` (one cell per job:
+the scores, the input picture beside the held-out views, truth over mesh, and the mesh's turntable; each
+job's two images under ``jobs/``) to ``--out``. Targets per seed: ``TARGETS``.
 
 On a GPU the jobs run in ``--workers`` processes sharing the device(s), as ``bench quality``'s do (its
 pool set-up: worker i takes GPU i mod n): one image job keeps an H200 far from busy. ``--time-budget``
@@ -132,7 +134,10 @@ def settings_for(obj: DrawnObject, seed: int, elevation: float, azimuth: float, 
 
     values = {**recommended_settings("builtin", "zero123"), **overrides, "guidance_type": "zero123",
               "model": model, "prompt": prompt, "seed": seed, "reference_elevation": elevation,
-              "reference_azimuth": azimuth, "reference_fill": 0.0, "checkpoint_interval": 0}
+              "reference_azimuth": azimuth, "checkpoint_interval": 0,
+              # the picture as the reference camera framed it; --set reference_fill=0.8 frames it as a
+              # user's picture is (its framing unknown: scaled to 0.8, or to the prior's size once read)
+              "reference_fill": overrides.get("reference_fill", 0.0)}
     return GenerationSettings.from_dict(values)
 
 
@@ -165,7 +170,8 @@ def run_job(job: dict) -> dict:
         cams = orbit_cameras(NOVEL_ELEVATION, [azimuth + a for a in NOVEL_VIEWS], CAMERA["distance_min"],
                              CAMERA["fovy_min"])
         truth = obj.render_albedo(cams, 64)
-        novel = texture_psnr(render_mesh_albedo(mesh, cams, 64), truth)     # at yaw 0: the given camera
+        mesh_views = render_mesh_albedo(mesh, cams, 64)
+        novel = texture_psnr(mesh_views, truth)     # at yaw 0: the given camera
         timings = result.metadata.get("timings", {})
         read = (result.metadata.get("reference") or {}).get("prompt_from_picture") or {}
         out.update({k: metrics[k] for k in ("iou", "iou_canonical", "yaw", "chamfer", "albedo_error", "empty",
@@ -174,12 +180,40 @@ def run_job(job: dict) -> dict:
                    novel_view_psnr=novel, generate_s=t_gen,
                    # auto_prompt (an "image" job has no prompt): what the text prior read, if it was sure
                    prompt_read=read.get("prompt") if read.get("used") else None, optimise_s=timings.get("optimise_s"),
-                   s_per_step=timings.get("s_per_step"), wall_s=time.perf_counter() - t0)
+                   s_per_step=timings.get("s_per_step"), wall_s=time.perf_counter() - t0,
+                   # the pictures a person looks at (written to files by the main process: save_images)
+                   views=novel_views_png(png, mesh_views, truth), turntable=result.turntable_png)
     except Exception as exc:           # a crash is a result of the benchmark, not the end of it
         out.update(error=f"{type(exc).__name__}: {exc}"[:500], traceback=traceback.format_exc()[-2000:],
                    crashed=True, iou=0.0, iou_ref_yaw=0.0, ref_yaw_gap=float("nan"), albedo_error=1.0,
                    chamfer=float("nan"), novel_view_psnr=float("nan"), wall_s=time.perf_counter() - t0)
     return out
+
+
+def novel_views_png(reference: bytes, pred: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray]) -> bytes:
+    """The input picture on the left, then the held-out views: the truth on top, the mesh below."""
+    from PIL import Image
+
+    from backend.bench.metrics import views_png
+
+    views = Image.open(io.BytesIO(views_png(pred, truth))).convert("RGB")
+    ref = Image.open(io.BytesIO(reference)).convert("RGBA")
+    side = views.height // 2
+    canvas = Image.new("RGB", (side + views.width, views.height), (255, 255, 255))
+    canvas.paste(ref.resize((side, side), Image.LANCZOS), (0, 0), ref.resize((side, side), Image.LANCZOS))
+    canvas.paste(views, (side, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def picture_rows(rows: list[dict], out: Path) -> list[dict]:
+    """Rows as ``quality.turntable_grid`` labels them (the reference-yaw gap in the facing column, the
+    novel-view PSNR in the texture one), their image files found under ``out``."""
+    return [{**r, "prompt": f"{r['look']} {r['object']} ({r['variant']})", "facing_gap": r.get("ref_yaw_gap"),
+             "texture_psnr": r.get("novel_view_psnr"),
+             **{k: str(out / r[k]) for k in ("turntable_file", "views_file") if r.get(k)}}
+            for r in rows if not r.get("crashed")]
 
 
 def _mean(values) -> float:
@@ -232,6 +266,13 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> dict:
                      f"{f(r['albedo_error'])} | {f(r['novel_view_psnr'], 2)} | {f(r.get('generate_s'), 1)} | "
                      f"{r.get('error', '')[:80]} |")
     out.mkdir(parents=True, exist_ok=True)
+    from backend.bench.quality import turntable_grid
+
+    for variant in sorted({r["variant"] for r in rows}):
+        for seed in sorted({r["seed"] for r in rows}):
+            sel = picture_rows([r for r in rows if r["variant"] == variant and r["seed"] == seed], out)
+            if any(r.get("turntable_file") for r in sel):
+                turntable_grid(sel, out / f"pictures_{variant}_seed{seed}.png", views_columns=1 + len(NOVEL_VIEWS))
     (out / "image.md").write_text("\n".join(lines) + "\n")
     (out / "image.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
     return summary
@@ -278,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing as mp
     import os
 
-    from backend.bench.quality import _build_cuda_extensions, _init_worker, parse_overrides
+    from backend.bench.quality import _build_cuda_extensions, _init_worker, parse_overrides, save_images
     from backend.engine.trainer import pick_device
 
     args = parse_args(argv or [])
@@ -326,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("skipped"):
             skipped += 1
             return
+        # the pictures to files under out/jobs/ (a job's row keeps their paths: the JSON lines stay small)
+        row = save_images({**row, "prompt": f"{row['look']} {row['object']}"}, args.out)
         rows.append(row)
         with open(jsonl, "a") as fh:
             fh.write(json.dumps({k: v for k, v in row.items() if k != "traceback"}) + "\n")

@@ -442,17 +442,19 @@ def _category_line(c: dict) -> str:
             f"{_fmt(c['mean_chamfer'], 4)} | {_fmt(c.get('mean_normal_consistency'))} |")
 
 
-def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns: int = 2) -> None:
+def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns: int = 2,
+                   views_columns: int = 4) -> None:
     """One cell per result: label (prompt, IoU, facing gap, albedo error, texture PSNR), the texture
-    score's views (truth on top, mesh below) and the exported mesh's turntable, downscaled. Images
-    come from the rows' ``turntable`` bytes or their ``turntable_file`` / ``views_file`` paths."""
+    score's views (truth on top, mesh below; ``views_columns`` of them side by side) and the exported
+    mesh's turntable, downscaled. Images come from the rows' ``turntable`` bytes or their
+    ``turntable_file`` / ``views_file`` paths."""
     from PIL import Image, ImageDraw
 
     rows = [r for r in rows if not r.get("skipped")]
     if not rows:
         return
     label_w, pad = 200, 4
-    views_w = view_size * 2                 # 4 views x 2 rows, scaled to the cell's height
+    views_w = view_size * views_columns // 2     # views_columns x 2 rows, scaled to the cell's height
     strip_w = view_size * 8
     cell_w, cell_h = label_w + views_w + strip_w + 2 * pad, view_size + pad
     n_rows = math.ceil(len(rows) / columns)
