@@ -225,7 +225,8 @@ class GenerationSettings:
     reference_fill: float = _s(0.8, lo=0.0, hi=1.0, group="reference",
                                help="the object's bounding box is scaled to this fraction of the frame and "
                                     "centred (threestudio: 0.8); 0 = keep the picture's own framing "
-                                    "(a render made with the reference camera)")
+                                    "(a render made with the reference camera). With the built-in text prior "
+                                    "and a prompt (given or read), the size that prior draws the object at")
     reference_resolution: int = _s(64, lo=16, hi=1024, group="reference",
                                    help="side of the reference view's render, pixels")
     reference_rays: int = _s(0, lo=0, hi=2**22, group="reference",

@@ -4,6 +4,7 @@ without a prompt that use it (``auto_prompt``: joint mode with the prompt read).
 from __future__ import annotations
 
 import pytest
+import torch
 
 from backend.bench.image import DrawnObject, reference_camera, reference_png
 from backend.bench.pictures import picture_png
@@ -92,3 +93,55 @@ def test_an_unsure_reading_is_not_used(text_prior):
     terms = prepare_image_terms(settings, guidance, png, "cpu")
     assert terms.recognised is not None and not terms.recognised.confident, terms.recognised
     assert terms.text_guidance is None and terms.text_embeddings is None
+
+
+def _bbox_fill(mask) -> float:
+    import numpy as np
+
+    ys, xs = np.nonzero(mask > 0.5)
+    return max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) / mask.shape[0]
+
+
+def test_framing_is_the_size_the_prior_draws_the_object_at():
+    """``framing``: the canonical object's share of the frame at the prior's camera, measured as a
+    picture's is; a mug is drawn smaller than a chair."""
+    from backend.prior import CAMERA
+    from backend.prior.recognise import framing
+
+    elevation, azimuth = 20.0, 60.0
+    obj = DrawnObject("mug", "red", 0)
+    obj.params = {k: torch.tensor([v]) for k, v in obj.category.canonical().items()}      # as the prior knows it
+    as_drawn = prepare_reference(reference_png(obj, elevation, azimuth), fill=0.0)
+    mug = framing("a red mug", elevation, azimuth, distance=CAMERA["distance_min"], fovy=CAMERA["fovy_min"])
+    assert abs(mug - _bbox_fill(as_drawn.mask)) < 0.04, (mug, _bbox_fill(as_drawn.mask))
+    assert mug + 0.15 < framing("a wooden chair", elevation, azimuth, distance=CAMERA["distance_min"],
+                                fovy=CAMERA["fovy_min"])
+
+
+def test_a_joint_jobs_picture_is_framed_at_the_text_priors_size(text_prior):
+    """A picture of unknown framing (reference_fill 0.8) with a prompt of the built-in prior: scaled to
+    the size that prior draws the object at, so the reference view and the text prior agree. Kept at
+    reference_fill for a prompt outside the grammar, another text model, or a picture as the camera saw it."""
+    from backend.engine.guidance.models import load_guidance
+    from backend.engine.reference import prepare_image_terms, prior_framing, reference_camera_params
+    from backend.prior.recognise import framing
+    from backend.view_prior import available
+
+    if not available():
+        pytest.skip("the built-in view prior's weights are not installed")
+    elevation, azimuth = 15.0, 30.0
+    png = picture_png("a red mug", elevation=elevation, azimuth=azimuth, size=128)
+    settings = _short(prompt="a red mug", reference_fill=0.8, reference_elevation=elevation,
+                      reference_azimuth=azimuth)
+    guidance = load_guidance(settings.model, "cpu", guidance_type="zero123", settings=settings)
+    terms = prepare_image_terms(settings, guidance, png, "cpu")
+    camera = reference_camera_params(settings)
+    want = framing("a red mug", elevation, azimuth, distance=camera["distance"], fovy=camera["fovy"])
+    assert 0.3 < want < 0.6 and abs(terms.image.fill - want) < 1e-6
+    assert abs(_bbox_fill(terms.image.mask) - want) < 0.03            # what the reference view is fitted to
+    assert prior_framing("a cardboard box", settings) == 0.0
+    assert prior_framing("a red mug", _short(prompt="a red mug", reference_fill=0.0)) == 0.0
+    assert prior_framing("a red mug", _short(prompt="a red mug", reference_fill=0.8, text_model="/x")) == 0.0
+    kept = prepare_image_terms(_short(prompt="a red mug", reference_fill=0.8, text_guidance_weight=0.0),
+                               guidance, png, "cpu")
+    assert kept.image.fill == 0.8 and abs(_bbox_fill(kept.image.mask) - 0.8) < 0.03

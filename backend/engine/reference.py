@@ -176,10 +176,34 @@ def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, refere
             text_embeddings = text_guidance.encode_prompts(
                 prompt, settings.negative_prompt,
                 view_suffixes(settings.view_naming) if settings.view_dependent_prompt else {})
+            fill = prior_framing(prompt, settings)
+            if fill > 0:        # the picture re-framed to the size the text prior draws this object at
+                image = prepare_reference(reference_image, fill=fill)
+                if hasattr(guidance, "set_reference"):
+                    guidance.set_reference(to_reference_image(image, settings))
         else:       # not sure what the picture shows: the picture alone, not a wrong prompt
             text_guidance = None
     return ImageTerms(settings, ReferenceView(image, settings, device), image, text_guidance, text_embeddings,
                       recognised)
+
+
+def prior_framing(prompt: str, settings: GenerationSettings) -> float:
+    """The framing (``reference_fill``) that a joint job's picture is scaled to: the share of the frame
+    the built-in text prior draws ``prompt``'s object at, seen from the reference camera
+    (``backend.prior.recognise.framing``). 0 (keep ``reference_fill``) when the picture's framing is
+    the reference camera's own (``reference_fill`` 0), the text prior is not the built-in one (Stable
+    Diffusion has no one size per object), or the prompt is not in its grammar."""
+    if settings.reference_fill <= 0 or settings.text_model != "builtin":
+        return 0.0
+    from backend.prior.recognise import framing
+
+    p = reference_camera_params(settings)
+    try:
+        fill = framing(prompt, p["elevation"], p["azimuth"], distance=p["distance"], fovy=p["fovy"])
+    except ValueError:                  # a prompt outside the prior's grammar: no size known
+        return 0.0
+    # within the range reference_fill allows (a sliver of a sword seen end-on would be tiny)
+    return min(1.0, max(0.2, fill)) if fill > 0 else 0.0
 
 
 def read_prompt(image: PreparedImage, settings: GenerationSettings, text_guidance: Guidance):

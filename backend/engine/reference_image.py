@@ -63,6 +63,7 @@ class PreparedImage:
     mask: np.ndarray         # float32 (S, S) in [0, 1]; 1 on the object
     source: str              # "alpha" or "segmented": where the mask came from
     original_size: tuple     # (width, height) of the picture given
+    fill: float = 0.0        # the bounding box's share of the frame it was scaled to (0: framing kept)
 
     def png(self) -> bytes:
         """RGBA PNG of the prepared reference (the preview a client shows next to the live renders)."""
@@ -184,4 +185,4 @@ def prepare_reference(data: bytes, *, fill: float = 0.8, side: int = REFERENCE_S
                                                       "use a plain backdrop or an image with an alpha channel"))
     h, w = mask.shape
     out_rgb, out_mask = recentre(rgb, mask, side, fill)
-    return PreparedImage(out_rgb, out_mask, source, (w, h))
+    return PreparedImage(out_rgb, out_mask, source, (w, h), fill)

@@ -535,6 +535,8 @@ def finish_generation(run: Generation, final_losses: dict, *, callback=None,
         "reference": None if trainer.image_terms is None else {
             "mask_source": trainer.image_terms.image.source,
             "original_size": list(trainer.image_terms.image.original_size),
+            # the picture's framing: reference_fill, or the text prior's size of the object (joint mode)
+            "fill": trainer.image_terms.image.fill,
             # auto_prompt: the prompt read from the picture (joint mode without a typed prompt)
             "prompt_from_picture": None if trainer.image_terms.recognised is None else {
                 "prompt": trainer.image_terms.recognised.prompt, "margin": trainer.image_terms.recognised.margin,
