@@ -233,6 +233,10 @@ def generate_main(argv: list[str]) -> int:
     elif read:
         print(f"the picture was too unsure to read (best guess {read['prompt']!r}): it ran on the picture alone; "
               f"type a prompt (--list-prompts) to add the text prior", file=sys.stderr)
+    fill = (m.get("reference") or {}).get("fill")
+    if fill and abs(fill - settings.reference_fill) > 1e-6:
+        print(f"the picture was framed at {fill:.2f} of the frame, the size the built-in prior draws that object "
+              f"at (instead of --reference-fill {settings.reference_fill:g})", file=sys.stderr)
     print(f"wrote {output} ({m['faces']} faces, {len(result.glb) / 1e6:.1f} MB) and {strip} "
           f"in {time.perf_counter() - t0:.0f} s ({m['timings']['s_per_step'] * 1000:.0f} ms/step, "
           f"export {m['timings']['export_s']:.1f} s)")

@@ -122,3 +122,22 @@ def test_cli_image_flag_checks_the_picture_and_picks_zero123(tmp_path):
     assert out.returncode == 2 and "--image: cannot read" in out.stderr
     out = run_cli("--guidance-type", "zero123", "a red cube")
     assert out.returncode == 2 and "needs a picture" in out.stderr
+
+
+def test_cli_says_when_the_picture_is_framed_at_the_priors_size(tmp_path):
+    """A picture and a prompt of the built-in prior: the CLI says the picture was framed at the size the
+    prior draws the object at (a mug is drawn smaller than --reference-fill's 0.8); --reference-fill 0
+    keeps the picture's framing and says nothing."""
+    from backend.bench.pictures import picture_png
+
+    pic = tmp_path / "mug.png"
+    pic.write_bytes(picture_png("a red mug", elevation=15.0, azimuth=30.0, size=96))
+    short = ["--steps", "2", "--mesh-resolution", "32", "--texture-size", "64", "--face-budget", "500",
+             "--preview-interval", "0", "--device", "cpu"]
+    out = run_cli("--image", str(pic), "a red mug", "-o", str(tmp_path / "mug.glb"), *short)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next((ln for ln in out.stderr.splitlines() if "the picture was framed at" in ln), "")
+    fill = float(line.split("framed at ")[1].split()[0]) if line else 0.0
+    assert 0.3 < fill < 0.6 and "--reference-fill 0.8" in line, out.stderr[-2000:]
+    out = run_cli("--image", str(pic), "a red mug", "-o", str(tmp_path / "kept.glb"), "--reference-fill", "0", *short)
+    assert out.returncode == 0 and "the picture was framed at" not in out.stderr, out.stderr[-2000:]
