@@ -197,10 +197,10 @@ def novel_views_png(reference: bytes, pred: tuple[np.ndarray, np.ndarray], truth
     from backend.bench.metrics import views_png
 
     views = Image.open(io.BytesIO(views_png(pred, truth))).convert("RGB")
-    ref = Image.open(io.BytesIO(reference)).convert("RGBA")
     side = views.height // 2
+    ref = Image.open(io.BytesIO(reference)).convert("RGBA").resize((side, side), Image.LANCZOS)
     canvas = Image.new("RGB", (side + views.width, views.height), (255, 255, 255))
-    canvas.paste(ref.resize((side, side), Image.LANCZOS), (0, 0), ref.resize((side, side), Image.LANCZOS))
+    canvas.paste(ref, (0, 0), ref)                       # over white, through its alpha
     canvas.paste(views, (side, 0))
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
