@@ -174,6 +174,10 @@ class GenerationSettings:
                                  "conditioned Zero-1-to-3-layout model given a reference image ('builtin': "
                                  "the project's view prior)")
     guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
+    shape_model: str = _s("", group="guidance", max_len=1000,
+                          help="a second Stable-Diffusion-layout prior (folder or HF id) that guides the lit and "
+                               "textureless renders, i.e. the shape, while 'model' guides the albedo-shaded ones, "
+                               "i.e. the colour ('' = 'model' guides every render; stable-diffusion guidance only)")
     shading_prompt: bool = _s(False, group="guidance",
                               help="name each render's shading in its prompt ('a shaded red cube', 'an "
                                    "unpainted red cube'; albedo renders keep the prompt): for a prior trained "
@@ -353,6 +357,12 @@ class GenerationSettings:
             raise SettingError("prompt", "must not be empty")
         if self.is_image_job and self.has_fine_stage:
             raise SettingError("stages", "an image job runs the coarse stage only for now: use 'coarse'")
+        if self.shape_model.strip() and self.guidance_type != "stable-diffusion":
+            raise SettingError("shape_model", f"works with guidance_type 'stable-diffusion' only (got "
+                               f"{self.guidance_type!r}): leave it empty")
+        if self.shape_model.strip() and self.shading_prompt:
+            raise SettingError("shading_prompt", "must be off with a shape_model (the shape prior's captions "
+                               "do not name the shading)")
         if 0.0 < self.reference_fill < 0.2:
             raise SettingError("reference_fill", f"must be 0 (keep the framing) or in [0.2, 1], got {self.reference_fill}")
         for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),

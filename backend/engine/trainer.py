@@ -241,7 +241,8 @@ class Trainer:
         need_normals = shading != "albedo"
         # Off: a lit render moves the geometry only; the colour follows the albedo-shaded renders
         # (backend/prior/README.md, "Session 16": v4 darkened a barrel to near-black through them).
-        albedo_gradient = self.s.lit_albedo_gradient or shading != "lambertian"
+        # Always off with a shape prior: the lit renders are its, the colour is the colour prior's.
+        albedo_gradient = (self.s.lit_albedo_gradient and not self.s.shape_model.strip()) or shading != "lambertian"
         with self.rng.global_scope():
             out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
                                 light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals,
@@ -255,7 +256,7 @@ class Trainer:
         views = [embedding_key(render.shading, v) for v in render.views] if self.s.shading_prompt else render.views
         return GuidanceRequest(render.rgb, self.embeddings, views, render.cameras,
                                getattr(self.s, self.guidance.scale_setting), self.t_range(render.step),
-                               self.rng.device)
+                               self.rng.device, shading=render.shading)
 
     def step_losses(self, render: StepRender, guide: dict) -> dict:
         """Phase 3a: the weighted losses of this step (their sum is what is back-propagated)."""
@@ -466,8 +467,13 @@ def guidance_for_run(settings: GenerationSettings, device: torch.device, guidanc
     model), checked to be of the settings' type and configured for this run."""
     if guidance is None:
         return load_guidance_for(settings, device)
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
+
+    if isinstance(guidance, ShapeColourGuidance) != bool(settings.shape_model.strip()):
+        raise ValueError(f"shape_model: the settings ask for {settings.shape_model.strip() or 'none'}, the guidance "
+                         f"passed in is {guidance.name}")
     wanted = find("guidance", settings.guidance_type)
-    if not isinstance(guidance, wanted):
+    if not isinstance(getattr(guidance, "colour", guidance), wanted):
         raise ValueError(f"guidance_type: the settings ask for {settings.guidance_type!r} "
                          f"({wanted.__name__}), the guidance passed in is a {type(guidance).__name__}")
     guidance.configure(settings)

@@ -442,7 +442,7 @@ def load_cached_guidance(cache: dict, settings, device: str):
     """The guidance model stays loaded between jobs that use it (one model resident at a time);
     ``cache`` maps (guidance type, model, half precision) to the loaded model (shared by the local and
     Ray workers)."""
-    key = (settings.guidance_type, settings.model, settings.half_precision)
+    key = (settings.guidance_type, settings.model, settings.shape_model, settings.half_precision)
     if key in cache:
         return cache[key]
     try:

@@ -46,6 +46,9 @@ class GuidanceRequest:
     guidance_scale: float
     t_range: tuple[float, float]
     generator: Optional[torch.Generator] = None
+    #: the renders' shading ("albedo", "lambertian", "textureless"; "" = not said): what
+    #: ``shape_colour.ShapeColourGuidance`` routes by
+    shading: str = ""
 
 
 class Guidance(ABC):

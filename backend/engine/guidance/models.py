@@ -92,10 +92,35 @@ _lock = threading.Lock()
 
 def load_guidance_for(settings: GenerationSettings, device="cpu", *, allow_download: bool = False) -> Guidance:
     """The guidance ``settings`` ask for (``guidance_type``, ``model``, ``half_precision``), loaded once
-    per process, configured for this run (``Guidance.configure``)."""
+    per process, configured for this run (``Guidance.configure``). With ``shape_model``: both priors,
+    routed by shading (``shape_colour.ShapeColourGuidance``), kept as one."""
+    if settings.shape_model.strip():
+        return _load_shape_colour(settings, device, allow_download)
     return load_guidance(settings.model, device, guidance_type=settings.guidance_type,
                          half_precision=settings.half_precision, allow_download=allow_download,
                          settings=settings)
+
+
+def _load_shape_colour(settings: GenerationSettings, device, allow_download: bool) -> Guidance:
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
+
+    cls = find("guidance", settings.guidance_type)
+    colour = resolve_model(settings.model, allow_download=allow_download, builtin=cls.builtin_model)
+    try:
+        shape = resolve_model(settings.shape_model.strip(), allow_download=allow_download, builtin=cls.builtin_model)
+    except ModelNotFoundError as e:
+        raise ModelNotFoundError(str(e).replace("model:", "shape_model:", 1)) from None
+    key = ("shape-colour", settings.guidance_type, str(colour), str(shape), str(torch.device(device)),
+           settings.half_precision)
+    with _lock:
+        guidance = _loaded.get(key)
+        if guidance is None:
+            _loaded.clear()           # one resident entry, as load_guidance keeps (here: the pair)
+            guidance = ShapeColourGuidance(cls(str(colour), device, half_precision=settings.half_precision),
+                                           cls(str(shape), device, half_precision=settings.half_precision))
+            _loaded[key] = guidance
+    guidance.configure(settings)
+    return guidance
 
 
 def load_guidance(model: str = "builtin", device="cpu", *, guidance_type: str = "stable-diffusion",

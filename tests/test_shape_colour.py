@@ -1,0 +1,112 @@
+"""The ``shape_model`` setting: a second text prior guides the lit and textureless renders (the shape),
+``model`` the albedo-shaded ones (the colour) -- ``backend/engine/guidance/shape_colour.py``.
+
+Checked on the project's own architectures with random weights (v6 for the colour, v8 for the shape,
+built from config): each render goes to the prior its shading names, with that prior's own text
+embeddings; a lit step leaves the colour alone; a whole CPU generation runs and says which priors it
+used; settings that cannot go with it are refused by name."""
+
+import pytest
+import torch
+
+from shared.settings import GenerationSettings, SettingError
+from tests.helpers import tiny_settings
+
+
+@pytest.fixture(scope="module")
+def priors(tmp_path_factory):
+    from backend.prior.model import build_random
+
+    root = tmp_path_factory.mktemp("shape_colour")
+    return build_random(root / "colour", arch="v6", seed=1), build_random(root / "shape", arch="v8", seed=2)
+
+
+def _settings(priors, **overrides):
+    colour, shape = priors
+    return tiny_settings(model=str(colour), shape_model=str(shape), prompt="a wooden chair",
+                         view_naming="compass", albedo_warmup_steps=0, **overrides)
+
+
+def _sds(guidance, render, embeddings, seed: int) -> float:
+    """The SDS loss of one request with its own seeded stream (the same draws whichever model runs it)."""
+    from backend.engine.guidance.base import GuidanceRequest
+
+    req = GuidanceRequest(render.rgb, embeddings, render.views, render.cameras, 3.0, (0.02, 0.98),
+                          torch.Generator().manual_seed(seed), shading=render.shading)
+    return guidance.guide_many([req])[0]["loss_sds"].item()
+
+
+@pytest.mark.parametrize("shading,goes_to", [("albedo", "colour"), ("lambertian", "shape"), ("textureless", "shape")])
+def test_each_render_goes_to_the_prior_its_shading_names(priors, shading, goes_to):
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
+    from backend.engine.trainer import prepare_generation
+
+    run = prepare_generation(_settings(priors, shading=shading), device="cpu")
+    guidance = run.trainer.guidance
+    assert isinstance(guidance, ShapeColourGuidance) and run.trainer.embeddings.shape is not None
+    render = run.trainer.render_step()
+    assert render.shading == shading
+    routed = _sds(guidance, render, run.trainer.embeddings, seed=5)
+    colour = _sds(guidance.colour, render, run.trainer.embeddings, seed=5)
+    shape = _sds(guidance.shape, render, run.trainer.embeddings.shape, seed=5)
+    assert colour != pytest.approx(shape, rel=1e-3)          # two different models: the check can tell them apart
+    assert routed == pytest.approx(colour if goes_to == "colour" else shape, rel=1e-6)
+
+
+def test_a_group_of_requests_is_split_by_shading_and_comes_back_in_order(priors):
+    from backend.engine.guidance.base import GuidanceRequest
+    from backend.engine.trainer import prepare_generation
+
+    runs = [prepare_generation(_settings(priors, shading=s, seed=i), device="cpu").trainer
+            for i, s in enumerate(["lambertian", "albedo", "textureless"])]
+    renders = [t.render_step() for t in runs]
+    guidance = runs[0].guidance
+    requests = [GuidanceRequest(r.rgb, t.embeddings, r.views, r.cameras, 3.0, (0.02, 0.98),
+                                torch.Generator().manual_seed(10 + i), shading=r.shading)
+                for i, (t, r) in enumerate(zip(runs, renders))]
+    together = [o["loss_sds"].item() for o in guidance.guide_many(requests)]
+    alone = [_sds(guidance.shape, renders[0], runs[0].embeddings.shape, 10),
+             _sds(guidance.colour, renders[1], runs[1].embeddings, 11),
+             _sds(guidance.shape, renders[2], runs[2].embeddings.shape, 12)]
+    assert together == pytest.approx(alone, rel=1e-5)
+
+
+def test_with_a_shape_prior_a_lit_step_leaves_the_colour_alone(priors):
+    """The lit renders are the shape prior's: their gradient reaches the density, not the albedo (as
+    ``lit_albedo_gradient`` off, whatever that setting says); an albedo step still trains the colour."""
+    from backend.engine.trainer import prepare_generation
+
+    def head_gradient(shading: str) -> tuple[float, float]:
+        trainer = prepare_generation(_settings(priors, shading=shading, lit_albedo_gradient=True), device="cpu").trainer
+        render = trainer.render_step()
+        guide = trainer.guidance.guide_many([trainer.guidance_request(render)])[0]
+        losses = trainer.step_losses(render, guide)
+        trainer.zero_grad()
+        sum(losses.values()).backward()
+        grad = trainer.field.mlp[-1].weight.grad
+        return grad[0].abs().sum().item(), grad[1:4].abs().sum().item()
+
+    density, albedo = head_gradient("lambertian")
+    assert density > 0.0 and albedo == 0.0
+    assert head_gradient("albedo")[1] > 0.0
+
+
+def test_a_generation_with_a_shape_prior_runs_and_says_so(priors):
+    from backend.engine.api import generate
+
+    result = generate(_settings(priors, steps=6, stages="coarse"), device="cpu")
+    assert result.glb[:4] == b"glTF"
+    assert "(colour)" in result.metadata["guidance"] and "(shape)" in result.metadata["guidance"]
+    assert result.metadata["settings"]["shape_model"] == str(priors[1])
+
+
+def test_settings_that_cannot_go_with_a_shape_prior_are_refused_by_name(tmp_path):
+    with pytest.raises(SettingError, match="shape_model.*stable-diffusion"):
+        GenerationSettings.from_dict({"shape_model": "x", "guidance_type": "zero123"}).validate(require_prompt=False)
+    with pytest.raises(SettingError, match="shading_prompt"):
+        GenerationSettings.from_dict({"prompt": "a red cube", "shape_model": "x", "shading_prompt": True}).validate()
+    from backend.engine.guidance.models import load_guidance_for
+    from backend.engine.types import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="shape_model"):
+        load_guidance_for(tiny_settings(shape_model=str(tmp_path / "nothing-here")), "cpu")
