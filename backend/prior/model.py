@@ -118,7 +118,7 @@ ARCHITECTURES = {
                             projection_class_embeddings_input_dim=CAMERA_CONDITION_DIM),
                        camera_condition=True),
 }
-DEFAULT_ARCHITECTURE = "v6"       # the shipped weights (v3: report_v3/, weights in git history; v4, v5, v7: trained, not shipped)
+DEFAULT_ARCHITECTURE = "v6"       # the shipped weights (v3: report_v3/, weights in git history; v4, v5, v7, v8: trained, not shipped; v8 in history, backend/prior/README.md "Session 21")
 
 
 def architecture(name: str) -> Architecture:

@@ -451,7 +451,7 @@ def parse_args(argv=None):
     p.add_argument("--architecture", choices=sorted(M.ARCHITECTURES), default=M.DEFAULT_ARCHITECTURE,
                    help="v3: the shipped prior, 16x16 latents; v4: 32x32 latents for thin parts; v5: v4 with "
                         "captions that name the shading (generate with shading_prompt on); v6: v3 that also reads "
-                        "the camera (model.py)")
+                        "the camera (shipped); v7: v5 with the camera; v8: v4 with the camera (model.py)")
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,
