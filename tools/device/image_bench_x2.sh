@@ -8,20 +8,8 @@
 # kind="nvidia-h200-x2", carry=[".devwhl"], timeout_s=600); the argument is this command's seconds.
 # Back in $OUT: res.tgz (logs, image.md/json/jsonl of each part, the training report) and, once trained,
 # vp2_weights.tar (the view prior in diffusers layout).
-START=$(date +%s); END=$((START + ${1:-555}))
-left() { echo $((END - $(date +%s))); }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devwhl/*.whl 2>&1 | tail -2
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi -L
-count() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
-bench() { # out, expected rows, args...
-  local out=$1 want=$2; shift 2
-  local have=$(count $out/image.jsonl)
-  [ "$have" -ge "$want" ] && { echo "== $out complete ($have)"; return 0; }
-  local b=$(( $(left) - 170 )); [ $b -lt 20 ] && { echo "== $out: no time left"; return 1; }
-  echo "== $out: $have/$want done, budget $b s"
-  timeout $(( $(left) - 5 )) python -m backend bench image --device cuda --resume --time-budget $b --out $out "$@"
-}
+source tools/device/common.sh "$1"
+bench() { resumable_bench image 170 "$@"; }   # out, expected rows, args...
 trackA() {
   export CUDA_VISIBLE_DEVICES=0
   if [ ! -f /tmp/probe/image.jsonl ]; then

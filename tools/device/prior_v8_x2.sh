@@ -7,26 +7,16 @@
 # machine stays held, so the same command is sent again within 30 s of the last one's end. Wheels:
 # tools/device/wheels.sh. Call: run(command="bash tools/device/prior_v8_x2.sh 550", kind="nvidia-h200-x2",
 # carry=[".devwhl"], timeout_s=600); the argument is this command's seconds. Back in $OUT: res.tgz (logs,
-# quality.md/jsonl of each part, the training report) and, once trained, v8_weights.tar.
-START=$(date +%s); END=$((START + ${1:-550}))
-left() { echo $((END - $(date +%s))); }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devwhl/*.whl 2>&1 | tail -2
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi -L
+# quality.md/jsonl and turntable grids of each part, the training report; with every part done it passed the
+# 16 MB a file may have, and session 21 fetched the rows alone with one more short command) and, once trained,
+# the weights in 15 MB parts (cat v8_weights.tar.* | tar xf -). Session 21 sent it three times (545, 560, 480 s).
+source tools/device/common.sh "$1"
 THIN=("a wooden chair" "a wooden table" "a wooden bench" "a wooden stool" "a wooden fence" "a metal sword"
       "a wooden shield" "a wooden signpost" "a metal lamp post" "a red mug" "a wooden bowl" "a wooden bucket"
       "a stone well" "a wooden barrel" "a red cube")
 AB=("a red cube" "a red pyramid" "a wooden crate" "a wooden treasure chest" "a wooden chair" "a wooden bench"
     "a wooden barrel" "a blue sphere" "a metal sword" "a wooden table")
-count() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
-bench() { # out, expected rows, args...
-  local out=$1 want=$2; shift 2
-  local have=$(count $out/quality.jsonl)
-  [ "$have" -ge "$want" ] && { echo "== $out complete ($have)"; return 0; }
-  local b=$(( $(left) - 100 )); [ $b -lt 20 ] && { echo "== $out: no time left"; return 1; }
-  echo "== $out: $have/$want rows, budget $b s"
-  timeout $(( $(left) - 5 )) python -m backend bench quality --device cuda --resume --time-budget $b --out $out "$@"
-}
+bench() { resumable_bench quality 100 "$@"; }   # out, expected rows, args...
 V8='{"v8": {"model": "/tmp/prior_v8/weights"}, "v8_48": {"model": "/tmp/prior_v8/weights", "resolution_schedule": "48x1"}}'
 trackA() {
   export CUDA_VISIBLE_DEVICES=0

@@ -1,0 +1,19 @@
+# Sourced by the two-GPU device scripts (image_bench_x2.sh, prior_v8_x2.sh): the wheels installed, the
+# command's own deadline (its first argument, seconds), and a bench that resumes across commands.
+#   source tools/device/common.sh "$1"
+START=$(date +%s); END=$((START + ${1:-550}))
+left() { echo $((END - $(date +%s))); }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devwhl/*.whl 2>&1 | tail -2
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L
+count() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
+# resumable_bench KIND MARGIN OUT ROWS ARGS...: `python -m backend bench KIND` into OUT until its KIND.jsonl
+# has ROWS rows, with --resume and a time budget that leaves MARGIN seconds of the command for the rest
+resumable_bench() {
+  local kind=$1 margin=$2 out=$3 want=$4; shift 4
+  local have=$(count $out/$kind.jsonl)
+  [ "$have" -ge "$want" ] && { echo "== $out complete ($have)"; return 0; }
+  local b=$(( $(left) - margin )); [ $b -lt 20 ] && { echo "== $out: no time left"; return 1; }
+  echo "== $out: $have/$want rows, budget $b s"
+  timeout $(( $(left) - 5 )) python -m backend bench $kind --device cuda --resume --time-budget $b --out $out "$@"
+}
