@@ -370,7 +370,9 @@ def test_builtin_prior_draws_a_barrel_and_a_bottle_on_cpu(tmp_path):
     benchmark's floor for every prompt) and colour (wood-brown staves, green glass)."""
     from backend.bench.quality import TARGETS, main
 
-    assert main(["--device", "cpu", "--prompts", *PROP_CHECK, "--seeds", "0", "--out", str(tmp_path)]) == 0
+    # Side by side, one thread each, as the cube and sphere above (one after the other took 150 s of the suite).
+    assert main(["--device", "cpu", "--prompts", *PROP_CHECK, "--seeds", "0", "--workers", "2", "--threads", "1",
+                 "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "quality.json").read_text())["results"]
     final = [r for r in results if r["stages"] == PRESETS["builtin"]["stages"]]     # the mesh a user gets
     assert [r["prompt"] for r in final] == PROP_CHECK

@@ -36,31 +36,20 @@ def _sds(guidance, render, embeddings, seed: int) -> float:
     return guidance.guide_many([req])[0]["loss_sds"].item()
 
 
-@pytest.mark.parametrize("shading,goes_to", [("albedo", "colour"), ("lambertian", "shape"), ("textureless", "shape")])
-def test_each_render_goes_to_the_prior_its_shading_names(priors, shading, goes_to):
-    from backend.engine.guidance.shape_colour import ShapeColourGuidance
-    from backend.engine.trainer import prepare_generation
-
-    run = prepare_generation(_settings(priors, shading=shading), device="cpu")
-    guidance = run.trainer.guidance
-    assert isinstance(guidance, ShapeColourGuidance) and run.trainer.embeddings.shape is not None
-    render = run.trainer.render_step()
-    assert render.shading == shading
-    routed = _sds(guidance, render, run.trainer.embeddings, seed=5)
-    colour = _sds(guidance.colour, render, run.trainer.embeddings, seed=5)
-    shape = _sds(guidance.shape, render, run.trainer.embeddings.shape, seed=5)
-    assert colour != pytest.approx(shape, rel=1e-3)          # two different models: the check can tell them apart
-    assert routed == pytest.approx(colour if goes_to == "colour" else shape, rel=1e-6)
-
-
-def test_a_group_of_requests_is_split_by_shading_and_comes_back_in_order(priors):
+def test_each_render_goes_to_the_prior_its_shading_names_in_a_group_too(priors):
+    """Three jobs' renders in one call (as ``batching.step_group`` makes it): the lit and the textureless
+    one go to the shape prior with its own embeddings, the albedo one to the colour prior, and the
+    results come back in the requests' order."""
     from backend.engine.guidance.base import GuidanceRequest
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
     from backend.engine.trainer import prepare_generation
 
     runs = [prepare_generation(_settings(priors, shading=s, seed=i), device="cpu").trainer
             for i, s in enumerate(["lambertian", "albedo", "textureless"])]
     renders = [t.render_step() for t in runs]
+    assert [r.shading for r in renders] == ["lambertian", "albedo", "textureless"]
     guidance = runs[0].guidance
+    assert isinstance(guidance, ShapeColourGuidance) and runs[0].embeddings.shape is not None
     requests = [GuidanceRequest(r.rgb, t.embeddings, r.views, r.cameras, 3.0, (0.02, 0.98),
                                 torch.Generator().manual_seed(10 + i), shading=r.shading)
                 for i, (t, r) in enumerate(zip(runs, renders))]
@@ -69,6 +58,10 @@ def test_a_group_of_requests_is_split_by_shading_and_comes_back_in_order(priors)
              _sds(guidance.colour, renders[1], runs[1].embeddings, 11),
              _sds(guidance.shape, renders[2], runs[2].embeddings.shape, 12)]
     assert together == pytest.approx(alone, rel=1e-5)
+    # the other prior would have given another loss: the check tells the two apart
+    other = [_sds(guidance.colour, renders[0], runs[0].embeddings, 10),
+             _sds(guidance.shape, renders[1], runs[1].embeddings.shape, 11)]
+    assert other[0] != pytest.approx(alone[0], rel=1e-3) and other[1] != pytest.approx(alone[1], rel=1e-3)
 
 
 def test_with_a_shape_prior_a_lit_step_leaves_the_colour_alone(priors):
