@@ -27,7 +27,8 @@ import traceback
 
 from .jobfiles import JobResult
 from .pool import CheckpointSaved, JobEnded, JobProgress, ProxyMesh
-from .worker import _free_memory, _gpu_info, _limit_threads, available_models, clean_json, load_cached_guidance
+from .worker import (_free_memory, _gpu_info, _limit_threads, available_models, clean_json, guidance_cache_key,
+                     load_cached_guidance)
 
 log = logging.getLogger("dreamprop.worker")
 
@@ -147,7 +148,7 @@ class JobActor:
             with open(init_checkpoint_path, "wb") as f:
                 f.write(init_checkpoint)
         t_load = time.perf_counter()
-        cached = (settings.guidance_type, settings.model, settings.half_precision) in self._guidance
+        cached = guidance_cache_key(settings) in self._guidance
         guidance = load_cached_guidance(self._guidance, settings, self.device)
         load_s = time.perf_counter() - t_load
 

@@ -316,7 +316,7 @@ class Worker:
                 with open(job["reference_image_path"], "rb") as f:
                     reference_image = f.read()
             t_load = time.perf_counter()
-            cached = (settings.guidance_type, settings.model, settings.half_precision) in self._guidance
+            cached = guidance_cache_key(settings) in self._guidance
             guidance = self._load_guidance(settings)
             load_s = time.perf_counter() - t_load
             if guidance is None:
@@ -438,11 +438,16 @@ class Worker:
         return callback
 
 
+def guidance_cache_key(settings) -> tuple:
+    """What makes two jobs' guidance the same loaded model(s)."""
+    return (settings.guidance_type, settings.model, settings.shape_model, settings.half_precision)
+
+
 def load_cached_guidance(cache: dict, settings, device: str):
     """The guidance model stays loaded between jobs that use it (one model resident at a time);
-    ``cache`` maps (guidance type, model, half precision) to the loaded model (shared by the local and
+    ``cache`` maps ``guidance_cache_key(settings)`` to the loaded model (shared by the local and
     Ray workers)."""
-    key = (settings.guidance_type, settings.model, settings.shape_model, settings.half_precision)
+    key = guidance_cache_key(settings)
     if key in cache:
         return cache[key]
     try:
