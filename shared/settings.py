@@ -357,10 +357,10 @@ class GenerationSettings:
             raise SettingError("prompt", "must not be empty")
         if self.is_image_job and self.has_fine_stage:
             raise SettingError("stages", "an image job runs the coarse stage only for now: use 'coarse'")
-        if self.shape_model.strip() and self.guidance_type != "stable-diffusion":
+        if self.has_shape_model and self.guidance_type != "stable-diffusion":
             raise SettingError("shape_model", f"works with guidance_type 'stable-diffusion' only (got "
                                f"{self.guidance_type!r}): leave it empty")
-        if self.shape_model.strip() and self.shading_prompt:
+        if self.has_shape_model and self.shading_prompt:
             raise SettingError("shading_prompt", "must be off with a shape_model (the shape prior's captions "
                                "do not name the shading)")
         if 0.0 < self.reference_fill < 0.2:
@@ -382,6 +382,11 @@ class GenerationSettings:
     def is_image_job(self) -> bool:
         """Guided by a reference image (the job carries one); the prompt is optional."""
         return self.guidance_type in IMAGE_GUIDANCE_TYPES
+
+    @property
+    def has_shape_model(self) -> bool:
+        """A second prior guides the shape (``shape_model``; ``backend/engine/guidance/shape_colour.py``)."""
+        return bool(self.shape_model.strip())
 
     @property
     def joint_text_guidance(self) -> bool:

@@ -242,7 +242,7 @@ class Trainer:
         # Off: a lit render moves the geometry only; the colour follows the albedo-shaded renders
         # (backend/prior/README.md, "Session 16": v4 darkened a barrel to near-black through them).
         # Always off with a shape prior: the lit renders are its, the colour is the colour prior's.
-        albedo_gradient = (self.s.lit_albedo_gradient and not self.s.shape_model.strip()) or shading != "lambertian"
+        albedo_gradient = (self.s.lit_albedo_gradient and not self.s.has_shape_model) or shading != "lambertian"
         with self.rng.global_scope():
             out = self.renderer(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), shading=shading,
                                 light_positions=light, bg_color=bg, stratified=True, need_normals=need_normals,
@@ -469,8 +469,8 @@ def guidance_for_run(settings: GenerationSettings, device: torch.device, guidanc
         return load_guidance_for(settings, device)
     from backend.engine.guidance.shape_colour import ShapeColourGuidance
 
-    if isinstance(guidance, ShapeColourGuidance) != bool(settings.shape_model.strip()):
-        raise ValueError(f"shape_model: the settings ask for {settings.shape_model.strip() or 'none'}, the guidance "
+    if isinstance(guidance, ShapeColourGuidance) != settings.has_shape_model:
+        raise ValueError(f"shape_model: the settings ask for {settings.shape_model if settings.has_shape_model else 'none'}, the guidance "
                          f"passed in is {guidance.name}")
     wanted = find("guidance", settings.guidance_type)
     if not isinstance(getattr(guidance, "colour", guidance), wanted):

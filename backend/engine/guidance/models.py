@@ -94,7 +94,7 @@ def load_guidance_for(settings: GenerationSettings, device="cpu", *, allow_downl
     """The guidance ``settings`` ask for (``guidance_type``, ``model``, ``half_precision``), loaded once
     per process, configured for this run (``Guidance.configure``). With ``shape_model``: both priors,
     routed by shading (``shape_colour.ShapeColourGuidance``), kept as one."""
-    if settings.shape_model.strip():
+    if settings.has_shape_model:
         return _load_shape_colour(settings, device, allow_download)
     return load_guidance(settings.model, device, guidance_type=settings.guidance_type,
                          half_precision=settings.half_precision, allow_download=allow_download,
