@@ -111,9 +111,10 @@ def test_a_text_only_unet_ignores_the_cameras(tmp_path):
     assert torch.equal(_sds_grad(g, rgb, front, ["front", "front"]), _sds_grad(g, rgb, side, ["front", "front"]))
 
 
-@pytest.mark.parametrize("arch,latent_size", [("v6", 16), ("v7", 32), ("v8", 32)])
+@pytest.mark.parametrize("arch,latent_size", [("v6", 16), ("v7", 32), ("v8", 32), ("v9", 32)])
 def test_training_script_trains_a_camera_aware_prior_that_the_engine_steps(tmp_path, arch, latent_size):
-    """``--architecture v6`` (v7: v5's 32x32 latents and shading captions with the camera; v8: v4's 32x32 latents with the camera): a few CPU steps (the UNet called with each image's camera, flips
+    """``--architecture v6`` (v7: v5's 32x32 latents and shading captions with the camera; v8: v4's 32x32 latents
+    with the camera; v9: a smaller v8 that learns only lit and textureless renders): a few CPU steps (the UNet called with each image's camera, flips
     included; its report samples drawn from the report camera) write a diffusers folder whose UNet has
     the camera projection, which the engine loads and takes SDS steps with; a data cache without
     cameras is refused by name."""
@@ -149,6 +150,29 @@ def test_training_script_trains_a_camera_aware_prior_that_the_engine_steps(tmp_p
     save_ckpt(tmp_path / "old.pt", old)
     with pytest.raises(SystemExit, match="before cameras were kept"):
         main(args("old.pt", "run2"))
+
+
+def test_the_shape_prior_learns_only_lit_and_textureless_renders(tmp_path):
+    """v9's UNet draws its training images from the lambertian and textureless renders only (the
+    albedo ones never reach it), every other architecture from all; a cache without shading labels
+    is refused for v9 by name."""
+    from backend.prior import model as M
+    from backend.prior.render import SHADINGS
+    from backend.prior.train import training_pool
+
+    shading = torch.arange(30) % 3                       # albedo, lambertian, textureless, ...
+    labels = torch.stack([torch.zeros(30, dtype=torch.long), torch.zeros(30, dtype=torch.long), shading], 1)
+    pool = training_pool(labels, M.architecture("v9"))
+    assert SHADINGS[0] == "albedo"
+    assert sorted(pool.tolist()) == [i for i in range(30) if i % 3 != 0]
+    assert training_pool(labels, M.architecture("v8")) is None
+    with pytest.raises(SystemExit, match="shading labels"):
+        training_pool(labels[:, :2], M.architecture("v9"))
+    with pytest.raises(SystemExit, match="the data has none"):
+        training_pool(labels[::3], M.architecture("v9"))
+    # Small enough that v6 (the colour prior) and v9 (the shape prior) together stay within 50 MB.
+    unet = M.build_unet("v9")
+    assert 2 * M.n_params(unet) < 18e6
 
 
 def test_v6_fine_tuned_from_a_text_only_prior_starts_as_that_prior(tmp_path):

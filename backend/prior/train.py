@@ -23,7 +23,9 @@ fits in one device call on any GPU; ``--vae-steps``/``--unet-steps`` fix them in
 ``--architecture`` picks the layout from ``backend.prior.model.ARCHITECTURES``: ``v3`` (the default,
 the shipped weights: 16x16 latents), ``v4`` (32x32 latents for the same 64 px images), ``v5`` (v4
 whose captions name the shading of lit and textureless renders: generate with ``shading_prompt``) or
-``v6`` (v3 whose UNet also reads each image's camera, MVDream-style). A checkpoint remembers its
+``v6`` (v3 whose UNet also reads each image's camera, MVDream-style), ``v7``/``v8`` (v5 / v4 with the camera)
+or ``v9`` (a smaller v8 for the ``shape_model`` setting, whose UNet learns only the lit and textureless
+renders). A checkpoint remembers its
 architecture and a resume with another one is refused; the rendered images (``--data-cache``) are the
 same for all (v5 needs a cache that kept the shading labels: rendered since session 16; v6 one that kept
 the cameras: rendered since session 17).
@@ -278,11 +280,32 @@ def init_from(folder: Path, vae, unet, text_encoder, tokenizer):
     return loaded
 
 
+def training_pool(labels: torch.Tensor, arch: M.Architecture) -> torch.Tensor | None:
+    """Indices of the images the UNet learns from: those whose shading is one of ``arch.shadings``
+    (None: every image)."""
+    if arch.shadings is None:
+        return None
+    if labels.shape[1] < 3:
+        raise SystemExit(f"architecture {arch.name} learns only {', '.join(arch.shadings)} renders, but the data "
+                         f"cache was rendered before shading labels were kept: pass another --data-cache")
+    wanted = torch.tensor([SHADINGS.index(s) for s in arch.shadings], device=labels.device)
+    pool = torch.isin(labels[:, 2], wanted).nonzero().squeeze(1)
+    if len(pool) == 0:
+        raise SystemExit(f"architecture {arch.name} learns only {', '.join(arch.shadings)} renders; "
+                         f"the data has none")
+    return pool
+
+
 def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, args, ckpt, report, base,
                cameras=None):
     """``cameras`` (N, 16): each image's ``camera_condition``, for a camera-aware UNet (None: text only)."""
     dev = latents.device
-    shading_captions = M.architecture(args.architecture).shading_captions
+    arch = M.architecture(args.architecture)
+    shading_captions = arch.shading_captions
+    pool = training_pool(labels, arch)
+    if pool is not None:
+        report["unet_images"] = len(pool)
+        log(f"unet learns {len(pool)} of {len(latents)} images ({', '.join(arch.shadings)} renders)")
     if ckpt.get("stage") == "unet":
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
@@ -303,7 +326,9 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
     while step < budget.total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.total, args.unet_lr)
-        idx = torch.randint(len(latents), (args.unet_batch,), device=dev, generator=gen)
+        idx = torch.randint(len(latents) if pool is None else len(pool), (args.unet_batch,), device=dev, generator=gen)
+        if pool is not None:
+            idx = pool[idx]
         z0 = (latents[idx] + latent_std[idx] * torch.randn(latents[idx].shape, device=dev, generator=gen)) * scale
         view = labels[idx, 1]
         camera = cameras[idx] if cameras is not None else None

@@ -9,6 +9,8 @@
 # backend/prior/weights_v8`). Call:
 # run(command="bash tools/device/shape_prior_x2.sh 550", kind="nvidia-h200-x2", carry=[".devwhl"], timeout_s=600).
 # Back in $OUT: rows.tgz (quality.jsonl and .md of each part; merge here with `bench quality --report-only`).
+# Session 22 sent it three times (550, 550, 430 s): seeds 0 and 1 done, the 48 px green cube of seed 1 and all of
+# seed 2 not (the last command spent its time on that one job and the report; give seed 2 its own command).
 source tools/device/common.sh "$1"
 [ -f backend/prior/weights_v8/model_index.json ] || { echo "no backend/prior/weights_v8: see the header"; exit 2; }
 W=$PWD/backend/prior/weights_v8
