@@ -179,3 +179,35 @@ def test_measure_exports_keeps_the_median_of_repeated_timings():
     for r in rows:
         assert len(r["export_times_s"]) == 3 and all(t > 0 for t in r["export_times_s"])
         assert r["export_s"] == statistics.median(r["export_times_s"])
+
+
+def test_a_shape_model_is_costed_loaded_beside_the_model(tmp_path):
+    """``shape_model`` (a second prior for the shape): the estimate loads both (load time and weights
+    of each), moves the lit renders' guidance work to the shape prior's architecture, which it reads
+    from the folder's UNet config (the project's prior layout costs as the built-in prior, not SD),
+    and says so."""
+    from backend.cost.device import DeviceFacts
+    from backend.cost.model import BUILTIN_ARCH, SD_ARCH, architecture
+    from backend.prior.model import build_random
+
+    shape = build_random(tmp_path / "shape", arch="v8")
+    assert architecture(str(shape)) == BUILTIN_ARCH
+    assert architecture(str(tmp_path / "no-such-folder")) == SD_ARCH and architecture("builtin") == BUILTIN_ARCH
+    h200 = DeviceFacts("cuda", "NVIDIA H200", 141 * GB, 140 * GB)
+    p = Profile.load(profile_path("nvidia-h200"))
+    alone = estimate(settings(model="builtin", steps=1000), h200)
+    both = estimate(settings(model="builtin", steps=1000, shape_model=str(shape)), h200)
+    builtin = p.data["architectures"][BUILTIN_ARCH]
+    assert both["parts_s"]["load"] == pytest.approx(alone["parts_s"]["load"] + builtin["load_s"])
+    assert both["peak_memory_bytes"] - alone["peak_memory_bytes"] == pytest.approx(
+        p.coef("memory")["weights:builtin"] * GB, rel=1e-6)
+    assert both["parts_s"]["steps"] == pytest.approx(alone["parts_s"]["steps"])   # same architecture, same work
+    assert any("shape_model" in n and "built-in prior" in n for n in both["notes"])
+
+    # SD for the colour, the small prior for the shape: the lit steps (after the albedo warm-up) cost less
+    # than with SD alone, the albedo-only warm-up steps the same.
+    sd = settings(model=str(tmp_path / "sd"), steps=1000)
+    sd_alone, sd_shape = estimate(sd, h200), estimate(sd.replace(shape_model=str(shape)), h200)
+    a, b = sd_alone["stages"][0], sd_shape["stages"][0]
+    assert b["step_ms_albedo"] == pytest.approx(a["step_ms_albedo"])
+    assert b["step_ms_after_warmup"] < a["step_ms_after_warmup"]

@@ -25,7 +25,8 @@ from shared.settings import GenerationSettings, parse_resolution_schedule
 
 from .device import DeviceFacts
 from .model import (GB, SD_ARCH, Profile, architecture, available_profiles, checkpoint_features,
-                    export_features, memory_features, predict, preview_features, step_features)
+                    export_features, memory_features, predict, preview_features, shape_architecture,
+                    step_features)
 
 USABLE_GPU_SHARE = 0.92
 REFERENCE_GPU = "nvidia-h200"
@@ -118,9 +119,17 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
     arch = architecture(s.model)
     if not p.knows(arch):
         raise NoProfile(f"the {p.device_name} cost profile has no measurements of the {arch} architecture")
+    shape = shape_architecture(s)
+    if shape is not None and not p.knows(shape):
+        raise NoProfile(f"the {p.device_name} cost profile has no measurements of the {shape} architecture "
+                        f"(shape_model)")
     notes = [choice.note] if choice.note else []
     if arch == SD_ARCH and s.model not in ("sd15",):
         notes.append(f"model {s.model!r} costed as the Stable Diffusion 1.5 architecture")
+    if shape is not None:
+        notes.append(f"shape_model {s.shape_model.strip()!r} costed as the "
+                     f"{'built-in prior' if shape != SD_ARCH else 'Stable Diffusion 1.5'} architecture, "
+                     f"loaded beside the model")
     step_coef = p.coef("step")
     stages, steps_s = [], 0.0
     for st, lo, hi in _stage_spans(s):
@@ -136,7 +145,8 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
     saves = (s.steps // s.checkpoint_interval if s.checkpoint_interval else 0) + 1 if checkpoints else 0
     checkpoints_s = saves * predict(p.coef("checkpoint"), checkpoint_features(s)) * choice.time_scale
     export_s = predict(p.coef("export"), export_features(s)) * choice.time_scale
-    load_s = p.data["architectures"][arch].get("load_s", 0.0) if include_load else 0.0
+    loaded = [arch] + ([shape] if shape is not None else [])
+    load_s = sum(p.data["architectures"][a].get("load_s", 0.0) for a in loaded) if include_load else 0.0
     total = load_s + steps_s + previews_s + checkpoints_s + export_s
     peak = peak_memory(s, p)
     usable = usable_memory(facts, memory_limit_bytes)

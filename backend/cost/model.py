@@ -57,8 +57,27 @@ BUILTIN_ARCH = "builtin"
 SD_ARCH = "sd15"
 
 
+# A UNet this narrow is the project's own prior layout (64-192 channels; SD 1.x's is 320-1280), whatever
+# its folder: a v8 weights folder passed as ``shape_model`` costs what the built-in prior costs.
+BUILTIN_MAX_CHANNELS = 256
+
+
 def architecture(model: str) -> str:
-    return BUILTIN_ARCH if model == "builtin" else SD_ARCH
+    """``builtin`` for "builtin" or a local diffusers folder in the built-in prior's layout (read from
+    its ``unet/config.json``), else ``sd15``."""
+    if model == "builtin":
+        return BUILTIN_ARCH
+    config = Path(model).expanduser() / "unet" / "config.json"
+    try:
+        channels = json.loads(config.read_text()).get("block_out_channels") or []
+    except (OSError, ValueError):
+        return SD_ARCH
+    return BUILTIN_ARCH if channels and max(channels) <= BUILTIN_MAX_CHANNELS else SD_ARCH
+
+
+def shape_architecture(s: GenerationSettings) -> str | None:
+    """The architecture of the second prior that guides the shape (``shape_model``), None without one."""
+    return architecture(s.shape_model.strip()) if s.has_shape_model else None
 
 
 # ---- features --------------------------------------------------------------------------------------
@@ -85,8 +104,10 @@ def normals_share(s: GenerationSettings, after_warmup: bool) -> float:
     return {"dreamfusion": 0.75, "albedo": 0.0}.get(s.shading, 1.0)
 
 
-def guidance_resolution(s: GenerationSettings, native: dict[str, int]) -> int:
-    return s.guidance_resolution or native.get(architecture(s.model), 512)
+def guidance_resolution(s: GenerationSettings, native: dict[str, int], arch: str | None = None) -> int:
+    """The side of the images the guidance encodes: the setting, else ``arch``'s (default: the model's)
+    native resolution."""
+    return s.guidance_resolution or native.get(arch or architecture(s.model), 512)
 
 
 def step_features(s: GenerationSettings, resolution: int, batch: int, after_warmup: bool,
@@ -96,10 +117,19 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
     params = field_params(s) / 1e6
     g = guidance_resolution(s, native)
     arch = architecture(s.model)
-    return {f"step:{arch}": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
-            "normal_samples": samples * normals_share(s, after_warmup),
-            f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": params,
-            "normal_field_params": params * normals_share(s, after_warmup)}
+    out = {f"step:{arch}": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
+           "normal_samples": samples * normals_share(s, after_warmup),
+           f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": params,
+           "normal_field_params": params * normals_share(s, after_warmup)}
+    shape = shape_architecture(s)
+    if shape is not None:
+        # The lit and textureless renders (the steps that shade with normals) go through the shape prior's
+        # UNet and VAE encoder instead: their share of the guidance work moves to its architecture.
+        lit = normals_share(s, after_warmup)
+        out[f"guidance:{arch}"] *= 1 - lit
+        shape_images = batch * (guidance_resolution(s, native, shape) / 512) ** 2 * lit
+        out[f"guidance:{shape}"] = out.get(f"guidance:{shape}", 0.0) + shape_images
+    return out
 
 
 def memory_features(s: GenerationSettings, resolution: int, batch: int, native: dict[str, int],
@@ -108,8 +138,17 @@ def memory_features(s: GenerationSettings, resolution: int, batch: int, native: 
     kept = min(rays, s.checkpoint_rays) if cuda and s.checkpoint_rays > 0 else rays
     arch = architecture(s.model)
     g = guidance_resolution(s, native)
-    return {f"weights:{arch}": 1.0, "kept_samples": kept * s.samples_per_ray / 1e6, "rays": rays / 1e6,
-            f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": field_params(s) / 1e6}
+    out = {f"weights:{arch}": 1.0, "kept_samples": kept * s.samples_per_ray / 1e6, "rays": rays / 1e6,
+           f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": field_params(s) / 1e6}
+    shape = shape_architecture(s)
+    if shape is not None:
+        # Both priors stay loaded. One guidance call runs at a time, so the activations at the peak are the
+        # larger call's; a linear model cannot take a max, so two architectures count both (an upper bound:
+        # the built-in prior's activations are small beside SD's).
+        out[f"weights:{shape}"] = out.get(f"weights:{shape}", 0.0) + 1.0
+        if shape != arch:
+            out[f"guidance:{shape}"] = batch * (guidance_resolution(s, native, shape) / 512) ** 2
+    return out
 
 
 def preview_features(s: GenerationSettings) -> dict[str, float]:
