@@ -177,7 +177,8 @@ class GenerationSettings:
     shape_model: str = _s("", group="guidance", max_len=1000,
                           help="a second Stable-Diffusion-layout prior (folder or HF id) that guides the lit and "
                                "textureless renders, i.e. the shape, while 'model' guides the albedo-shaded ones, "
-                               "i.e. the colour ('' = 'model' guides every render; stable-diffusion guidance only)")
+                               "i.e. the colour ('' = 'model' guides every render; stable-diffusion guidance, or an "
+                               "image job's text prior in joint mode)")
     shading_prompt: bool = _s(False, group="guidance",
                               help="name each render's shading in its prompt ('a shaded red cube', 'an "
                                    "unpainted red cube'; albedo renders keep the prompt): for a prior trained "
@@ -357,7 +358,10 @@ class GenerationSettings:
             raise SettingError("prompt", "must not be empty")
         if self.is_image_job and self.has_fine_stage:
             raise SettingError("stages", "an image job runs the coarse stage only for now: use 'coarse'")
-        if self.has_shape_model and self.guidance_type != "stable-diffusion":
+        if self.has_shape_model and self.is_image_job and not (self.joint_text_guidance or self.prompt_from_picture):
+            raise SettingError("shape_model", "an image job uses it for its text prior only (joint mode: give a "
+                               "prompt and text_guidance_weight > 0): leave it empty")
+        if self.has_shape_model and not self.is_image_job and self.guidance_type != "stable-diffusion":
             raise SettingError("shape_model", f"works with guidance_type 'stable-diffusion' only (got "
                                f"{self.guidance_type!r}): leave it empty")
         if self.has_shape_model and self.shading_prompt:

@@ -93,9 +93,55 @@ def test_a_generation_with_a_shape_prior_runs_and_says_so(priors):
     assert result.metadata["settings"]["shape_model"] == str(priors[1])
 
 
+def test_in_joint_mode_the_text_prior_routes_lit_renders_to_the_shape_prior(priors):
+    """An image job with a prompt (Magic123's joint mode): its text prior is ``text_model`` paired with
+    ``shape_model``, so the text SDS on a lit render is the shape prior's, on an albedo render the colour
+    prior's (each with its own embeddings), exactly as either prior alone gives it from the same draws."""
+    from backend.engine.cameras import orbit_cameras, view_suffixes
+    from backend.engine.guidance.base import GuidanceRequest
+    from backend.engine.guidance.models import load_text_guidance_for
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
+    from backend.engine.reference import ImageTerms
+
+    colour, shape = priors
+    settings = GenerationSettings.from_dict({"guidance_type": "zero123", "prompt": "a wooden chair",
+                                             "text_model": str(colour), "shape_model": str(shape),
+                                             "text_guidance_weight": 0.5, "reference_rgb_weight": 0.0,
+                                             "reference_mask_weight": 0.0, "view_naming": "compass"})
+    settings.validate()
+    text = load_text_guidance_for(settings, "cpu")
+    assert isinstance(text, ShapeColourGuidance)
+    embeddings = text.encode_prompts(settings.prompt, "", view_suffixes(settings.view_naming))
+    terms = ImageTerms(settings, None, None, text, embeddings)
+    rgb = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    cameras = orbit_cameras(15.0, [0.0, 90.0], 1.8, 50.0)
+    views = list(view_suffixes(settings.view_naming))[:2]
+
+    def joint(shading: str) -> float:
+        losses = {"sds": torch.zeros(())}
+        torch.manual_seed(7)
+        terms.add_losses(losses, renderer=None, rgb=rgb, views=views, cameras=cameras, t_range=(0.02, 0.98),
+                         shading=shading)
+        return losses["sds_text"].item()
+
+    def alone(guidance, emb) -> float:
+        torch.manual_seed(7)
+        req = GuidanceRequest(rgb, emb, views, cameras, settings.guidance_scale, (0.02, 0.98))
+        return 0.5 * guidance.guide_many([req])[0]["loss_sds"].item()
+
+    lit, flat = joint("lambertian"), joint("albedo")
+    assert lit == pytest.approx(alone(text.shape, embeddings.shape), rel=1e-5)
+    assert flat == pytest.approx(alone(text.colour, embeddings), rel=1e-5)
+    assert lit != pytest.approx(flat, rel=1e-3)
+
+
 def test_settings_that_cannot_go_with_a_shape_prior_are_refused_by_name(tmp_path):
-    with pytest.raises(SettingError, match="shape_model.*stable-diffusion"):
-        GenerationSettings.from_dict({"shape_model": "x", "guidance_type": "zero123"}).validate(require_prompt=False)
+    # An image job has a text prior to pair it with only in joint mode.
+    image_job = {"shape_model": "x", "guidance_type": "zero123", "auto_prompt": False}
+    with pytest.raises(SettingError, match="shape_model.*text prior only"):
+        GenerationSettings.from_dict(image_job).validate(require_prompt=False)
+    GenerationSettings.from_dict({**image_job, "prompt": "a wooden chair"}).validate()
+    GenerationSettings.from_dict({**image_job, "auto_prompt": True}).validate(require_prompt=False)
     with pytest.raises(SettingError, match="shading_prompt"):
         GenerationSettings.from_dict({"prompt": "a red cube", "shape_model": "x", "shading_prompt": True}).validate()
     from backend.engine.guidance.models import load_guidance_for

@@ -14,7 +14,9 @@ As threestudio's stable-zero123 system (``threestudio/systems/zero123.py``) does
   paint the picture's backdrop into the object;
 - **joint mode** (Magic123): when the job also has a prompt, the text prior (``text_model``, a
   Stable-Diffusion-layout guidance) adds its SDS on the same renders, weighted by
-  ``text_guidance_weight``. With the built-in text prior and no prompt (``auto_prompt``), the prompt is
+  ``text_guidance_weight``; with ``shape_model`` that text prior is a pair (``shape_colour``): the lit
+  and textureless renders get the shape prior's SDS, the albedo ones the text prior's, as in a text
+  job. With the built-in text prior and no prompt (``auto_prompt``), the prompt is
   read from the picture first: the caption of its vocabulary that the text prior finds likeliest
   (``backend/prior/recognise.py``), so a dropped-in picture gets joint mode too.
 
@@ -121,14 +123,18 @@ class ImageTerms:
         self.recognised = recognised       # backend.prior.recognise.Recognised when the prompt was read
 
     def add_losses(self, losses: dict, *, renderer: VolumeRenderer, rgb: torch.Tensor, views: list[str],
-                   cameras: CameraBatch, t_range: tuple[float, float]) -> None:
+                   cameras: CameraBatch, t_range: tuple[float, float], shading: str = "") -> None:
         """Weight the image guidance's ``losses["sds"]``; add the text prior's SDS (joint mode) on the
-        same renders ``rgb`` Float[Tensor, "B H W 3"] and the reference view's colour and mask losses."""
+        same renders ``rgb`` Float[Tensor, "B H W 3"] and the reference view's colour and mask losses.
+        ``shading``: the renders' (with ``shape_model`` the text prior routes lit ones to the shape prior)."""
+        from backend.engine.guidance.base import GuidanceRequest
+
         s = self.s
         losses["sds"] = s.image_guidance_weight * losses["sds"]
         if self.text_guidance is not None:
-            text = self.text_guidance(rgb, self.text_embeddings, views, cameras=cameras,
-                                      guidance_scale=s.guidance_scale, t_range=t_range)
+            request = GuidanceRequest(rgb, self.text_embeddings, views, cameras, s.guidance_scale, t_range,
+                                      shading=shading)
+            text = self.text_guidance.guide_many([request])[0]
             losses["sds_text"] = s.text_guidance_weight * text["loss_sds"]
         if s.reference_rgb_weight > 0 or s.reference_mask_weight > 0:
             ref = self.view.losses(renderer)
@@ -164,13 +170,11 @@ def prepare_image_terms(settings: GenerationSettings, guidance: Guidance, refere
     prompt = settings.prompt
     if settings.joint_text_guidance or settings.prompt_from_picture:
         from backend.engine.cameras import view_suffixes
-        from backend.engine.guidance.models import load_guidance
+        from backend.engine.guidance.models import load_text_guidance_for
 
-        text_guidance = load_guidance(settings.text_model, device, guidance_type="stable-diffusion",
-                                      half_precision=settings.half_precision, allow_download=allow_download,
-                                      settings=settings)
-        if settings.prompt_from_picture:
-            recognised = read_prompt(image, settings, text_guidance)
+        text_guidance = load_text_guidance_for(settings, device, allow_download=allow_download)
+        if settings.prompt_from_picture:      # read by the text prior (with a shape prior: the colour one)
+            recognised = read_prompt(image, settings, getattr(text_guidance, "colour", text_guidance))
             prompt = recognised.prompt if recognised.confident else ""
         if prompt:
             text_embeddings = text_guidance.encode_prompts(

@@ -265,7 +265,8 @@ class Trainer:
         if self.image_terms is not None:   # image job: reference view (+ text prior in joint mode)
             with self.rng.global_scope():
                 self.image_terms.add_losses(losses, renderer=self.renderer, rgb=render.rgb, views=render.views,
-                                            cameras=render.cameras, t_range=self.t_range(step))
+                                            cameras=render.cameras, t_range=self.t_range(step),
+                                            shading=render.shading)
         opacity = out["opacity"]
         if "orient_sum" in out:
             orient = out["orient_sum"] / (opacity > 0).sum().clamp(min=1)

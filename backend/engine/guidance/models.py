@@ -93,24 +93,36 @@ _lock = threading.Lock()
 def load_guidance_for(settings: GenerationSettings, device="cpu", *, allow_download: bool = False) -> Guidance:
     """The guidance ``settings`` ask for (``guidance_type``, ``model``, ``half_precision``), loaded once
     per process, configured for this run (``Guidance.configure``). With ``shape_model``: both priors,
-    routed by shading (``shape_colour.ShapeColourGuidance``), kept as one."""
-    if settings.has_shape_model:
-        return _load_shape_colour(settings, device, allow_download)
+    routed by shading (``shape_colour.ShapeColourGuidance``), kept as one. An image job's text prior
+    (joint mode) is ``load_text_guidance_for``'s."""
+    if settings.has_shape_model and not settings.is_image_job:
+        return _load_shape_colour(settings, settings.guidance_type, settings.model, device, allow_download)
     return load_guidance(settings.model, device, guidance_type=settings.guidance_type,
                          half_precision=settings.half_precision, allow_download=allow_download,
                          settings=settings)
 
 
-def _load_shape_colour(settings: GenerationSettings, device, allow_download: bool) -> Guidance:
+def load_text_guidance_for(settings: GenerationSettings, device="cpu", *, allow_download: bool = False) -> Guidance:
+    """An image job's text prior (joint mode, ``backend.engine.reference``): ``text_model`` with
+    stable-diffusion guidance, paired with ``shape_model`` for the lit and textureless renders when set,
+    as a text job's ``model`` is."""
+    if settings.has_shape_model:
+        return _load_shape_colour(settings, "stable-diffusion", settings.text_model, device, allow_download)
+    return load_guidance(settings.text_model, device, guidance_type="stable-diffusion",
+                         half_precision=settings.half_precision, allow_download=allow_download, settings=settings)
+
+
+def _load_shape_colour(settings: GenerationSettings, guidance_type: str, model: str, device,
+                       allow_download: bool) -> Guidance:
     from backend.engine.guidance.shape_colour import ShapeColourGuidance
 
-    cls = find("guidance", settings.guidance_type)
-    colour = resolve_model(settings.model, allow_download=allow_download, builtin=cls.builtin_model)
+    cls = find("guidance", guidance_type)
+    colour = resolve_model(model, allow_download=allow_download, builtin=cls.builtin_model)
     try:
         shape = resolve_model(settings.shape_model.strip(), allow_download=allow_download, builtin=cls.builtin_model)
     except ModelNotFoundError as e:
         raise ModelNotFoundError(str(e).replace("model:", "shape_model:", 1)) from None
-    key = ("shape-colour", settings.guidance_type, str(colour), str(shape), str(torch.device(device)),
+    key = ("shape-colour", guidance_type, str(colour), str(shape), str(torch.device(device)),
            settings.half_precision)
     with _lock:
         guidance = _loaded.get(key)
