@@ -4,7 +4,8 @@
 # (planned in session 22, backend/prior/README.md). GPU 0: v9 trained (UNET_MIN UNet-minutes over resumed
 # commands), then every benchmark prompt with shape_model v9 at seed 0. GPU 1: shape_model v8's missing seed 2
 # (session 22 measured seeds 0 and 1: results/quality/runs/2026-11-30-session22-shape-prior-v8-2seeds-gpu.*),
-# then v9 at seed 1 once trained. Both then split v9's seed 2 (solids on 0, props on 1). Variants: 32 px
+# then v9 at seed 1 once trained, then the image benchmark with v8 as the joint mode's shape prior. Both split
+# v9's seed 2 (solids on 0, props on 1). Variants: 32 px
 # (`shape_v9`) and 48 px (`shape_v9_48`) renders. Resumable: state lives in /tmp, kept while the machine stays
 # held, so the same command is sent again within 30 s of the last one's end. Wheels: tools/device/wheels.sh.
 # Before the call, on this machine (the tree must stay under the 64 MiB a call carries):
@@ -39,11 +40,14 @@ trackB() {
   part v8_s2 benchmark 2 /tmp/v8.json
   while ! trained && [ $(left) -gt 200 ]; do sleep 10; done
   trained && part v9_s1 benchmark 1 /tmp/v9.json && part v9_s2_props props 2 /tmp/v9.json
+  # Image jobs with v8 as the joint mode's shape prior (session 22), 10 objects x 3 seeds x (image, joint):
+  # against results/image/'s run of record (no shape prior).
+  resumable_bench image 60 /tmp/img_shape_v8 60 --text --seeds 0 1 2 --set shape_model=$V8 --workers 12
 }
 trackA > /tmp/trackA.log 2>&1 &
 trackB > /tmp/trackB.log 2>&1 &
 wait
 cp -r /tmp/prior_v9/report /tmp/v9_report 2>/dev/null
-tar czf $OUT/rows.tgz -C /tmp $(cd /tmp && ls -d v8_s2/quality.* v9_s*/quality.* v9_report track?.log 2>/dev/null)
+tar czf $OUT/rows.tgz -C /tmp $(cd /tmp && ls -d v8_s2/quality.* v9_s*/quality.* img_shape_v8/image.* v9_report track?.log 2>/dev/null)
 trained && tar cf - -C /tmp/prior_v9 weights | split -b 15M - $OUT/v9_weights.tar.
 for t in A B; do echo "--- $t"; grep -v "^ *[0-9]*%" /tmp/track$t.log | tail -n 8; done
