@@ -67,6 +67,25 @@ def farm(tmp_path):
             pass
 
 
+@pytest.fixture(scope="module")
+def single_node_farm(tmp_path_factory):
+    """One single-node cluster and its server, shared by the cancel test and then the restart test
+    (which kills that server and starts another on the same cluster): each paid a cluster's and an
+    actor's start-up for a one-job story. The restart test's job starts on the actor the cancel test
+    left idle; its server restart starts a new actor as before. -> (cluster, server); the restart
+    test leaves the fixture's server dead (stop() then does nothing)."""
+    cluster = start_cluster(1)
+    server = ServerProc(str(tmp_path_factory.mktemp("single-node") / "state"), args=["--ray", cluster.address])
+    try:
+        server.start(120)
+        yield cluster, server
+    finally:
+        try:
+            server.stop(timeout=30)
+        finally:
+            cluster.shutdown()
+
+
 def listening_elsewhere_than_loopback() -> list[str]:
     """Sockets of this test's child processes (Ray nodes, actors, the server) that listen on, or are
     bound to, an address other than loopback (0.0.0.0 counts: it is every interface)."""
@@ -153,8 +172,8 @@ def test_a_node_that_dies_mid_job_its_job_resumes_on_another_node_from_a_checkpo
     c.close()
 
 
-def test_a_cancel_reaches_the_remote_actor_which_stays_up(farm):
-    cluster, server = farm(1)
+def test_a_cancel_reaches_the_remote_actor_which_stays_up(single_node_farm):
+    cluster, server = single_node_farm
     c = server.client()
     job = c.submit(tiny("an endless crate", steps=5000, preview_interval=1, checkpoint_interval=0))
     watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 2)
@@ -168,8 +187,8 @@ def test_a_cancel_reaches_the_remote_actor_which_stays_up(farm):
     c.close()
 
 
-def test_a_restarted_server_reattaches_to_the_cluster_and_resumes_the_running_job(farm, tmp_path):
-    cluster, server = farm(1)
+def test_a_restarted_server_reattaches_to_the_cluster_and_resumes_the_running_job(single_node_farm):
+    cluster, server = single_node_farm
     c = server.client()
     job = c.submit(tiny("a lamp", steps=40, preview_interval=2, checkpoint_interval=2))
     watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 6)
