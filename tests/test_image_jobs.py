@@ -102,23 +102,10 @@ def test_image_jobs_get_the_view_priors_settings():
     assert resolve({"guidance_type": "zero123", "prompt": "a red ball"}).joint_text_guidance
 
 
-def start_cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.Popen([sys.executable, "-m", "backend", "generate", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish_cli(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return finish_cli(start_cli(*args))
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "backend", "generate", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_cli_image_flag_checks_the_picture_and_picks_zero123(tmp_path):
@@ -147,14 +134,10 @@ def test_cli_says_when_the_picture_is_framed_at_the_priors_size(tmp_path):
     pic.write_bytes(picture_png("a red mug", elevation=15.0, azimuth=30.0, size=96))
     short = ["--steps", "2", "--mesh-resolution", "32", "--texture-size", "64", "--face-budget", "500",
              "--preview-interval", "0", "--device", "cpu"]
-    # The two commands side by side (each is mostly its start-up: imports and loading the priors).
-    framed = start_cli("--image", str(pic), "a red mug", "-o", str(tmp_path / "mug.glb"), *short)
-    kept = start_cli("--image", str(pic), "a red mug", "-o", str(tmp_path / "kept.glb"), "--reference-fill", "0",
-                     *short)
-    out = finish_cli(framed)
+    out = run_cli("--image", str(pic), "a red mug", "-o", str(tmp_path / "mug.glb"), *short)
     assert out.returncode == 0, out.stderr[-2000:]
     line = next((ln for ln in out.stderr.splitlines() if "the picture was framed at" in ln), "")
     fill = float(line.split("framed at ")[1].split()[0]) if line else 0.0
     assert 0.3 < fill < 0.6 and "--reference-fill 0.8" in line, out.stderr[-2000:]
-    out = finish_cli(kept)
+    out = run_cli("--image", str(pic), "a red mug", "-o", str(tmp_path / "kept.glb"), "--reference-fill", "0", *short)
     assert out.returncode == 0 and "the picture was framed at" not in out.stderr, out.stderr[-2000:]
