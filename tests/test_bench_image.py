@@ -41,7 +41,10 @@ def test_drawn_objects_are_reproducible_per_seed_and_not_canonical():
     assert d[0] < 0 < d[1]
 
 
-SHORT = ["--objects", "cube", "--set", "steps=4", "mesh_resolution=48", "texture_size=64", "--iou-resolution", "48"]
+# auto_prompt off: reading the prompt from the picture (tests/test_recognise.py) cost each job here ~9 s
+# and nothing in this test looks at what was read.
+SHORT = ["--objects", "cube", "--set", "steps=4", "mesh_resolution=48", "texture_size=64", "auto_prompt=false",
+         "--iou-resolution", "48"]
 
 
 def _rows(out):

@@ -334,10 +334,10 @@ def test_a_mesh_that_misses_a_thin_part_loses_iou_and_texture(truth_views):
     texture views see it missing."""
     from backend.prior.catalogue import ground_truth
 
-    whole = score(truth_export("a metal sword"), "a metal sword", truth_views)
+    mesh = truth_export("a metal sword")
+    whole = score(mesh, "a metal sword", truth_views)
     assert whole["iou"] > 0.9 and whole["texture_psnr"] > 22.0, whole
     truth = ground_truth("a metal sword")
-    mesh = truth_export("a metal sword")
     keep = mesh.vertices[mesh.faces].mean(axis=1)[:, 2] < -0.12          # faces below the blade's root
     bladeless = M.LoadedMesh(mesh.vertices, mesh.faces[keep], mesh.uvs, mesh.texture)
     cut = M.evaluate_mesh(bladeless, truth.sdf, truth.albedo, period=truth.yaw_period,

@@ -20,7 +20,7 @@ PNG, GLB = b"\x89PNG", b"glTF"
 
 @pytest.fixture(scope="module")
 def engine_server(tmp_path_factory):
-    """One server with one CPU worker, shared by the tests that leave it healthy."""
+    """One server with one CPU worker, shared by the tests (the last one kills it and restarts it)."""
     s = ServerProc(str(tmp_path_factory.mktemp("e2e") / "state"), args=["--devices", DEVICES])
     s.start()
     s.wait_workers_ready()
@@ -128,8 +128,10 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(engine_server):
     c.close()
 
 
-def test_kill9_everything_then_restart_loses_nothing(server_factory):
-    s = server_factory("kill9", args=["--devices", DEVICES])
+def test_kill9_everything_then_restart_loses_nothing(engine_server):
+    # The module's server (last test of the module: it is killed here and started again on its state
+    # dir and port, healthy for the fixture's teardown); its worker is warm, as a crash finds it.
+    s = engine_server
     s.wait_workers_ready()
     c = s.client()
     done = c.submit(tiny("finished before the crash", steps=1, preview_interval=1))

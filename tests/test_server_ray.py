@@ -46,25 +46,41 @@ def add_node(cluster):
     return add_local_node(cluster, cpus=1)
 
 
-@pytest.fixture
-def farm(tmp_path):
-    """``farm(nodes, head_cpus=1)`` -> (cluster, server); both are shut down at teardown."""
-    made = []
-
-    def make(nodes: int, *, head_cpus: int = 1, state: str = "state"):
-        cluster = start_cluster(nodes, head_cpus=head_cpus)
-        made.append(cluster)
-        server = ServerProc(str(tmp_path / state), args=["--ray", cluster.address])
-        made.append(server)
+@pytest.fixture(scope="class")
+def worker_nodes_farm(tmp_path_factory):
+    """A head that runs no actor and two worker nodes, and a server on them, shared by the six-jobs
+    test (which adds a third worker node after the server started) and then the node-death test
+    (which kills the node its job runs on): each started a cluster of three nodes and a server.
+    -> (cluster, server)."""
+    cluster = start_cluster(3, head_cpus=0)
+    server = ServerProc(str(tmp_path_factory.mktemp("worker-nodes") / "state"), args=["--ray", cluster.address])
+    try:
         server.start(120)
-        return cluster, server
-
-    yield make
-    for thing in reversed(made):
+        yield cluster, server
+    finally:
         try:
-            thing.stop(timeout=30) if isinstance(thing, ServerProc) else thing.shutdown()
-        except Exception:
-            pass
+            server.stop(timeout=30)
+        finally:
+            cluster.shutdown()
+
+
+@pytest.fixture(scope="class")
+def single_node_farm(tmp_path_factory):
+    """One single-node cluster and its server, shared by the cancel test and then the restart test
+    (which kills that server and starts another on the same cluster): each paid a cluster's and an
+    actor's start-up for a one-job story. The restart test's job starts on the actor the cancel test
+    left idle; its server restart starts a new actor as before. -> (cluster, server); the restart
+    test leaves the fixture's server dead (stop() then does nothing)."""
+    cluster = start_cluster(1)
+    server = ServerProc(str(tmp_path_factory.mktemp("single-node") / "state"), args=["--ray", cluster.address])
+    try:
+        server.start(120)
+        yield cluster, server
+    finally:
+        try:
+            server.stop(timeout=30)
+        finally:
+            cluster.shutdown()
 
 
 def listening_elsewhere_than_loopback() -> list[str]:
@@ -89,10 +105,6 @@ def listening_elsewhere_than_loopback() -> list[str]:
     return bad
 
 
-def node_ids(cluster) -> list[str]:
-    return [n.node_id for n in [cluster.head_node, *cluster.worker_nodes]]
-
-
 def finished_on(client, job_id) -> dict:
     """The worker record of a finished job (which actor, on which node, ran it last)."""
     status = client.status(job_id)
@@ -109,89 +121,97 @@ def watch(client, job_id, until=None) -> list:
     return out
 
 
-def test_six_jobs_over_three_nodes_all_finish_spread_over_the_nodes_one_of_which_joined_later(farm):
-    cluster, server = farm(2)
-    c = server.client()
-    jobs = [c.submit(tiny(f"prop {i}", steps=20)) for i in range(6)]
-    joined = add_node(cluster)        # after the server started: it must add this node's actor by itself
-    for job in jobs:
-        types = [e.msg_type for e in watch(c, job)]
-        assert types[0] == "accepted" and types[-1] == "finished", types
-    ran_on = {finished_on(c, job)["node_id"] for job in jobs}
-    assert ran_on == set(node_ids(cluster)) and joined.node_id in ran_on
-    workers = c.info()["workers"]
-    assert len(workers) == 3 and {w["node_id"] for w in workers} == ran_on
-    result_glb, _ = c.result(jobs[-1])
-    assert result_glb[:4] == b"glTF"
-    assert listening_elsewhere_than_loopback() == []
-    c.close()
+class TestWorkerNodes:
+    """On one cluster of worker nodes (``worker_nodes_farm``), shut down after the last of them."""
 
-
-def test_a_node_that_dies_mid_job_its_job_resumes_on_another_node_from_a_checkpoint(farm):
-    cluster, server = farm(3, head_cpus=0)          # the head runs no actor: the job runs on a node we can kill
-    c = server.client()
-    job = c.submit(tiny("a barrel", steps=40, preview_interval=2, checkpoint_interval=2))
-    watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 6)
-    running = [w for w in c.info()["workers"] if w["job_id"] == job]
-    assert len(running) == 1
-    doomed = next(n for n in cluster.worker_nodes if n.node_id == running[0]["node_id"])
-    t_kill = time.monotonic()
-    cluster.remove_node(doomed, allow_graceful=False)     # SIGKILL: raylet, object store, the actor
-    after = watch(c, job)
-    recovery_s = time.monotonic() - t_kill
-    types = [e.msg_type for e in after]
-    assert "requeued" in types and types[-1] == "finished", types
-    restarted = types.index("started", types.index("requeued"))
-    steps = [e.content["step"] for e in after[restarted:] if e.msg_type == "progress"
-             and e.content.get("stage") == "optimise"]
-    assert steps and steps[0] >= 6                    # resumed from a checkpoint the server holds, not from 0
-    worker = finished_on(c, job)
-    assert worker["node_id"] != doomed.node_id
-    assert c.status(job)["metadata"]["resumed_from_step"] >= 4
-    print(f"node death -> job finished elsewhere in {recovery_s:.1f} s")
-    assert listening_elsewhere_than_loopback() == []
-    c.close()
-
-
-def test_a_cancel_reaches_the_remote_actor_which_stays_up(farm):
-    cluster, server = farm(1)
-    c = server.client()
-    job = c.submit(tiny("an endless crate", steps=5000, preview_interval=1, checkpoint_interval=0))
-    watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 2)
-    actor_pid = next(w["pid"] for w in c.info()["workers"] if w["job_id"] == job)
-    c.cancel(job)
-    types = [e.msg_type for e in watch(c, job)]
-    assert types[-1] == "cancelled", types
-    # the actor stopped the job itself (it was not killed for ignoring the cancel): same process, idle
-    assert [(w["pid"], w["state"]) for w in c.info()["workers"]] == [(actor_pid, "idle")]
-    assert psutil.pid_exists(actor_pid)
-    c.close()
-
-
-def test_a_restarted_server_reattaches_to_the_cluster_and_resumes_the_running_job(farm, tmp_path):
-    cluster, server = farm(1)
-    c = server.client()
-    job = c.submit(tiny("a lamp", steps=40, preview_interval=2, checkpoint_interval=2))
-    watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 6)
-    old_actor = next(w["pid"] for w in c.info()["workers"] if w["job_id"] == job)
-    c.close()
-    server.kill9()
-    # the actors were owned by the dead server: Ray ends them, nothing keeps running its job
-    deadline = time.monotonic() + 60
-    while psutil.pid_exists(old_actor) and psutil.Process(old_actor).status() != psutil.STATUS_ZOMBIE \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not psutil.pid_exists(old_actor) or psutil.Process(old_actor).status() == psutil.STATUS_ZOMBIE
-    restarted = ServerProc(server.state_dir, args=["--ray", cluster.address]).start(120)
-    try:
-        c = restarted.client()
-        types = [e.msg_type for e in watch(c, job)]
-        assert types[-1] == "finished", types
-        assert c.status(job)["metadata"]["resumed_from_step"] >= 4
-        assert finished_on(c, job)["pid"] != old_actor
+    def test_six_jobs_over_three_nodes_all_finish_spread_over_the_nodes_one_of_which_joined_later(
+            self, worker_nodes_farm):
+        cluster, server = worker_nodes_farm          # two worker nodes (the head runs no actor)
+        c = server.client()
+        jobs = [c.submit(tiny(f"prop {i}", steps=20)) for i in range(6)]
+        joined = add_node(cluster)        # after the server started: it must add this node's actor by itself
+        for job in jobs:
+            types = [e.msg_type for e in watch(c, job)]
+            assert types[0] == "accepted" and types[-1] == "finished", types
+        ran_on = {finished_on(c, job)["node_id"] for job in jobs}
+        assert len(cluster.worker_nodes) == 3
+        assert ran_on == {n.node_id for n in cluster.worker_nodes} and joined.node_id in ran_on
+        workers = c.info()["workers"]
+        assert len(workers) == 3 and {w["node_id"] for w in workers} == ran_on
+        result_glb, _ = c.result(jobs[-1])
+        assert result_glb[:4] == b"glTF"
+        assert listening_elsewhere_than_loopback() == []
         c.close()
-    finally:
-        restarted.stop()
+
+    def test_a_node_that_dies_mid_job_its_job_resumes_on_another_node_from_a_checkpoint(
+            self, worker_nodes_farm):
+        cluster, server = worker_nodes_farm             # the head runs no actor: the job runs on a node we can kill
+        c = server.client()
+        job = c.submit(tiny("a barrel", steps=40, preview_interval=2, checkpoint_interval=2))
+        watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 6)
+        running = [w for w in c.info()["workers"] if w["job_id"] == job]
+        assert len(running) == 1
+        doomed = next(n for n in cluster.worker_nodes if n.node_id == running[0]["node_id"])
+        t_kill = time.monotonic()
+        cluster.remove_node(doomed, allow_graceful=False)     # SIGKILL: raylet, object store, the actor
+        after = watch(c, job)
+        recovery_s = time.monotonic() - t_kill
+        types = [e.msg_type for e in after]
+        assert "requeued" in types and types[-1] == "finished", types
+        restarted = types.index("started", types.index("requeued"))
+        steps = [e.content["step"] for e in after[restarted:] if e.msg_type == "progress"
+                 and e.content.get("stage") == "optimise"]
+        assert steps and steps[0] >= 6                    # resumed from a checkpoint the server holds, not from 0
+        worker = finished_on(c, job)
+        assert worker["node_id"] != doomed.node_id
+        assert c.status(job)["metadata"]["resumed_from_step"] >= 4
+        print(f"node death -> job finished elsewhere in {recovery_s:.1f} s")
+        assert listening_elsewhere_than_loopback() == []
+        c.close()
+
+
+class TestSingleNode:
+    """On one single-node cluster (``single_node_farm``), shut down after the last of them."""
+
+    def test_a_cancel_reaches_the_remote_actor_which_stays_up(self, single_node_farm):
+        cluster, server = single_node_farm
+        c = server.client()
+        job = c.submit(tiny("an endless crate", steps=5000, preview_interval=1, checkpoint_interval=0))
+        watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 2)
+        actor_pid = next(w["pid"] for w in c.info()["workers"] if w["job_id"] == job)
+        c.cancel(job)
+        types = [e.msg_type for e in watch(c, job)]
+        assert types[-1] == "cancelled", types
+        # the actor stopped the job itself (it was not killed for ignoring the cancel): same process, idle
+        assert [(w["pid"], w["state"]) for w in c.info()["workers"]] == [(actor_pid, "idle")]
+        assert psutil.pid_exists(actor_pid)
+        c.close()
+
+    def test_a_restarted_server_reattaches_to_the_cluster_and_resumes_the_running_job(
+            self, single_node_farm):
+        cluster, server = single_node_farm
+        c = server.client()
+        job = c.submit(tiny("a lamp", steps=40, preview_interval=2, checkpoint_interval=2))
+        watch(c, job, until=lambda e: e.msg_type == "progress" and e.content.get("step", 0) >= 6)
+        old_actor = next(w["pid"] for w in c.info()["workers"] if w["job_id"] == job)
+        c.close()
+        server.kill9()
+        # the actors were owned by the dead server: Ray ends them, nothing keeps running its job
+        deadline = time.monotonic() + 60
+        while psutil.pid_exists(old_actor) and psutil.Process(old_actor).status() != psutil.STATUS_ZOMBIE \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(old_actor) or psutil.Process(old_actor).status() == psutil.STATUS_ZOMBIE
+        restarted = ServerProc(server.state_dir, args=["--ray", cluster.address]).start(120)
+        try:
+            c = restarted.client()
+            types = [e.msg_type for e in watch(c, job)]
+            assert types[-1] == "finished", types
+            assert c.status(job)["metadata"]["resumed_from_step"] >= 4
+            assert finished_on(c, job)["pid"] != old_actor
+            c.close()
+        finally:
+            restarted.stop()
 
 
 @pytest.mark.blender
