@@ -52,16 +52,7 @@ def worker_nodes_farm(tmp_path_factory):
     test (which adds a third worker node after the server started) and then the node-death test
     (which kills the node its job runs on): each started a cluster of three nodes and a server.
     -> (cluster, server)."""
-    cluster = start_cluster(3, head_cpus=0)
-    server = ServerProc(str(tmp_path_factory.mktemp("worker-nodes") / "state"), args=["--ray", cluster.address])
-    try:
-        server.start(120)
-        yield cluster, server
-    finally:
-        try:
-            server.stop(timeout=30)
-        finally:
-            cluster.shutdown()
+    yield from _cluster_and_server(start_cluster(3, head_cpus=0), tmp_path_factory.mktemp("worker-nodes"))
 
 
 @pytest.fixture(scope="class")
@@ -71,8 +62,13 @@ def single_node_farm(tmp_path_factory):
     actor's start-up for a one-job story. The restart test's job starts on the actor the cancel test
     left idle; its server restart starts a new actor as before. -> (cluster, server); the restart
     test leaves the fixture's server dead (stop() then does nothing)."""
-    cluster = start_cluster(1)
-    server = ServerProc(str(tmp_path_factory.mktemp("single-node") / "state"), args=["--ray", cluster.address])
+    yield from _cluster_and_server(start_cluster(1), tmp_path_factory.mktemp("single-node"))
+
+
+def _cluster_and_server(cluster, folder):
+    """A server on ``cluster`` (state in ``folder``) for a shared fixture: yields (cluster, server), then
+    stops the server (if still running) and shuts the cluster down."""
+    server = ServerProc(str(folder / "state"), args=["--ray", cluster.address])
     try:
         server.start(120)
         yield cluster, server
