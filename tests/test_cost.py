@@ -195,8 +195,12 @@ def test_a_shape_model_is_costed_loaded_beside_the_model(tmp_path):
     assert architecture(str(tmp_path / "no-such-folder")) == SD_ARCH and architecture("builtin") == BUILTIN_ARCH
     h200 = DeviceFacts("cuda", "NVIDIA H200", 141 * GB, 140 * GB)
     p = Profile.load(profile_path("nvidia-h200"))
-    alone = estimate(settings(model="builtin", steps=1000), h200)
+    alone = estimate(settings(model="builtin", steps=1000, shape_model=""), h200)
     both = estimate(settings(model="builtin", steps=1000, shape_model=str(shape)), h200)
+    # The built-in preset's own shape prior ("builtin-shape", prior v9) costs as that folder does.
+    preset = estimate(settings(model="builtin", steps=1000), h200)
+    assert preset["parts_s"] == pytest.approx(both["parts_s"])
+    assert preset["notes"] == [n.replace(str(shape), "builtin-shape") for n in both["notes"]]
     builtin = p.data["architectures"][BUILTIN_ARCH]
     assert both["parts_s"]["load"] == pytest.approx(alone["parts_s"]["load"] + builtin["load_s"])
     assert both["peak_memory_bytes"] - alone["peak_memory_bytes"] == pytest.approx(

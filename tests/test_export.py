@@ -326,3 +326,22 @@ def test_turntable_of_vertex_colours_and_of_nothing():
     assert (view[mask, 2] > view[mask, 0]).all() and (view[mask, 2] - view[mask, 0]).mean() > 100
     blank = render_turntable(np.zeros((0, 3)), np.zeros((0, 3), int), views=2, size=16, background=(0, 0, 0))
     assert blank.shape == (16, 32, 3) and not blank.any()
+
+
+def test_turntable_skips_back_faces_only_where_none_can_show(monkeypatch):
+    """A closed mesh's back faces are always hidden, so the turntable skips them (half the
+    rasterising): no pixel changes, whichever way the triangles wind. An open box keeps them: its
+    inside shows through the opening, and its silhouette stays that of the closed box."""
+    import backend.export.turntable as turntable
+
+    box = trimesh.creation.box((1.0, 0.8, 0.6))
+    skipped = render_turntable(box.vertices, box.faces, views=4, size=48)
+    assert np.array_equal(render_turntable(box.vertices, box.faces[:, ::-1], views=4, size=48), skipped)
+    open_faces = box.faces[box.face_normals[:, 2] < 0.5]            # the top (+Z) face removed
+    opened = render_turntable(box.vertices, open_faces, views=4, size=48)
+    monkeypatch.setattr(turntable, "_outward_sign", lambda vertices, faces: 0.0)   # rasterise every face
+    assert np.array_equal(render_turntable(box.vertices, box.faces, views=4, size=48), skipped)
+    assert np.array_equal(render_turntable(box.vertices, open_faces, views=4, size=48), opened)
+    background = (skipped == 255).all(axis=2)
+    assert np.array_equal((opened == 255).all(axis=2), background) and background.mean() < 0.9
+    assert not np.array_equal(opened, skipped)                          # the inside is seen from above

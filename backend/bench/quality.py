@@ -545,6 +545,10 @@ def parse_args(argv):
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds; jobs not started by then are skipped (--resume runs them later); 0: start "
                         "none (with --resume: only the report of the rows kept)")
+    p.add_argument("--straggler-s", type=float, default=420.0,
+                   help="with --time-budget and several workers: jobs still running this many seconds after the "
+                        "budget ends are abandoned (no row: --resume runs them again) so that the report is "
+                        "written; a GPU job once hung a whole device command (session 22)")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished jobs of --out's quality.jsonl and run only the others")
     p.add_argument("--report-only", nargs="+", type=Path, default=None, metavar="PART",
@@ -796,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         _build_cuda_extensions(device)
     # The time budget counts from here: the extension builds above (a minute on a fresh GPU machine)
     # are not generation time, and a short budget must not skip every job before the first starts.
+    deadline = None
     if args.time_budget is not None:
         deadline = time.time() + args.time_budget
         for job in jobs:
@@ -841,8 +846,17 @@ def main(argv: list[str] | None = None) -> int:
     elif jobs:
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(device, threads), maxtasksperchild=None) as pool:
-            for r in pool.imap_unordered(run_job, jobs):
-                report(r)
+            results = pool.imap_unordered(run_job, jobs)
+            for pending in range(len(jobs), 0, -1):
+                # A pool cannot cancel one task, so a hung job is waited for only until the straggler
+                # limit, then the pool is terminated (leaving the `with`) and the report written.
+                wait = None if deadline is None else max(1.0, deadline + args.straggler_s - time.time())
+                try:
+                    report(results.next(timeout=wait))
+                except mp.TimeoutError:
+                    print(f"{pending} job(s) still running {args.straggler_s:.0f} s after the time budget: "
+                          f"abandoned (--resume runs them again)", flush=True)
+                    break
     wall = time.perf_counter() - t0
     progress.close()
 

@@ -345,6 +345,9 @@ def PRIOR_PRESET_OVERRIDES() -> dict:
 
     preset = recommended_settings()
     preset.pop("resolution_schedule", None)
+    # The step of the colour prior alone: this bench loads one guidance (the shape prior's share is
+    # costed by `bench cost`, whose held-out rows include it).
+    preset.pop("shape_model", None)
     return preset
 
 

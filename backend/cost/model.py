@@ -63,9 +63,9 @@ BUILTIN_MAX_CHANNELS = 256
 
 
 def architecture(model: str) -> str:
-    """``builtin`` for "builtin" or a local diffusers folder in the built-in prior's layout (read from
+    """``builtin`` for "builtin", "builtin-shape" or a local diffusers folder in the built-in prior's layout (read from
     its ``unet/config.json``), else ``sd15``."""
-    if model == "builtin":
+    if model in ("builtin", "builtin-shape"):
         return BUILTIN_ARCH
     config = Path(model).expanduser() / "unet" / "config.json"
     try:

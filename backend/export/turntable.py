@@ -63,6 +63,7 @@ class _Mesh:
         self.normals = vertex_normals(self.vertices, self.faces).astype(np.float64)
         self.uvs, self.vertex_colors = uvs, vertex_colors
         self.texture = None if texture is None else np.asarray(texture, np.float64) / 255.0
+        self.outward = _outward_sign(self.vertices, self.faces)
         self.center = 0.5 * (self.vertices.min(axis=0) + self.vertices.max(axis=0))
         radius = np.linalg.norm(self.vertices - self.center, axis=1).max()
         self.distance = MARGIN * radius / math.sin(math.radians(FOV_DEG) / 2)
@@ -75,6 +76,27 @@ class _Mesh:
         if self.vertex_colors is not None:
             return np.einsum("kc,kcd->kd", weights, np.asarray(self.vertex_colors, np.float64)[corners])
         return np.full((len(corners), 3), UNTEXTURED_ALBEDO)
+
+
+def _outward_sign(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """+1 / -1 when the mesh is closed and consistently wound (every edge, vertices merged by position
+    since UV seams split them, used once in each direction), with the winding's normals pointing out /
+    in; 0 otherwise. Seen from outside, a closed surface's nearest point along any ray faces the
+    camera, so a closed mesh's back faces can be skipped: half the rasterising (an exported mesh is
+    closed unless it touches the grid's bound)."""
+    if len(faces) == 0:
+        return 0.0
+    _, point = np.unique(vertices, axis=0, return_inverse=True)
+    f = point.ravel()[faces]
+    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(f.max()) + 1
+    directed = edges[:, 0] * n + edges[:, 1]
+    reverse = edges[:, 1] * n + edges[:, 0]
+    if len(np.unique(directed)) != len(directed) or not np.isin(reverse, directed).all():
+        return 0.0
+    v = vertices[faces]
+    volume = np.einsum("fi,fi->f", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum()
+    return float(np.sign(volume))
 
 
 def _direction(azimuth: float, elevation: float) -> np.ndarray:
@@ -98,8 +120,13 @@ def _render_view(mesh: _Mesh, eye_dir: np.ndarray, size: int, background) -> np.
                        0.5 * pixels - focal * cam[:, 1] / depth], axis=1)
     # 1/depth is affine in screen space, so interpolating it with screen barycentrics is exact;
     # nearer means larger, hence the minus for the rasteriser's smaller-wins test.
-    frags = rasterize(screen[mesh.faces], pixels, pixels, depth=-1.0 / depth[mesh.faces])
-    corners = mesh.faces[frags.triangle]
+    faces = mesh.faces
+    if mesh.outward:          # closed: only the faces turned towards the camera can be seen
+        v = mesh.vertices[faces]
+        normal = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]) * mesh.outward
+        faces = faces[np.einsum("fi,fi->f", normal, eye - v.mean(axis=1)) > 0]
+    frags = rasterize(screen[faces], pixels, pixels, depth=-1.0 / depth[faces])
+    corners = faces[frags.triangle]
     weights = frags.bary / depth[corners]                  # perspective-correct barycentrics
     weights /= weights.sum(axis=1, keepdims=True)
     normal = np.einsum("kc,kcd->kd", weights, mesh.normals[corners]) @ to_camera.T

@@ -6,7 +6,8 @@ left() { echo $((END - $(date +%s))); }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devwhl/*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi -L
-count() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
+# rows of finished jobs (a skipped row is a job still to run)
+count() { [ -f "$1" ] && { grep -vc '"skipped": true' "$1" || true; } || echo 0; }
 # resumable_bench KIND MARGIN OUT ROWS ARGS...: `python -m backend bench KIND` into OUT until its KIND.jsonl
 # has ROWS rows, with --resume and a time budget that leaves MARGIN seconds of the command for the rest
 resumable_bench() {

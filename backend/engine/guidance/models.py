@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights"
+# The built-in shape prior (prior v9, session 23): the built-in preset's ``shape_model``, which guides the
+# lit and textureless renders while BUILTIN_DIR's prior guides the albedo ones (``shape_colour.py``).
+BUILTIN_SHAPE = "builtin-shape"
+BUILTIN_SHAPE_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights_shape"
 TINY_RANDOM = "tiny-random"
 
 
@@ -61,6 +65,10 @@ def resolve_model(name: str, *, allow_download: bool = False, builtin: Path | No
               "!! Point --model at real Stable Diffusion weights for real results.\n" + "!" * 78 + "\n",
               file=sys.stderr)
         name = TINY_RANDOM
+    if name == BUILTIN_SHAPE:
+        if not (BUILTIN_SHAPE_DIR / "model_index.json").is_file():
+            raise ModelNotFoundError(f"model: the built-in shape prior {BUILTIN_SHAPE_DIR} is not installed")
+        return BUILTIN_SHAPE_DIR
     if name == TINY_RANDOM:
         path = cache_dir() / "models" / TINY_RANDOM
         if not (path / "model_index.json").is_file():
