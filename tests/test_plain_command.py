@@ -157,3 +157,22 @@ def test_server_warns_about_an_unknown_prompt(queue_server):
     job_id = proc.stdout.split()[1]
     with queue_server.client() as c:
         c.cancel(job_id)
+
+
+def test_the_builtin_prior_comes_with_its_shape_prior():
+    """The plain command pairs the built-in prior (the colour) with the built-in shape prior (prior v9,
+    ``weights_shape/``) for the lit and textureless renders; an image job's preset does not (its text
+    prior is optional and a shape prior needs one), and ``--shape-model ''`` turns it off."""
+    from backend.engine.guidance.models import BUILTIN_DIR, BUILTIN_SHAPE_DIR, load_guidance_for
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
+
+    settings = resolve({"prompt": "a wooden barrel"})
+    assert settings.shape_model == "builtin-shape"
+    guidance = load_guidance_for(settings, "cpu")
+    assert isinstance(guidance, ShapeColourGuidance)
+    assert guidance.name == f"{BUILTIN_DIR} (colour) + {BUILTIN_SHAPE_DIR} (shape)"
+    assert guidance.shape.unet.config.block_out_channels[-1] == 160            # v9: the shape-only layout
+    image = resolve({"prompt": "", "guidance_type": "zero123"}, require_prompt=False)
+    assert image.is_image_job and not image.has_shape_model
+    shown, _ = shown_settings("a wooden barrel", "--shape-model", "")
+    assert shown["shape_model"] == ""
