@@ -287,3 +287,57 @@ def test_stages_setting_names_its_allowed_values_and_counts_the_steps():
                                         "fine_steps": 5})
     assert two.run_steps() == 15 and two.run_steps(refine=True) == 5
     assert GenerationSettings.from_dict({"prompt": "a red cube", "steps": 10}).run_steps() == 10
+
+
+def box_sdf(points: np.ndarray, centre, half) -> np.ndarray:
+    q = np.abs(points - np.asarray(centre)) - np.asarray(half)
+    return np.linalg.norm(np.maximum(q, 0.0), axis=-1) + np.minimum(q.max(axis=-1), 0.0)
+
+
+def crossings(line: np.ndarray, axis: np.ndarray) -> list[float]:
+    """Where the values along ``line`` change sign (linear between samples)."""
+    i = np.flatnonzero(np.sign(line[:-1]) != np.sign(line[1:]))
+    return [float(axis[k] + (axis[k + 1] - axis[k]) * line[k] / (line[k] - line[k + 1])) for k in i]
+
+
+def test_thin_inset_thins_a_board_and_leaves_a_block_where_it_is():
+    """``fine_thin_inset``'s grid operation: a board 0.06 thick (thin) loses the inset on each side, a
+    0.6 block beside it (thick) keeps its faces."""
+    from backend.export.mesh import thin_inset
+
+    axis = np.linspace(-1.0, 1.0, 128)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    sdf = np.minimum(box_sdf(points, (-0.45, 0.0, 0.0), (0.3, 0.3, 0.3)), box_sdf(points, (0.5, 0.0, 0.0), (0.03, 0.25, 0.25)))
+    inside = (-sdf).astype(np.float32)
+    before = crossings(inside[:, 64, 64], axis)
+    after = crossings(thin_inset(inside, 0.01)[:, 64, 64], axis)
+    assert len(before) == len(after) == 4                       # block: 2 faces, board: 2 faces
+    assert after[2] - after[3] == pytest.approx(before[2] - before[3] + 0.02, abs=0.003)   # 0.06 -> 0.04
+    assert after[:2] == pytest.approx(before[:2], abs=0.002)
+    assert thin_inset(inside, 0.0) is inside
+
+
+def test_refine_selected_keeps_the_artists_thin_parts_a_coarse_surface_loses_the_inset(tmp_path):
+    """The inset corrects a NeRF's thick thin parts: Refine Selected's own mesh is exported as thick as
+    it was given (also after a resume), a fine stage started on a coarse NeRF's surface thinner."""
+    from backend.engine.guidance import load_guidance
+
+    settings = fine_settings(hash_log2_size=12, mesh_resolution=128, fine_thin_inset=0.03, vertex_colors=True)
+    guidance = load_guidance("tiny-random", "cpu")
+    board = trimesh.creation.box(extents=(0.05, 0.6, 0.6))      # placed in the scene 2x larger: 0.1 thick
+    glb = to_glb(np.asarray(board.vertices, np.float32), np.asarray(board.faces, np.int32))
+    fine = FineTrainer(settings, guidance, torch.device("cpu"))
+    fine.init_from_mesh(glb)
+
+    def thickness(trainer) -> float:
+        v = trainer.export().vertices
+        return float(v[:, 0].max() - v[:, 0].min())
+
+    given = thickness(fine)
+    assert given == pytest.approx(0.1, abs=0.015)
+    fine.save_checkpoint(str(tmp_path / "fine.pt"))
+    resumed = FineTrainer(settings, guidance, torch.device("cpu"))
+    resumed.load_checkpoint(str(tmp_path / "fine.pt"))
+    assert not resumed.from_nerf
+    fine.from_nerf = True                  # as after init_from_coarse
+    assert thickness(fine) < given - 0.03

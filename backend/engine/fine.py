@@ -94,15 +94,20 @@ class FineTrainer(Trainer):
         super().__init__(fine_settings(settings), guidance, device)
         self.field.train_albedo = TRAIN_ALBEDO
         self.field.render_offset = RENDER_OFFSET_BETAS
+        # Started on a coarse NeRF's surface, whose thin parts are too thick (``fine_thin_inset`` corrects
+        # them at export); an artist's mesh (Refine Selected) is exported as it is.
+        self.from_nerf = True
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "stage": STAGE, "train_albedo": self.field.train_albedo}
+        return {**super().state_dict(), "stage": STAGE, "train_albedo": self.field.train_albedo,
+                "from_nerf": self.from_nerf}
 
     def load_checkpoint(self, path: str) -> None:
         super().load_checkpoint(path)
         # a resumed fine stage goes on as it started (a Refine Selected run trains its colours)
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.field.train_albedo = bool(state.get("train_albedo", TRAIN_ALBEDO))
+        self.from_nerf = bool(state.get("from_nerf", not self.field.train_albedo))
 
     # -- starting points -------------------------------------------------------------------------
     def init_from_coarse(self, coarse: Trainer) -> None:
@@ -128,6 +133,7 @@ class FineTrainer(Trainer):
         self._start_on(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
         self._fit_albedo(mesh, progress)
         self.field.train_albedo = True          # textured by SDS, from the mesh's own colours
+        self.from_nerf = False
         return transform
 
     def init_from_checkpoint(self, path: str) -> None:
@@ -136,6 +142,7 @@ class FineTrainer(Trainer):
         if state.get("stage") == STAGE:
             self.field.load_state_dict(state["field"])
             self.background.load_state_dict(state["background"])
+            self.from_nerf = bool(state.get("from_nerf", not state.get("train_albedo", TRAIN_ALBEDO)))
             return
         coarse = Trainer(self.run_settings, self.guidance, self.device)
         coarse.init_from_checkpoint(path)
@@ -186,14 +193,18 @@ class FineTrainer(Trainer):
         return out
 
     def export(self, progress=None):
-        from backend.export.mesh import export_field
+        from functools import partial
+
+        from backend.export.mesh import export_field, thin_inset
 
         self.field.eval()
         s = self.s
         return export_field(self.inside, self.field.albedo, resolution=s.mesh_resolution, threshold=0.0,
                             keep_components=s.keep_components, face_budget=s.face_budget,
                             texture_size=s.texture_size, vertex_colors=s.vertex_colors, bound=BOUND,
-                            device=self.device, progress=progress)
+                            device=self.device, progress=progress,
+                            adjust_grid=partial(thin_inset, inset=s.fine_thin_inset if self.from_nerf else 0.0,
+                                                bound=BOUND))
 
     def proxy_mesh(self) -> Optional[bytes]:
         from backend.export.mesh import albedo_at, density_grid, simplify_mesh, surface_from_grid, to_glb
