@@ -133,7 +133,8 @@ def test_prior_v5_trains_from_shading_labels_and_refuses_a_cache_without_them(tm
 
     weights = tmp_path / "run" / "weights"
     settings = GenerationSettings.from_dict({**recommended_settings(), "prompt": "a wooden chair", "model": str(weights),
-                                             "steps": 3, "albedo_warmup_steps": 0, "shading_prompt": True})
+                                             "steps": 3, "albedo_warmup_steps": 0, "shading_prompt": True,
+                                             "shape_model": ""})   # v5 alone names the shading
     guidance = load_guidance_for(settings, "cpu")
     assert guidance.tokenizer.model_max_length == 20 and len(guidance.tokenizer.tokenize("unpainted")) == 1
     trainer = Trainer(settings, guidance, "cpu")
