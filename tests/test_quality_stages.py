@@ -157,6 +157,16 @@ def test_each_fine_target_fails_where_the_fine_stage_falls_short(change, failed)
     assert stage_compare.compare(stage_compare.pairs(GOOD_RUN))["passed"]
 
 
+def test_an_export_variant_may_change_only_export_settings(tmp_path, capsys):
+    from backend.bench.quality import main
+
+    exports = tmp_path / "exports.json"
+    exports.write_text(json.dumps({"longer": {"steps": 900, "fine_thin_inset": 0.01}}))
+    with pytest.raises(SystemExit, match="'longer' changes steps, which the run depends on.*fine_thin_inset"):
+        main(["--device", "cpu", "--prompts", "a red cube", "--out", str(tmp_path), "--time-budget", "0",
+              "--export-variants", str(exports)])
+
+
 def test_resume_counts_a_job_done_only_with_both_stages(tmp_path, capsys):
     """A part that has a job's coarse row but not its fine row runs that job again, whole (here: skipped
     at once by a time budget of 0, so nothing is generated); with both rows it runs nothing.
@@ -189,13 +199,24 @@ def test_the_fine_stage_continues_the_coarse_run(tmp_path):
 
     # A few steps of each stage and small exports (the preset's 512 px texture is a GPU budget): this
     # checks the hand-over between the stages, not what the prior makes of a red cube.
+    # The fine mesh is also exported again under an export variant (a smaller face budget), from the
+    # run's last checkpoint: nothing optimised again, a mesh of its own.
     steps = 12
+    exports = tmp_path / "exports.json"
+    exports.write_text(json.dumps({"few_faces": {"face_budget": 300}}))
     assert main(["--device", "cpu", "--prompts", "a red cube", "--seeds", "0", "--out", str(tmp_path),
                  "--stages", "coarse,fine", "--set", f"steps={steps}", "--set", "fine_steps=4",
                  "--set", "fine_resolution=32", "--set", "texture_size=64", "--set", "face_budget=4000",
-                 "--set", "mesh_resolution=64", "--iou-resolution", "64"]) == 0
-    results = json.loads((tmp_path / "quality.json").read_text())["results"]
+                 "--set", "mesh_resolution=64", "--iou-resolution", "64", "--export-variants", str(exports)]) == 0
+    report = json.loads((tmp_path / "quality.json").read_text())
+    results = [r for r in report["results"] if r["variant"] == "default"]
     assert [r["stages"] for r in results] == ["coarse", "coarse,fine"]
+    again = [r for r in report["results"] if r["variant"] == "few_faces"]
+    assert [r["stages"] for r in again] == ["coarse", "coarse,fine"]
+    assert again[0]["copied_from"] == "default" and again[0]["iou"] == results[0]["iou"]
+    assert again[1]["resumed_from_step"] == steps + 4                      # re-exported, not re-run
+    assert again[1]["faces"] <= 300 < results[1]["faces"], (again[1]["faces"], results[1]["faces"])
+    assert again[1]["iou"] > 0.3 and set(report["summary"]) == {"default", "few_faces"}
     coarse, fine = results
     assert not coarse.get("error") and not fine.get("error"), results
     assert coarse["resumed_from_step"] == 0 and fine["resumed_from_step"] == steps
@@ -203,4 +224,5 @@ def test_the_fine_stage_continues_the_coarse_run(tmp_path):
         fine["stage_s"] / coarse["stage_s"])
     for r in results:
         assert (tmp_path / r["turntable_file"]).is_file() and 0.0 < r["normal_consistency"] <= 1.0
-    assert (tmp_path / "before_after_seed0.png").is_file()
+    for variant in ("default", "few_faces"):        # two variants: a before/after grid each
+        assert (tmp_path / f"before_after_{variant}_seed0.png").is_file()

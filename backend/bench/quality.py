@@ -31,7 +31,10 @@ with ``--time-budget`` a little under the command's limit (``--resume`` with the
 runs what a part left; a job counts as done only with every stage it asks for), bring each folder
 back as one archive (a device command returns at most 8 files), then ``--report-only parts/seed0
 parts/seed1 parts/seed2 --out results/quality`` writes one report from their ``quality.jsonl`` and
-images without generating anything. On a GPU, ``--workers`` generations run side by side (the models
+images without generating anything. ``--export-variants`` A/Bs export-only settings (the fine
+stage's ``fine_thin_inset``, ``mesh_threshold``...) at the cost of an export, not a run: each job's final
+mesh is exported again from the run's last checkpoint under each of them and scored as a variant of
+its own (its coarse row is the job's own, copied). On a GPU, ``--workers`` generations run side by side (the models
 are small).
 """
 
@@ -213,10 +216,12 @@ def _run_job_once(job: dict) -> list[dict]:
     base = {k: job[k] for k in ("variant", "prompt", "seed")}
     base.update(describe(job["prompt"]))
     labels = stage_labels(job.get("stages", STAGES[0]))
+    exports = job.get("exports") or {}
+    names = [job["variant"], *(export_variant_name(job["variant"], e) for e in exports)]
     # ">=": a budget of 0 skips every job whatever the clock's resolution (with ">" a fast enough
     # machine reached the first job within the same tick and ran it).
     if job.get("deadline") is not None and time.time() >= job["deadline"]:
-        return [{**base, "stages": label, "skipped": True} for label in labels]
+        return [{**base, "variant": v, "stages": label, "skipped": True} for v in names for label in labels]
     device = _WORKER.get("device") or job.get("device", "cpu")
     rows: list[dict] = []
     t0 = time.perf_counter()
@@ -227,7 +232,7 @@ def _run_job_once(job: dict) -> list[dict]:
         guidance = load_guidance_for(settings[0], device)       # loaded once, for both stages
         base["guidance_load_s"] = time.perf_counter() - t_load
         with tempfile.TemporaryDirectory(prefix="quality-") as folder:
-            checkpoint = os.path.join(folder, "run.pt") if len(labels) > 1 else None
+            checkpoint = os.path.join(folder, "run.pt") if len(labels) > 1 or exports else None
             for i, (label, stage_settings) in enumerate(zip(labels, settings)):
                 if i and checkpoint and os.path.isfile(checkpoint):
                     _hand_over(checkpoint, stage_settings)
@@ -238,13 +243,35 @@ def _run_job_once(job: dict) -> list[dict]:
                     if row.get("stage_s") and row.get("coarse_s"):
                         row["fine_ratio"] = row["stage_s"] / row["coarse_s"]
                 rows.append(row)
+            for name, export_overrides in exports.items():
+                rows += _export_again(job, base, labels, rows[:len(labels)], export_overrides,
+                                      export_variant_name(job["variant"], name), device, guidance, checkpoint)
     except Exception as exc:
         crash = {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": traceback.format_exc()[-2000:],
                  "crashed": True, "empty": True, "iou": 0.0, "iou_canonical": 0.0, "facing_gap": float("nan"),
                  "albedo_error": 1.0, "chamfer": float("nan"), "normal_consistency": 0.0,
                  "wall_s": time.perf_counter() - t0}
-        rows += [{**base, "stages": label, **crash} for label in labels[len(rows):]]
+        have = {(r["variant"], r["stages"]) for r in rows}
+        rows += [{**base, "variant": v, "stages": label, **crash} for v in names for label in labels
+                 if (v, label) not in have]
     return rows
+
+
+def export_variant_name(variant: str, export: str) -> str:
+    """The variant name of a job's re-export under the export variant ``export``."""
+    return export if variant == "default" else f"{variant}+{export}"
+
+
+def _export_again(job, base, labels, own_rows, export_overrides, name, device, guidance, checkpoint) -> list[dict]:
+    """The job's final mesh exported again from its run's last checkpoint with ``export_overrides``
+    (export-only settings: the checkpoint resumes at its last step, so nothing is optimised) and scored,
+    as variant ``name``; the earlier stages' rows are the job's own, copied under that name."""
+    settings = settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), **export_overrides,
+                                                         "stages": labels[-1]}, job.get("model", "builtin"))
+    copied = [{**r, "variant": name, "copied_from": job["variant"]} for r in own_rows[:-1]]
+    row = {**base, "variant": name, "stages": labels[-1], "export_overrides": export_overrides,
+           **_generate_and_score(settings, job, device, guidance, checkpoint)}
+    return [*copied, row]
 
 
 # -- aggregation --------------------------------------------------------------------------------------------
@@ -542,6 +569,10 @@ def parse_args(argv):
                    help="override a generation setting (repeatable)")
     p.add_argument("--variants", type=Path, default=None,
                    help="JSON file {name: {setting: value}}: run every prompt/seed under each variant")
+    p.add_argument("--export-variants", type=Path, default=None,
+                   help="JSON file {name: {setting: value}} of export-only settings (those a checkpoint resumes "
+                        "under, e.g. fine_thin_inset, mesh_threshold): each job's final mesh is also exported "
+                        "under each and scored as variant NAME, for the cost of an export")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds; jobs not started by then are skipped (--resume runs them later); 0: start "
                         "none (with --resume: only the report of the rows kept)")
@@ -742,6 +773,26 @@ def report_only(args, argv) -> int:
     return 1 if (args.strict and failed) else 0
 
 
+def load_export_variants(path: Path | None, variants: dict) -> dict:
+    """``--export-variants``' {name: {setting: value}}, checked: export-only settings (a checkpoint resumes
+    under any value of them, so the re-export reuses the run), names unlike the run variants'."""
+    if path is None:
+        return {}
+    from backend.engine.trainer import NON_TRAJECTORY
+
+    exports = json.loads(Path(path).read_text())
+    if not isinstance(exports, dict) or not all(isinstance(o, dict) for o in exports.values()):
+        raise SystemExit(f"--export-variants: {path} must hold {{name: {{setting: value}}}}")
+    for name, overrides in exports.items():
+        bad = sorted(set(overrides) - NON_TRAJECTORY)
+        if bad:
+            raise SystemExit(f"--export-variants: {name!r} changes {', '.join(bad)}, which the run depends on; an "
+                             f"export variant may change only {', '.join(sorted(NON_TRAJECTORY))}")
+        if name in variants or name == "default":
+            raise SystemExit(f"--export-variants: the name {name!r} is already a variant of the run")
+    return exports
+
+
 # -- main ---------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     import sys
@@ -767,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"default": {}}
     if args.variants:
         variants = json.loads(Path(args.variants).read_text())
+    exports = load_export_variants(args.export_variants, variants)
     prompts = _job_order(prompts)
     labels = stage_labels(args.stages)
     # A variant may name its own model ({"v4": {"model": "path/to/weights"}}): two priors side by side
@@ -774,12 +826,18 @@ def main(argv: list[str] | None = None) -> int:
     models = {v: variants[v].get("model", args.model) for v in variants}
     jobs = [{"variant": v, "prompt": p, "seed": s, "model": models[v],
              "overrides": {k: x for k, x in {**overrides, **variants[v]}.items() if k != "model"},
-             "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages}
+             "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages, "exports": exports}
             for s in seeds for p in prompts for v in variants]   # variants interleaved: a time budget cuts all alike
     # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
         for label in labels:
-            settings_for(job["prompt"], job["seed"], {**job["overrides"], "stages": label}, job["model"])
+            for export_overrides in [{}, *exports.values()]:
+                settings_for(job["prompt"], job["seed"], {**job["overrides"], **export_overrides, "stages": label},
+                             job["model"])
+    # Every row a job writes: its own variant's, then each export variant's, each stage.
+    row_variants = {v: [v, *(export_variant_name(v, e) for e in exports)] for v in variants}
+    report_variants = {**variants, **{export_variant_name(v, e): {**variants[v], **o}
+                                      for v in variants for e, o in exports.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
     kept = []
     if args.resume and (args.out / "quality.jsonl").is_file():
@@ -787,8 +845,11 @@ def main(argv: list[str] | None = None) -> int:
         # whole (the fine stage continues the coarse stage of its own run).
         finished = {_job_key(r): r for r in read_jsonl(args.out / "quality.jsonl")
                     if not r.get("skipped") and not r.get("crashed")}
-        done = [j for j in jobs if all(_job_key({**j, "stages": label}) in finished for label in labels)]
-        kept = [finished[_job_key({**j, "stages": label})] for j in done for label in labels]
+        def keys(j):
+            return [_job_key({**j, "variant": v, "stages": label}) for v in row_variants[j["variant"]]
+                    for label in labels]
+        done = [j for j in jobs if all(k in finished for k in keys(j))]
+        kept = [finished[k] for j in done for k in keys(j)]
         done_keys = {_job_key(j) for j in done}
         jobs = [j for j in jobs if _job_key(j) not in done_keys]
         print(f"resuming: {len(done)} jobs already done in {args.out / 'quality.jsonl'}", flush=True)
@@ -815,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         progress.write(json.dumps(r, default=str) + "\n")
     progress.flush()
-    total = len(rows) + len(jobs) * len(labels)
+    total = len(rows) + len(jobs) * len(labels) * (1 + len(exports))
 
     def report(job_rows):
         for r in job_rows:
@@ -863,11 +924,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": "python -m backend bench quality " + " ".join(argv),
             "device": (torch.cuda.get_device_name(torch.device(device)) if on_cuda else platform.processor() or "cpu")
             + f" ({device})", "cpu_count": cores, "gpus": n_gpus if on_cuda else 0, "workers": workers,
-            "threads": threads, "wall_s": wall, "resumed_jobs": len(kept) // len(labels), "stages": args.stages,
-            "overrides": overrides, "variants": variants, "targets": TARGETS, "fine_targets": FINE_TARGETS,
+            "threads": threads, "wall_s": wall, "resumed_jobs": len(kept) // (len(labels) * (1 + len(exports))),
+            "stages": args.stages, "overrides": overrides, "variants": report_variants, "export_variants": exports, "targets": TARGETS, "fine_targets": FINE_TARGETS,
             "settings": settings_for(prompts[0], seeds[0], overrides, args.model).to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    summary = write_report(_sort_rows(rows), args.out, meta, variants)
+    summary = write_report(_sort_rows(rows), args.out, meta, report_variants)
     print((args.out / "quality.md").read_text().split("\n#### By category")[0], flush=True)
     print(f"wrote {args.out}/quality.md, quality.json and turntable grids in {wall:.0f} s", flush=True)
     failed = any(summary[v]["verdict"] != "PASS" or summary[v].get("coarse_vs_fine", {}).get("verdict", "PASS")

@@ -84,6 +84,12 @@ def checkpoint_stage(path: str) -> Optional[str]:
     return state.get("stage", "coarse")
 
 
+def _started_from_nerf(state: dict) -> bool:
+    """Whether a saved fine stage started on a coarse NeRF (not an artist's mesh). Checkpoints from before
+    the flag was stored say it by their albedo: only Refine Selected's fine stage trains it."""
+    return bool(state.get("from_nerf", not state.get("train_albedo", TRAIN_ALBEDO)))
+
+
 class FineTrainer(Trainer):
     """The fine stage of the run ``settings`` (the run's own settings, not ``fine_settings``)."""
 
@@ -107,7 +113,7 @@ class FineTrainer(Trainer):
         # a resumed fine stage goes on as it started (a Refine Selected run trains its colours)
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.field.train_albedo = bool(state.get("train_albedo", TRAIN_ALBEDO))
-        self.from_nerf = bool(state.get("from_nerf", not self.field.train_albedo))
+        self.from_nerf = _started_from_nerf(state)
 
     # -- starting points -------------------------------------------------------------------------
     def init_from_coarse(self, coarse: Trainer) -> None:
@@ -142,7 +148,7 @@ class FineTrainer(Trainer):
         if state.get("stage") == STAGE:
             self.field.load_state_dict(state["field"])
             self.background.load_state_dict(state["background"])
-            self.from_nerf = bool(state.get("from_nerf", not state.get("train_albedo", TRAIN_ALBEDO)))
+            self.from_nerf = _started_from_nerf(state)
             return
         coarse = Trainer(self.run_settings, self.guidance, self.device)
         coarse.init_from_checkpoint(path)
