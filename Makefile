@@ -66,12 +66,15 @@ demo: setup
 	$(PY) -m backend generate "$(DEMO_PROMPT)" -o out/demo.glb $(DEMO_FLAGS)
 
 # --durations=25: CI logs name the slowest tests (the suite's budget is 15 minutes on a 2-core machine).
+# -n 2 (pytest-xdist): two test processes; many tests wait on a server, Blender or a subprocess's imports,
+# so two halve the suite's time where one core would sit idle. --dist loadfile: a file's tests share
+# module fixtures (one Blender scenario, one server) and output folders, so they stay in one process.
 test: setup blender-venv gltf-validator
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests (CI runs those too).
 test-fast: setup gltf-validator
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BLENDER_VENV) out dist test-output tests/gltf/node_modules

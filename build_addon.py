@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -122,6 +124,28 @@ def manifest_with_wheels(text: str, platforms: list[str], wheels: list[str]) -> 
 def fetch_wheels(version: str = PYZMQ_VERSION, *, offline: bool = False) -> dict[str, list[Path]]:
     """Blender platform -> pyzmq wheel files (all Python versions), downloading what is not cached."""
     WHEEL_CACHE.mkdir(exist_ok=True)
+    with _cache_lock():
+        return _fetch_wheels_locked(version, offline)
+
+
+@contextlib.contextmanager
+def _cache_lock():
+    """The wheel cache to one build at a time (two builds side by side, as the parallel test suite runs
+    them, would both download into and index the same folder)."""
+    try:
+        import fcntl
+    except ImportError:             # Windows: builds there are one at a time
+        yield
+        return
+    with open(WHEEL_CACHE / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch_wheels_locked(version: str, offline: bool) -> dict[str, list[Path]]:
     index_path = WHEEL_CACHE / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     out: dict[str, list[Path]] = {p: [] for p in PLATFORMS}
@@ -142,8 +166,7 @@ def fetch_wheels(version: str = PYZMQ_VERSION, *, offline: bool = False) -> dict
 
 def _download_wheel(version: str, py: str, tag: str) -> str:
     before = set(os.listdir(WHEEL_CACHE))
-    tmp = WHEEL_CACHE / "tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="download-", dir=WHEEL_CACHE))
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
            "--python-version", py, "--platform", tag, f"pyzmq=={version}", "-d", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -222,7 +245,10 @@ def vocabulary_json() -> bytes:
 def write_zip(dest: Path, manifest_text: str, files: list[tuple[Path, str]], wheels: list[Path],
               generated: dict[str, bytes] | None = None) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".zip.tmp")
+    # a name of its own: two builds into one folder must not write the same half-made file
+    handle, name = tempfile.mkstemp(prefix=dest.stem + ".", suffix=".tmp", dir=dest.parent)
+    os.close(handle)
+    tmp = Path(name)
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         def add(arcname: str, data: bytes) -> None:
             info = zipfile.ZipInfo(arcname, date_time=ZIP_DATE)
@@ -236,6 +262,7 @@ def write_zip(dest: Path, manifest_text: str, files: list[tuple[Path, str]], whe
             add(arcname, data)
         for wheel in wheels:
             add(f"wheels/{wheel.name}", wheel.read_bytes())
+    os.chmod(tmp, 0o644)                # mkstemp's file is private; a zip is for sharing
     os.replace(tmp, dest)
 
 

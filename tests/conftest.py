@@ -11,6 +11,9 @@ _SESSION_CACHE = os.environ.get("DREAMPROP_TEST_CACHE") or tempfile.mkdtemp(pref
 os.environ["DREAMPROP_CACHE_DIR"] = _SESSION_CACHE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes on a 2-core machine: one torch thread each (two each spin against each other).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["tests.server_fixtures"]
 

@@ -215,6 +215,7 @@ def test_the_fine_stage_continues_the_coarse_run(tmp_path):
     assert [r["stages"] for r in again] == ["coarse", "coarse,fine"]
     assert again[0]["copied_from"] == "default" and again[0]["iou"] == results[0]["iou"]
     assert again[1]["resumed_from_step"] == steps + 4                      # re-exported, not re-run
+    assert again[1]["stage_s"] == results[1]["stage_s"] and again[1]["export_again_s"] > 0  # the run's times
     assert again[1]["faces"] <= 300 < results[1]["faces"], (again[1]["faces"], results[1]["faces"])
     assert again[1]["iou"] > 0.3 and set(report["summary"]) == {"default", "few_faces"}
     coarse, fine = results

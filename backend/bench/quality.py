@@ -269,8 +269,13 @@ def _export_again(job, base, labels, own_rows, export_overrides, name, device, g
     settings = settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), **export_overrides,
                                                          "stages": labels[-1]}, job.get("model", "builtin"))
     copied = [{**r, "variant": name, "copied_from": job["variant"]} for r in own_rows[:-1]]
-    row = {**base, "variant": name, "stages": labels[-1], "export_overrides": export_overrides,
-           **_generate_and_score(settings, job, device, guidance, checkpoint)}
+    again = _generate_and_score(settings, job, device, guidance, checkpoint)
+    # The run's own times (the report's stage times and s/step), the re-export's as export_again_s.
+    own = own_rows[-1]
+    timings = {k: own[k] for k in ("stage_s", "coarse_s", "fine_ratio", "s_per_step", "optimise_s", "load_s")
+               if k in own}
+    row = {**base, "variant": name, "stages": labels[-1], "export_overrides": export_overrides, **again,
+           **timings, "export_again_s": again.get("wall_s")}
     return [*copied, row]
 
 
