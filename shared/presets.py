@@ -60,7 +60,15 @@ PRESETS: dict[str, dict] = {
                 # Its renders 48 px (the coarse stage; the prior's images are 32 px): with the shape prior,
                 # mean IoU +0.004 / props +0.003 / facing 7 -> 8 of 11 against 32 px renders (v8 on seeds
                 # 0-2: +0.005 +-0.002), for 9% more CPU time (the plain barrel command 90 -> 98 s).
-                "shape_model": "builtin-shape"},
+                "shape_model": "builtin-shape",
+                # The fine mesh's thin parts drawn thinner (session 24): the 48 px renders draw a leg,
+                # blade or board about a render pixel thick, 2-3x its volume. GPU, all 83 prompts x 3
+                # seeds (uncapped inset): props 0.594 -> 0.618 mean IoU, solids unchanged; props, seeds
+                # 0 and 2, with no part thinner than a grid cell: 0.601 -> 0.639, 0.586 -> 0.603, facing
+                # 12 -> 16 of 21, Chamfer 0.0255 -> 0.0239 (a stool's legs there still broke off its seat;
+                # since rejoined: CPU, the same stool 0.43 -> 0.50, chair 0.42 -> 0.49, one piece each).
+                # results/quality/README.md, session 24.
+                "fine_thin_inset": 0.015},
 }
 
 # Image-to-3D with the project's view prior (guidance_type "zero123", model "builtin"): the text prior's

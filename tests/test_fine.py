@@ -317,6 +317,46 @@ def test_thin_inset_thins_a_board_and_leaves_a_block_where_it_is():
     assert thin_inset(inside, 0.0) is inside
 
 
+def test_thin_inset_thins_a_leg_but_never_cuts_it():
+    """A leg under a block whose samples are less deep than the inset (radius 0.032, its deepest samples
+    0.021 inside; inset 0.03; cells 0.016): thinned, but every slice keeps inside samples, also near the
+    joint, where the block's depth lowers the inset but not enough, so marching cubes keeps it joined (an
+    uncapped inset left none: the leg broke off and keep_components dropped it)."""
+    from backend.export.mesh import surface_from_grid, thin_inset
+
+    axis = np.linspace(-1.0, 1.0, 128)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    leg = np.maximum(np.hypot(points[..., 0], points[..., 1]) - 0.032, np.abs(points[..., 2] + 0.3) - 0.3)
+    sdf = np.minimum(box_sdf(points, (0.0, 0.0, 0.2), (0.3, 0.3, 0.2)), leg)
+    inside = (-sdf).astype(np.float32)
+    after = thin_inset(inside, 0.03)
+    rows = (axis > -0.55) & (axis < -0.05)                     # the leg's slices, away from its ends
+    assert (after[:, :, rows].max(axis=(0, 1)) > 0).all()
+    mid = np.argmin(np.abs(axis + 0.4))                          # out of the block's reach: thinned
+    assert after[:, :, mid].max() < inside[:, :, mid].max() - 0.004
+    vertices, faces = surface_from_grid(after, 0.0, keep_components=1)
+    assert vertices[:, 2].min() < -0.55                         # the one component kept reaches the floor
+
+
+def test_thin_inset_keeps_a_part_hanging_by_a_neck_thinner_than_itself():
+    """A leg (radius 0.05) joined through a short neck (radius 0.02) mid-way: the cap sees the leg's depth
+    beside the neck and lets the neck be cut, so the neck gets its old surface back: one piece, down to
+    the floor, the leg below it still thinned."""
+    from backend.export.mesh import surface_from_grid, thin_inset
+
+    axis = np.linspace(-1.0, 1.0, 128)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    radial, z = np.hypot(points[..., 0], points[..., 1]), points[..., 2]
+    radius = np.where((z > -0.3) & (z < -0.25), 0.02, 0.05)
+    leg = np.maximum(radial - radius, np.abs(z + 0.3) - 0.3)
+    inside = (-np.minimum(box_sdf(points, (0.0, 0.0, 0.2), (0.3, 0.3, 0.2)), leg)).astype(np.float32)
+    after = thin_inset(inside, 0.015)
+    vertices, faces = surface_from_grid(after, 0.0, keep_components=1)
+    assert vertices[:, 2].min() < -0.55                          # the leg under the neck is kept
+    low = np.argmin(np.abs(axis + 0.45))
+    assert after[:, :, low].max() < inside[:, :, low].max() - 0.005
+
+
 def test_refine_selected_keeps_the_artists_thin_parts_a_coarse_surface_loses_the_inset(tmp_path):
     """The inset corrects a NeRF's thick thin parts: Refine Selected's own mesh is exported as thick as
     it was given (also after a resume), a fine stage started on a coarse NeRF's surface thinner."""

@@ -176,3 +176,13 @@ def test_the_builtin_prior_comes_with_its_shape_prior():
     assert image.is_image_job and not image.has_shape_model
     shown, _ = shown_settings("a wooden barrel", "--shape-model", "")
     assert shown["shape_model"] == ""
+
+
+def test_the_plain_command_draws_thin_parts_thinner_and_a_flag_turns_it_off():
+    """The built-in preset's fine mesh has its thin parts inset (session 24's GPU A/B); a Stable Diffusion
+    model's settings keep the default 0; ``--fine-thin-inset 0`` wins over the preset."""
+    shown, _ = shown_settings("a wooden barrel")
+    assert shown["fine_thin_inset"] == 0.015 and shown["stages"] == "coarse,fine"
+    assert GenerationSettings(prompt="a barrel").fine_thin_inset == 0.0
+    shown, _ = shown_settings("a wooden barrel", "--fine-thin-inset", "0")
+    assert shown["fine_thin_inset"] == 0.0

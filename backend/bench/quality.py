@@ -508,7 +508,7 @@ def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns
             image = _image(r, key)
             if image is not None:
                 canvas.paste(image.resize((width, view_size), Image.LANCZOS), (x + left, y))
-    canvas.save(path, optimize=True)
+    canvas.quantize(256).save(path, optimize=True)      # 256 colours: a committed run stays small
 
 
 # -- prompts ------------------------------------------------------------------------------------------------

@@ -235,5 +235,5 @@ def before_after_grid(ps: list[tuple[dict, dict]], path: Path, *, columns: int =
             image = row_image(row, "turntable")
             if image is not None:
                 canvas.paste(image.resize((strip_w, view_size), Image.LANCZOS), (x + GRID_LABEL_W, top))
-    canvas.save(path, optimize=True)
+    canvas.quantize(256).save(path, optimize=True)      # 256 colours: a committed run stays small
     return True

@@ -18,3 +18,8 @@ resumable_bench() {
   echo "== $out: $have/$want rows, budget $b s"
   timeout $(( $(left) - 5 )) python -m backend bench $kind --device cuda --resume --time-budget $b --out $out "$@"
 }
+# nerfacc's CUDA extension built once, before two benches start side by side (session 24: both built it into
+# one folder at once and one crashed with FileNotFoundError)
+build_cuda_once() {
+  python -c "from backend.bench.quality import _build_cuda_extensions as b; b('cuda')" 2>&1 | grep -v Warning | tail -2
+}
