@@ -66,7 +66,8 @@ PRESETS: dict[str, dict] = {
                 # seeds (uncapped inset): props 0.594 -> 0.618 mean IoU, solids unchanged; props, seeds
                 # 0 and 2, with no part thinner than a grid cell: 0.601 -> 0.639, 0.586 -> 0.603, facing
                 # 12 -> 16 of 21, Chamfer 0.0255 -> 0.0239 (a stool's legs there still broke off its seat;
-                # since rejoined: CPU, the same stool 0.43 -> 0.50, chair 0.42 -> 0.49, one piece each).
+                # since rejoined: CPU, the same stool 0.43 -> 0.50, chair 0.42 -> 0.49, one piece each;
+                # and tips left alone: CPU white pyramid 0.72 -> 0.63 without that rule, 0.76 with it).
                 # results/quality/README.md, session 24.
                 "fine_thin_inset": 0.015},
 }
