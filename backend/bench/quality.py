@@ -34,8 +34,8 @@ parts/seed1 parts/seed2 --out results/quality`` writes one report from their ``q
 images without generating anything. ``--export-variants`` A/Bs export-only settings (the fine
 stage's ``fine_thin_inset``, ``mesh_threshold``...) at the cost of an export, not a run: each job's final
 mesh is exported again from the run's last checkpoint under each of them and scored as a variant of
-its own (its coarse row is the job's own, copied). On a GPU, ``--workers`` generations run side by side (the models
-are small).
+its own (its coarse row is the job's own, copied). On a GPU, ``--workers`` generations run side by
+side (the models are small).
 """
 
 from __future__ import annotations
@@ -930,7 +930,8 @@ def main(argv: list[str] | None = None) -> int:
             "device": (torch.cuda.get_device_name(torch.device(device)) if on_cuda else platform.processor() or "cpu")
             + f" ({device})", "cpu_count": cores, "gpus": n_gpus if on_cuda else 0, "workers": workers,
             "threads": threads, "wall_s": wall, "resumed_jobs": len(kept) // (len(labels) * (1 + len(exports))),
-            "stages": args.stages, "overrides": overrides, "variants": report_variants, "export_variants": exports, "targets": TARGETS, "fine_targets": FINE_TARGETS,
+            "stages": args.stages, "overrides": overrides, "variants": report_variants, "export_variants": exports,
+            "targets": TARGETS, "fine_targets": FINE_TARGETS,
             "settings": settings_for(prompts[0], seeds[0], overrides, args.model).to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     summary = write_report(_sort_rows(rows), args.out, meta, report_variants)

@@ -170,9 +170,8 @@ def thin_inset(inside: np.ndarray, inset: float, *, bound: float = 1.0, thin: fl
     near = int(np.ceil((inset + keep) / cell)) + 1
     core = ndimage.maximum_filter(inside, size=2 * near + 1, mode="nearest")
     room = np.clip(core - keep, 0.0, None)
-    if TIP_RATIO_HI > TIP_RATIO_LO:
-        ratio = core / np.maximum(depth, 1e-6)
-        weight = weight * np.clip((ratio - TIP_RATIO_LO) / (TIP_RATIO_HI - TIP_RATIO_LO), 0.0, 1.0)
+    tip_ratio = core / np.maximum(depth, 1e-6)          # ~1 along a leg or blade, small at a body's tip
+    weight = weight * np.clip((tip_ratio - TIP_RATIO_LO) / (TIP_RATIO_HI - TIP_RATIO_LO), 0.0, 1.0)
     thinned = (inside - np.minimum(inset * weight, room)).astype(inside.dtype)
     return _rejoin(thinned, inside, reach=int(np.ceil(inset / cell)) + 1)
 
