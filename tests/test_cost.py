@@ -274,6 +274,34 @@ def test_the_first_export_of_an_old_run_is_fitted_with_its_imports_apart():
         assert p.coef("export").get("import", 0.0) > 0.1       # the stored runs' imports, fitted apart
 
 
+def test_passes_merge_to_medians_and_the_largest_peak():
+    from backend.bench.cost import merge_passes
+
+    a = {"resolution": 32, "batch": 1, "step_s_albedo": 0.010, "step_s_after_warmup": 0.012, "peak_bytes": 100,
+         "preview_s": 0.005, "checkpoint_s": 0.02, "checkpoint_times_s": [0.02]}
+    b = {**a, "step_s_albedo": 0.020, "step_s_after_warmup": 0.014, "peak_bytes": 120, "checkpoint_s": 0.04}
+    c = {**a, "step_s_albedo": 0.016, "peak_bytes": 90}
+    row = merge_passes([a, b, c])
+    assert row["step_s_albedo"] == 0.016 and row["step_s_after_warmup"] == 0.012 and row["peak_bytes"] == 120
+    assert row["checkpoint_s"] == 0.02 and len(row["passes"]) == 3
+    assert merge_passes([a]) == a
+
+
+def test_each_configuration_captures_its_own_unet_graphs():
+    """``bench cost`` drops the guidance's captured graphs (of both priors of a pair) before each
+    configuration: a replayed graph's memory is not in max_memory_allocated."""
+    from types import SimpleNamespace
+
+    from backend.bench.cost import drop_cuda_graphs
+
+    colour, shape = SimpleNamespace(_graphs={(1,): "g"}), SimpleNamespace(_graphs={(2,): "g"})
+    drop_cuda_graphs(SimpleNamespace(colour=colour, shape=shape))
+    plain = SimpleNamespace(_graphs={(1,): "g"})
+    drop_cuda_graphs(plain)
+    assert colour._graphs == shape._graphs == plain._graphs == {}
+    drop_cuda_graphs(SimpleNamespace())        # a guidance without graphs (the CPU)
+
+
 @pytest.mark.parametrize("stored, slug", [("cost.json", "nvidia-h200"), ("cost_cpu.json", "cpu")])
 def test_committed_profiles_are_the_fit_of_the_committed_measurements(tmp_path, stored, slug):
     """``bench cost --refit`` of the stored raw numbers gives the committed profile: a change of the model's
@@ -291,3 +319,22 @@ def test_committed_profiles_are_the_fit_of_the_committed_measurements(tmp_path, 
         assert fitted["coefficients"][part] == pytest.approx(coef, rel=1e-6, abs=1e-12), part
     for part, err in committed["held_out_error"].items():
         assert fitted["held_out_error"][part] == pytest.approx(err), part
+
+
+@pytest.mark.slow
+def test_bench_cost_quick_runs_end_to_end_on_the_cpu(tmp_path):
+    """``bench cost --quick --cpu``: the whole measuring path (prior grid, the preset with its shape prior,
+    exports after an untimed one, repeated checkpoints) on tiny settings, fitted and written (~25 s)."""
+    import json
+
+    from backend.bench.cost import main
+
+    assert main(["--quick", "--cpu", "--out", str(tmp_path)]) == 0
+    run = json.loads((tmp_path / "cost_cpu.json").read_text())
+    assert run["quick"] and not run["partial"] and run["export_warmup"]
+    assert [c["overrides"] for c in run["configs"]][-1]["shape_model"] == "builtin-shape"
+    assert all(len(c["checkpoint_times_s"]) == 3 for c in run["configs"])
+    assert all(e["stages_s"] and e["faces"] > 0 for e in run["exports"])
+    profile = Profile.load(tmp_path / "profile.json")
+    assert set(profile.data["coefficients"]) == {"step", "memory", "preview", "checkpoint", "export"}
+    assert "import" not in profile.coef("export")
