@@ -108,8 +108,8 @@ def field_params(s: GenerationSettings) -> float:
 # mapped afresh (zeroed pages, one fault per 4 KiB), and unmapped when freed; a smaller one, once the
 # dynamic threshold has grown past it, comes back from the heap already faulted in. Measured on the
 # CPU (session 25, 2-core EPYC, one torch thread, the schema's 16-level 2^19 grid, a 48 MiB table):
-# 654 ms a step as it is, 374 ms with MALLOC_MMAP_THRESHOLD_ raised past the table; a 13 MiB table
-# 281 -> 222 ms.
+# 654 ms a step as it is, 374 ms with MALLOC_MMAP_THRESHOLD_ raised past the table (a 13 MiB table:
+# 222-281 ms either way, this machine's noise).
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 
 
