@@ -12,9 +12,20 @@ Architectures: the built-in prior at its preset and around it, and on CUDA the S
 (random weights built from its configuration, as ``bench speed`` does) at the default settings and
 around them. The CPU grid has the prior only: a CPU SD step takes the better part of a minute.
 
+Each configuration is measured as a fresh run would meet it: the guidance's captured UNet graphs are
+dropped before it (a run captures its own at its first step; one kept from an earlier configuration
+would be replayed, and a replay's memory is not in ``max_memory_allocated``), a checkpoint is saved
+three times (the median kept), and on a GPU the built-in prior's grid, whose small steps measure the
+host's launch speed more than the settings, is measured twice (the second pass in reverse order, the
+median of the two kept). Exports start after one untimed export (the first one of a process imports
+the mesh libraries, ~0.5 s) and record their stages' times and the face count.
+
 Writes ``backend/cost/profiles/<device-slug>.json`` (the estimator reads it) and
-``results/speed/cost.json`` (raw numbers, the fit, the held-out table). Sized for ~5 minutes on an
-H200; the CPU grid takes a few minutes on two cores. Refit: ``python -m backend bench cost``.
+``results/speed/cost.json`` (raw numbers, the fit, the held-out table); the raw numbers are written
+after every configuration too, so a run cut short leaves what it measured for ``--refit``. Sized
+for ~6-7 minutes on an H200; the CPU grid takes ~10 minutes on two cores. ``--quick``: a few tiny
+configurations and exports, written to a temporary folder (a smoke test of the whole path).
+Refit from stored numbers: ``python -m backend bench cost --refit results/speed/cost.json``.
 """
 
 from __future__ import annotations
@@ -36,15 +47,19 @@ from backend.cost.device import cpu_facts, gpu_facts
 from backend.cost.model import (BUILTIN_ARCH, GB, PROFILE_VERSION, SD_ARCH, checkpoint_features, export_features,
                                 fit, memory_features, predict, preview_features, profile_path, relative_errors,
                                 step_features)
+from backend.engine.guidance.models import BUILTIN_SHAPE
 from shared.presets import PRESETS
 from shared.settings import GenerationSettings
 
 PROMPT = "a red cube"
 
 # (architecture, settings over the architecture's base, held out?). The base: the prior's preset for
-# the prior, the schema defaults (threestudio's dreamfusion-sd) for SD-1.5.
+# the prior, as the grid was first measured (32x1 renders, no shape prior: since session 23 the preset
+# renders 48x1, which is a held-out row here, and guides with a second prior, measured on its own in
+# SHAPE_GRID); the schema defaults (threestudio's dreamfusion-sd) for SD-1.5.
+PRIOR_BASE = {"resolution_schedule": "32x1", "shape_model": ""}
 PRIOR_GRID = [
-    ({}, False),                                                       # the preset: 32x1, 64 samples
+    ({}, False),                                                       # 32x1, 64 samples, 8 levels of 2^16
     ({"resolution_schedule": "64x1"}, False),
     ({"samples_per_ray": 128}, False),
     ({"resolution_schedule": "32x2"}, False),
@@ -54,7 +69,18 @@ PRIOR_GRID = [
     ({"resolution_schedule": "48x1"}, True),
     ({"resolution_schedule": "48x2", "samples_per_ray": 96}, True),
     ({"hash_levels": 12, "hash_log2_size": 18, "hash_max_resolution": 1024, "samples_per_ray": 48}, True),
+    # Session 25: the hash grid's cost split between lookups (samples x levels) and parameters (Adam,
+    # the gradient) could not be told apart: both fitted grid variants had 16 levels and 64 samples. 16
+    # levels of a small table (1.8 M parameters, 7 MiB); 8 levels of a table just under glibc's 32 MiB
+    # mmap threshold (5.9 M, 22 MiB); a second table above it (24 M, 92 MiB) at other renders (the CPU
+    # step's and the CUDA checkpoint's per-parameter surcharge above the threshold, backend/cost/model.py).
+    ({"hash_levels": 16, "hash_log2_size": 16, "hash_max_resolution": 2048}, False),
+    ({"hash_levels": 8, "hash_log2_size": 19, "hash_max_resolution": 2048}, False),
+    ({"hash_levels": 16, "hash_log2_size": 20, "hash_max_resolution": 4096, "resolution_schedule": "64x1"}, False),
 ]
+# The built-in preset as it ships (48x1 renders, prior v9 guiding the lit renders): both priors loaded,
+# measured with their own guidance pair after the grid above.
+SHAPE_GRID = [({"resolution_schedule": "48x1", "shape_model": BUILTIN_SHAPE}, False)]
 SD_GRID = [
     ({}, False),                                                       # the defaults: 64x1, 512 samples
     ({"resolution_schedule": "128x1"}, False),
@@ -76,6 +102,12 @@ EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (128, 512, 20000
                (128, 1024, 50000, True), (192, 512, 20000, True), (160, 1024, 30000, True), (224, 512, 10000, True)]
 CPU_EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (64, 1024, 5000, False), (96, 512, 20000, False), (128, 1024, 50000, False),
                    (160, 256, 10000, False), (128, 512, 20000, True), (96, 1024, 50000, True)]
+# ``--quick``: a smoke test of the whole path (a few tiny configurations and exports; its fit means nothing).
+QUICK_PRIOR_GRID = [({}, False), ({"resolution_schedule": "64x1"}, False), ({"resolution_schedule": "48x1"}, True)]
+QUICK_SD_GRID = [({}, False), ({"resolution_schedule": "128x1"}, False), ({"resolution_schedule": "192x1"}, True)]
+QUICK_EXPORT_GRID = [(32, 64, 500, False), (48, 128, 1000, False), (40, 64, 800, True)]
+QUICK_COUNTS = {"warmup": 2, "steps": 2, "block": 1}
+CHECKPOINT_REPEATS = 3
 
 
 # ---- measuring ------------------------------------------------------------------------------------
@@ -132,15 +164,31 @@ def seconds_per_step(trainer, n: int, device, block: int) -> float:
 
 
 def settings_for(arch: str, model: str, overrides: dict) -> GenerationSettings:
-    base = dict(PRESETS["builtin"]) if arch == BUILTIN_ARCH else {}
+    base = {**PRESETS["builtin"], **PRIOR_BASE} if arch == BUILTIN_ARCH else {}
     return GenerationSettings.from_dict({**base, "prompt": PROMPT, "model": model, **overrides})
 
 
-def measure_config(guidance, settings: GenerationSettings, device, counts: dict) -> dict:
-    """One configuration: step time in both phases, peak memory, one preview, one checkpoint save."""
+def drop_cuda_graphs(guidance) -> None:
+    """Forget the UNet graphs ``guidance`` captured (per input shape, kept for the process): the next
+    configuration captures its own, as a fresh run does at its first step. A graph kept from an earlier
+    configuration of the same shape would be replayed instead, and a replay's activations live in the
+    graph's private pool, outside ``max_memory_allocated``: in the runs of sessions 14 and 17 the
+    configurations after the first of their shape measured no UNet activations at all."""
+    for g in (guidance, getattr(guidance, "colour", None), getattr(guidance, "shape", None)):
+        graphs = getattr(g, "_graphs", None)
+        if isinstance(graphs, dict):
+            graphs.clear()
+
+
+def measure_config(guidance, settings: GenerationSettings, device, counts: dict,
+                   checkpoint_repeats: int = CHECKPOINT_REPEATS) -> dict:
+    """One configuration: step time in both phases, peak memory, one preview, ``checkpoint_repeats``
+    checkpoint saves (the median kept: one save's time varied by +-20% between configurations of the
+    same size, results/speed/NOTES.md session 25)."""
     from backend.engine.trainer import Trainer, png_bytes
 
     st = settings.resolution_stages[0]
+    drop_cuda_graphs(guidance)
     reset_peak(device)
     trainer = Trainer(settings, guidance, device)
     # Each phase is timed in its middle: the progressive hash-grid levels and the occupancy grid's
@@ -150,7 +198,9 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict)
         trainer.train_step()
     albedo = seconds_per_step(trainer, counts["steps"], device, counts["block"])
     trainer.step = settings.albedo_warmup_steps + max(0, settings.steps - settings.albedo_warmup_steps) // 2
-    for _ in range(max(1, counts["warmup"] // 3)):       # the mixed shading's first normals pass
+    # The mixed shading's first normals passes (and, with a shape prior, its UNet's graph capture) before
+    # the timing: a quarter of these steps are albedo-only, so a few would not surely include one.
+    for _ in range(counts["warmup"]):
         trainer.train_step()
     after = seconds_per_step(trainer, counts["steps"], device, counts["block"])
     peak = peak_bytes(device)
@@ -159,38 +209,62 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict)
     for _ in range(2):
         png_bytes(trainer.preview())
     preview_s = (clock() - t0) / 2
+    saves = []
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = clock()
-        trainer.save_checkpoint(str(Path(tmp) / "ckpt.pt"))
-        checkpoint_s = clock() - t0
+        for _ in range(checkpoint_repeats):      # the same path each time, as a run's periodic saves
+            t0 = clock()
+            trainer.save_checkpoint(str(Path(tmp) / "ckpt.pt"))
+            saves.append(clock() - t0)
     del trainer
     return {"resolution": st.resolution, "batch": st.batch_size, "step_s_albedo": albedo,
-            "step_s_after_warmup": after, "peak_bytes": peak, "preview_s": preview_s, "checkpoint_s": checkpoint_s}
+            "step_s_after_warmup": after, "peak_bytes": peak, "preview_s": preview_s,
+            "checkpoint_s": statistics.median(saves), "checkpoint_times_s": saves}
+
+
+MERGED = ("step_s_albedo", "step_s_after_warmup", "preview_s", "checkpoint_s")
+
+
+def merge_passes(passes: list[dict]) -> dict:
+    """One configuration measured in several passes: the median of each time, the largest peak, and
+    each pass's own numbers under ``passes``."""
+    row = dict(passes[0])
+    for key in MERGED:
+        row[key] = statistics.median(p[key] for p in passes)
+    row["peak_bytes"] = max(p["peak_bytes"] for p in passes)
+    if len(passes) > 1:
+        row["passes"] = [{k: p[k] for k in (*MERGED, "peak_bytes")} for p in passes]
+    return row
 
 
 def measure_exports(guidance, device, grid, repeats: int = 1) -> list[dict]:
     """Each export of ``grid`` timed ``repeats`` times, the median kept: on the H200 single timings of
-    neighbouring grids differed by more than their work does (results/speed/NOTES.md, session 17)."""
-    import statistics
-
+    neighbouring grids differed by more than their work does (results/speed/NOTES.md, session 17).
+    One untimed export first: the first of a process imports the mesh libraries (trimesh, xatlas,
+    PyMCubes, fast_simplification: ~0.5 s, NOTES.md session 25), which no later export pays. Each row
+    keeps the median run's stage times (``stages_s``) and the mesh's face count (``faces``)."""
     from backend.engine.trainer import Trainer
 
     settings = settings_for(BUILTIN_ARCH, "builtin", {})
     trainer = Trainer(settings, guidance, device)
     for _ in range(60):                                 # a shape to mesh, not the initial blob only
         trainer.train_step()
+    trainer.s = settings.replace(mesh_resolution=32, texture_size=64, face_budget=500)
+    trainer.export()                                    # untimed: imports and first calls
     rows = []
     for mesh_res, tex, faces, held in grid:
         trainer.s = settings.replace(mesh_resolution=mesh_res, texture_size=tex, face_budget=faces)
-        times = []
+        runs = []
         for _ in range(repeats):
             synchronize(device)
             t0 = clock()
-            trainer.export()
-            times.append(clock() - t0)
+            result = trainer.export()
+            runs.append((clock() - t0, result.timings, result.n_faces))
+        times = [r[0] for r in runs]
+        median_run = sorted(runs, key=lambda r: r[0])[(len(runs) - 1) // 2]
         rows.append({"overrides": {"mesh_resolution": mesh_res, "texture_size": tex, "face_budget": faces},
-                     "held_out": held, "export_s": statistics.median(times), "export_times_s": times})
-        print("export", rows[-1], flush=True)
+                     "held_out": held, "export_s": statistics.median(times), "export_times_s": times,
+                     "stages_s": median_run[1], "faces": median_run[2], "after_warmup_export": True})
+        print("export", {k: v for k, v in rows[-1].items() if k != "stages_s"}, flush=True)
     return rows
 
 
@@ -210,56 +284,74 @@ def fit_and_test(parts: dict[str, list[tuple[dict, float, bool]]]) -> tuple[dict
     return coefficients, errors
 
 
-def held_out_table(configs: list[dict], exports: list[dict], coefficients: dict, native: dict, cuda: bool) -> str:
+def export_rows(run: dict) -> list[tuple[dict, float, bool]]:
+    """(features, seconds, held out) of each export of ``run``. Features from the mesh's measured face
+    count where the run recorded it. A run without the untimed first export (before session 25) timed
+    the library imports in its first export: that row gets a feature of its own (``import``, fitted but
+    never predicted), so the one-off import does not pass for a cost of every export."""
+    rows = []
+    for i, e in enumerate(run["exports"]):
+        f = export_features(settings_for(BUILTIN_ARCH, "builtin", e["overrides"]), faces=e.get("faces"))
+        if i == 0 and not e.get("after_warmup_export"):
+            f["import"] = 1.0
+        rows.append((f, e["export_s"], e["held_out"]))
+    return rows
+
+
+def config_parts(run: dict) -> dict[str, list[tuple[dict, float, bool]]]:
+    """(features, measured value, held out) rows of the step, memory, preview and checkpoint parts."""
+    cuda, native = run["cuda"], {a: v["native_resolution"] for a, v in run["architectures"].items()}
+    parts: dict[str, list] = {"step": [], "memory": [], "preview": [], "checkpoint": []}
+    for c in run["configs"]:
+        s = GenerationSettings.from_dict(c["settings"])
+        for phase, key in ((False, "step_s_albedo"), (True, "step_s_after_warmup")):
+            parts["step"].append((step_features(s, c["resolution"], c["batch"], phase, native, cuda=cuda), c[key],
+                                  c["held_out"]))
+        parts["memory"].append((memory_features(s, c["resolution"], c["batch"], native, cuda), c["peak_bytes"] / GB,
+                                c["held_out"]))
+        parts["preview"].append((preview_features(s), c["preview_s"], c["held_out"]))
+        parts["checkpoint"].append((checkpoint_features(s, cuda=cuda), c["checkpoint_s"], c["held_out"]))
+    return parts
+
+
+def held_out_table(run: dict, coefficients: dict) -> str:
+    cuda, native = run["cuda"], {a: v["native_resolution"] for a, v in run["architectures"].items()}
     lines = ["| held-out setting | quantity | measured | predicted | error |", "|---|---|---:|---:|---:|"]
-    for c in configs:
+
+    def line(name: str, quantity: str, measured: float, predicted: float, fmt: str = ".1f") -> None:
+        lines.append(f"| {name} | {quantity} | {measured:{fmt}} | {predicted:{fmt}} | "
+                     f"{100 * abs(predicted - measured) / measured:.0f}% |")
+
+    for c in run["configs"]:
         if not c["held_out"]:
             continue
         s = GenerationSettings.from_dict(c["settings"])
         name = f"{c['arch']} " + (", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "defaults")
         for phase, key in ((False, "step_s_albedo"), (True, "step_s_after_warmup")):
-            pred = predict(coefficients["step"], step_features(s, c["resolution"], c["batch"], phase, native))
-            lines.append(f"| {name} | step, {'after warm-up' if phase else 'albedo warm-up'} (ms) | "
-                         f"{c[key] * 1000:.1f} | {pred * 1000:.1f} | {100 * abs(pred - c[key]) / c[key]:.0f}% |")
+            pred = predict(coefficients["step"], step_features(s, c["resolution"], c["batch"], phase, native, cuda=cuda))
+            line(name, f"step, {'after warm-up' if phase else 'albedo warm-up'} (ms)", c[key] * 1000, pred * 1000)
         pred = predict(coefficients["memory"], memory_features(s, c["resolution"], c["batch"], native, cuda))
-        meas = c["peak_bytes"] / GB
-        lines.append(f"| {name} | peak memory (GB) | {meas:.2f} | {pred:.2f} | {100 * abs(pred - meas) / meas:.0f}% |")
-    for e in exports:
-        if e["held_out"]:
-            s = settings_for(BUILTIN_ARCH, "builtin", e["overrides"])
-            pred = predict(coefficients["export"], export_features(s))
-            lines.append(f"| export {e['overrides']['mesh_resolution']}³ / {e['overrides']['texture_size']}² / "
-                         f"{e['overrides']['face_budget']} faces | export (s) | {e['export_s']:.2f} | {pred:.2f} | "
-                         f"{100 * abs(pred - e['export_s']) / e['export_s']:.0f}% |")
+        line(name, "peak memory (GB)", c["peak_bytes"] / GB, pred, ".2f")
+        line(name, "preview (ms)", c["preview_s"] * 1000, predict(coefficients["preview"], preview_features(s)) * 1000)
+        line(name, "checkpoint (ms)", c["checkpoint_s"] * 1000,
+             predict(coefficients["checkpoint"], checkpoint_features(s, cuda=cuda)) * 1000)
+    for e, (f, y, held) in zip(run["exports"], export_rows(run)):
+        if held:
+            o = e["overrides"]
+            line(f"export {o['mesh_resolution']}³ / {o['texture_size']}² / {o['face_budget']} faces", "export (s)",
+                 y, predict(coefficients["export"], f), ".2f")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend bench cost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results/speed", help="folder for cost.json")
-    parser.add_argument("--profile", default=None,
-                        help="where to write the fitted profile (default: backend/cost/profiles/<device>.json)")
-    parser.add_argument("--model-dir", default="/tmp/dreamprop-sd15", help="where the SD-1.5 layout is built (CUDA)")
-    parser.add_argument("--cpu", action="store_true", help="measure the CPU even when CUDA is present")
-    parser.add_argument("--no-sd15", action="store_true", help="the built-in prior only")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (0: torch's default). On a CPU shared with other work, 1 "
-                             "avoids threads spinning against each other")
-    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
-                        help="wall time (default), or this process's CPU time: with --threads 1 on a shared "
-                             "CPU, close to an idle machine's single-thread time")
-    parser.add_argument("--refit", default=None, metavar="COST_JSON",
-                        help="no measuring: fit again the raw numbers of an earlier run (its cost.json / cost_cpu.json)")
-    args = parser.parse_args(argv)
-    if args.refit:
-        fit_and_write(json.loads(Path(args.refit).read_text()), args)
-        return 0
+def measure(args, out: Path) -> dict:
+    """Measure this device's grid; the raw numbers (``run``) are written to ``out`` after every
+    configuration and after the exports, so a run cut short leaves what it measured (``--refit``)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.clock == "process":
         _CLOCK["clock"] = time.process_time
     from backend.engine.guidance import load_guidance
+    from backend.engine.guidance.models import load_guidance_for
 
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
@@ -271,62 +363,134 @@ def main(argv: list[str] | None = None) -> int:
                                                      "slug": re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
         counts = {"warmup": 8, "steps": 15, "block": 5}
         big_counts = {"warmup": 4, "steps": 6, "block": 2}
-        export_grid = EXPORT_GRID
+        export_grid, export_repeats = EXPORT_GRID, 3
     else:
         facts_dict = cpu_facts().to_dict()
         counts = big_counts = {"warmup": 2, "steps": 6, "block": 1}
-        export_grid = CPU_EXPORT_GRID
+        export_grid, export_repeats = CPU_EXPORT_GRID, 1
+    prior_grid, sd_grid = PRIOR_GRID, SD_GRID
+    # On a GPU the prior's small steps are bound by the host's kernel launches, which drift over a run
+    # (sessions 14 and 17: the same configurations 13-16 ms in one run, 15-25 ms in the other): two
+    # passes, the second in reverse order. Cheap there (~2 s a configuration); a CPU pass takes minutes.
+    prior_passes = 2 if cuda else 1
+    if args.quick:
+        counts = big_counts = QUICK_COUNTS
+        prior_grid, sd_grid, export_grid, export_repeats, prior_passes = (
+            QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1)
     facts_dict.pop("memory_free_bytes", None)
     facts_dict.pop("index", None)
     from backend.cost.device import BANDWIDTH_GBS
 
     facts_dict["bandwidth_gbs"] = BANDWIDTH_GBS.get(facts_dict["slug"])
     t_start = time.perf_counter()
-    grids = [(BUILTIN_ARCH, "builtin", PRIOR_GRID)]
+    run = {"device": facts_dict, "cuda": cuda, "wall_s": 0.0, "configs": [], "exports": [], "architectures": {},
+           "versions": {"torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads(), "clock": args.clock},
+           "quick": bool(args.quick), "partial": True}
+
+    def save_raw() -> None:
+        run["wall_s"] = time.perf_counter() - t_start
+        out.mkdir(parents=True, exist_ok=True)
+        (out / results_name(cuda)).write_text(json.dumps(run, indent=1, default=str) + "\n")
+
+    # (architecture, model, grid, passes, with the shape prior?)
+    grids = [(BUILTIN_ARCH, "builtin", prior_grid, prior_passes, False),
+             (BUILTIN_ARCH, "builtin", SHAPE_GRID, 1, True)]
     if cuda and not args.no_sd15:
         from backend.bench.sd15 import build_sd15
 
         t0 = clock()
         sd_model = str(build_sd15(Path(args.model_dir)))
         print(f"SD-1.5 architecture built in {clock() - t0:.0f} s", flush=True)
-        grids.append((SD_ARCH, sd_model, SD_GRID))
-    architectures, configs, exports = {}, [], []
-    for arch, model, grid in grids:
+        grids.append((SD_ARCH, sd_model, sd_grid, 1, False))
+    for arch, model, grid, passes, shape in grids:
         reset_peak(device)
         t0 = clock()
-        guidance = load_guidance(model, device)
+        if shape:       # the pair (model + shape_model), loaded as a run with the preset loads it
+            guidance = load_guidance_for(settings_for(arch, model, grid[0][0]), device)
+        else:
+            guidance = load_guidance(model, device)
         load_s = clock() - t0
-        architectures[arch] = {"native_resolution": int(guidance.native_resolution), "load_s": load_s}
-        print(f"{arch}: loaded in {load_s:.1f} s, native resolution {guidance.native_resolution}", flush=True)
-        for overrides, held in grid:
-            settings = settings_for(arch, model, overrides)
-            guidance.configure(settings)
-            big = settings.resolution_stages[0].resolution * settings.resolution_stages[0].batch_size >= 256 and arch == SD_ARCH
-            row = {"arch": arch, "overrides": overrides, "held_out": held,
-                   "settings": {**settings.to_dict(), "model": "builtin" if arch == BUILTIN_ARCH else "sd15"}}
-            try:
-                row.update(measure_config(guidance, settings, device, big_counts if big else counts))
-            except torch.OutOfMemoryError:
-                print(f"{arch} {overrides}: out of memory, skipped", flush=True)
-                continue
-            configs.append(row)
-            print(f"{arch} {overrides}{' (held out)' if held else ''}: "
-                  f"{row['step_s_albedo'] * 1000:.1f} / {row['step_s_after_warmup'] * 1000:.1f} ms, "
-                  f"peak {row['peak_bytes'] / GB:.2f} GB  [{time.perf_counter() - t_start:.0f} s]", flush=True)
-        if arch == BUILTIN_ARCH:
+        if not shape:
+            run["architectures"][arch] = {"native_resolution": int(guidance.native_resolution), "load_s": load_s}
+        print(f"{arch}{' + shape prior' if shape else ''}: loaded in {load_s:.1f} s, native resolution "
+              f"{guidance.native_resolution}", flush=True)
+        measured: dict[int, list[dict]] = {}
+        done = run["configs"]
+
+        def merged() -> list[dict]:
+            """This grid's configurations measured so far (in grid order, passes merged)."""
+            return [{"arch": arch, "overrides": grid[i][0], "held_out": grid[i][1],
+                     "settings": {**settings_for(arch, model, grid[i][0]).to_dict(),
+                                  "model": "builtin" if arch == BUILTIN_ARCH else "sd15"},
+                     **merge_passes(measured[i])} for i in sorted(measured)]
+
+        for p in range(passes):
+            order = range(len(grid)) if p % 2 == 0 else reversed(range(len(grid)))
+            for i in order:
+                overrides, held = grid[i]
+                settings = settings_for(arch, model, overrides)
+                guidance.configure(settings)
+                big = settings.resolution_stages[0].resolution * settings.resolution_stages[0].batch_size >= 256 and arch == SD_ARCH
+                try:
+                    m = measure_config(guidance, settings, device, big_counts if big else counts)
+                except torch.OutOfMemoryError:
+                    print(f"{arch} {overrides}: out of memory, skipped", flush=True)
+                    continue
+                measured.setdefault(i, []).append(m)
+                run["configs"] = done + merged()
+                save_raw()
+                print(f"{arch} {overrides}{' (held out)' if held else ''}{f' pass {p + 1}' if passes > 1 else ''}: "
+                      f"{m['step_s_albedo'] * 1000:.1f} / {m['step_s_after_warmup'] * 1000:.1f} ms, "
+                      f"peak {m['peak_bytes'] / GB:.2f} GB, checkpoint {m['checkpoint_s'] * 1000:.0f} ms  "
+                      f"[{time.perf_counter() - t_start:.0f} s]", flush=True)
+        run["configs"] = done + merged()
+        save_raw()
+        if arch == BUILTIN_ARCH and not shape:
             # three timings each on a GPU (an export there is 1-8 s); a CPU export takes up to a minute
-            exports = measure_exports(guidance, device, export_grid, repeats=3 if cuda else 1)
+            run["exports"] = measure_exports(guidance, device, export_grid, repeats=export_repeats)
+            run["export_warmup"] = True
+            save_raw()
         del guidance
         reset_peak(device)
-    run = {"device": facts_dict, "cuda": cuda, "wall_s": time.perf_counter() - t_start, "configs": configs,
-           "exports": exports, "architectures": architectures,
-           "versions": {"torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads(), "clock": args.clock}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # The raw numbers first: should the fit fail, `--refit` fits them again without measuring.
-    (out / results_name(cuda)).write_text(json.dumps(run, indent=1, default=str) + "\n")
-    fit_and_write(run, args)
+    run["partial"] = False
+    save_raw()
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend bench cost", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None,
+                        help="folder for cost.json / cost_cpu.json (default results/speed; with --quick a new "
+                             "temporary folder)")
+    parser.add_argument("--profile", default=None,
+                        help="where to write the fitted profile (default: backend/cost/profiles/<device>.json; "
+                             "with --quick, profile.json in --out)")
+    parser.add_argument("--model-dir", default="/tmp/dreamprop-sd15", help="where the SD-1.5 layout is built (CUDA)")
+    parser.add_argument("--cpu", action="store_true", help="measure the CPU even when CUDA is present")
+    parser.add_argument("--no-sd15", action="store_true", help="the built-in prior only")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: three tiny configurations per architecture, three small exports, "
+                             "two timed steps each; writes to a temporary folder unless --out/--profile say "
+                             "otherwise (its fit means nothing)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (0: torch's default). On a CPU shared with other work, 1 "
+                             "avoids threads spinning against each other")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="wall time (default), or this process's CPU time: with --threads 1 on a shared "
+                             "CPU, close to an idle machine's single-thread time")
+    parser.add_argument("--refit", default=None, metavar="COST_JSON",
+                        help="no measuring: fit again the raw numbers of an earlier run (its cost.json / cost_cpu.json)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = tempfile.mkdtemp(prefix="bench-cost-quick-") if args.quick else "results/speed"
+    if args.quick and args.profile is None:
+        args.profile = str(Path(args.out) / "profile.json")
+    if args.refit:
+        fit_and_write(json.loads(Path(args.refit).read_text()), args)
+        return 0
+    fit_and_write(measure(args, Path(args.out)), args)
     return 0
 
 
@@ -338,22 +502,9 @@ def fit_and_write(run: dict, args) -> None:
     """Fit the measured run, write the profile and the results file, print the held-out table."""
     facts_dict, cuda, configs, exports = run["device"], run["cuda"], run["configs"], run["exports"]
     architectures, versions, wall = run["architectures"], run["versions"], run["wall_s"]
-    native = {a: v["native_resolution"] for a, v in architectures.items()}
-
-    parts: dict[str, list] = {"step": [], "memory": [], "preview": [], "checkpoint": [], "export": []}
-    for c in configs:
-        s = GenerationSettings.from_dict(c["settings"])
-        for phase, key in ((False, "step_s_albedo"), (True, "step_s_after_warmup")):
-            parts["step"].append((step_features(s, c["resolution"], c["batch"], phase, native), c[key], c["held_out"]))
-        parts["memory"].append((memory_features(s, c["resolution"], c["batch"], native, cuda), c["peak_bytes"] / GB,
-                                c["held_out"]))
-        parts["preview"].append((preview_features(s), c["preview_s"], c["held_out"]))
-        parts["checkpoint"].append((checkpoint_features(s), c["checkpoint_s"], c["held_out"]))
-    for e in exports:
-        parts["export"].append((export_features(settings_for(BUILTIN_ARCH, "builtin", e["overrides"])), e["export_s"],
-                                e["held_out"]))
-    coefficients, errors = fit_and_test(parts)
-    table = held_out_table(configs, exports, coefficients, native, cuda)
+    parts = {**config_parts(run), "export": export_rows(run)}
+    coefficients, errors = fit_and_test({k: v for k, v in parts.items() if v})
+    table = held_out_table(run, coefficients)
     approximate = None if cuda else (f"approximate: measured on a CPU shared with other work ({versions['clock']} "
                                      f"time, {versions['threads']} torch thread(s)); refit on your machine with "
                                      "`python -m backend bench cost`")

@@ -134,7 +134,7 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
     stages, steps_s = [], 0.0
     for st, lo, hi in _stage_spans(s):
         warm_end = min(max(s.albedo_warmup_steps, lo), hi)
-        ms = {phase: predict(step_coef, step_features(s, st.resolution, st.batch_size, phase, p.native))
+        ms = {phase: predict(step_coef, step_features(s, st.resolution, st.batch_size, phase, p.native, cuda=p.cuda))
               * choice.time_scale for phase in (False, True)}
         secs = (warm_end - lo) * ms[False] + (hi - warm_end) * ms[True]
         steps_s += secs
@@ -143,7 +143,7 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
     previews = s.steps // s.preview_interval if s.preview_interval else 0
     previews_s = previews * predict(p.coef("preview"), preview_features(s)) * choice.time_scale
     saves = (s.steps // s.checkpoint_interval if s.checkpoint_interval else 0) + 1 if checkpoints else 0
-    checkpoints_s = saves * predict(p.coef("checkpoint"), checkpoint_features(s)) * choice.time_scale
+    checkpoints_s = saves * predict(p.coef("checkpoint"), checkpoint_features(s, cuda=p.cuda)) * choice.time_scale
     export_s = predict(p.coef("export"), export_features(s)) * choice.time_scale
     loaded = [arch] + ([shape] if shape is not None else [])
     load_s = sum(p.data["architectures"][a].get("load_s", 0.0) for a in loaded) if include_load else 0.0

@@ -27,6 +27,13 @@ along the axes a user turns:
 - **previews**, **checkpoints** and the **export** (marching cubes cells, texture texels, faces),
   each a line of its own.
 
+Host memory on the CPU (and for a checkpoint's copies off the GPU) has one step in it: glibc serves
+an allocation above 32 MiB (its largest mmap threshold) with fresh pages from the kernel every time,
+and a hash table above that size pays for it by the byte. So a CPU step has a term of its own for
+such a table (``big_field_params``: its gradient and Adam's temporaries are new mappings each
+step), and so has a CUDA checkpoint (the table and its two Adam moments are each copied into a new
+host buffer before they are written).
+
 Coefficients come from least squares on the measured runs, each row divided by its measured value
 (relative error is what a user feels: 2 s off a 10 s run is as bad as 20 off 100) and with
 non-negative coefficients (scipy's NNLS: no term can make a run cheaper). ``python -m backend bench
@@ -97,6 +104,21 @@ def field_params(s: GenerationSettings) -> float:
     return float(entries * s.hash_features)
 
 
+# glibc's largest mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit): a larger allocation is always
+# mapped afresh (zeroed pages, one fault per 4 KiB), and unmapped when freed; a smaller one, once the
+# dynamic threshold has grown past it, comes back from the heap already faulted in. Measured on the
+# CPU (session 25, 2-core EPYC, one torch thread, the schema's 16-level 2^19 grid, a 48 MiB table):
+# 654 ms a step as it is, 374 ms with MALLOC_MMAP_THRESHOLD_ raised past the table (a 13 MiB table:
+# 222-281 ms either way, this machine's noise).
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+
+
+def big_table(s: GenerationSettings) -> bool:
+    """Whether the hash table (one float32 tensor of ``field_params`` entries, ``encoding.table``) is
+    above ``MMAP_THRESHOLD_BYTES``: its host copies and CPU gradients are fresh mappings each time."""
+    return field_params(s) * 4 > MMAP_THRESHOLD_BYTES
+
+
 def normals_share(s: GenerationSettings, after_warmup: bool) -> float:
     """Share of steps whose shading needs normals (the trainer's ``choose_shading``)."""
     if not after_warmup:
@@ -111,7 +133,9 @@ def guidance_resolution(s: GenerationSettings, native: dict[str, int], arch: str
 
 
 def step_features(s: GenerationSettings, resolution: int, batch: int, after_warmup: bool,
-                  native: dict[str, int]) -> dict[str, float]:
+                  native: dict[str, int], cuda: bool = False) -> dict[str, float]:
+    """``cuda``: the profile's device is a GPU (the hash table's gradient and Adam's state live in its
+    memory, not the host's)."""
     rays = batch * resolution * resolution
     samples = rays * s.samples_per_ray / 1e6
     params = field_params(s) / 1e6
@@ -121,6 +145,11 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
            "normal_samples": samples * normals_share(s, after_warmup),
            f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": params,
            "normal_field_params": params * normals_share(s, after_warmup)}
+    if not cuda and big_table(s):
+        # On the CPU a table above glibc's mmap threshold costs more per parameter than a smaller one:
+        # each step's gradient and Adam's temporaries of its size are mapped afresh and faulted in
+        # (MMAP_THRESHOLD_BYTES). Not on a GPU: the caching allocator reuses its blocks.
+        out["big_field_params"] = params
     shape = shape_architecture(s)
     if shape is not None:
         # The lit and textureless renders (the steps that shade with normals) go through the shape prior's
@@ -152,11 +181,27 @@ def memory_features(s: GenerationSettings, resolution: int, batch: int, native: 
 
 
 def preview_features(s: GenerationSettings) -> dict[str, float]:
-    return {"preview": 1.0, "preview_samples": s.preview_size**2 * s.samples_per_ray / 1e6}
+    """A preview renders ``preview_size``^2 rays through the field without gradients: per sample the MLPs
+    and, per hash level, the 8-corner lookups (``preview_sample_levels``, as the step's ``sample_levels``:
+    the CPU runs of record took 104-115 ms for a 16-level grid's preview, 55-58 ms for the 8-level one's
+    at the same samples)."""
+    samples = s.preview_size**2 * s.samples_per_ray / 1e6
+    return {"preview": 1.0, "preview_samples": samples, "preview_sample_levels": samples * s.hash_levels / 16}
 
 
-def checkpoint_features(s: GenerationSettings) -> dict[str, float]:
-    return {"checkpoint": 1.0, "field_params": field_params(s) / 1e6}
+def checkpoint_features(s: GenerationSettings, cuda: bool = False) -> dict[str, float]:
+    """A save writes the table and Adam's two moments of it (12 bytes a parameter; the MLPs and the
+    occupancy grid are small beside them) and fsyncs the file: a fixed cost and one per byte."""
+    params = field_params(s) / 1e6
+    out = {"checkpoint": 1.0, "field_params": params}
+    if cuda and big_table(s):
+        # torch.save copies each CUDA tensor into a new pageable host buffer (``storage.cpu()``); above
+        # glibc's mmap threshold that buffer is fresh pages, faulted in as the copy lands. Both H200
+        # runs of record (sessions 14 and 17) show it in their fitted rows: the line through the 3 and
+        # 13 MiB tables' saves (~16 and ~53 ms) gives ~150 ms for the 48 MiB one, measured 290-340 ms.
+        # A CPU checkpoint writes the tensors where they are: no copy, no such term.
+        out["big_field_params"] = params
+    return out
 
 
 # Faces marching cubes gives per res^2: measured on trained coarse fields of the built-in prior (CPU,
@@ -165,12 +210,15 @@ def checkpoint_features(s: GenerationSettings) -> dict[str, float]:
 MC_FACES_PER_RES2 = 2.5
 
 
-def export_features(s: GenerationSettings) -> dict[str, float]:
+def export_features(s: GenerationSettings, faces: float | None = None) -> dict[str, float]:
     """Marching cubes works on every cell; simplification, baking and the GLB on the faces that are
     left (the budget, or fewer when the grid gives fewer); xatlas's UV unwrap grows faster than the
     faces (``faces_sq``: on this project's meshes 10k / 20k / 40k / 80k / 160k faces took 0.3 / 0.7 /
-    2.0 / 6.0 / 24.8 s, CPU, session 16)."""
-    faces = min(s.face_budget, MC_FACES_PER_RES2 * s.mesh_resolution**2) / 1e5
+    2.0 / 6.0 / 24.8 s, CPU, session 16). ``faces``: the mesh's face count when it is known (a measured
+    export; the fit), else the budget capped by what the grid gives."""
+    if faces is None:
+        faces = min(s.face_budget, MC_FACES_PER_RES2 * s.mesh_resolution**2)
+    faces /= 1e5
     return {"export": 1.0, "mesh_cells": (s.mesh_resolution / 256) ** 3, "texels": (s.texture_size / 1024) ** 2,
             "faces": faces, "faces_sq": faces**2}
 
