@@ -361,8 +361,6 @@ class GenerationSettings:
             _check(f, getattr(self, f.name))
         if require_prompt and not self.prompt.strip() and not self.is_image_job:
             raise SettingError("prompt", "must not be empty")
-        if self.is_image_job and self.has_fine_stage:
-            raise SettingError("stages", "an image job runs the coarse stage only for now: use 'coarse'")
         if self.has_shape_model and self.is_image_job and not (self.joint_text_guidance or self.prompt_from_picture):
             raise SettingError("shape_model", "an image job uses it for its text prior only (joint mode: give a "
                                "prompt and text_guidance_weight > 0): leave it empty")

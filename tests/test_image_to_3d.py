@@ -51,3 +51,24 @@ def test_one_picture_makes_the_object(view_prior):
     truth = ground_truth(PROMPT)
     score, _ = best_yaw_iou(voxelize(mesh.vertices, mesh.faces, 64), truth.sdf, period=truth.yaw_period)
     assert score > 0.5, score
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_an_image_job_with_a_fine_stage_keeps_the_reference_losses(view_prior):
+    """``stages`` coarse,fine on an image job: the fine stage (the SDF on the coarse surface) is fitted to
+    the picture too (its losses have the reference view's terms), and the result is still the object."""
+    from backend.engine.api import generate
+
+    model, image_weight = view_prior
+    png = picture_png(PROMPT, elevation=ELEVATION, azimuth=AZIMUTH, size=128)
+    settings = short_image_settings(model, image_weight, stages="coarse,fine", fine_steps=3)
+    result = generate(settings, device="cpu", reference_image=png)
+    assert result.metadata["stages"] == "coarse,fine"
+    assert result.metadata["reference"]["mask_source"] == "alpha"
+    assert {"ref_rgb", "ref_mask", "sds"} <= set(result.metadata["final_losses"])       # the fine stage's
+    assert {"ref_rgb", "ref_mask"} <= set(result.metadata["coarse_final_losses"])
+    mesh = load_glb(result.glb)
+    truth = ground_truth(PROMPT)
+    score, _ = best_yaw_iou(voxelize(mesh.vertices, mesh.faces, 64), truth.sdf, period=truth.yaw_period)
+    assert score > 0.5, score

@@ -66,7 +66,7 @@ def generate(settings: GenerationSettings, *, device: str = "auto", callback: Op
     if needs_stages(settings, init_mesh_glb=init_mesh_glb, init_checkpoint=init_checkpoint):
         return run_staged(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
                           should_cancel=should_cancel, init_mesh_glb=init_mesh_glb, init_checkpoint=init_checkpoint,
-                          guidance=guidance)
+                          guidance=guidance, reference_image=reference_image, allow_download=allow_download)
     return run_generation(settings, device=device, callback=callback, checkpoint_path=checkpoint_path,
                           should_cancel=should_cancel, init_mesh_glb=init_mesh_glb,
                           init_checkpoint=init_checkpoint, guidance=guidance, reference_image=reference_image,

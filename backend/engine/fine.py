@@ -95,9 +95,9 @@ class FineTrainer(Trainer):
 
     field: SDFField
 
-    def __init__(self, settings: GenerationSettings, guidance, device):
+    def __init__(self, settings: GenerationSettings, guidance, device, image_terms=None):
         self.run_settings = settings
-        super().__init__(fine_settings(settings), guidance, device)
+        super().__init__(fine_settings(settings), guidance, device, image_terms=image_terms)
         self.field.train_albedo = TRAIN_ALBEDO
         self.field.render_offset = RENDER_OFFSET_BETAS
         # Started on a coarse NeRF's surface, whose thin parts are too thick (``fine_thin_inset`` corrects

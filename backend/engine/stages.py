@@ -20,7 +20,7 @@ from typing import Optional
 
 from backend.engine.fine import STAGE, FineTrainer, checkpoint_stage
 from backend.engine.guidance.base import Guidance
-from backend.engine.trainer import Trainer, guidance_for_run, pick_device
+from backend.engine.trainer import Trainer, guidance_for_run, pick_device, reference_metadata
 from backend.engine.types import Cancelled, GenerationResult, ProgressEvent
 from shared.settings import GenerationSettings
 
@@ -41,14 +41,19 @@ def _relabel(callback, *, offset: int, total: int, stage: str, message: str):
 
 def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=None, checkpoint_path=None,
                should_cancel=None, init_mesh_glb=None, init_checkpoint=None,
-               guidance: Optional[Guidance] = None) -> GenerationResult:
-    """``api.generate`` for runs with a fine stage and for refine jobs (arguments as there)."""
+               guidance: Optional[Guidance] = None, reference_image: Optional[bytes] = None,
+               allow_download: bool = False) -> GenerationResult:
+    """``api.generate`` for runs with a fine stage and for refine jobs (arguments as there). An image job's
+    reference-view losses (``reference_image``) apply in both stages: the fine stage sharpens the surface
+    the picture shows, it does not drift from it."""
+    from backend.engine.reference import prepare_image_terms
     from backend.export.turntable import turntable_png
 
     settings.validate()
     dev = pick_device(device)
     t_start = time.perf_counter()
     guidance = guidance_for_run(settings, dev, guidance)
+    image_terms = prepare_image_terms(settings, guidance, reference_image, dev, allow_download=allow_download)
     t_loaded = time.perf_counter()
     refine = init_mesh_glb is not None or init_checkpoint is not None
     total = settings.run_steps(refine=refine)
@@ -62,12 +67,12 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
     saved_stage = checkpoint_stage(checkpoint_path)
     resumed_from, init_transform, coarse_losses, t_coarse = 0, None, {}, t_loaded
     if saved_stage == STAGE:
-        fine = FineTrainer(settings, guidance, dev)
+        fine = FineTrainer(settings, guidance, dev, image_terms=image_terms)
         fine.load_checkpoint(checkpoint_path)
         resumed_from = offset + fine.step
     else:
         if refine:
-            fine = FineTrainer(settings, guidance, dev)
+            fine = FineTrainer(settings, guidance, dev, image_terms=image_terms)
             if init_checkpoint:
                 init_event("fine stage: starting from the parent job's field")
                 fine.init_from_checkpoint(init_checkpoint)
@@ -76,7 +81,7 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
                 init_transform = fine.init_from_mesh(
                     init_mesh_glb, progress=lambda f: init_event(f"fine stage: fitting the mesh's colours {f:.0%}"))
         else:
-            coarse = Trainer(settings, guidance, dev)
+            coarse = Trainer(settings, guidance, dev, image_terms=image_terms)
             if saved_stage is not None:
                 coarse.load_checkpoint(checkpoint_path)
                 resumed_from = coarse.step
@@ -84,7 +89,7 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
                                                 message="coarse stage"), should_cancel, checkpoint_path)
             t_coarse = time.perf_counter()
             init_event("fine stage: signed distance of the coarse surface")
-            fine = FineTrainer(settings, guidance, dev)
+            fine = FineTrainer(settings, guidance, dev, image_terms=image_terms)
             fine.init_from_coarse(coarse)
             del coarse
         if checkpoint_path:
@@ -111,6 +116,7 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
         "resumed_from_step": resumed_from, "final_losses": final_losses, "coarse_final_losses": coarse_losses,
         "stages": "fine" if refine else settings.stages,
         "init_transform": init_transform,
+        "reference": reference_metadata(image_terms),
         "faces": int(exported.n_faces), "vertices": int(exported.n_vertices),
         "mesh_threshold": float(exported.threshold),
         "timings": {"load_s": t_loaded - t_start, "optimise_s": t_fit - t_loaded,

@@ -512,6 +512,23 @@ def prepare_generation(settings: GenerationSettings, *, device: str = "auto", ca
     return run
 
 
+def reference_metadata(image_terms) -> Optional[dict]:
+    """An image job's result metadata about its picture (None for a text job): where the object's mask
+    came from ("alpha" | "segmented"), the picture's size, its framing and the prompt read from it."""
+    if image_terms is None:
+        return None
+    recognised = image_terms.recognised
+    return {
+        "mask_source": image_terms.image.source,
+        "original_size": list(image_terms.image.original_size),
+        # the picture's framing: reference_fill, or the text prior's size of the object (joint mode)
+        "fill": image_terms.image.fill,
+        # auto_prompt: the prompt read from the picture (joint mode without a typed prompt)
+        "prompt_from_picture": None if recognised is None else {
+            "prompt": recognised.prompt, "margin": recognised.margin, "used": recognised.confident,
+            "runners_up": [c for c, _ in recognised.scores[1:3]]}}
+
+
 def finish_generation(run: Generation, final_losses: dict, *, callback=None,
                       t_fit: Optional[float] = None) -> GenerationResult:
     """Export the fitted field, render the turntable, and gather the metadata."""
@@ -538,17 +555,7 @@ def finish_generation(run: Generation, final_losses: dict, *, callback=None,
         "init_transform": run.init_transform,
         "faces": int(exported.n_faces), "vertices": int(exported.n_vertices),
         "mesh_threshold": float(exported.threshold),
-        # Image jobs: where the object's mask came from ("alpha" | "segmented") and the picture's size.
-        "reference": None if trainer.image_terms is None else {
-            "mask_source": trainer.image_terms.image.source,
-            "original_size": list(trainer.image_terms.image.original_size),
-            # the picture's framing: reference_fill, or the text prior's size of the object (joint mode)
-            "fill": trainer.image_terms.image.fill,
-            # auto_prompt: the prompt read from the picture (joint mode without a typed prompt)
-            "prompt_from_picture": None if trainer.image_terms.recognised is None else {
-                "prompt": trainer.image_terms.recognised.prompt, "margin": trainer.image_terms.recognised.margin,
-                "used": trainer.image_terms.recognised.confident,
-                "runners_up": [c for c, _ in trainer.image_terms.recognised.scores[1:3]]}},
+        "reference": reference_metadata(trainer.image_terms),
         "timings": {"load_s": run.t_loaded - run.t_start, "optimise_s": t_fit - run.t_loaded,
                     "s_per_step": (t_fit - run.t_loaded) / fit_steps, "export_s": t_end - t_fit,
                     "export_stages": exported.timings},
