@@ -24,6 +24,21 @@ log = logging.getLogger(__name__)
 
 
 @register("guidance", "stable-diffusion")
+_WARMUP_STREAMS: dict = {}
+
+
+def warmup_stream(device) -> "torch.cuda.Stream":
+    """The side stream every UNet graph capture on ``device`` warms up on, one per device for the process.
+    Why not a new one each time: cuBLAS keeps a workspace (33 MiB on an H200) for every stream it has run a
+    matmul on, for the life of the process, so a server worker that captured a graph per new input shape
+    on a fresh stream grew by that much each time, up to the pool's 32 streams (~1 GB; found by ``bench
+    cost``, results/speed/NOTES.md, session 25)."""
+    key = torch.device(device)
+    if key not in _WARMUP_STREAMS:
+        _WARMUP_STREAMS[key] = torch.cuda.Stream(key)
+    return _WARMUP_STREAMS[key]
+
+
 class StableDiffusionGuidance(Guidance):
     """SDS with the text-conditioned UNet. The camera reaches it through the view names of the prompt
     suffixes (``views``), and, for a camera-aware UNet (a "projection" class embedding of
@@ -237,7 +252,7 @@ class StableDiffusionGuidance(Guidance):
         static_in = (latent_in.clone(memory_format=torch.preserve_format), t_in.clone(), context.clone(),
                      None if class_labels is None else class_labels.clone())
         # PyTorch's recipe: warm up on a side stream (cuDNN/cuBLAS choose kernels), then capture.
-        stream = torch.cuda.Stream(self.device)
+        stream = warmup_stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(3):
