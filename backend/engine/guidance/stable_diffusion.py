@@ -23,7 +23,6 @@ WEIGHTINGS = ("sds", "uniform", "fantasia3d")
 log = logging.getLogger(__name__)
 
 
-@register("guidance", "stable-diffusion")
 _WARMUP_STREAMS: dict = {}
 
 
@@ -39,6 +38,7 @@ def warmup_stream(device) -> "torch.cuda.Stream":
     return _WARMUP_STREAMS[key]
 
 
+@register("guidance", "stable-diffusion")
 class StableDiffusionGuidance(Guidance):
     """SDS with the text-conditioned UNet. The camera reaches it through the view names of the prompt
     suffixes (``views``), and, for a camera-aware UNet (a "projection" class embedding of
