@@ -384,6 +384,17 @@ def config_parts(run: dict) -> dict[str, list[tuple[dict, float, bool]]]:
     return parts
 
 
+def stale_note(run: dict) -> str:
+    """A sentence for the report when this run's peaks were corrected for stale cuBLAS workspaces (a run
+    measured before ``reset_peak`` freed them), else ""."""
+    stale = stale_workspaces(run)
+    if not any(stale):
+        return ""
+    return (f" Peak memory corrected for the cuBLAS workspaces earlier configurations had left allocated "
+            f"({WORKSPACE_BYTES / 2**20:.0f} MiB each, up to {max(stale)} per configuration; `stale_workspaces`): "
+            f"measured before the bench freed them, see results/speed/NOTES.md, session 25.")
+
+
 def held_out_table(run: dict, coefficients: dict) -> str:
     cuda, native = run["cuda"], {a: v["native_resolution"] for a, v in run["architectures"].items()}
     lines = ["| held-out setting | quantity | measured | predicted | error |", "|---|---|---:|---:|---:|"]
@@ -592,7 +603,7 @@ def fit_and_write(run: dict, args) -> None:
     table_md = (f"Cost model on {facts_dict['name']}: fitted on {sum(not c['held_out'] for c in configs)} settings, "
                 f"tested on {len(held)} held out ({', '.join(held)}) and "
                 f"{sum(e['held_out'] for e in exports)} held-out exports. Held-out error: {summary}."
-                + (f" ({approximate})" if approximate else "") + "\n\n" + table + "\n")
+                + (f" ({approximate})" if approximate else "") + stale_note(run) + "\n\n" + table + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / results_name(cuda)).write_text(json.dumps(
