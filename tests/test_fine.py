@@ -401,3 +401,31 @@ def test_refine_selected_keeps_the_artists_thin_parts_a_coarse_surface_loses_the
     assert not resumed.from_nerf
     fine.from_nerf = True                  # as after init_from_coarse
     assert thickness(fine) < given - 0.03
+
+
+def test_the_coarse_grids_own_sign_gives_the_same_start_as_the_winding_number():
+    """The hand-over signs the band around a coarse surface by the density grid it was meshed from
+    (``inside_of_iso_surface``) instead of the mesh's winding number: the same SDF signs, a dropped
+    floater outside, a void the kept surface encloses inside (as the mesh, without its inner shell, is)."""
+    from backend.engine.sdf_init import inside_of_iso_surface, sdf_grid_from_mesh
+    from backend.export.mesh import surface_from_grid
+
+    res = 48
+    p = grid_points(res, 1.0).reshape(res, res, res, 3)
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    rng = np.random.default_rng(0)
+    lumps = 0.03 * rng.standard_normal((res, res, res)).astype(np.float32)
+    pyramid = np.maximum(np.maximum(np.abs(x), np.abs(y)) + 0.6 * z - 0.3, -z - 0.4)      # sharp edges
+    floater = np.linalg.norm(p - np.array([0.75, 0.75, 0.75]), axis=-1) - 0.1
+    void = np.linalg.norm(p - np.array([0.0, 0.0, -0.2]), axis=-1) - 0.12
+    density = -np.minimum(np.maximum(pyramid, -void), floater) + lumps          # above 0: inside
+    vertices, faces = surface_from_grid(density, 0.0, keep_components=1)
+    inside = inside_of_iso_surface(density, 0.0, vertices)
+
+    assert not inside[np.asarray(floater < -0.03)].any()           # the floater was dropped: outside
+    assert inside[np.asarray(void < -0.03)].all()                  # the kept surface encloses the void
+    by_grid, _ = sdf_grid_from_mesh(vertices, faces, resolution=res, inside=inside)
+    by_winding, _ = sdf_grid_from_mesh(vertices, faces, resolution=res)
+    assert ((by_grid < 0) != (by_winding < 0)).mean() < 1e-3        # the same start, sign for sign
+    assert np.abs(by_grid - by_winding).max() < 1e-6 + 2.0 / res      # and size (a sign flip: one sample spacing)
+    assert ((by_grid < 0) == inside).mean() > 0.999                 # and the SDF's sign is the grid's inside

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from backend.engine.mesh_init import load_mesh_engine_coords, mesh_colors
 from backend.engine.sdf_field import BASE_GRID_RESOLUTION, SDFField
-from backend.engine.sdf_init import sdf_grid_from_mesh, smooth_sdf
+from backend.engine.sdf_init import inside_of_iso_surface, sdf_grid_from_mesh, smooth_sdf
 from backend.engine.trainer import BOUND, Trainer
 from shared.settings import GenerationSettings
 
@@ -130,7 +130,8 @@ class FineTrainer(Trainer):
         # The coarse hash grid and MLP: the albedo as it was; the SDF residual row is zeroed below.
         self.field.load_state_dict({k: v for k, v in coarse.field.state_dict().items()
                                     if k.startswith(("encoding.", "mlp."))}, strict=False)
-        self._start_on(vertices, faces, smoothing=COARSE_SMOOTHING_CELLS)
+        self._start_on(vertices, faces, smoothing=COARSE_SMOOTHING_CELLS,
+                       inside=inside_of_iso_surface(grid, level, vertices, bound=BOUND))
         self.background.load_state_dict(coarse.background.state_dict())
 
     def init_from_mesh(self, glb: bytes, progress: Optional[Callable[[float], None]] = None) -> dict:
@@ -154,8 +155,10 @@ class FineTrainer(Trainer):
         coarse.init_from_checkpoint(path)
         self.init_from_coarse(coarse)
 
-    def _start_on(self, vertices: np.ndarray, faces: np.ndarray, smoothing: float = 0.0) -> None:
-        sdf, samples = sdf_grid_from_mesh(vertices, faces, resolution=BASE_GRID_RESOLUTION, bound=BOUND)
+    def _start_on(self, vertices: np.ndarray, faces: np.ndarray, smoothing: float = 0.0,
+                  inside: Optional[np.ndarray] = None) -> None:
+        sdf, samples = sdf_grid_from_mesh(vertices, faces, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
+                                          inside=inside)
         sdf = smooth_sdf(sdf, smoothing)
         self.field.set_base(sdf, samples)
         self.field.zero_residual()
