@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The quality benchmark's run of record of the preset as it ships on one GPU: every benchmark prompt, coarse and
+# coarse + fine, one folder per seed (/tmp/s<N>), seeds in the order given, each resumed where the last command
+# stopped (state in /tmp: send the same command again within 30 s of the last one's end). Before the call (a
+# call carries at most 64 MiB of tree): rm -rf results backend/view_prior/weights backend/prior/report*; after:
+# git checkout -- results backend/view_prior backend/prior. Call: run(command="bash tools/device/quality_seeds.sh
+# 560 0 1 2", kind="nvidia-h200", carry=[".devwhl"], timeout_s=600). Back in $OUT: rows.tgz.* in 15 MB parts
+# (cat rows.tgz.* | tar xzf -). Merge here: `python -m backend bench quality --report-only s0 s1 s2 --out DIR`.
+source tools/device/common.sh "$1"; shift
+build_cuda_once
+for seed in "$@"; do
+  resumable_bench quality 60 /tmp/s$seed $(( 83 * 2 )) --prompts benchmark --seeds $seed --workers ${W:-14} \
+    --straggler-s 60 >> /tmp/quality.log 2>&1 || break
+done
+tar czf - -C /tmp $(cd /tmp && ls -d s[0-9] quality.log 2>/dev/null) | split -b 15M - $OUT/rows.tgz.
+grep -v "^ *[0-9]*%" /tmp/quality.log | grep -v "Loading weights" | tail -n 12
