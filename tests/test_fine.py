@@ -429,3 +429,16 @@ def test_the_coarse_grids_own_sign_gives_the_same_start_as_the_winding_number():
     assert ((by_grid < 0) != (by_winding < 0)).mean() < 1e-3        # the same start, sign for sign
     assert np.abs(by_grid - by_winding).max() < 1e-6 + 2.0 / res      # and size (a sign flip: one sample spacing)
     assert ((by_grid < 0) == inside).mean() > 0.999                 # and the SDF's sign is the grid's inside
+
+
+def test_winding_number_is_one_inside_a_closed_mesh_and_zero_outside():
+    """The fallback sign of Refine Selected's meshes near their edges (``sdf_init.winding_number``)."""
+    from backend.engine.sdf_init import winding_number
+
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.8)).subdivide()
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.7, 0.7, (400, 3)).astype(np.float32)
+    truth = np.all(np.abs(points) < np.array([0.5, 0.3, 0.4]), axis=1)
+    w = winding_number(points, np.asarray(box.vertices, np.float32), np.asarray(box.faces, np.int64), chunk=1 << 14)
+    assert truth.sum() > 40 and (~truth).sum() > 40
+    assert np.abs(w[truth] - 1.0).max() < 1e-3 and np.abs(w[~truth]).max() < 1e-3

@@ -158,7 +158,7 @@ class FineTrainer(Trainer):
     def _start_on(self, vertices: np.ndarray, faces: np.ndarray, smoothing: float = 0.0,
                   inside: Optional[np.ndarray] = None) -> None:
         sdf, samples = sdf_grid_from_mesh(vertices, faces, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
-                                          inside=inside)
+                                          inside=inside, device=self.device)
         sdf = smooth_sdf(sdf, smoothing)
         self.field.set_base(sdf, samples)
         self.field.zero_residual()

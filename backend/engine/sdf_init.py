@@ -54,26 +54,34 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, count: int = SURFAC
     return points.astype(np.float32), normals.astype(np.float32)
 
 
-def winding_number(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, chunk: int = 1 << 22
-                   ) -> np.ndarray:
+def winding_number(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, chunk: int = 1 << 22,
+                   device="cpu") -> np.ndarray:
     """Generalised winding number of a triangle mesh at ``points`` [P, 3] (1 inside a closed mesh, 0
     outside): the sum of the triangles' solid angles (Van Oosterom and Strackee) over 4 pi. O(P x F):
-    only for the few points whose nearest samples disagree."""
-    tri = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)]            # (F, 3, 3)
-    out = np.zeros(len(points))
+    only for the few points whose nearest samples disagree. In torch on ``device`` (the fine stage's:
+    a GPU where there is one), float32: 5x faster than the float64 numpy it replaced on the CPU (a 49k-face
+    box, 444 points: 10.2 -> 1.9 s), within 2e-6 of it. (libigl's fast winding number would be O(log F), but
+    is a 14 MB native dependency for what is, off the coarse stage's path, a few seconds.)"""
+    import torch
+
+    tri = torch.as_tensor(np.asarray(vertices, np.float32)[np.asarray(faces, np.int64)], device=device)   # (F, 3, 3)
+    pts = torch.as_tensor(np.asarray(points, np.float32), device=device)
+    out = torch.empty(len(pts), device=device)
     step = max(1, chunk // max(1, len(tri)))
-    for i in range(0, len(points), step):
-        rel = tri[None] - np.asarray(points[i:i + step], np.float64)[:, None, None, :]   # (p, F, 3, 3)
-        a, b, c = rel[:, :, 0], rel[:, :, 1], rel[:, :, 2]
-        la, lb, lc = (np.linalg.norm(v, axis=-1) for v in (a, b, c))
-        det = (a * np.cross(b, c)).sum(-1)
-        den = la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb + (b * c).sum(-1) * la
-        out[i:i + step] = np.arctan2(det, den).sum(-1) / (2 * np.pi)
-    return out
+    with torch.no_grad():
+        for i in range(0, len(pts), step):
+            rel = tri[None] - pts[i:i + step, None, None, :]                              # (p, F, 3, 3)
+            a, b, c = rel.unbind(2)
+            la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+            det = (a * torch.linalg.cross(b, c, dim=-1)).sum(-1)
+            den = la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb + (b * c).sum(-1) * la
+            out[i:i + step] = torch.atan2(det, den).sum(-1) / (2 * np.pi)
+    return out.cpu().double().numpy()
 
 
 def signed_distance(points: np.ndarray, samples: np.ndarray, normals: np.ndarray,
-                    vertices: np.ndarray, faces: np.ndarray, inside: Optional[np.ndarray] = None) -> np.ndarray:
+                    vertices: np.ndarray, faces: np.ndarray, inside: Optional[np.ndarray] = None,
+                    device="cpu") -> np.ndarray:
     """Signed distance (negative inside) of ``points`` [P, 3] to the surface ``samples``/``normals``
     (``surface_samples`` of the mesh ``vertices``/``faces``) -> float32 [P]. Where the nearest samples'
     normal test is not unanimous (near edges) ``inside`` (bool [P], when known) or else the mesh's
@@ -89,12 +97,13 @@ def signed_distance(points: np.ndarray, samples: np.ndarray, normals: np.ndarray
     outside = outside_votes * 2 > k
     split = np.nonzero((outside_votes > 0) & (outside_votes < k))[0]
     if len(split):
-        outside[split] = ~inside[split] if inside is not None else winding_number(points[split], vertices, faces) < 0.5
+        outside[split] = ~inside[split] if inside is not None else (
+            winding_number(points[split], vertices, faces, device=device) < 0.5)
     return (np.where(outside, 1.0, -1.0) * dist[:, 0]).astype(np.float32)
 
 
 def sdf_grid_from_mesh(vertices: np.ndarray, faces: np.ndarray, *, resolution: int, bound: float = 1.0,
-                       inside: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                       inside: Optional[np.ndarray] = None, device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """The mesh's signed distance at the grid points -> (float32 [R, R, R] indexed [x, y, z], the surface
     samples float32 [N, 3] for the fine stage's regularisers). ``inside`` (bool [R, R, R], optional): which
     grid points the mesh encloses, when that is known without it (``inside_of_iso_surface``)."""
@@ -120,7 +129,7 @@ def sdf_grid_from_mesh(vertices: np.ndarray, faces: np.ndarray, *, resolution: i
                                        labels[:, :, [0, -1]].ravel()]))
     inside = ~np.isin(labels, border[border > 0]) & ~band
     band_sdf = signed_distance(grid_points(resolution, bound)[band_index], samples, normals, vertices, faces,
-                               None if known_inside is None else known_inside.ravel()[band_index])
+                               None if known_inside is None else known_inside.ravel()[band_index], device=device)
     inside.ravel()[band_index] = band_sdf < 0
     # Rough size away from the surface: the distance to the nearest grid point of the other sign.
     far = np.where(inside, -ndimage.distance_transform_edt(inside), ndimage.distance_transform_edt(~inside))
