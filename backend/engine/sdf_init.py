@@ -111,9 +111,8 @@ def sdf_grid_from_mesh(vertices: np.ndarray, faces: np.ndarray, *, resolution: i
 
     if len(faces) == 0:
         raise ValueError("the surface to start the fine stage from is empty")
-    known_inside = inside
-    if known_inside is not None and known_inside.shape != (resolution,) * 3:
-        raise ValueError(f"inside must be a {resolution}^3 grid, got {known_inside.shape}")
+    if inside is not None and inside.shape != (resolution,) * 3:
+        raise ValueError(f"inside must be a {resolution}^3 grid, got {inside.shape}")
     samples, normals = surface_samples(vertices, faces)
     cell = 2.0 * bound / (resolution - 1)
     shape = (resolution,) * 3
@@ -127,12 +126,12 @@ def sdf_grid_from_mesh(vertices: np.ndarray, faces: np.ndarray, *, resolution: i
     labels, _ = ndimage.label(~band)
     border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
                                        labels[:, :, [0, -1]].ravel()]))
-    inside = ~np.isin(labels, border[border > 0]) & ~band
+    solid = ~np.isin(labels, border[border > 0]) & ~band
     band_sdf = signed_distance(grid_points(resolution, bound)[band_index], samples, normals, vertices, faces,
-                               None if known_inside is None else known_inside.ravel()[band_index], device=device)
-    inside.ravel()[band_index] = band_sdf < 0
+                               None if inside is None else inside.ravel()[band_index], device=device)
+    solid.ravel()[band_index] = band_sdf < 0
     # Rough size away from the surface: the distance to the nearest grid point of the other sign.
-    far = np.where(inside, -ndimage.distance_transform_edt(inside), ndimage.distance_transform_edt(~inside))
+    far = np.where(solid, -ndimage.distance_transform_edt(solid), ndimage.distance_transform_edt(~solid))
     sdf = (far - 0.5 * np.sign(far)).astype(np.float32) * cell
     sdf.ravel()[band_index] = band_sdf
     return sdf, samples
@@ -151,7 +150,6 @@ def smooth_sdf(sdf: np.ndarray, cells: float) -> np.ndarray:
     if cells <= 0:
         return sdf
     return ndimage.gaussian_filter(sdf, cells, mode="nearest").astype(np.float32)
-
 
 
 def inside_of_iso_surface(grid: np.ndarray, level: float, vertices: np.ndarray, *, bound: float = 1.0) -> np.ndarray:
