@@ -43,10 +43,19 @@ def mirrored_view(view: str) -> str:
     return " ".join(swap.get(w, w) for w in view.split())
 
 
-def caption(name: str | None, look: str | None = None, view: str | None = None, shading: str | None = None) -> str:
+# Said after the object's name of a hollow prop drawn with its cavity filled ("a red mug filled, front
+# view"; priors with ``filled_captions``, v10): the prompt generation steers away from (the preset's
+# ``avoid_prompt``). Not a vocabulary word: tokenised byte by byte, so a prior fine-tuned from one without
+# it keeps its tokenizer (and 15 tokens is still the longest caption).
+FILLED_WORD = "filled"
+
+
+def caption(name: str | None, look: str | None = None, view: str | None = None, shading: str | None = None,
+            filled: bool = False) -> str:
     """The caption of one training image; ``name=None`` gives the empty (unconditional) caption.
     ``shading`` (priors trained with shading captions, v5): "lambertian" or "textureless" puts its word
-    after the article ("a shaded wooden barrel"), exactly as the engine's ``shading_prompt`` does."""
+    after the article ("a shaded wooden barrel"), exactly as the engine's ``shading_prompt`` does.
+    ``filled``: a hollow prop drawn filled (``FILLED_WORD`` after its name)."""
     if name is None:
         return ""
     if name not in BY_NAME:
@@ -58,6 +67,8 @@ def caption(name: str | None, look: str | None = None, view: str | None = None, 
     text = f"{article(words)} {words}"
     if shading:
         text = with_shading_word(text, shading)
+    if filled:
+        text += f" {FILLED_WORD}"
     if view:
         text += VIEW_SUFFIXES[view]
     return text

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -84,6 +84,9 @@ class Architecture:
     # The shadings (``render.SHADINGS``) of the images its UNet learns from; None: all. A prior made only
     # for the ``shape_model`` setting (v9) never sees an albedo render in SDS, so it learns none.
     shadings: tuple[str, ...] | None = None
+    # Hollow props are also drawn filled (``render.sample_batch(p_filled=)``) under their own caption
+    # (``grammar.caption(filled=True)``), so the prior knows what a filled cup looks like (v10).
+    filled_captions: bool = False
 
 
 V4_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -130,6 +133,11 @@ ARCHITECTURES = {
                             projection_class_embeddings_input_dim=CAMERA_CONDITION_DIM),
                        camera_condition=True, shadings=("lambertian", "textureless")),
 }
+# v9 that has also seen the hollow props filled, captioned "... filled" (session 27): SDS draws the mug, the bowl
+# and the bucket filled to the rim, and v9 itself prefers a filled cup where the cavity is in view
+# (results/quality/runs/2026-12-01-session26-cavity-preference-cpu.md). Knowing the filled look by name lets
+# generation push away from it (``avoid_prompt``). Same layout and tokenizer as v9: fine-tuned from it.
+ARCHITECTURES["v10"] = replace(ARCHITECTURES["v9"], name="v10", filled_captions=True)
 # The shipped weights (v3: report_v3/, weights in git history; v4, v5, v7, v8: trained, not shipped; v8 in
 # history, backend/prior/README.md "Session 21"; v9: a shape prior, not trained yet).
 DEFAULT_ARCHITECTURE = "v6"

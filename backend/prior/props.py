@@ -47,6 +47,7 @@ class Category:
     mirror_ok: bool = True                         # its left-right mirror image is the same object
     facing: bool = False                           # front/back or left/right asymmetric: must face the front
     extent: tuple = (0.5, 0.5, 0.5)                # canonical half extents (x, y, z) of its bounding box
+    hollow: bool = False                           # a cup: its builder draws the cavity filled when P[FILLED] is 1
 
     def canonical(self) -> dict:
         return {k: (float(round((lo + hi) / 2)) if k in self.ints else (lo + hi) / 2)
@@ -59,6 +60,18 @@ class Category:
             u = torch.rand(n, device=device, generator=generator)
             out[k] = torch.floor(lo + u * (hi - lo + 1)).clamp(max=hi) if k in self.ints else lo + u * (hi - lo)
         return out
+
+
+# A parameter outside every category's ranges (never sampled, 0 when absent): 1 draws a hollow prop with its
+# cavity filled to the rim, the lid in the cavity's colour. Training renders of filled cups under their own
+# caption (``grammar.caption(filled=True)``) teach a shape prior what SDS's filled cups look like, so that
+# generation can steer away from them (the ``avoid_prompt`` setting; backend/prior/README.md, "Session 27").
+FILLED = "filled"
+
+
+def _filled(P: dict) -> torch.Tensor:
+    """Bool (N,): the points of objects drawn filled (``P[FILLED]``; absent: none)."""
+    return P[FILLED] > 0.5 if FILLED in P else torch.zeros_like(next(iter(P.values())), dtype=torch.bool)
 
 
 def _on(p: torch.Tensor, P: dict) -> dict:
@@ -177,7 +190,8 @@ def _glaze(look):
 def _mug(p, P, look):
     P = _on(p, P)
     r, h, wall = P["radius"], P["half_height"], 0.035
-    body = S.subtract(S.cylinder(p, r, h), S.cylinder(S.shift(p, z=wall + 0.02), r - wall, h))
+    outer = S.cylinder(p, r, h)
+    body = torch.where(_filled(P), outer, S.subtract(outer, S.cylinder(S.shift(p, z=wall + 0.02), r - wall, h)))
     hq = S.shift(p, y=r + 0.05)
     handle = S.subtract(S.torus(S.axis_x(hq), 0.14, 0.035), S.cylinder(p, r - 0.01, h))
     handle = torch.maximum(handle, -(p[:, 1] - r * 0.6))
@@ -193,7 +207,8 @@ def _bowl(p, P, look):
     P = _on(p, P)
     r = P["radius"]
     c = S.shift(p, z=0.15)
-    shell = torch.maximum(S.subtract(S.sphere(c, r), S.sphere(c, r - 0.04)), p[:, 2] - 0.15)
+    outer = S.sphere(c, r)
+    shell = torch.maximum(torch.where(_filled(P), outer, S.subtract(outer, S.sphere(c, r - 0.04))), p[:, 2] - 0.15)
     foot = S.cylinder(S.shift(p, z=0.15 - r + 0.01), 0.45 * r, 0.035)
     mat = M.grain(M.WOOD, 2) if look == "wooden" else M.flat(_glaze(look))
     return [Part(S.union(shell, foot), mat, p)]
@@ -226,7 +241,7 @@ def _bucket(p, P, look):
     rb, rt, h = P["bottom"], P["top"], 0.3
     c = S.shift(p, z=-0.15)
     outer = S.cone(c, rb, rt, h)
-    body = S.subtract(outer, S.cone(S.shift(c, z=0.04), rb - 0.03, rt - 0.03, h))
+    body = torch.where(_filled(P), outer, S.subtract(outer, S.cone(S.shift(c, z=0.04), rb - 0.03, rt - 0.03, h)))
     bands = []
     for f in (-0.6, 0.6):
         rr = rb + (rt - rb) * (f + 1) / 2 + 0.012
@@ -447,15 +462,15 @@ CATEGORIES: tuple[Category, ...] = (
     Category("bench", _bench, ("wooden",), {"length": (0.5, 0.6), "depth": (0.15, 0.2)}, facing=True,
              extent=(0.167, 0.550, 0.433)),
     Category("mug", _mug, COLOURED, {"radius": (0.25, 0.3), "half_height": (0.28, 0.34)}, mirror_ok=False,
-             facing=True, extent=(0.267, 0.383, 0.317)),
+             facing=True, extent=(0.267, 0.383, 0.317), hollow=True),
     Category("bowl", _bowl, ("wooden", "white", "blue", "red"), {"radius": (0.42, 0.5)}, yaw_period=0.0,
-             extent=(0.467, 0.467, 0.242)),
+             extent=(0.467, 0.467, 0.242), hollow=True),
     Category("vase", _vase, ("blue", "red", "white", "green"), {"belly": (0.28, 0.36), "neck": (0.1, 0.14)},
              yaw_period=0.0, extent=(0.317, 0.317, 0.500)),
     Category("bottle", _bottle, ("green", "blue", "red"), {"radius": (0.17, 0.23), "shoulder": (0.0, 0.1)},
              yaw_period=0.0, extent=(0.200, 0.200, 0.558)),
     Category("bucket", _bucket, ("wooden", "metal"), {"bottom": (0.22, 0.27), "top": (0.29, 0.34)},
-             yaw_period=180.0, extent=(0.317, 0.333, 0.467)),
+             yaw_period=180.0, extent=(0.317, 0.333, 0.467), hollow=True),
     Category("lamp post", _lamp_post, ("metal",), {"height": (0.5, 0.6), "arm": (0.25, 0.32)}, mirror_ok=False,
              facing=True, extent=(0.117, 0.242, 0.608)),
     Category("lantern", _lantern, ("metal",), {"half_width": (0.13, 0.17), "half_height": (0.2, 0.26)},

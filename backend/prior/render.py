@@ -24,7 +24,7 @@ from backend.engine.cameras import CameraBatch, camera_condition, camera_rays, s
 from backend.engine.renderer import shade
 from backend.prior.catalogue import CATEGORIES, SHAPE_CATEGORIES
 from backend.prior.grammar import VIEW_NAMING, VIEWS
-from backend.prior.props import evaluate
+from backend.prior.props import FILLED, evaluate
 
 SHADINGS = ("albedo", "lambertian", "textureless")
 SHADING_PROBS = (0.45, 0.40, 0.15)
@@ -50,6 +50,7 @@ class Batch:
     view: torch.Tensor         # (B,) index into VIEWS (the engine's view name of the camera)
     shading: torch.Tensor      # (B,) index into SHADINGS
     camera: torch.Tensor       # (B, 16) ``cameras.camera_condition`` of each image's camera (camera-aware priors)
+    filled: torch.Tensor       # (B,) bool: a hollow prop drawn with its cavity filled (``props.FILLED``)
 
 
 def default_settings():
@@ -102,14 +103,15 @@ def _per_ray(params: dict, sel: torch.Tensor, per: int) -> dict:
 
 def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shading: torch.Tensor,
            background: torch.Tensor, supersample: int = 2, blur: torch.Tensor | None = None, vary: bool = True,
-           generator=None, params: dict | None = None) -> torch.Tensor:
+           generator=None, params: dict | None = None, filled: torch.Tensor | None = None) -> torch.Tensor:
     """Render one image per camera: (B, 3, resolution, resolution) in [0, 1].
 
     ``entry_idx`` (B,) indexes ENTRIES; ``shading`` and ``background`` (B,) index SHADINGS and
     BACKGROUNDS; ``blur`` (B,) bool. With ``vary`` every image draws its own proportions and part
     counts from its category's ranges; without, all are canonical (the benchmark's ground truth).
     ``params``: given proportions instead (one category's parameter dict, tensors of one value
-    each, for every image: the image benchmark's objects drawn outside training).
+    each, for every image: the image benchmark's objects drawn outside training). ``filled`` (B,) bool:
+    hollow props (``Category.hollow``) drawn with the cavity filled.
     """
     dev = cams.c2w.device
     n = entry_idx.shape[0]
@@ -132,6 +134,8 @@ def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shadi
             chosen = category.sample(sel.numel(), dev, generator)
         else:
             chosen = {key: torch.full((sel.numel(),), v, device=dev) for key, v in category.canonical().items()}
+        if filled is not None and category.hollow:
+            chosen[FILLED] = filled[sel].to(dev, torch.float32)
         ray_params = _per_ray(chosen, torch.arange(sel.numel(), device=dev), per)
         flat_o, flat_d = rays_o[sel].reshape(-1, 3), rays_d[sel].reshape(-1, 3)
         hit, points, normals = trace(lambda q: evaluate(category, q, ray_params, None), flat_o, flat_d)
@@ -167,8 +171,9 @@ def entry_index(name: str, look: str | None) -> int:
 
 
 def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, generator=None,
-                 camera_chunk: int = 32, categories: list[str] | None = None) -> Batch:
-    """``n`` random training images (objects, looks, proportions, cameras, shading, backgrounds, blur).
+                 camera_chunk: int = 32, categories: list[str] | None = None, p_filled: float = 0.0) -> Batch:
+    """``n`` random training images (objects, looks, proportions, cameras, shading, backgrounds, blur);
+    a hollow prop is drawn filled with probability ``p_filled``.
 
     Cameras come from the engine's ``sample_cameras`` (torch's global RNG; it draws the elevation
     law once per call, so it is called in chunks of ``camera_chunk``); everything else uses
@@ -191,8 +196,12 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     background = torch.multinomial(torch.tensor(BACKGROUND_PROBS, device=dev), n, replacement=True,
                                    generator=generator)
     blur = torch.rand(n, device=dev, generator=generator) < BLUR_PROB
-    images = render(entry, cams, resolution, shading=shading, background=background, blur=blur, generator=generator)
+    hollow = torch.tensor([c.hollow for c in CATEGORIES], device=dev)[cat]
+    # drawn only when asked, so the earlier priors' data (p_filled 0) keeps its random stream
+    filled = hollow & (torch.rand(n, device=dev, generator=generator) < p_filled) if p_filled > 0 else hollow & False
+    images = render(entry, cams, resolution, shading=shading, background=background, blur=blur, generator=generator,
+                    filled=filled)
     views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
                                                      VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)
-    return Batch(images, entry, views, shading, camera_condition(cams.c2w).to(dev))
+    return Batch(images, entry, views, shading, camera_condition(cams.c2w).to(dev), filled)

@@ -55,6 +55,7 @@ from backend.prior.train_common import (add_run_arguments, log, mark_done, open_
 P_EMPTY = 0.10          # classifier-free guidance dropout
 P_NO_LOOK = 0.08        # "a cube", "a mug": the noun alone (any look)
 P_NO_VIEW = 0.25        # no view suffix (view_dependent_prompt off)
+P_FILLED = 0.5          # a hollow prop drawn filled, for priors with filled captions (v10)
 
 
 PROG = "python -m backend.prior.train"
@@ -62,26 +63,31 @@ SAMPLE_COLUMNS = 8      # prompts per row of samples.png (the 8 colours of each 
 
 
 # -- captions ---------------------------------------------------------------------------------------
-def caption_table(shading_captions: bool = False) -> list[str]:
-    """Every caption variant, indexed by ``caption_index``; the last entry is the empty caption.
-    ``shading_captions`` (v5): each also with the shading's word (``render.SHADINGS`` order)."""
+def caption_table(shading_captions: bool = False, filled_captions: bool = False) -> list[str]:
+    """Every caption variant, indexed by ``caption_index``; the entry after the plain variants is the empty
+    caption. ``shading_captions`` (v5): each also with the shading's word (``render.SHADINGS`` order);
+    ``filled_captions`` (v10): then every plain variant again, said of a filled cup (``caption(filled=True)``;
+    only the hollow props' are used)."""
     shadings = SHADINGS if shading_captions else (None,)
     out = []
-    for k, look in ENTRIES:
-        name = CATEGORIES[k].name
-        for w in (look, None):
-            for v in [*VIEWS, None]:
-                out += [caption(name, w, v, sh) for sh in shadings]
-    out.append("")
+    for filled in (False, True) if filled_captions else (False,):
+        for k, look in ENTRIES:
+            name = CATEGORIES[k].name
+            for w in (look, None):
+                for v in [*VIEWS, None]:
+                    out += [caption(name, w, v, sh, filled=filled) for sh in shadings]
+        if not filled:
+            out.append("")
     return out
 
 
 def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
-                  shading: torch.Tensor | None = None) -> torch.Tensor:
+                  shading: torch.Tensor | None = None, filled: torch.Tensor | None = None) -> torch.Tensor:
     """Random caption variant per image: empty, look word dropped, view dropped, or the full caption.
     With ``shading`` (index into ``render.SHADINGS``; a ``caption_table(True)`` index) the shading's word
     is always there: the plain caption then means an albedo render only (no dropout, or the plain
-    caption would be the mixture again)."""
+    caption would be the mixture again). ``filled`` (bool, a ``caption_table(filled_captions=True)``
+    index): those images' captions say so (the empty caption stays empty)."""
     n, dev = entry.shape[0], entry.device
     nv = len(VIEWS) + 1
     ns = 1 if shading is None else len(SHADINGS)
@@ -89,28 +95,32 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
     dropped = (u[0] < P_NO_LOOK).long()
     view = torch.where(u[1] < P_NO_VIEW, torch.full_like(view, nv - 1), view)
     idx = ((entry * 2 + dropped) * nv + view) * ns + (0 if shading is None else shading)
-    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, len(ENTRIES) * 2 * nv * ns), idx)
+    empty = len(ENTRIES) * 2 * nv * ns
+    if filled is not None:
+        idx = torch.where(filled.bool(), idx + empty + 1, idx)
+    return torch.where(u[2] < P_EMPTY, torch.full_like(idx, empty), idx)
 
 
 # -- data -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
-                   image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None):
-    """``n`` training images (uint8, on ``device``), labels (entry, view, shading) and cameras ((n, 16)
+                   image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None, p_filled: float = 0.0):
+    """``n`` training images (uint8, on ``device``), labels (entry, view, shading, filled) and cameras ((n, 16)
     ``camera_condition``, for camera-aware priors); with ``minutes``, fewer when rendering all of them
-    would take longer than that."""
+    would take longer than that. ``p_filled``: the share of hollow props drawn filled."""
     from backend.prior.render import sample_batch
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device=device)
-    labels = torch.empty(n, 3, dtype=torch.long, device=device)
+    labels = torch.empty(n, 4, dtype=torch.long, device=device)
     cameras = torch.empty(n, CAMERA_CONDITION_DIM, dtype=torch.float32, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
-        b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen, categories=categories)
+        b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen, categories=categories,
+                         p_filled=p_filled)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
-        labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading], 1)
+        labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading, b.filled.long()], 1)
         cameras[i:i + len(b.images)] = b.camera
         i += len(b.images)
         if minutes and i == min(n, 2 * chunk):
@@ -340,7 +350,8 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
             view = torch.where(flip, mirror[view], view)
             if camera is not None:
                 camera = torch.where(flip[:, None], mirrored_camera_condition(camera), camera)
-        cap = caption_index(labels[idx, 0], view, generator=gen, shading=labels[idx, 2] if shading_captions else None)
+        cap = caption_index(labels[idx, 0], view, generator=gen, shading=labels[idx, 2] if shading_captions else None,
+                            filled=labels[idx, 3] if arch.filled_captions else None)
         t = torch.randint(0, len(alphas), (len(idx),), device=dev, generator=gen)
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -540,7 +551,8 @@ def main(argv=None) -> int:
 
     images, labels, *rest = rendered_data(args.data_cache, dev, lambda: render_dataset(
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
-        image_size=arch.image_size, categories=args.categories), timings, "images")
+        image_size=arch.image_size, categories=args.categories, p_filled=P_FILLED if arch.filled_captions else 0.0),
+        timings, "images")
     cameras = rest[0] if rest and arch.camera_condition else None
     if arch.camera_condition and cameras is None:
         raise SystemExit(f"--data-cache {args.data_cache} was rendered before cameras were kept; architecture "
@@ -548,6 +560,9 @@ def main(argv=None) -> int:
     if arch.shading_captions and labels.shape[1] < 3:
         raise SystemExit(f"--data-cache {args.data_cache} was rendered before shading labels were kept; "
                          f"architecture {arch.name} captions the shading: pass another --data-cache")
+    if arch.filled_captions and labels.shape[1] < 4:
+        raise SystemExit(f"--data-cache {args.data_cache} was rendered before filled cups were drawn; architecture "
+                         f"{arch.name} learns them by name: pass another --data-cache")
     if images.shape[-1] != arch.image_size:
         raise SystemExit(f"--data-cache {args.data_cache} holds {images.shape[-1]} px images; architecture "
                          f"{arch.name} trains on {arch.image_size} px: pass another --data-cache")
@@ -594,7 +609,7 @@ def main(argv=None) -> int:
     rows = [originals[:k], recon[:k], originals[k:], recon[k:]]
     grid_png(torch.cat([r for r in rows if len(r)]), k, out / "report" / "vae_recon.png")
 
-    captions = caption_table(arch.shading_captions)
+    captions = caption_table(arch.shading_captions, arch.filled_captions)
     tokens = M.tokenize(tokenizer, captions).to(dev)
     train_unet(unet, text_encoder, tokens, means, stds, labels, scale, args,
                ckpt if stage == "unet" else {}, report, base, cameras)
