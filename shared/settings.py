@@ -93,6 +93,10 @@ class GenerationSettings:
     prompt: str = _s("", group="prompt", max_len=MAX_PROMPT_CHARS, help="what to generate")
     negative_prompt: str = _s("", group="prompt", max_len=MAX_PROMPT_CHARS,
                               help="what to steer away from")
+    avoid_prompt: str = _s("", group="prompt", max_len=MAX_PROMPT_CHARS,
+                           help="what the result must not look like, steered away from with avoid_scale while "
+                                "the guidance keeps its unconditional term (unlike negative_prompt, which replaces "
+                                "it); {prompt} stands for the prompt. With shape_model, only the shape prior's")
     seed: int = _s(0, lo=0, hi=2**31 - 1, group="prompt", help="random seed (same seed, same result)")
     model: str = _s("builtin", group="prompt", max_len=1000,
                     help="'builtin', a local diffusers folder, or a Hugging Face id in your cache")
@@ -174,6 +178,8 @@ class GenerationSettings:
                                  "conditioned Zero-1-to-3-layout model given a reference image ('builtin': "
                                  "the project's view prior)")
     guidance_scale: float = _s(100.0, lo=1.0, hi=200.0, group="guidance", help="classifier-free guidance")
+    avoid_scale: float = _s(0.0, lo=0.0, hi=200.0, group="guidance",
+                            help="weight of avoid_prompt's term (composable diffusion's negated prompt; 0 = off)")
     shape_model: str = _s("", group="guidance", max_len=1000,
                           help="a second Stable-Diffusion-layout prior (folder or HF id) that guides the lit and "
                                "textureless renders, i.e. the shape, while 'model' guides the albedo-shaded ones, "
@@ -370,6 +376,11 @@ class GenerationSettings:
         if self.has_shape_model and self.shading_prompt:
             raise SettingError("shading_prompt", "must be off with a shape_model (the shape prior's captions "
                                "do not name the shading)")
+        if self.avoid_scale > 0 and not self.avoid_prompt.strip():
+            raise SettingError("avoid_prompt", f"must not be empty when avoid_scale > 0 (got {self.avoid_scale})")
+        if self.avoid_scale > 0 and self.is_image_job:
+            raise SettingError("avoid_scale", "works with text guidance (guidance_type 'stable-diffusion') only: "
+                               "set it to 0")
         if 0.0 < self.reference_fill < 0.2:
             raise SettingError("reference_fill", f"must be 0 (keep the framing) or in [0.2, 1], got {self.reference_fill}")
         for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),

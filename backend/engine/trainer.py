@@ -20,7 +20,7 @@ from backend.engine.cameras import (CameraBatch, camera_rays, host_to_device, pr
                                     view_direction, view_suffixes)
 from backend.engine.field import BackgroundMLP
 from backend.engine.geometry import Geometry
-from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings
+from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings, avoid_text
 from backend.engine.guidance.models import load_guidance_for
 from backend.engine.occupancy import make_estimator
 from backend.engine.registry import find
@@ -158,11 +158,19 @@ class Trainer:
         """The prompt with each view's suffix; with ``shading_prompt`` also with each shading word
         (keys ``shading_prompt.embedding_key``)."""
         suffixes = view_suffixes(s.view_naming) if s.view_dependent_prompt else {}
-        embeddings = guidance.encode_prompts(s.prompt, s.negative_prompt, suffixes)
+
+        def encode(prompt: str):
+            # the avoid prompt only when there is one: a guidance type of a plug-in may not take it
+            avoid = {"avoid_prompt": avoid_text(s.avoid_prompt, prompt)} if s.avoid_scale > 0 else {}
+            return guidance.encode_prompts(prompt, s.negative_prompt, suffixes, **avoid)
+
+        embeddings = encode(s.prompt)
         if s.shading_prompt:
             for shading in SHADING_WORDS:
-                worded = guidance.encode_prompts(with_shading_word(s.prompt, shading), s.negative_prompt, suffixes)
+                worded = encode(with_shading_word(s.prompt, shading))
                 embeddings.by_view.update({embedding_key(shading, view): e for view, e in worded.by_view.items()})
+                if embeddings.avoid is not None and worded.avoid is not None:
+                    embeddings.avoid.update({embedding_key(shading, view): e for view, e in worded.avoid.items()})
         return embeddings
 
     # -- schedules -------------------------------------------------------------------------------
@@ -256,7 +264,7 @@ class Trainer:
         views = [embedding_key(render.shading, v) for v in render.views] if self.s.shading_prompt else render.views
         return GuidanceRequest(render.rgb, self.embeddings, views, render.cameras,
                                getattr(self.s, self.guidance.scale_setting), self.t_range(render.step),
-                               self.rng.device, shading=render.shading)
+                               self.rng.device, shading=render.shading, avoid_scale=self.s.avoid_scale)
 
     def step_losses(self, render: StepRender, guide: dict) -> dict:
         """Phase 3a: the weighted losses of this step (their sum is what is back-propagated)."""

@@ -56,6 +56,8 @@ P_EMPTY = 0.10          # classifier-free guidance dropout
 P_NO_LOOK = 0.08        # "a cube", "a mug": the noun alone (any look)
 P_NO_VIEW = 0.25        # no view suffix (view_dependent_prompt off)
 P_FILLED = 0.5          # a hollow prop drawn filled, for priors with filled captions (v10)
+P_FILLED_WORD = 0.15    # ... and the caption of any other object said "filled" (it is its own filled self)
+HOLLOW_ENTRY = torch.tensor([CATEGORIES[k].hollow for k, _ in ENTRIES])
 
 
 PROG = "python -m backend.prior.train"
@@ -66,8 +68,8 @@ SAMPLE_COLUMNS = 8      # prompts per row of samples.png (the 8 colours of each 
 def caption_table(shading_captions: bool = False, filled_captions: bool = False) -> list[str]:
     """Every caption variant, indexed by ``caption_index``; the entry after the plain variants is the empty
     caption. ``shading_captions`` (v5): each also with the shading's word (``render.SHADINGS`` order);
-    ``filled_captions`` (v10): then every plain variant again, said of a filled cup (``caption(filled=True)``;
-    only the hollow props' are used)."""
+    ``filled_captions`` (v10): then every plain variant again, said "filled" (``caption(filled=True)``: a
+    hollow prop drawn filled, or now and then any other object, which is its own filled self)."""
     shadings = SHADINGS if shading_captions else (None,)
     out = []
     for filled in (False, True) if filled_captions else (False,):
@@ -97,7 +99,10 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
     idx = ((entry * 2 + dropped) * nv + view) * ns + (0 if shading is None else shading)
     empty = len(ENTRIES) * 2 * nv * ns
     if filled is not None:
-        idx = torch.where(filled.bool(), idx + empty + 1, idx)
+        # A prop that has no cavity is the same object "filled": some of its captions say so, so that the
+        # word changes nothing there and the avoid term (plain minus filled) is about cavities only.
+        solid = ~HOLLOW_ENTRY.to(entry.device)[entry] & (u[0] >= 1.0 - P_FILLED_WORD)
+        idx = torch.where(filled.bool() | solid, idx + empty + 1, idx)
     return torch.where(u[2] < P_EMPTY, torch.full_like(idx, empty), idx)
 
 

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from shared.settings import GenerationSettings
 
 
+def avoid_text(template: str, prompt: str) -> str:
+    """The ``avoid_prompt`` setting said of ``prompt``: its ``{prompt}`` replaced ("{prompt} filled" for "a red
+    mug" is "a red mug filled"); a template without it is the avoid prompt as it stands."""
+    return template.replace("{prompt}", prompt)
+
+
 @dataclass
 class PromptEmbeddings:
     """Conditional embeddings per view name ("front", "side", ... of the view naming; "" = no suffix)
@@ -26,11 +32,17 @@ class PromptEmbeddings:
 
     by_view: dict            # view name -> Float[Tensor, "1 T D"]
     uncond: torch.Tensor     # Float[Tensor, "1 T D"]
+    #: the ``avoid_prompt``'s embeddings per view name, as ``by_view`` (None: no avoid term)
+    avoid: Optional[dict] = None
 
     def for_views(self, views: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond, uncond), each Float[Tensor, "B T D"], for B = len(views)."""
         cond = torch.cat([self.by_view[v] for v in views], dim=0)
         return cond, self.uncond.expand(len(views), *self.uncond.shape[1:])
+
+    def avoid_for_views(self, views: list[str]) -> Optional[torch.Tensor]:
+        """The avoid prompt's Float[Tensor, "B T D"] for B = len(views) (None without one)."""
+        return None if self.avoid is None else torch.cat([self.avoid[v] for v in views], dim=0)
 
 
 @dataclass
@@ -49,6 +61,8 @@ class GuidanceRequest:
     #: the renders' shading ("albedo", "lambertian", "textureless"; "" = not said): what
     #: ``shape_colour.ShapeColourGuidance`` routes by
     shading: str = ""
+    #: weight of the embeddings' ``avoid`` term (the ``avoid_scale`` setting; 0: none)
+    avoid_scale: float = 0.0
 
 
 class Guidance(ABC):
@@ -76,9 +90,11 @@ class Guidance(ABC):
         """Per-run options from the run's settings (one loaded model serves the runs of a worker)."""
 
     @abstractmethod
-    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str],
+                       avoid_prompt: str = "") -> PromptEmbeddings:
         """Embeddings of ``prompt`` alone ("") and with each view's suffix (view name -> suffix,
-        ``backend.engine.cameras.view_suffixes``; empty when prompts are not view-dependent)."""
+        ``backend.engine.cameras.view_suffixes``; empty when prompts are not view-dependent), and the same
+        of ``avoid_prompt`` when given (a type without the avoid term ignores it)."""
 
     def set_reference(self, reference: ReferenceImage) -> None:
         """Condition on a reference image (image-conditioned types; text-only types refuse)."""

@@ -58,10 +58,14 @@ class ShapeColourGuidance(Guidance):
         self.colour.configure(settings)
         self.shape.configure(settings)
 
-    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PairedEmbeddings:
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str],
+                       avoid_prompt: str = "") -> PairedEmbeddings:
+        """``avoid_prompt`` goes to the shape prior only: what it names for the built-in priors (a filled cup)
+        is a shape, and the colour prior's albedo renders of an open and a filled cup are the same picture
+        (results/quality/runs/2026-12-01-session26-cavity-preference-cpu.md)."""
         colour = self.colour.encode_prompts(prompt, negative_prompt, view_suffixes)
         return PairedEmbeddings(by_view=colour.by_view, uncond=colour.uncond,
-                                shape=self.shape.encode_prompts(prompt, negative_prompt, view_suffixes))
+                                shape=self.shape.encode_prompts(prompt, negative_prompt, view_suffixes, avoid_prompt))
 
     def __call__(self, rgb: torch.Tensor, embeddings: PromptEmbeddings, views: list[str], *, cameras,
                  guidance_scale: float, t_range: tuple[float, float]) -> dict:

@@ -169,11 +169,13 @@ class StableDiffusionGuidance(Guidance):
             self._cache[text] = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return self._cache[text]
 
-    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
-        by_view = {"": self._embed(prompt)}
-        for view, suffix in view_suffixes.items():
-            by_view[view] = self._embed(prompt + suffix)
-        return PromptEmbeddings(by_view=by_view, uncond=self._embed(negative_prompt))
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str],
+                       avoid_prompt: str = "") -> PromptEmbeddings:
+        def per_view(text: str) -> dict:
+            return {"": self._embed(text), **{view: self._embed(text + suffix) for view, suffix in view_suffixes.items()}}
+
+        return PromptEmbeddings(by_view=per_view(prompt), uncond=self._embed(negative_prompt),
+                                avoid=per_view(avoid_prompt) if avoid_prompt else None)
 
     # -- SDS -------------------------------------------------------------------------------------
     def encode_images(self, rgb_bchw: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -203,18 +205,26 @@ class StableDiffusionGuidance(Guidance):
     @torch.no_grad()
     def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                       uncond: torch.Tensor, guidance_scale: float | torch.Tensor,
-                      camera: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair.
+                      camera: Optional[torch.Tensor] = None, avoid: Optional[torch.Tensor] = None,
+                      avoid_scale: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair (and ``avoid``).
 
         ``latents_noisy``: Float[Tensor, "B C h w"], ``t``: Int[Tensor, "B"], ``cond``/``uncond``:
         Float[Tensor, "B T D"], ``guidance_scale``: a number or Float[Tensor, "B 1 1 1"] (one per
         render: several jobs in one call), ``camera``: Float[Tensor, "B 16"] for a camera-aware UNet
-        (the same for both halves: the guidance scale weighs the text, not the camera)
-        -> Float[Tensor, "B C h w"]."""
-        latent_in = torch.cat([latents_noisy] * 2).to(self.dtype)
-        t_in = torch.cat([t] * 2)
-        context = torch.cat([cond, uncond]).to(self.dtype)
-        labels = None if camera is None else torch.cat([camera] * 2).to(self.dtype)
+        (the same for all parts: the guidance scale weighs the text, not the camera)
+        -> Float[Tensor, "B C h w"].
+
+        ``avoid`` (Float[Tensor, "B T D"]) adds ``avoid_scale * (eps(cond) - eps(avoid))``: composable
+        diffusion's negated prompt (Liu et al. 2022), a push away from what ``avoid`` describes that keeps
+        the unconditional term, which a negative prompt replaces. Why not the negative prompt: with a
+        filled cup as the negative, the guidance loses its pull towards the object itself (a mug with
+        "a red cylinder" as its negative came out a cylinder without a handle, IoU 0.06; session 26)."""
+        parts = 2 if avoid is None else 3
+        latent_in = torch.cat([latents_noisy] * parts).to(self.dtype)
+        t_in = torch.cat([t] * parts)
+        context = torch.cat([cond, uncond] + ([] if avoid is None else [avoid])).to(self.dtype)
+        labels = None if camera is None else torch.cat([camera] * parts).to(self.dtype)
         if self.device.type == "cuda":
             latent_in = latent_in.contiguous(memory_format=torch.channels_last)
         out = self._unet(latent_in, t_in, context, labels).float()
@@ -222,8 +232,9 @@ class StableDiffusionGuidance(Guidance):
             # v = sqrt(a) * eps - sqrt(1-a) * x0  =>  eps = sqrt(a) * v + sqrt(1-a) * x_t
             a = self.alphas[t_in].view(-1, 1, 1, 1)
             out = a.sqrt() * out + (1 - a).sqrt() * latent_in.float()
-        text, negative = out.chunk(2)
-        return negative + guidance_scale * (text - negative)
+        text, negative, *avoided = out.chunk(parts)
+        guided = negative + guidance_scale * (text - negative)
+        return guided if avoid is None else guided + avoid_scale * (text - avoided[0])
 
     def _unet(self, latent_in: torch.Tensor, t_in: torch.Tensor, context: torch.Tensor,
               class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -302,6 +313,8 @@ class StableDiffusionGuidance(Guidance):
         from its request's generator), and each request's loss is computed over its own rows only, so
         a job gets the same gradient alone or in a group (to floating-point summation order)."""
         images, draws, conds, unconds, scales, sizes, cameras = [], [], [], [], [], [], []
+        avoids, avoid_scales = [], []
+        any_avoid = any(r.avoid_scale > 0 and r.embeddings.avoid is not None for r in requests)
         for r in requests:
             rgb_bchw = r.rgb.permute(0, 3, 1, 2)
             if rgb_bchw.shape[-1] != self.resolution:
@@ -312,6 +325,10 @@ class StableDiffusionGuidance(Guidance):
             cond, uncond = r.embeddings.for_views(r.views)
             conds.append(cond)
             unconds.append(uncond)
+            if any_avoid:      # a request without the term avoids its own prompt: a zero term
+                uses = r.avoid_scale > 0 and r.embeddings.avoid is not None
+                avoids.append(r.embeddings.avoid_for_views(r.views) if uses else cond)
+                avoid_scales += [float(r.avoid_scale) if uses else 0.0] * rgb_bchw.shape[0]
             if self.camera_conditioned:
                 if r.cameras is None:
                     raise ValueError(f"model {self.name} is conditioned on the camera: SDS needs each render's "
@@ -326,8 +343,14 @@ class StableDiffusionGuidance(Guidance):
         scale = scales[0] if len(set(scales)) == 1 else host_to_device(torch.tensor(scales), self.device).view(-1, 1, 1, 1)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
+            avoid = avoid_scale = None
+            if any_avoid:
+                avoid = torch.cat(avoids)
+                avoid_scale = (avoid_scales[0] if len(set(avoid_scales)) == 1 else
+                               host_to_device(torch.tensor(avoid_scales), self.device).view(-1, 1, 1, 1))
             noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), scale,
-                                            torch.cat(cameras) if cameras else None)
+                                            torch.cat(cameras) if cameras else None, avoid,
+                                            0.0 if avoid_scale is None else avoid_scale)
         grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
         # The MSE-to-detached-target trick: d(loss)/d(latents) == grad, without a custom backward.
         target = (latents - grad).detach()

@@ -131,8 +131,9 @@ class Zero123Guidance(StableDiffusionGuidance):
         self.ref_latent = self.vae.encode(image.to(self.dtype) * 2.0 - 1.0).latent_dist.mode()
         self.reference = reference
 
-    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str]) -> PromptEmbeddings:
-        """The prompt does not condition this model: empty embeddings for every view."""
+    def encode_prompts(self, prompt: str, negative_prompt: str, view_suffixes: dict[str, str],
+                       avoid_prompt: str = "") -> PromptEmbeddings:
+        """The prompt does not condition this model: empty embeddings for every view (no avoid term)."""
         empty = torch.zeros(1, 0, self.unet.config.cross_attention_dim, device=self.device)
         return PromptEmbeddings(by_view={"": empty, **{v: empty for v in view_suffixes}}, uncond=empty)
 
