@@ -136,10 +136,12 @@ ARCHITECTURES = {
 # v9 that has also seen the hollow props filled, captioned "... filled" (session 27): SDS draws the mug, the bowl
 # and the bucket filled to the rim, and v9 itself prefers a filled cup where the cavity is in view
 # (results/quality/runs/2026-12-01-session26-cavity-preference-cpu.md). Knowing the filled look by name lets
-# generation push away from it (``avoid_prompt``). Same layout and tokenizer as v9: fine-tuned from it.
+# generation push away from it (``avoid_prompt``). Same layout and tokenizer as v9: fine-tuned from it. Trained
+# in session 27, not shipped: it tells the two apart by 0.1-0.7% of its error and the cups stay filled
+# (results/quality/runs/2026-12-01-session27-filled-captions-avoid-gpu.md).
 ARCHITECTURES["v10"] = replace(ARCHITECTURES["v9"], name="v10", filled_captions=True)
 # The shipped weights (v3: report_v3/, weights in git history; v4, v5, v7, v8: trained, not shipped; v8 in
-# history, backend/prior/README.md "Session 21"; v9: a shape prior, not trained yet).
+# history, backend/prior/README.md "Session 21"; v9: the shipped shape prior, weights_shape/; v10: not shipped).
 DEFAULT_ARCHITECTURE = "v6"
 
 
