@@ -45,8 +45,8 @@ import torch
 
 from backend.cost.device import cpu_facts, gpu_facts
 from backend.cost.model import (BUILTIN_ARCH, GB, PROFILE_VERSION, SD_ARCH, checkpoint_features, export_features,
-                                fit, memory_features, predict, preview_features, profile_path, relative_errors,
-                                step_features)
+                                fine_features, fit, memory_features, predict, preview_features, profile_path,
+                                relative_errors, step_features)
 from backend.engine.guidance.models import BUILTIN_SHAPE
 from shared.presets import PRESETS
 from shared.settings import GenerationSettings
@@ -102,6 +102,16 @@ EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (128, 512, 20000
                (128, 1024, 50000, True), (192, 512, 20000, True), (160, 1024, 30000, True), (224, 512, 10000, True)]
 CPU_EXPORT_GRID = [(64, 256, 5000, False), (64, 1024, 5000, False), (64, 1024, 5000, False), (96, 512, 20000, False), (128, 1024, 50000, False),
                    (160, 256, 10000, False), (128, 512, 20000, True), (96, 1024, 50000, True)]
+# The fine stage (session 27): (fine_steps, fine_resolution, held out?) after a short coarse run of the preset as it
+# ships (48x1, both priors, coarse + fine). Steps and render size are varied apart, so the fit can tell the
+# hand-over's fixed cost from the steps'; the preset's own (5 steps at 32 px) is held out.
+FINE_BASE = {"resolution_schedule": "48x1", "shape_model": BUILTIN_SHAPE, "stages": "coarse,fine"}
+FINE_GRID = [(2, 32, False), (20, 32, False), (5, 64, False), (20, 64, False), (40, 48, False),
+             (5, 32, True), (10, 96, True)]
+CPU_FINE_GRID = [(2, 32, False), (12, 32, False), (4, 64, False), (8, 48, False), (5, 32, True), (6, 64, True)]
+QUICK_FINE_GRID = [(1, 32, False), (3, 32, False), (2, 32, True)]
+FINE_COARSE_STEPS = 60          # a shape to hand over, not the initial blob
+
 # ``--quick``: a smoke test of the whole path (a few tiny configurations and exports; its fit means nothing).
 QUICK_PRIOR_GRID = [({}, False), ({"resolution_schedule": "64x1"}, False), ({"resolution_schedule": "48x1"}, True)]
 QUICK_SD_GRID = [({}, False), ({"resolution_schedule": "128x1"}, False), ({"resolution_schedule": "192x1"}, True)]
@@ -297,6 +307,52 @@ def measure_exports(guidance, device, grid, repeats: int = 1) -> list[dict]:
     return rows
 
 
+def measure_fine(guidance, device, grid, repeats: int = 1) -> list[dict]:
+    """Each fine stage of ``grid`` after the same short coarse run: its hand-over (``init_from_coarse``) and
+    its steps (``fit`` without a callback: no previews, which the estimate counts apart), timed apart and
+    together (``fine_s``, what the fit predicts), the median of ``repeats``. One untimed fine stage first
+    (the first hand-over of a process imports the mesh libraries)."""
+    from backend.engine.fine import FineTrainer
+    from backend.engine.trainer import Trainer
+
+    base = settings_for(BUILTIN_ARCH, "builtin", FINE_BASE)
+    guidance.configure(base)
+    coarse = Trainer(base, guidance, device)
+    for _ in range(FINE_COARSE_STEPS):
+        coarse.train_step()
+
+    def one(settings) -> tuple[float, float]:
+        synchronize(device)
+        t0 = clock()
+        fine = FineTrainer(settings, guidance, device)
+        fine.init_from_coarse(coarse)
+        synchronize(device)
+        t1 = clock()
+        fine.fit()
+        synchronize(device)
+        return t1 - t0, clock() - t1
+
+    one(base.replace(fine_steps=1, fine_resolution=32))       # untimed: imports and first calls
+    rows = []
+    for steps, res, held in grid:
+        settings = base.replace(fine_steps=steps, fine_resolution=res)
+        runs = sorted((one(settings) for _ in range(repeats)), key=sum)
+        handover, fit_s = runs[(len(runs) - 1) // 2]
+        rows.append({"overrides": {"fine_steps": steps, "fine_resolution": res}, "held_out": held,
+                     "settings": {**settings.to_dict(), "model": "builtin"}, "handover_s": handover,
+                     "fine_fit_s": fit_s, "fine_s": handover + fit_s})
+        print("fine", {k: v for k, v in rows[-1].items() if k != "settings"}, flush=True)
+    return rows
+
+
+def fine_rows(run: dict, step_coef: dict) -> list[tuple[dict, float, bool]]:
+    """(features, seconds, held out) of each measured fine stage of ``run`` (``fine_features`` needs the
+    fitted step coefficients: a fine step is costed as a coarse step of its renders times a factor)."""
+    native = {a: v["native_resolution"] for a, v in run["architectures"].items()}
+    return [(fine_features(GenerationSettings.from_dict(r["settings"]), step_coef, native, run["cuda"]), r["fine_s"],
+             r["held_out"]) for r in run.get("fine", [])]
+
+
 # ---- fitting and reporting -------------------------------------------------------------------------
 def fit_and_test(parts: dict[str, list[tuple[dict, float, bool]]]) -> tuple[dict, dict]:
     """Per part: coefficients fitted on the rows not held out, relative errors on the held-out rows."""
@@ -421,6 +477,12 @@ def held_out_table(run: dict, coefficients: dict) -> str:
             o = e["overrides"]
             line(f"export {o['mesh_resolution']}³ / {o['texture_size']}² / {o['face_budget']} faces", "export (s)",
                  y, predict(coefficients["export"], f), ".2f")
+    if "fine" in coefficients:
+        for r, (f, y, held) in zip(run.get("fine", []), fine_rows(run, coefficients["step"])):
+            if held:
+                o = r["overrides"]
+                line(f"fine stage, {o['fine_steps']} steps at {o['fine_resolution']} px", "fine stage (s)", y,
+                     predict(coefficients["fine"], f), ".2f")
     return "\n".join(lines)
 
 
@@ -445,10 +507,12 @@ def measure(args, out: Path) -> dict:
         counts = {"warmup": 8, "steps": 15, "block": 5}
         big_counts = {"warmup": 4, "steps": 6, "block": 2}
         export_grid, export_repeats = EXPORT_GRID, 3
+        fine_grid, fine_repeats = FINE_GRID, 3
     else:
         facts_dict = cpu_facts().to_dict()
         counts = big_counts = {"warmup": 2, "steps": 6, "block": 1}
         export_grid, export_repeats = CPU_EXPORT_GRID, 1
+        fine_grid, fine_repeats = CPU_FINE_GRID, 1
     prior_grid, sd_grid = PRIOR_GRID, SD_GRID
     # On a GPU the prior's small steps are bound by the host's kernel launches, which drift over a run
     # (sessions 14 and 17: the same configurations 13-16 ms in one run, 15-25 ms in the other): two
@@ -458,6 +522,7 @@ def measure(args, out: Path) -> dict:
         counts = big_counts = QUICK_COUNTS
         prior_grid, sd_grid, export_grid, export_repeats, prior_passes = (
             QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1)
+        fine_grid, fine_repeats = QUICK_FINE_GRID, 1
     facts_dict.pop("memory_free_bytes", None)
     facts_dict.pop("index", None)
     from backend.cost.device import BANDWIDTH_GBS
@@ -532,6 +597,9 @@ def measure(args, out: Path) -> dict:
             run["exports"] = measure_exports(guidance, device, export_grid, repeats=export_repeats)
             run["export_warmup"] = True
             save_raw()
+        if arch == BUILTIN_ARCH and shape:
+            run["fine"] = measure_fine(guidance, device, fine_grid, repeats=fine_repeats)
+            save_raw()
         del guidance
         reset_peak(device)
     run["partial"] = False
@@ -561,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=("wall", "process"), default="wall",
                         help="wall time (default), or this process's CPU time: with --threads 1 on a shared "
                              "CPU, close to an idle machine's single-thread time")
+    parser.add_argument("--fine-only", action="store_true",
+                        help="measure the fine stage's grid only, add it to this device's stored run (results/speed/"
+                             "cost.json or cost_cpu.json in --out) and fit them together")
     parser.add_argument("--refit", default=None, metavar="COST_JSON",
                         help="no measuring: fit again the raw numbers of an earlier run (its cost.json / cost_cpu.json)")
     args = parser.parse_args(argv)
@@ -571,8 +642,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.refit:
         fit_and_write(json.loads(Path(args.refit).read_text()), args)
         return 0
+    if args.fine_only:
+        fit_and_write(measure_fine_only(args, Path(args.out)), args)
+        return 0
     fit_and_write(measure(args, Path(args.out)), args)
     return 0
+
+
+def measure_fine_only(args, out: Path) -> dict:
+    """This device's stored run (``out``'s results file) with its fine stages measured again now."""
+    from backend.engine.guidance.models import load_guidance_for
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "process":
+        _CLOCK["clock"] = time.process_time
+    cuda = torch.cuda.is_available() and not args.cpu
+    stored = out / results_name(cuda)
+    if not stored.is_file():
+        raise SystemExit(f"--fine-only adds to this device's measured run, and {stored} is not there: run "
+                         "`python -m backend bench cost` first")
+    run = json.loads(stored.read_text())
+    device = torch.device("cuda" if cuda else "cpu")
+    guidance = load_guidance_for(settings_for(BUILTIN_ARCH, "builtin", FINE_BASE), device)
+    grid, repeats = (QUICK_FINE_GRID, 1) if args.quick else ((FINE_GRID, 3) if cuda else (CPU_FINE_GRID, 1))
+    t0 = time.perf_counter()
+    run["fine"] = measure_fine(guidance, device, grid, repeats=repeats)
+    run["fine_wall_s"] = time.perf_counter() - t0
+    return run
 
 
 def results_name(cuda: bool) -> str:
@@ -586,13 +683,18 @@ def fit_and_write(run: dict, args) -> None:
     run = remerged(run)
     parts = {**config_parts(run), "export": export_rows(run)}
     coefficients, errors = fit_and_test({k: v for k, v in parts.items() if v})
+    fine = fine_rows(run, coefficients["step"])
+    if fine:        # after the step's fit: a fine step is costed from it
+        fine_coef, fine_err = fit_and_test({"fine": fine})
+        coefficients.update(fine_coef)
+        errors.update(fine_err)
     table = held_out_table(run, coefficients)
     approximate = None if cuda else (f"approximate: measured on a CPU shared with other work ({versions['clock']} "
                                      f"time, {versions['threads']} torch thread(s)); refit on your machine with "
                                      "`python -m backend bench cost`")
     profile = {"version": PROFILE_VERSION, "device": facts_dict, "fitted": datetime.now(timezone.utc).isoformat(),
                "versions": versions, "architectures": architectures, "coefficients": coefficients,
-               "units": {"step": "s", "memory": "GiB", "preview": "s", "checkpoint": "s", "export": "s"},
+               "units": {"step": "s", "memory": "GiB", "preview": "s", "checkpoint": "s", "export": "s", "fine": "s"},
                "held_out_error": errors, "note": approximate}
     path = Path(args.profile) if args.profile else profile_path(facts_dict["slug"])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ from shared.settings import GenerationSettings, parse_resolution_schedule
 
 from .device import DeviceFacts
 from .model import (GB, SD_ARCH, Profile, architecture, available_profiles, checkpoint_features,
-                    export_features, memory_features, predict, preview_features, shape_architecture,
-                    step_features)
+                    export_features, fine_features, fine_step_settings, memory_features, predict, preview_features,
+                    shape_architecture, step_features)
 
 USABLE_GPU_SHARE = 0.92
 REFERENCE_GPU = "nvidia-h200"
@@ -99,10 +99,14 @@ def _stage_spans(s: GenerationSettings):
 
 
 def peak_memory(s: GenerationSettings, profile: Profile) -> float:
-    """Bytes: the largest stage's peak (the model's weights included)."""
+    """Bytes: the largest stage's peak (the model's weights included), the fine stage's renders too."""
     coef = profile.coef("memory")
-    return max(predict(coef, memory_features(s, st.resolution, st.batch_size, profile.native, profile.cuda)) * GB
-               for st in parse_resolution_schedule(s.resolution_schedule))
+    stages = [(s, st) for st in parse_resolution_schedule(s.resolution_schedule)]
+    if s.has_fine_stage:
+        f = fine_step_settings(s)
+        stages.append((f, f.resolution_stages[0]))
+    return max(predict(coef, memory_features(x, st.resolution, st.batch_size, profile.native, profile.cuda)) * GB
+               for x, st in stages)
 
 
 def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: str | None = None,
@@ -140,22 +144,29 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
         steps_s += secs
         stages.append({"resolution": st.resolution, "batch": st.batch_size, "steps": hi - lo,
                        "step_ms_albedo": ms[False] * 1000, "step_ms_after_warmup": ms[True] * 1000, "seconds": secs})
-    previews = s.steps // s.preview_interval if s.preview_interval else 0
+    fine_s = 0.0
+    if s.has_fine_stage:
+        if "fine" in p.data["coefficients"]:
+            fine_s = predict(p.coef("fine"), fine_features(s, step_coef, p.native, p.cuda)) * choice.time_scale
+        else:
+            notes.append(f"the fine stage is not in the {p.device_name} cost profile (measured since session 27: "
+                         "`python -m backend bench cost --fine-only`): its time is not counted")
+    previews = s.total_steps // s.preview_interval if s.preview_interval else 0
     previews_s = previews * predict(p.coef("preview"), preview_features(s)) * choice.time_scale
     saves = (s.steps // s.checkpoint_interval if s.checkpoint_interval else 0) + 1 if checkpoints else 0
     checkpoints_s = saves * predict(p.coef("checkpoint"), checkpoint_features(s, cuda=p.cuda)) * choice.time_scale
     export_s = predict(p.coef("export"), export_features(s)) * choice.time_scale
     loaded = [arch] + ([shape] if shape is not None else [])
     load_s = sum(p.data["architectures"][a].get("load_s", 0.0) for a in loaded) if include_load else 0.0
-    total = load_s + steps_s + previews_s + checkpoints_s + export_s
+    total = load_s + steps_s + fine_s + previews_s + checkpoints_s + export_s
     peak = peak_memory(s, p)
     usable = usable_memory(facts, memory_limit_bytes)
     out = {
         "device": facts.to_dict(), "profile": p.slug, "calibrated": choice.calibrated, "notes": notes,
         "architecture": arch, "time_s": total, "peak_memory_bytes": int(peak), "memory_usable_bytes": usable,
         "fits": usable is None or peak <= usable, "problem": None,
-        "parts_s": {"load": load_s, "steps": steps_s, "previews": previews_s, "checkpoints": checkpoints_s,
-                    "export": export_s},
+        "parts_s": {"load": load_s, "steps": steps_s, "fine": fine_s, "previews": previews_s,
+                    "checkpoints": checkpoints_s, "export": export_s},
         "stages": stages, "held_out_error": p.data.get("held_out_error", {}),
     }
     if not out["fits"]:
@@ -225,8 +236,9 @@ def summary_lines(est: dict, prompt: str = "") -> list[str]:
     parts = est["parts_s"]
     stages = ", ".join(f"{s['resolution']}x{s['batch']}: {s['steps']} steps at {s['step_ms_albedo']:.0f} / "
                        f"{s['step_ms_after_warmup']:.0f} ms" for s in est["stages"])
+    fine = f", fine stage {_duration(parts['fine'])}" if parts.get("fine") else ""
     lines.append(f"  load {_duration(parts['load'])}, optimisation {_duration(parts['steps'])} ({stages}; warm-up / "
-                 f"after), previews {_duration(parts['previews'])}, checkpoints {_duration(parts['checkpoints'])}, "
+                 f"after){fine}, previews {_duration(parts['previews'])}, checkpoints {_duration(parts['checkpoints'])}, "
                  f"export {_duration(parts['export'])}")
     err = est.get("held_out_error") or {}
     if err.get("step") and err.get("memory"):

@@ -204,6 +204,28 @@ def checkpoint_features(s: GenerationSettings, cuda: bool = False) -> dict[str, 
     return out
 
 
+def fine_step_settings(s: GenerationSettings) -> GenerationSettings:
+    """The settings a fine-stage step runs with, as ``backend.engine.fine.fine_settings`` derives them, for
+    the fields a step's cost reads (render size and batch, samples per ray). Restated here because the
+    estimate imports no torch; ``tests/test_cost.py`` checks the two agree."""
+    batch = s.resolution_stages[-1].batch_size
+    return s.replace(steps=max(1, s.fine_steps), resolution_schedule=f"{s.fine_resolution}x{batch}",
+                     samples_per_ray=min(4096, 2 * s.samples_per_ray), albedo_warmup_steps=0)
+
+
+def fine_features(s: GenerationSettings, step_coef: dict[str, float], native: dict[str, int],
+                  cuda: bool = False) -> dict[str, float]:
+    """The fine stage (``stages`` "coarse,fine"): its hand-over (the coarse density sampled on the SDF's base
+    grid, marching cubes, the signed distance: a fixed cost per device, ``fine_handover``) and its steps,
+    each costed as a coarse step of ``fine_step_settings`` times a fitted factor (``fine_steps_s``: the
+    signed-distance field, its eikonal term and its surface-hugging samples cost what they cost relative
+    to a NeRF step of the same renders). Two coefficients, so a handful of measured fine stages fit them."""
+    f = fine_step_settings(s)
+    st = f.resolution_stages[0]
+    per_step = predict(step_coef, step_features(f, st.resolution, st.batch_size, True, native, cuda=cuda))
+    return {"fine_handover": 1.0, "fine_steps_s": s.fine_steps * per_step}
+
+
 # Faces marching cubes gives per res^2: measured on trained coarse fields of the built-in prior (CPU,
 # session 16, 64^3-256^3 grids): barrel 1.8, chair 1.9, cube 3.1 (a sphere of radius res/4 cells:
 # ~1.6). The middle of that range; the shape alone moves it by about +-25%.
