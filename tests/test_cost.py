@@ -390,5 +390,47 @@ def test_bench_cost_quick_runs_end_to_end_on_the_cpu(tmp_path):
     assert all(len(c["checkpoint_times_s"]) == 3 for c in run["configs"])
     assert all(e["stages_s"] and e["faces"] > 0 for e in run["exports"])
     profile = Profile.load(tmp_path / "profile.json")
-    assert set(profile.data["coefficients"]) == {"step", "memory", "preview", "checkpoint", "export"}
+    assert set(profile.data["coefficients"]) == {"step", "memory", "preview", "checkpoint", "export", "fine"}
+    assert all(r["handover_s"] > 0 and r["fine_fit_s"] > 0 for r in run["fine"])
     assert "import" not in profile.coef("export")
+
+
+def test_the_fine_stage_is_costed_as_its_hand_over_and_its_steps(cpu_profile, tmp_path):
+    """A run with a fine stage (the built-in preset) costs its hand-over and its steps, more with more or
+    larger fine steps, and a profile measured before the fine stage was says it leaves it out."""
+    from backend.cost.device import DeviceFacts
+    from backend.cost.model import fine_step_settings
+    from backend.engine.fine import fine_settings
+
+    s = settings(model="builtin")                      # the preset: coarse + 5 fine steps at 32 px
+    assert s.has_fine_stage
+    ours, engine = fine_step_settings(s), fine_settings(s)
+    for f in (ours, engine):
+        assert (f.resolution_stages[0].resolution, f.resolution_stages[0].batch_size) == (s.fine_resolution, 1)
+    assert ours.samples_per_ray == engine.samples_per_ray
+
+    cpu = cpu_facts()
+    base = estimate(s, cpu)
+    coarse = estimate(s.replace(stages="coarse"), cpu)
+    assert base["parts_s"]["fine"] > cpu_profile.coef("fine")["fine_handover"] > 0
+    assert coarse["parts_s"]["fine"] == 0
+    assert base["time_s"] - coarse["time_s"] == pytest.approx(base["parts_s"]["fine"] + base["parts_s"]["previews"]
+                                                              - coarse["parts_s"]["previews"])
+    more = estimate(s.replace(fine_steps=50), cpu)["parts_s"]["fine"]
+    larger = estimate(s.replace(fine_resolution=96), cpu)["parts_s"]["fine"]
+    assert more > base["parts_s"]["fine"] and larger > base["parts_s"]["fine"]
+
+    h200 = DeviceFacts("cuda", "NVIDIA H200", 141 * GB, 140 * GB)
+    p = Profile.load(profile_path("nvidia-h200"))
+    assert "fine" in p.data["coefficients"]
+    assert estimate(s, h200)["parts_s"]["fine"] > 0
+    # a profile fitted before the fine stage was measured (its coefficients without "fine")
+    import json
+
+    old = {**cpu_profile.data, "coefficients": {k: v for k, v in cpu_profile.data["coefficients"].items()
+                                                  if k != "fine"}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    legacy = estimate(s, cpu, profile_path=str(path))
+    assert legacy["parts_s"]["fine"] == 0
+    assert any("fine stage is not in" in n for n in legacy["notes"])
