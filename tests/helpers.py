@@ -29,6 +29,20 @@ def tiny_settings(**overrides):
     return GenerationSettings.from_dict(values)
 
 
+def random_prior_pair(root: Path, shape_arch: str) -> tuple[Path, Path]:
+    """A colour prior (v6) and a shape prior (``shape_arch``) of the project's layout with random weights."""
+    from backend.prior.model import build_random
+
+    return build_random(root / "colour", arch="v6", seed=1), build_random(root / "shape", arch=shape_arch, seed=2)
+
+
+def shape_colour_settings(priors, prompt: str, **overrides):
+    """``tiny_settings`` guided by a ``random_prior_pair`` (colour ``model``, ``shape_model``), compass views."""
+    colour, shape = priors
+    return tiny_settings(model=str(colour), shape_model=str(shape), prompt=prompt, view_naming="compass",
+                         albedo_warmup_steps=0, **overrides)
+
+
 def load_rgb(image) -> np.ndarray:
     """uint8 [H, W, 3] of a PNG given as bytes or a path."""
     from PIL import Image

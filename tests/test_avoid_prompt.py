@@ -9,24 +9,18 @@ import pytest
 import torch
 
 from shared.settings import GenerationSettings, SettingError
-from tests.helpers import tiny_settings
+from tests.helpers import random_prior_pair, shape_colour_settings
 
 
 @pytest.fixture(scope="module")
 def priors(tmp_path_factory):
-    from backend.prior.model import build_random
-
-    root = tmp_path_factory.mktemp("avoid")
-    return build_random(root / "colour", arch="v6", seed=1), build_random(root / "shape", arch="v9", seed=2)
+    return random_prior_pair(tmp_path_factory.mktemp("avoid"), "v9")
 
 
 def _prepare(priors, **overrides):
     from backend.engine.trainer import prepare_generation
 
-    colour, shape = priors
-    settings = tiny_settings(model=str(colour), shape_model=str(shape), prompt="a red mug", view_naming="compass",
-                             albedo_warmup_steps=0, **overrides)
-    return prepare_generation(settings, device="cpu").trainer
+    return prepare_generation(shape_colour_settings(priors, "a red mug", **overrides), device="cpu").trainer
 
 
 def test_the_avoid_term_is_the_conditional_minus_the_avoided_prediction_on_top_of_cfg(priors):

@@ -10,21 +10,16 @@ import pytest
 import torch
 
 from shared.settings import GenerationSettings, SettingError
-from tests.helpers import tiny_settings
+from tests.helpers import random_prior_pair, shape_colour_settings, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def priors(tmp_path_factory):
-    from backend.prior.model import build_random
-
-    root = tmp_path_factory.mktemp("shape_colour")
-    return build_random(root / "colour", arch="v6", seed=1), build_random(root / "shape", arch="v8", seed=2)
+    return random_prior_pair(tmp_path_factory.mktemp("shape_colour"), "v8")
 
 
 def _settings(priors, **overrides):
-    colour, shape = priors
-    return tiny_settings(model=str(colour), shape_model=str(shape), prompt="a wooden chair",
-                         view_naming="compass", albedo_warmup_steps=0, **overrides)
+    return shape_colour_settings(priors, "a wooden chair", **overrides)
 
 
 def _sds(guidance, render, embeddings, seed: int) -> float:
