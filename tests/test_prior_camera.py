@@ -5,6 +5,7 @@ diffusers folder the engine steps with. Real models built from the architecture'
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -243,3 +244,26 @@ def test_the_shipped_prior_turns_the_cube_with_the_view():
         assert len(masks) >= 4
         own = sum(iou(m, true_masks[k]) > iou(m, true_masks[1 - k]) for m in masks)
         assert own >= 0.75 * len(masks), (view, own, len(masks))
+
+
+def test_training_cameras_go_as_high_as_asked(tmp_path):
+    """``--elevation-max``: the renders' cameras reach above the engine's default 45 degrees (some are then the
+    "overhead" view), and never without it; a value outside [45, 89] is refused by name."""
+    from backend.prior.grammar import VIEWS
+    from backend.prior.train import main, render_dataset
+
+    overhead = VIEWS.index("overhead")
+
+    def top_view_share(elevation_max):
+        _, labels, cameras = render_dataset(64, "cpu", chunk=32, image_size=16, categories=["cube"],
+                                            elevation_max=elevation_max)
+        # the camera's back axis (c2w's third column) rises with the elevation: sin(elevation)
+        rise = cameras.view(-1, 4, 4)[:, 2, 2].abs()
+        return float((labels[:, 1] == overhead).float().mean()), float(rise.max())
+
+    share, rise = top_view_share(None)
+    assert share == 0 and rise <= math.sin(math.radians(45)) + 1e-4
+    share, rise = top_view_share(80)
+    assert share > 0 and rise > math.sin(math.radians(60))
+    with pytest.raises(SystemExit):
+        main(["--elevation-max", "30", "--out", str(tmp_path)])

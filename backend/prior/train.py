@@ -109,11 +109,15 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
 # -- data -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
-                   image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None, p_filled: float = 0.0):
+                   image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None, p_filled: float = 0.0,
+                   elevation_max: float | None = None):
     """``n`` training images (uint8, on ``device``), labels (entry, view, shading, filled) and cameras ((n, 16)
     ``camera_condition``, for camera-aware priors); with ``minutes``, fewer when rendering all of them
-    would take longer than that. ``p_filled``: the share of hollow props drawn filled."""
-    from backend.prior.render import sample_batch
+    would take longer than that. ``p_filled``: the share of hollow props drawn filled. ``elevation_max``: the
+    cameras' highest elevation (None: the engine's default, as every shipped prior was trained)."""
+    from backend.prior.render import default_settings, sample_batch
+
+    settings = default_settings() if elevation_max is None else default_settings().replace(elevation_max=elevation_max)
 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -122,8 +126,8 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
     cameras = torch.empty(n, CAMERA_CONDITION_DIM, dtype=torch.float32, device=device)
     t0, i = time.perf_counter(), 0
     while i < n:
-        b = sample_batch(min(chunk, n - i), image_size, device=device, generator=gen, categories=categories,
-                         p_filled=p_filled)
+        b = sample_batch(min(chunk, n - i), image_size, device=device, settings=settings, generator=gen,
+                         categories=categories, p_filled=p_filled)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading, b.filled.long()], 1)
         cameras[i:i + len(b.images)] = b.camera
@@ -515,9 +519,14 @@ def parse_args(argv=None):
                    help="fine-tune: start from this prior's folder (its tokenizer, text encoder, VAE and UNet; "
                         "the VAE is kept, not trained). A camera-aware architecture on a text-only prior gets its "
                         "camera projection zero-initialised, so it starts as that prior")
+    p.add_argument("--elevation-max", type=float, default=None, metavar="DEGREES",
+                   help="the training cameras' highest elevation (default: the engine's, 45): a prior that has seen "
+                        "objects from higher up can guide generation with cameras up there (a cup's inside is in view)")
     p.add_argument("--categories", default=None, metavar="NAMES",
                    help="render only these categories (comma-separated catalogue names, e.g. cube,pyramid)")
     args = p.parse_args(argv)
+    if args.elevation_max is not None and not 45.0 <= args.elevation_max <= 89.0:
+        p.error(f"--elevation-max must be in [45, 89] degrees, got {args.elevation_max}")
     if args.categories is not None:
         from backend.prior.catalogue import CATEGORIES as ALL
 
@@ -556,7 +565,8 @@ def main(argv=None) -> int:
 
     images, labels, *rest = rendered_data(args.data_cache, dev, lambda: render_dataset(
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
-        image_size=arch.image_size, categories=args.categories, p_filled=P_FILLED if arch.filled_captions else 0.0),
+        image_size=arch.image_size, categories=args.categories, p_filled=P_FILLED if arch.filled_captions else 0.0,
+        elevation_max=args.elevation_max),
         timings, "images")
     cameras = rest[0] if rest and arch.camera_condition else None
     if arch.camera_condition and cameras is None:
@@ -572,6 +582,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--data-cache {args.data_cache} holds {images.shape[-1]} px images; architecture "
                          f"{arch.name} trains on {arch.image_size} px: pass another --data-cache")
     report["images"] = len(images)
+    if args.elevation_max is not None:
+        report["elevation_max"] = args.elevation_max
     grid_png(images[:64].float() / 255, 8, out / "report" / "data.png")
 
     torch.manual_seed(args.seed)
