@@ -339,18 +339,16 @@ class StableDiffusionGuidance(Guidance):
         t = torch.cat([d[0] for d in draws])
         noise = torch.cat([d[1] for d in draws])
         latents = self.encode_images(torch.cat(images), torch.cat([d[2] for d in draws])).float()
-        # One number when all rows share it (the usual case); else one per row.
-        scale = scales[0] if len(set(scales)) == 1 else host_to_device(torch.tensor(scales), self.device).view(-1, 1, 1, 1)
+        def per_row(values: list[float]):
+            """One number when all rows share it (the usual case); else one per row."""
+            return values[0] if len(set(values)) == 1 else host_to_device(torch.tensor(values), self.device).view(-1, 1, 1, 1)
+
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
-            avoid = avoid_scale = None
-            if any_avoid:
-                avoid = torch.cat(avoids)
-                avoid_scale = (avoid_scales[0] if len(set(avoid_scales)) == 1 else
-                               host_to_device(torch.tensor(avoid_scales), self.device).view(-1, 1, 1, 1))
-            noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), scale,
-                                            torch.cat(cameras) if cameras else None, avoid,
-                                            0.0 if avoid_scale is None else avoid_scale)
+            noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), per_row(scales),
+                                            torch.cat(cameras) if cameras else None,
+                                            torch.cat(avoids) if any_avoid else None,
+                                            per_row(avoid_scales) if any_avoid else 0.0)
         grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
         # The MSE-to-detached-target trick: d(loss)/d(latents) == grad, without a custom backward.
         target = (latents - grad).detach()
