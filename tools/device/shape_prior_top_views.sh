@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Next experiment for the hollow props (planned in session 27, not run yet): the shape prior fine-tuned from the
+# Planned in session 27 for the hollow props; NOT worth running (session 28): a CPU oracle, v9 fine-tuned on the
+# mug alone up to 80 degrees, prefers the open mug at every elevation and SDS still draws it filled
+# (results/quality/runs/2026-12-01-session28-mug-top-views-oracle-cpu.md). Kept for the record: the shape prior fine-tuned from the
 # shipped v9 on renders from up to 80 degrees of elevation (`--elevation-max 80`; every shipped prior saw at most
 # 45, where a cup's inside is a few dark pixels), then generation with cameras up to 70 degrees. Checked first with
 # tools/cavity_preference.py (open vs filled at 15-75 degrees), then the hollow props and four controls at seed 0:
