@@ -104,6 +104,11 @@ class GenerationSettings:
     # -- cameras -------------------------------------------------------------------------------
     elevation_min: float = _s(-10.0, lo=-89.0, hi=89.0, group="camera", help="degrees")
     elevation_max: float = _s(45.0, lo=-89.0, hi=89.0, group="camera", help="degrees")
+    albedo_elevation_min: float = _s(-89.0, lo=-89.0, hi=89.0, group="camera",
+                                     help="degrees: the albedo-shaded renders (the colour's) draw their cameras from "
+                                          "at least this elevation, the lit and textureless ones (the shape's) from "
+                                          "elevation_min: lets cameras go lower for the shape than a colour prior "
+                                          "has seen (the built-in priors were trained from -10)")
     azimuth_min: float = _s(-180.0, lo=-180.0, hi=180.0, group="camera", help="degrees")
     azimuth_max: float = _s(180.0, lo=-180.0, hi=180.0, group="camera", help="degrees")
     distance_min: float = _s(1.5, lo=0.5, hi=10.0, group="camera", help="scene units; object fits in radius 1")
@@ -387,6 +392,9 @@ class GenerationSettings:
                        ("distance_min", "distance_max"), ("fovy_min", "fovy_max"), ("t_min", "t_max")):
             if getattr(self, lo) > getattr(self, hi):
                 raise SettingError(lo, f"must be <= {hi} ({getattr(self, lo)} > {getattr(self, hi)})")
+        if self.albedo_elevation_min > self.elevation_max:
+            raise SettingError("albedo_elevation_min",
+                               f"must be <= elevation_max ({self.albedo_elevation_min} > {self.elevation_max})")
         if self.t_anneal and self.t_max_end < self.t_min:
             raise SettingError("t_max_end", f"must be >= t_min ({self.t_min})")
         if self.hash_max_resolution < self.hash_base_resolution:

@@ -217,6 +217,14 @@ class Trainer:
             return host_to_device(torch.rand(batch, 3, generator=self.rng.host), self.device)
         return None
 
+    def draw_cameras(self, s: GenerationSettings, batch: int):
+        """``batch`` training cameras from ``s``'s ranges and each one's view name for the prompt."""
+        cams = sample_cameras(s, batch, device=self.device, generator=self.rng.host)
+        views = [view_direction(e, a, s.front_threshold, s.overhead_threshold, s.view_naming)
+                 for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())] if s.view_dependent_prompt \
+            else [""] * batch
+        return cams, views
+
     # -- one step, in phases ----------------------------------------------------------------------
     def render_step(self) -> StepRender:
         """Phase 1: occupancy update, cameras, shading, lights, background, and the render."""
@@ -228,11 +236,12 @@ class Trainer:
         with self.rng.global_scope():
             self.renderer.update_occupancy(step)
 
-        cams = sample_cameras(s, batch, device=self.device, generator=self.rng.host)
-        views = [view_direction(e, a, s.front_threshold, s.overhead_threshold, s.view_naming)
-                 for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())] if s.view_dependent_prompt \
-            else [""] * batch
+        cams, views = self.draw_cameras(s, batch)
         shading = self.choose_shading(step)
+        if shading == "albedo" and s.albedo_elevation_min > s.elevation_min:
+            # The colour's renders only from where the colour prior has seen objects (drawn again: the default
+            # draws nothing more, so runs without the setting keep their trajectories).
+            cams, views = self.draw_cameras(s.replace(elevation_min=s.albedo_elevation_min), batch)
         rays_o, rays_d = camera_rays(cams, res)
         per_ray = res * res
         light = None
