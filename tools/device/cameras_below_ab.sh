@@ -5,7 +5,7 @@
 # degrees the pyramid went 0.753 -> 0.809 IoU (volume 1.31 -> 1.17), the cone 0.797 -> 0.858 (1.13 -> 0.98), the
 # barrel and the blue cube held, and the red cube lost its colour (albedo error 0.03 -> 0.50); with the albedo
 # renders kept to -10 (`albedo_elevation_min`, the colour prior's own range) the red cube kept it (0.028; IoU 0.870,
-# volume 1.09), the cone went further (0.882, volume 1.05), the pyramid and the blue cube held (0.810, 0.824)
+# volume 1.09), the cone went further (0.882, volume 1.05), the pyramid and the blue cube held (0.810, 0.824), and two props lost (barrel 0.893 -> 0.869, chair 0.532 -> 0.487)
 # (results/quality/runs/2026-12-01-session28-cameras-below-cpu.jsonl). Two variants over every benchmark prompt,
 # seed 0 (two commands); the default's rows to compare with are session 26's seed 0 (the same preset and code path:
 # results/quality/runs/2026-12-01-session26-handover-fix-2seeds-gpu.jsonl). Before the call: rm -rf results
