@@ -201,6 +201,10 @@ class GenerationSettings:
     t_max: float = _s(0.98, lo=0.0, hi=1.0, group="guidance", help="max diffusion time (fraction)")
     t_anneal: bool = _s(False, group="guidance", help="anneal t_max linearly to t_max_end over the run")
     t_max_end: float = _s(0.5, lo=0.0, hi=1.0, group="guidance", help="t_max at the last step when annealing")
+    sds_noise_weight: float = _s(1.0, lo=0.0, hi=1.0, group="guidance",
+                                 help="weight of SDS's denoising term, eps(uncond) - noise, in the gradient beside "
+                                      "the classifier term guidance_scale * (eps(text) - eps(uncond)): 1 = SDS "
+                                      "(DreamFusion), 0 = classifier score distillation (CSD, Yu et al. 2023)")
     sds_weighting: str = _s("sds", choices=("sds", "uniform", "fantasia3d"), group="guidance",
                             help="w(t): sds = 1 - alpha_bar, uniform = 1, fantasia3d = sqrt(alpha_bar)*(1-alpha_bar)")
     half_precision: bool = _s(True, group="guidance", help="UNet/VAE in fp16 on CUDA (always fp32 on CPU)")

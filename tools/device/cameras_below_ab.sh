@@ -13,10 +13,15 @@
 # Call: run(command="bash tools/device/cameras_below_ab.sh 560", kind="nvidia-h200", carry=[".devwhl"],
 # timeout_s=600), twice; resumable (send it again within 30 s). Back in $OUT: below.tgz.* (cat below.tgz.* | tar xzf -).
 source tools/device/common.sh "$1"
-echo '{"below25_albedo10": {"elevation_min": -25, "albedo_elevation_min": -10},
-       "below25": {"elevation_min": -25}}' > /tmp/below.json
+# ONLY=below25_albedo10 measures that variant alone (one command)
+python3 - "${ONLY:-}" <<'PY'
+import json, sys
+v = {"below25_albedo10": {"elevation_min": -25, "albedo_elevation_min": -10}, "below25": {"elevation_min": -25}}
+json.dump({k: s for k, s in v.items() if sys.argv[1] in ("", k)}, open("/tmp/below.json", "w"))
+PY
+NV=$(python3 -c "import json; print(len(json.load(open('/tmp/below.json'))))")
 build_cuda_once
-resumable_bench quality 60 /tmp/below $(( 83 * 2 * 2 )) --prompts benchmark --seeds 0 --variants /tmp/below.json \
+resumable_bench quality 60 /tmp/below $(( 83 * 2 * NV )) --prompts benchmark --seeds 0 --variants /tmp/below.json \
   --workers ${W:-14} --straggler-s 60 >> /tmp/below.log 2>&1
 tar czf - -C /tmp $(cd /tmp && ls -d below below.log 2>/dev/null) | split -b 15M - $OUT/below.tgz.
 grep -v "^ *[0-9]*%" /tmp/below.log | grep -v "Loading weights" | tail -n 12

@@ -63,6 +63,8 @@ class GuidanceRequest:
     shading: str = ""
     #: weight of the embeddings' ``avoid`` term (the ``avoid_scale`` setting; 0: none)
     avoid_scale: float = 0.0
+    #: weight of the denoising term eps(uncond) - noise (the ``sds_noise_weight`` setting; 1: SDS)
+    noise_weight: float = 1.0
 
 
 class Guidance(ABC):

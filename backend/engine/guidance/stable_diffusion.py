@@ -206,7 +206,8 @@ class StableDiffusionGuidance(Guidance):
     def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                       uncond: torch.Tensor, guidance_scale: float | torch.Tensor,
                       camera: Optional[torch.Tensor] = None, avoid: Optional[torch.Tensor] = None,
-                      avoid_scale: float | torch.Tensor = 0.0) -> torch.Tensor:
+                      avoid_scale: float | torch.Tensor = 0.0, with_uncond: bool = False
+                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """CFG noise prediction (epsilon), one UNet call on the [cond; uncond] pair (and ``avoid``).
 
         ``latents_noisy``: Float[Tensor, "B C h w"], ``t``: Int[Tensor, "B"], ``cond``/``uncond``:
@@ -219,7 +220,9 @@ class StableDiffusionGuidance(Guidance):
         diffusion's negated prompt (Liu et al. 2022), a push away from what ``avoid`` describes that keeps
         the unconditional term, which a negative prompt replaces. Why not the negative prompt: with a
         filled cup as the negative, the guidance loses its pull towards the object itself (a mug with
-        "a red cylinder" as its negative came out a cylinder without a handle, IoU 0.06; session 26)."""
+        "a red cylinder" as its negative came out a cylinder without a handle, IoU 0.06; session 26).
+
+        ``with_uncond``: also return the unconditional prediction (for ``sds_noise_weight`` below 1)."""
         parts = 2 if avoid is None else 3
         latent_in = torch.cat([latents_noisy] * parts).to(self.dtype)
         t_in = torch.cat([t] * parts)
@@ -234,7 +237,9 @@ class StableDiffusionGuidance(Guidance):
             out = a.sqrt() * out + (1 - a).sqrt() * latent_in.float()
         text, negative, *avoided = out.chunk(parts)
         guided = negative + guidance_scale * (text - negative)
-        return guided if avoid is None else guided + avoid_scale * (text - avoided[0])
+        if avoid is not None:
+            guided = guided + avoid_scale * (text - avoided[0])
+        return (guided, negative) if with_uncond else guided
 
     def _unet(self, latent_in: torch.Tensor, t_in: torch.Tensor, context: torch.Tensor,
               class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -313,7 +318,7 @@ class StableDiffusionGuidance(Guidance):
         from its request's generator), and each request's loss is computed over its own rows only, so
         a job gets the same gradient alone or in a group (to floating-point summation order)."""
         images, draws, conds, unconds, scales, sizes, cameras = [], [], [], [], [], [], []
-        avoids, avoid_scales = [], []
+        avoids, avoid_scales, noise_weights = [], [], []
         any_avoid = any(r.avoid_scale > 0 and r.embeddings.avoid is not None for r in requests)
         for r in requests:
             rgb_bchw = r.rgb.permute(0, 3, 1, 2)
@@ -335,6 +340,7 @@ class StableDiffusionGuidance(Guidance):
                                      "camera (GuidanceRequest.cameras)")
                 cameras.append(camera_condition(r.cameras.c2w).to(self.device, torch.float32))
             scales += [float(r.guidance_scale)] * rgb_bchw.shape[0]
+            noise_weights += [float(r.noise_weight)] * rgb_bchw.shape[0]
             sizes.append(rgb_bchw.shape[0])
         t = torch.cat([d[0] for d in draws])
         noise = torch.cat([d[1] for d in draws])
@@ -343,12 +349,20 @@ class StableDiffusionGuidance(Guidance):
             """One number when all rows share it (the usual case); else one per row."""
             return values[0] if len(set(values)) == 1 else host_to_device(torch.tensor(values), self.device).view(-1, 1, 1, 1)
 
+        # SDS's gradient is guided - noise = (eps_uncond - noise) + s * (eps_text - eps_uncond): a denoising
+        # term and a classifier term. sds_noise_weight scales the first; at 0 it is classifier score
+        # distillation (CSD, Yu et al. 2023), whose gradient has no noise sample in it.
+        csd = any(w != 1.0 for w in noise_weights)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(latents.detach(), noise, t)
             noise_pred = self.predict_noise(noisy, t, torch.cat(conds), torch.cat(unconds), per_row(scales),
                                             torch.cat(cameras) if cameras else None,
                                             torch.cat(avoids) if any_avoid else None,
-                                            per_row(avoid_scales) if any_avoid else 0.0)
+                                            per_row(avoid_scales) if any_avoid else 0.0, with_uncond=csd)
+            if csd:
+                noise_pred, uncond_pred = noise_pred
+                w = per_row(noise_weights)
+                noise = w * noise + (1 - w) * uncond_pred
         grad = torch.nan_to_num(self.weight(t) * (noise_pred - noise))
         # The MSE-to-detached-target trick: d(loss)/d(latents) == grad, without a custom backward.
         target = (latents - grad).detach()
