@@ -69,7 +69,13 @@ PRESETS: dict[str, dict] = {
                 # since rejoined: CPU, the same stool 0.43 -> 0.50, chair 0.42 -> 0.49, one piece each;
                 # and tips left alone: CPU white pyramid 0.72 -> 0.63 without that rule, 0.76 with it).
                 # results/quality/README.md, session 24.
-                "fine_thin_inset": 0.015},
+                "fine_thin_inset": 0.015,
+                # The VAE encoder eager on a GPU (session 29, one H200, results/speed/runs/2026-12-01-session29-*):
+                # compiled, its first steps took 115 s (Inductor compiling both priors' encoders, forward and
+                # backward) against 0.3 s eager, and a step was no faster (median 21.2 ms compiled, 19.7
+                # eager: the prior's step is host-bound, 2.6 ms of GPU work, and the compiled regions cost
+                # ~5 ms of host time each). The compile pays at SD's 512 px, not at 64.
+                "compile_vae": False},
 }
 
 # Image-to-3D with the project's view prior (guidance_type "zero123", model "builtin"): the text prior's

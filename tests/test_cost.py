@@ -292,10 +292,12 @@ def test_passes_merge_to_the_smallest_times_and_peak():
     assert merge_passes([a]) == a
 
 
-def _stored_h200_run() -> dict:
+def _stored_h200_run(name: str = "cost.json") -> dict:
+    """The H200 run the shipped profile is fitted on, or an earlier one kept in ``results/speed/runs``."""
     import json
 
-    return json.loads((Path(REPO) / "results" / "speed" / "cost.json").read_text())
+    path = Path(REPO) / "results" / "speed" / (name if name == "cost.json" else f"runs/{name}")
+    return json.loads(path.read_text())
 
 
 def test_stale_cublas_workspaces_are_taken_off_the_stored_peaks():
@@ -305,7 +307,7 @@ def test_stale_cublas_workspaces_are_taken_off_the_stored_peaks():
     from backend.bench.cost import (WORKSPACE_BYTES, config_parts, fit_and_test, peak_gib, remerged,
                                     stale_workspaces)
 
-    run = remerged(_stored_h200_run())
+    run = remerged(_stored_h200_run("2026-12-01-session25-cost-h200.json"))
     stale = stale_workspaces(run)
     prior = [c for c in run["configs"] if c.get("passes")]
     assert stale[:len(prior)] == list(range(len(prior)))      # the first pass, in grid order
@@ -326,6 +328,9 @@ def test_stale_cublas_workspaces_are_taken_off_the_stored_peaks():
     # A run before session 25's bench (graphs kept across configurations) or a CPU run: no correction.
     old = {**run, "configs": [{k: v for k, v in c.items() if k != "checkpoint_times_s"} for c in run["configs"]]}
     assert set(stale_workspaces(old)) == {0} and set(stale_workspaces({**run, "cuda": False})) == {0}
+    # A run whose bench freed the workspaces per configuration (session 29's, the shipped profile's): nothing to
+    # take off.
+    assert set(stale_workspaces(remerged(_stored_h200_run()))) == {0}
     # The profile fitted on the corrected peaks: the prior's weights are tens of MB, not ~0.5 GB.
     assert Profile.load(profile_path("nvidia-h200")).coef("memory")["weights:builtin"] < 0.25
 
