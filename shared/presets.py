@@ -70,11 +70,10 @@ PRESETS: dict[str, dict] = {
                 # and tips left alone: CPU white pyramid 0.72 -> 0.63 without that rule, 0.76 with it).
                 # results/quality/README.md, session 24.
                 "fine_thin_inset": 0.015,
-                # The VAE encoder eager on a GPU (session 29, one H200, results/speed/runs/2026-12-01-session29-*):
-                # compiled, its first steps took 115 s (Inductor compiling both priors' encoders, forward and
-                # backward) against 0.3 s eager, and a step was no faster (median 21.2 ms compiled, 19.7
-                # eager: the prior's step is host-bound, 2.6 ms of GPU work, and the compiled regions cost
-                # ~5 ms of host time each). The compile pays at SD's 512 px, not at 64.
+                # The VAE encoder eager on a GPU (session 29, one H200, results/speed/NOTES.md): compiled, a step
+                # was no faster (medians 21.2 / 23.7 ms compiled, 19.7 / 21.9 eager, two runs: the prior's step is
+                # host-bound, 2.6 ms of GPU work, and the compiled regions cost ~5 ms of host time each).
+                # The compile pays at SD's 512 px, not at 64.
                 "compile_vae": False},
 }
 
