@@ -1,5 +1,7 @@
 """Oracle for the hollow props: start the coarse NeRF on the TRUE open shape (fitted to the ground truth's
-SDF and albedo), then run the preset's SDS; does it keep the cavity or fill it?  mode: truth | plain | cavity"""
+SDF and albedo), then run the preset's SDS; does it keep the cavity or fill it?  mode: truth | plain | cavity | hull
+(hull: the visual hull of the colour prior's own samples, 2026-12-01-session29-prior-hull-start.py).
+Run from the repository root: mkdir -p /tmp/oracle; .venv/bin/python results/quality/runs/<this file> "a red mug" truth"""
 import json, sys, time
 import numpy as np, torch
 from shared.settings import GenerationSettings
@@ -27,9 +29,19 @@ class Cup:
     albedo = None
 
 
-if mode in ("truth", "cavity"):
+if mode in ("truth", "cavity", "hull"):
     if mode == "cavity":
         truth = Cup()
+    if mode == "hull":
+        sys.path.insert(0, __import__("os").path.dirname(__file__))
+        from importlib import import_module; globals().update({k: getattr(import_module("2026-12-01-session29-prior-hull-start"), k) for k in ("Hull", "sample_views", "visual_hull")})  ## Hull, sample_views, visual_hull
+        t1 = time.time()
+        imgs, cams, n = sample_views(tr.guidance.colour, prompt)
+        occ = visual_hull(imgs, cams, n)
+        from PIL import Image
+        Image.fromarray((np.concatenate(list(imgs), 1) * 255).astype(np.uint8)).save(f"/tmp/oracle/{prompt.replace(' ', '_')}_samples.png")
+        print(f"hull: {time.time() - t1:.1f} s, occupied {occ.mean() * 8:.3f} (truth volume below)", flush=True)
+        truth = Hull(occ)
     field = tr.field
     opt = torch.optim.Adam(field.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-15)
     g = torch.Generator().manual_seed(0)
