@@ -390,6 +390,9 @@ class GenerationSettings:
         if self.avoid_scale > 0 and self.is_image_job:
             raise SettingError("avoid_scale", "works with text guidance (guidance_type 'stable-diffusion') only: "
                                "set it to 0")
+        if self.sds_noise_weight != 1.0 and self.is_image_job:
+            raise SettingError("sds_noise_weight", "works with text guidance (guidance_type 'stable-diffusion') "
+                               f"only: set it to 1 (got {self.sds_noise_weight})")
         if 0.0 < self.reference_fill < 0.2:
             raise SettingError("reference_fill", f"must be 0 (keep the framing) or in [0.2, 1], got {self.reference_fill}")
         for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),

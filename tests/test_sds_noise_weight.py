@@ -66,6 +66,9 @@ def test_the_setting_is_validated_by_name_and_reaches_the_guidance_request(train
     with pytest.raises(SettingError, match="sds_noise_weight"):
         GenerationSettings(prompt="a red mug", sds_noise_weight=-0.1).validate()
     assert GenerationSettings().sds_noise_weight == 1.0                  # SDS unless asked
+    with pytest.raises(SettingError, match="sds_noise_weight"):          # zero123's SDS has no such split
+        GenerationSettings(guidance_type="zero123", sds_noise_weight=0.0).validate()
+    GenerationSettings(guidance_type="zero123").validate()
     trainer.s.sds_noise_weight = 0.25
     try:
         assert trainer.guidance_request(trainer.render_step()).noise_weight == 0.25
