@@ -74,3 +74,4 @@ def test_the_setting_is_validated_by_name_and_reaches_the_guidance_request(train
         assert trainer.guidance_request(trainer.render_step()).noise_weight == 0.25
     finally:
         trainer.s.sds_noise_weight = 1.0
+

@@ -4,7 +4,8 @@
 Checked on the project's own architectures with random weights (v6 for the colour, v8 for the shape,
 built from config): each render goes to the prior its shading names, with that prior's own text
 embeddings; a lit step leaves the colour alone; a whole CPU generation runs and says which priors it
-used; settings that cannot go with it are refused by name."""
+used; settings that cannot go with it are refused by name; ``shape_guidance_scale`` weighs the shape prior's
+guidance apart from the colour prior's."""
 
 import pytest
 import torch
@@ -144,3 +145,43 @@ def test_settings_that_cannot_go_with_a_shape_prior_are_refused_by_name(tmp_path
 
     with pytest.raises(ModelNotFoundError, match="shape_model"):
         load_guidance_for(tiny_settings(shape_model=str(tmp_path / "nothing-here")), "cpu")
+
+
+def _loss(trainer, render, *, shading: str, guidance_scale: float, shape_guidance_scale: float) -> float:
+    from backend.engine.guidance.base import GuidanceRequest
+
+    request = GuidanceRequest(render.rgb.detach(), trainer.embeddings, render.views, render.cameras, guidance_scale,
+                              (0.02, 0.98), torch.Generator().manual_seed(5), shading=shading,
+                              shape_guidance_scale=shape_guidance_scale)
+    return trainer.guidance.guide_many([request])[0]["loss_sds"].item()
+
+
+@pytest.fixture(scope="module")
+def trainer(priors):
+    from backend.engine.trainer import prepare_generation
+
+    return prepare_generation(_settings(priors, shading="lambertian", seed=3), device="cpu").trainer
+
+
+def test_the_shape_prior_takes_its_own_guidance_scale_and_the_colour_prior_keeps_guidance_scale(trainer):
+    """``shape_guidance_scale``: the lit / textureless renders (routed to the shape prior) are guided at it, the
+    albedo ones (the colour prior) at ``guidance_scale``; 0 means ``guidance_scale`` for both."""
+    render = trainer.render_step()
+    lit = dict(shading="lambertian")
+    assert _loss(trainer, render, **lit, guidance_scale=3.0, shape_guidance_scale=7.5) == pytest.approx(
+        _loss(trainer, render, **lit, guidance_scale=7.5, shape_guidance_scale=0.0), rel=1e-6)
+    assert _loss(trainer, render, **lit, guidance_scale=3.0, shape_guidance_scale=7.5) != pytest.approx(
+        _loss(trainer, render, **lit, guidance_scale=3.0, shape_guidance_scale=0.0), rel=1e-3)
+    albedo = dict(shading="albedo")
+    assert _loss(trainer, render, **albedo, guidance_scale=3.0, shape_guidance_scale=7.5) == pytest.approx(
+        _loss(trainer, render, **albedo, guidance_scale=3.0, shape_guidance_scale=0.0), rel=1e-6)
+    trainer.s.shape_guidance_scale = 7.5
+    try:
+        assert trainer.guidance_request(trainer.render_step()).shape_guidance_scale == 7.5
+    finally:
+        trainer.s.shape_guidance_scale = 0.0
+    with pytest.raises(SettingError, match="shape_guidance_scale"):      # no shape prior to weigh
+        GenerationSettings(prompt="a red mug", shape_guidance_scale=7.5).validate()
+    with pytest.raises(SettingError, match="shape_guidance_scale"):
+        GenerationSettings(prompt="a red mug", shape_model="builtin-shape", shape_guidance_scale=0.5).validate()
+    GenerationSettings(prompt="a red mug", shape_model="builtin-shape", shape_guidance_scale=7.5).validate()

@@ -274,7 +274,8 @@ class Trainer:
         return GuidanceRequest(render.rgb, self.embeddings, views, render.cameras,
                                getattr(self.s, self.guidance.scale_setting), self.t_range(render.step),
                                self.rng.device, shading=render.shading, avoid_scale=self.s.avoid_scale,
-                               noise_weight=self.s.sds_noise_weight)
+                               noise_weight=self.s.sds_noise_weight,
+                               shape_guidance_scale=self.s.shape_guidance_scale)
 
     def step_losses(self, render: StepRender, guide: dict) -> dict:
         """Phase 3a: the weighted losses of this step (their sum is what is back-propagated)."""

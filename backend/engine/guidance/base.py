@@ -65,6 +65,9 @@ class GuidanceRequest:
     avoid_scale: float = 0.0
     #: weight of the denoising term eps(uncond) - noise (the ``sds_noise_weight`` setting; 1: SDS)
     noise_weight: float = 1.0
+    #: the shape prior's guidance scale for these renders when a shape prior guides them (the
+    #: ``shape_guidance_scale`` setting; 0: ``guidance_scale``)
+    shape_guidance_scale: float = 0.0
 
 
 class Guidance(ABC):

@@ -80,7 +80,9 @@ class ShapeColourGuidance(Guidance):
             for i, out in zip(colour, self.colour.guide_many([requests[i] for i in colour])):
                 results[i] = out
         if shape:
-            routed = [replace(requests[i], embeddings=requests[i].embeddings.shape) for i in shape]
+            routed = [replace(requests[i], embeddings=requests[i].embeddings.shape,
+                              guidance_scale=requests[i].shape_guidance_scale or requests[i].guidance_scale)
+                      for i in shape]
             for i, out in zip(shape, self.shape.guide_many(routed)):
                 results[i] = out
         return results
