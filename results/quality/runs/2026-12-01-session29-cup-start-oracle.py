@@ -1,7 +1,8 @@
 """Oracle for the hollow props: start the coarse NeRF on the TRUE open shape (fitted to the ground truth's
 SDF and albedo), then run the preset's SDS; does it keep the cavity or fill it?  mode: truth | plain | cavity | hull
-(hull: the visual hull of the colour prior's own samples, 2026-12-01-session29-prior-hull-start.py).
-Run from the repository root: mkdir -p /tmp/oracle; .venv/bin/python results/quality/runs/<this file> "a red mug" truth"""
+(hull: the visual hull of the colour prior's own samples, 2026-12-01-session29-prior-hull-start.py); SET='{json}'
+overrides settings. Run from the repository root: mkdir -p /tmp/oracle; .venv/bin/python results/quality/runs/<this
+file> "a red mug" truth"""
 import json, sys, time
 import numpy as np, torch
 from shared.settings import GenerationSettings
@@ -12,7 +13,9 @@ from backend.bench.quality import score
 
 prompt, mode = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
-s = GenerationSettings.from_dict({**recommended_settings(), "prompt": prompt, "seed": 0, "stages": "coarse"})
+import os
+extra = json.loads(os.environ.get("SET", "{}"))
+s = GenerationSettings.from_dict({**recommended_settings(), "prompt": prompt, "seed": 0, "stages": "coarse", **extra})
 run = prepare_generation(s, device="cpu")
 tr = run.trainer
 truth = ground_truth(prompt)
@@ -34,7 +37,7 @@ if mode in ("truth", "cavity", "hull"):
         truth = Cup()
     if mode == "hull":
         sys.path.insert(0, __import__("os").path.dirname(__file__))
-        from importlib import import_module; globals().update({k: getattr(import_module("2026-12-01-session29-prior-hull-start"), k) for k in ("Hull", "sample_views", "visual_hull")})  ## Hull, sample_views, visual_hull
+        from importlib import import_module; globals().update({k: getattr(import_module("2026-12-01-session29-prior-hull-start"), k) for k in ("Hull", "sample_views", "visual_hull")})
         t1 = time.time()
         imgs, cams, n = sample_views(tr.guidance.colour, prompt)
         occ = visual_hull(imgs, cams, n)
@@ -71,7 +74,7 @@ res = finish_generation(run, losses)
 glb = res.glb if hasattr(res, "glb") else open(res.glb_path, "rb").read()
 m = score(glb, prompt, 0, views=False)
 open(f"/tmp/oracle/{prompt.replace(' ', '_')}_{mode}.glb", "wb").write(glb)
-out = {"prompt": prompt, "mode": mode, "iou": m["iou"], "volume_ratio": m.get("volume_ratio"),
+out = {"prompt": prompt, "mode": mode, "set": extra, "iou": m["iou"], "volume_ratio": m.get("volume_ratio"),
        "albedo_error": m.get("albedo_error"), "s": time.time() - t0}
 print(json.dumps(out), flush=True)
 open("/tmp/oracle/results.jsonl", "a").write(json.dumps(out) + "\n")
