@@ -129,6 +129,16 @@ def test_in_joint_mode_the_text_prior_routes_lit_renders_to_the_shape_prior(prio
     assert lit == pytest.approx(alone(text.shape, embeddings.shape), rel=1e-5)
     assert flat == pytest.approx(alone(text.colour, embeddings), rel=1e-5)
     assert lit != pytest.approx(flat, rel=1e-3)
+    # The shape prior's own guidance scale reaches it in joint mode too.
+    terms = ImageTerms(settings.replace(shape_guidance_scale=9.0), None, None, text, embeddings)
+    torch.manual_seed(7)
+    losses = {"sds": torch.zeros(())}
+    terms.add_losses(losses, renderer=None, rgb=rgb, views=views, cameras=cameras, t_range=(0.02, 0.98),
+                     shading="lambertian")
+    torch.manual_seed(7)
+    req = GuidanceRequest(rgb, embeddings.shape, views, cameras, 9.0, (0.02, 0.98))
+    assert losses["sds_text"].item() == pytest.approx(0.5 * text.shape.guide_many([req])[0]["loss_sds"].item(), rel=1e-5)
+    assert losses["sds_text"].item() != pytest.approx(lit, rel=1e-3)
 
 
 def test_settings_that_cannot_go_with_a_shape_prior_are_refused_by_name(tmp_path):

@@ -133,7 +133,7 @@ class ImageTerms:
         losses["sds"] = s.image_guidance_weight * losses["sds"]
         if self.text_guidance is not None:
             request = GuidanceRequest(rgb, self.text_embeddings, views, cameras, s.guidance_scale, t_range,
-                                      shading=shading)
+                                      shading=shading, shape_guidance_scale=s.shape_guidance_scale)
             text = self.text_guidance.guide_many([request])[0]
             losses["sds_text"] = s.text_guidance_weight * text["loss_sds"]
         if s.reference_rgb_weight > 0 or s.reference_mask_weight > 0:
