@@ -5,7 +5,7 @@
 # 0.876, barrel 0.893 -> 0.895, chair 0.532 -> 0.471, shield 0.337 -> 0.307, fence 0.152 -> 0.154
 # (results/quality/README.md, session 29). Every benchmark prompt, seed 0, one command (~6 min of bench on an H200);
 # compare with session 26's seed 0 rows (results/quality/runs/2026-12-01-session26-handover-fix-2seeds-gpu.jsonl: the
-# same preset and code path, except the VAE encoder now eager, which changes no number). Before the call: rm -rf
+# same preset, except the VAE encoder now eager: the same arithmetic up to floating-point order). Before the call: rm -rf
 # results backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior
 # backend/prior. Back in $OUT: shape_g.tgz.* (cat shape_g.tgz.* | tar xzf -).
 # Call: run(command="bash tools/device/shape_guidance_ab.sh 560", kind="nvidia-h200", carry=[".devwhl"], timeout_s=600)
