@@ -135,3 +135,55 @@ def test_an_image_job_never_shares_a_group():
     assert group_key(image) != group_key(image)
     assert group_key(image.to_dict()) != group_key(image.to_dict())
     assert group_key(image) != group_key(text)
+
+
+def test_runs_with_a_fine_stage_share_their_coarse_stage_and_end_as_alone(guidance):
+    """The built-in preset has a fine stage: its jobs step their coarse stage in one group, then each
+    its fine stage and export alone (``stages.finish_run``), with the result of a run alone and progress
+    counted over the whole run. Break: ``finish_run`` exporting the coarse field (``finish_generation``),
+    or the group's progress counting the coarse steps only."""
+    import io
+
+    import numpy as np
+    import trimesh
+
+    from backend.engine.api import finish_run, generate
+    from backend.engine.grouping import group_key
+
+    staged = dict(stages="coarse,fine", steps=3, fine_steps=3, resolution_schedule="16x1", fine_resolution=24,
+                  samples_per_ray=48, preview_interval=1, mesh_resolution=48, texture_size=64)
+    first, second = tiny_settings(seed=1, **staged), tiny_settings(prompt="a blue sphere", seed=2, **staged)
+    assert group_key(first) == group_key(second)
+    runs = [prepare_generation(s, device="cpu", guidance=guidance) for s in (first, second)]
+    runner = GroupRunner(guidance, max_size=2)
+    events = {0: [], 1: []}
+    for i, run in enumerate(runs):
+        runner.add(i, run, callback=events[i].append)
+    results = {}
+    while runner.members:
+        for d in runner.step():
+            assert d.outcome == "finished", d.error
+            results[d.member.key] = finish_run(d.member.run, d.final_losses, callback=events[d.member.key].append,
+                                               t_fit=d.t_fit)
+    alone = generate(first, device="cpu", guidance=guidance)
+
+    grouped = results[0]
+    assert grouped.metadata["stages"] == "coarse,fine" and grouped.metadata["timings"]["fine_s"] > 0
+    assert grouped.metadata["batch"]["max_group_size"] == 2
+    assert set(grouped.metadata["final_losses"]) == set(alone.metadata["final_losses"])   # the fine stage's
+    assert {ev.stage for ev in events[0]} >= {"optimise", "init", "fine", "export"}
+    assert all(ev.total == first.steps + first.fine_steps for ev in events[0])
+    assert [ev.step for ev in events[0] if ev.stage == "optimise"] == [1, 2, 3]
+
+    def mesh(glb: bytes) -> trimesh.Trimesh:
+        scene = trimesh.load(io.BytesIO(glb), file_type="glb")
+        return list(scene.geometry.values())[0] if isinstance(scene, trimesh.Scene) else scene
+
+    def chamfer(x: trimesh.Trimesh, y: trimesh.Trimesh) -> float:
+        px, py = x.sample(3000, seed=0), y.sample(3000, seed=0)
+        d = np.linalg.norm(px[:, None, :] - py[None, :, :], axis=-1)
+        return float(d.min(1).mean() + d.min(0).mean())
+
+    a, b, other = mesh(alone.glb), mesh(grouped.glb), mesh(results[1].glb)
+    assert np.allclose(a.bounds, b.bounds, atol=0.03), (a.bounds, b.bounds)
+    assert chamfer(a, b) < 0.25 * chamfer(a, other)

@@ -10,7 +10,9 @@
     ``sequential`` (what a server worker does with --batch-jobs 1; the first ``--sequential-sample``
     jobs are run and the wall time is projected to all), ``group`` (all jobs in one group) and
     ``processes`` (``--processes`` processes sharing the device, each running its share one after
-    another, as ``bench quality`` does; timed from when every process has loaded its model).
+    another, as ``bench quality`` does; timed from when every process has loaded its model) and
+    ``process-groups`` (``--group-processes`` processes, each running its share as one group: what
+    ``serve --workers P --batch-jobs G`` does on one GPU; a comma list measures several P).
 (b) ``sd15``: ``--sd-jobs`` (8) jobs at default settings with the SD-1.5 architecture (random weights,
     ``sd15.py``): ``--sd-steps`` optimisation steps per job are timed, one job after another vs all
     in one group, and projected to the settings' full step count (export excluded: ~5 s a prop,
@@ -122,32 +124,41 @@ def prior_group(jobs: list, device: str) -> dict:
             "export_s_total": sum(t["export_s"] for t in done)}
 
 
-def _process_main(index: int, settings_dicts: list, device: str, threads: int, barrier, results) -> None:
-    """One of the several processes: load the model, warm up, wait for the others, run its jobs."""
+def _process_main(index: int, settings_dicts: list, device: str, threads: int, grouped: bool, barrier,
+                  results) -> None:
+    """One of the several processes: load the model, warm up, wait for the others, run its jobs (one
+    after another, or ``grouped`` as one group)."""
     import torch
 
     torch.set_num_threads(max(1, threads))
     from backend.engine.api import generate, load_guidance_for
+    from backend.engine.batching import generate_group
     from shared.settings import GenerationSettings
 
     jobs = [GenerationSettings.from_dict(d) for d in settings_dicts]
     guidance = load_guidance_for(jobs[0], device) if jobs else None
     if jobs:
-        _warm_up(jobs[0], device, guidance, 1)
+        _warm_up(jobs[0], device, guidance, len(jobs) if grouped else 1)
     barrier.wait()
     t0 = time.perf_counter()
-    for settings in jobs:
-        generate(settings, device=device, guidance=guidance)
+    failed = []
+    if grouped and jobs:
+        failed = [str(r) for r in generate_group(jobs, device=device, guidance=guidance) if isinstance(r, Exception)]
+    else:
+        for settings in jobs:
+            generate(settings, device=device, guidance=guidance)
     _sync(device)
-    results.put((index, time.perf_counter() - t0))
+    results.put((index, time.perf_counter() - t0, failed))
 
 
-def prior_processes(jobs: list, device: str, processes: int, threads: int) -> dict:
+def prior_processes(jobs: list, device: str, processes: int, threads: int, grouped: bool = False) -> dict:
+    """``processes`` processes share the jobs round-robin; each runs its share one after another or, with
+    ``grouped``, as one group (one guidance call per step for its jobs)."""
     processes = max(1, min(processes, len(jobs)))
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
     shares = [[s.to_dict() for s in jobs[i::processes]] for i in range(processes)]
-    procs = [ctx.Process(target=_process_main, args=(i, shares[i], device, threads, barrier, results))
+    procs = [ctx.Process(target=_process_main, args=(i, shares[i], device, threads, grouped, barrier, results))
              for i in range(processes)]
     for p in procs:
         p.start()
@@ -158,7 +169,8 @@ def prior_processes(jobs: list, device: str, processes: int, threads: int) -> di
     for p in procs:
         p.join()
     return {"jobs": len(jobs), "processes": processes, "threads_per_process": threads, "wall_s": wall,
-            "process_wall_s": sorted(w for _, w in walls)}
+            "group_size": -(-len(jobs) // processes) if grouped else 1,
+            "process_wall_s": sorted(w for _, w, _ in walls), "failed": [f for _, _, fs in walls for f in fs]}
 
 
 # ---- (b) SD-1.5 architecture, fixed steps projected --------------------------------------------
@@ -206,7 +218,9 @@ def table(results: dict) -> str:
     for part, label in (("prior", "built-in prior"), ("sd15", "SD-1.5 architecture")):
         modes = results.get(part, {})
         base = modes.get("sequential", {}).get("wall_s")
-        for mode in ("sequential", "group", "processes"):
+        names = ["sequential", "group", "processes"] + sorted(
+            (m for m in modes if m.startswith("process_groups_")), key=lambda m: int(m.rsplit("_", 1)[1]))
+        for mode in names:
             r = modes.get(mode)
             if not r:
                 continue
@@ -217,7 +231,10 @@ def table(results: dict) -> str:
                 note.append(f"{r['steps_per_job']} steps/job run, projected to {r['projected_steps']}")
             if mode == "processes":
                 note.append(f"{r['processes']} processes")
-            name = mode + (f" ({'; '.join(note)})" if note else "")
+            if mode.startswith("process_groups_"):
+                note.append(f"{r['processes']} processes, each one group of {r['group_size']}")
+            name = ("process groups" if mode.startswith("process_groups_") else mode) + (
+                f" ({'; '.join(note)})" if note else "")
             per_hour = r["jobs"] * 3600.0 / r["wall_s"]
             speedup = f"{base / r['wall_s']:.2f}x" if base else "-"
             rows.append(f"| {label} | {name} | {r['jobs']} | {r['wall_s']:.1f} | {per_hour:.1f} | {speedup} |")
@@ -229,13 +246,17 @@ def parse_args(argv):
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results/speed"))
     p.add_argument("--part", choices=("prior", "sd15", "all"), default="all")
-    p.add_argument("--modes", default="sequential,group,processes",
-                   help="comma-separated: sequential, group, processes (processes: the prior part only)")
+    p.add_argument("--modes", default="sequential,group,processes,process-groups",
+                   help="comma-separated: sequential, group, processes, process-groups (the last two: the prior "
+                        "part only)")
     p.add_argument("--jobs", type=int, default=16, help="built-in-prior props (default 16)")
     p.add_argument("--sequential-sample", type=int, default=2,
                    help="prior jobs run one after another; the wall time is projected to --jobs (default 2)")
     p.add_argument("--processes", type=int, default=8, help="processes sharing the device (default 8)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads per process in that mode (default 1)")
+    p.add_argument("--group-processes", default="4,8",
+                   help="process-groups mode: processes, each running its share of --jobs as one group; a comma "
+                        "list measures each (default 4,8)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per process in those modes (default 1)")
     p.add_argument("--sd-jobs", type=int, default=8)
     p.add_argument("--sd-steps", type=int, default=30, help="timed steps per SD-1.5 job (default 30)")
     p.add_argument("--sd-sequential-sample", type=int, default=2,
@@ -255,9 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = set(modes) - {"sequential", "group", "processes"}
+    unknown = set(modes) - {"sequential", "group", "processes", "process-groups"}
     if unknown:
-        raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))} (allowed: sequential, group, processes)")
+        raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))} "
+                         "(allowed: sequential, group, processes, process-groups)")
+    try:
+        group_processes = [int(v) for v in args.group_processes.split(",") if v.strip()]
+    except ValueError:
+        group_processes = []
+    if not group_processes or min(group_processes) < 1:
+        raise SystemExit(f"--group-processes: a comma list of process counts >= 1, got {args.group_processes!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "throughput.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -294,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
             part["processes"] = prior_processes(jobs, device, args.processes, args.threads)
             print(f"prior processes: {part['processes']['wall_s']:.1f} s", flush=True)
             save()
+        if "process-groups" in modes:
+            for count in group_processes:
+                r = prior_processes(jobs, device, count, args.threads, grouped=True)
+                part[f"process_groups_{count}"] = r
+                print(f"prior process groups ({r['processes']} x {r['group_size']}): {r['wall_s']:.1f} s", flush=True)
+                save()
     if args.part in ("sd15", "all"):
         if args.tiny:
             model, full_steps = "tiny-random", 10000
@@ -304,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = sd15_settings(args.sd_jobs, model, full_steps, args.tiny)
         part = results.setdefault("sd15", {})
         part["settings"] = jobs[0].to_dict()
-        part.update(sd15_modes(jobs, device, args.sd_steps, [m for m in modes if m != "processes"],
+        part.update(sd15_modes(jobs, device, args.sd_steps, [m for m in modes if m in ("sequential", "group")],
                                args.sd_sequential_sample))
         save()
     results["bench_wall_s"] = time.perf_counter() - t_start

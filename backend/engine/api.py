@@ -10,7 +10,8 @@ The CLI and the server's GPU workers use only what is in this module:
 
 Several jobs on one device sharing each guidance call (``backend.engine.batching``):
 ``generate_group([settings, ...])``, or step by step as a worker does: ``prepare_generation`` per
-job, a ``GroupRunner`` that the jobs join and leave, ``finish_generation`` per finished job.
+job, a ``GroupRunner`` that the jobs join and leave, ``finish_run`` per finished job (the fine stage, when
+the run has one, and the export; ``finish_generation`` is the export alone).
 
 The types live in ``backend.engine.types`` (re-exported here) so that the trainer, which makes
 them, does not import this module back.
@@ -24,7 +25,7 @@ from backend.engine.batching import GroupRunner, generate_group
 from backend.engine.grouping import needs_stages
 from backend.engine.guidance.models import available_models, load_guidance_for
 from backend.engine.reference_image import ImageError
-from backend.engine.stages import run_staged
+from backend.engine.stages import finish_run, run_staged
 from backend.engine.trainer import fast_path, finish_generation, pick_device, prepare_generation, run_generation
 from backend.engine.types import Cancelled, GenerationResult, ModelNotFoundError, ProgressCallback, ProgressEvent
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["generate", "load_guidance_for", "pick_device", "fast_path", "available_models", "Cancelled",
            "GenerationResult", "ImageError", "ModelNotFoundError", "ProgressCallback", "ProgressEvent",
-           "generate_group", "GroupRunner", "prepare_generation", "finish_generation"]
+           "generate_group", "GroupRunner", "prepare_generation", "finish_generation", "finish_run"]
 
 
 def generate(settings: GenerationSettings, *, device: str = "auto", callback: Optional[ProgressCallback] = None,

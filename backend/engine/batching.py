@@ -16,7 +16,8 @@ stepped in lockstep:
 A job gets the same result alone or in a group (to floating-point summation order: batched kernels
 may add in another order) because none of its draws comes from a shared RNG (``rng.JobRandom``).
 Jobs with different step counts leave the group when done; a new job joins at a step boundary;
-which jobs may share a group is ``grouping.group_key``. ``GroupRunner`` adds what runs around each
+which jobs may share a group is ``grouping.group_key`` (a run with a fine stage steps its coarse stage
+in the group and the rest alone: ``stages.finish_run``). ``GroupRunner`` adds what runs around each
 step of each job (cancel, checkpoints, progress: ``trainer.FitLoop``) and keeps one job's failure
 from ending the others.
 """
@@ -30,7 +31,8 @@ from typing import Callable, Hashable, Optional
 
 from backend.engine.grouping import GROUP_SETTINGS, group_key
 from backend.engine.guidance.base import Guidance
-from backend.engine.trainer import FitLoop, Generation, Trainer, finish_generation, prepare_generation
+from backend.engine.stages import coarse_stage_callback, finish_run
+from backend.engine.trainer import FitLoop, Generation, Trainer, prepare_generation
 from backend.engine.types import Cancelled, GenerationResult
 from shared.settings import GenerationSettings
 
@@ -135,6 +137,8 @@ class GroupRunner:
         if not self.members:
             self.key = group_key(run.settings)
             self.guidance.configure(run.settings)     # the shared per-run options are equal in a group
+        if run.settings.has_fine_stage:     # its coarse stage steps here: report steps of the whole run
+            callback = coarse_stage_callback(callback, run.settings)
         member = GroupMember(key, run, FitLoop(run.trainer, callback, should_cancel, checkpoint_path))
         self.members.append(member)
         return member
@@ -210,7 +214,9 @@ def generate_group(settings_list: list[GenerationSettings], *, device: str = "au
         for d in runner.step():
             if d.outcome == "finished":
                 try:
-                    results[d.member.key] = finish_generation(d.member.run, d.final_losses, t_fit=d.t_fit)
+                    results[d.member.key] = finish_run(d.member.run, d.final_losses, t_fit=d.t_fit,
+                                                       should_cancel=d.member.loop.should_cancel,
+                                                       checkpoint_path=d.member.loop.checkpoint_path)
                 except Exception as e:  # noqa: BLE001
                     results[d.member.key] = e
             else:

@@ -296,15 +296,16 @@ class Worker:
         """Start ``job`` in ``runner``'s group when it fits (else it waits in ``pending`` for the group
         to drain); a job that cannot start is reported failed. Returns the (possibly new) runner."""
         from backend.engine.api import GroupRunner, prepare_generation
-        from backend.engine.grouping import needs_stages
+        from backend.engine.grouping import runs_alone
         from shared.settings import GenerationSettings
 
         job_id = job["job_id"]
         try:
             settings = GenerationSettings.from_dict(job["settings"])
-            # A fine stage or a refine job (``run_staged``) runs alone, once the group has drained.
-            staged = needs_stages(settings, init_mesh_glb=job.get("init_mesh_path") or None,
-                                  init_checkpoint=job.get("init_checkpoint"))
+            # A refine job, or a run resumed in its fine stage (``run_staged``), runs alone once the group
+            # has drained; a new run with a fine stage steps its coarse stage in the group.
+            staged = runs_alone(settings, init_mesh_glb=job.get("init_mesh_path") or None,
+                                init_checkpoint=job.get("init_checkpoint"), checkpoint_path=job["checkpoint_path"])
             if runner is not None and runner.members and (staged or not runner.accepts(settings)):
                 return runner
             self.pending.remove(job)
@@ -346,8 +347,9 @@ class Worker:
         return runner
 
     def _depart(self, departure, info: dict) -> None:
-        """Report a job that left the group: export and write a finished one's result."""
-        from backend.engine.api import finish_generation
+        """Report a job that left the group: a finished one's fine stage (when it has one) and export,
+        and its result written."""
+        from backend.engine.api import Cancelled, finish_run
 
         job_id, settings = departure.member.key, info["settings"]
         with self._ending(job_id):
@@ -358,8 +360,13 @@ class Worker:
             if departure.outcome == "failed":
                 self._fail(job_id, departure.error)
                 return
-            result = finish_generation(departure.member.run, departure.final_losses, callback=info["callback"],
-                                       t_fit=departure.t_fit)
+            try:
+                result = finish_run(departure.member.run, departure.final_losses, callback=info["callback"],
+                                    should_cancel=lambda: self.should_cancel(job_id),
+                                    checkpoint_path=info["job"]["checkpoint_path"], t_fit=departure.t_fit)
+            except Cancelled as c:          # cancelled in its fine stage
+                self._send("done", {"job_id": job_id, "outcome": "cancelled", "step": c.step, "model": settings.model})
+                return
             self._finished(info["job"], settings, result, info)
 
     def _finished(self, job: dict, settings, result, info: dict) -> None:
