@@ -120,3 +120,41 @@ def test_a_pool_that_ships_bytes_resumes_from_the_checkpoints_it_sends_and_deliv
         assert srv.store.get(job_id)["state"] == "finished" and srv.files.read(job_id, CHECKPOINT)
     finally:
         srv._shutdown()
+
+
+class TwoWorkerPool(RemotePool):
+    """Worker 0 runs a group with a free place for the job's kind; worker 1 is empty, no model loaded."""
+
+    def __init__(self, files, group: str, empty_worker: bool = True):
+        super().__init__(files)
+        self.group, self.empty_worker, self.slots_taken = group, empty_worker, []
+
+    def idle_slots(self):
+        if self.slots_taken:
+            return []
+        slots = [Slot(0, "cuda", "tiny-random", self.group)]
+        return slots + [Slot(1, "cuda", None)] if self.empty_worker else slots
+
+    def submit(self, slot_id, job):
+        self.slots_taken.append(slot_id)
+        return super().submit(slot_id, job)
+
+
+def test_a_job_goes_to_an_empty_worker_before_a_place_in_a_running_group(tmp_path):
+    """Jobs in their own processes overlap their host-bound work (results/speed/THROUGHPUT.md, session 30):
+    a group's free place is taken only when no worker is empty. Break: prefer the slot with the job's
+    model loaded (the group's) over the empty worker."""
+    from backend.engine.grouping import group_key
+
+    for empty_worker, expected in ((True, [1]), (False, [0])):
+        state = tmp_path / f"state{int(empty_worker)}"
+        settings = tiny(seed=4)
+        srv = Server(ServerConfig(state_dir=str(state), port=free_port()),
+                     pool=TwoWorkerPool(JobFiles(os.path.join(state, "jobs")), group_key(settings), empty_worker))
+        srv._setup()
+        try:
+            srv.store.add_job("local:local", settings)
+            srv._tick()
+            assert srv.pool.slots_taken == expected
+        finally:
+            srv._shutdown()

@@ -3,7 +3,8 @@
 Several processes per GPU beat one process's group on an H200 (results/speed/NOTES.md, "Throughput,
 processes mode": 45.9 s against 138.3 s for 16 built-in-prior props), so an unset ``--workers``
 fills a GPU as far as its memory (12 GB a worker) and the cores (2 a worker) allow, and those
-workers take one job at a time. ``detect_gpus`` is replaced by the GPUs a machine would report:
+workers take two jobs at a time as a group where every job keeps 7 GiB of the GPU (session 30: 8
+processes of 2-job groups 52.9 s against 55.9 s one job at a time), else one. ``detect_gpus`` is replaced by the GPUs a machine would report:
 this machine has none.
 """
 
@@ -37,10 +38,10 @@ def _pool(tmp_path, monkeypatch, gpus, cores=16, **kw):
     return LocalProcessPool(JobFiles(str(tmp_path)), devices="auto", **kw)
 
 
-def test_an_h200_gets_eight_single_job_workers_and_flags_still_win(tmp_path, monkeypatch):
+def test_an_h200_gets_eight_workers_of_two_job_groups_and_flags_still_win(tmp_path, monkeypatch):
     h200 = [{"index": "0", "name": "NVIDIA H200", "memory_bytes": 141 * GB}]
     pool = _pool(tmp_path, monkeypatch, h200)
-    assert [(w.device, w.cuda_device, w.capacity) for w in pool.workers] == [("cuda", "0", 1)] * 8
+    assert [(w.device, w.cuda_device, w.capacity) for w in pool.workers] == [("cuda", "0", 2)] * 8
     assert pool.threads_per_worker == 2
     pool = _pool(tmp_path, monkeypatch, h200, workers=1)             # --workers 1: one group of 8, as before
     assert [(w.cuda_device, w.capacity) for w in pool.workers] == [("0", 8)]
@@ -52,7 +53,10 @@ def test_small_and_mixed_gpus_and_no_gpu(tmp_path, monkeypatch):
     mixed = [{"index": "0", "name": "big", "memory_bytes": 48 * GB},
              {"index": "1", "name": "small", "memory_bytes": 11 * GB}]
     pool = _pool(tmp_path, monkeypatch, mixed)
-    assert [(w.cuda_device, w.capacity) for w in pool.workers] == [("0", 1)] * 4 + [("1", 8)]
+    assert [(w.cuda_device, w.capacity) for w in pool.workers] == [("0", 1)] * 4 + [("1", 8)]   # 6 GiB a job
+    eighty = [{"index": "0", "name": "80 GB", "memory_bytes": 80 * GB}]
+    pool = _pool(tmp_path, monkeypatch, eighty, cores=8)                # 4 workers: 10 GiB a job in pairs
+    assert [(w.cuda_device, w.capacity) for w in pool.workers] == [("0", 2)] * 4
     pool = _pool(tmp_path, monkeypatch, [])                           # no GPU: one CPU worker
     assert [(w.device, w.capacity) for w in pool.workers] == [("cpu", 1)]
 
@@ -61,7 +65,7 @@ def test_jobs_sharing_a_gpu_each_get_their_share_of_its_memory(tmp_path, monkeyp
     """The server's default memory limit per job (what ``_refuse_if_too_large`` checks against): the
     usable GPU memory split among the jobs that run on it at once; no split for a GPU's only worker."""
     h200 = [{"index": "0", "name": "NVIDIA H200", "memory_bytes": 141 * GB}]
-    assert _pool(tmp_path, monkeypatch, h200).job_memory_share(0.92) == int(141 * GB * 0.92 / 8)
+    assert _pool(tmp_path, monkeypatch, h200).job_memory_share(0.92) == int(141 * GB * 0.92 / 16)
     assert _pool(tmp_path, monkeypatch, h200, workers=1).job_memory_share(0.92) == int(141 * GB * 0.92 / 8)
     assert _pool(tmp_path, monkeypatch, h200, workers=1, batch_jobs=1).job_memory_share(0.92) is None
     assert _pool(tmp_path, monkeypatch, []).job_memory_share(0.92) is None

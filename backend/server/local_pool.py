@@ -46,11 +46,18 @@ WORKER_THREADS_AUTO = 0
 MAX_BATCH_JOBS = 64
 # Jobs per group when not set: a CPU is busy with one job's UNet already; on a GPU one job's 64^2
 # latents leave most of the device idle (results/speed/THROUGHPUT.md says why 8). A GPU that gets
-# several worker processes (below) gives each one job at a time instead: that is the mode measured.
+# several worker processes (below) gives each a group of SHARED_GPU_BATCH_JOBS: measured on one H200
+# (session 30, the preset with its fine stage), 16 built-in props in 8 processes took 55.9 s one job
+# at a time each, 52.9 s as 2-job groups, 72.3 s in 4 processes of 4.
 DEFAULT_BATCH_JOBS = {"cpu": 1, "cuda": 8}
+SHARED_GPU_BATCH_JOBS = 2
+# ... where each job of the full groups keeps this much of the GPU (an SD-1.5 job at the defaults peaks at
+# 3.9-4.3 GB; the rest is room for larger settings): an H200 (8 workers, 8.8 GiB a job) or an 80 GB card
+# (4 workers on 8 cores, 10 GiB) groups; a 24 or 48 GB card (6 GiB) keeps one job a worker.
+SHARED_GPU_MIN_JOB_MEMORY = 7 * 1024 ** 3
 # Worker processes per GPU when --workers is not given. Measured on one H200 (results/speed/NOTES.md,
 # "Throughput, processes mode"): 16 built-in-prior props took 209.5 s one after another, 138.3 s as
-# one group in one process and 45.9 s in 8 processes. The NeRF side of a step is launch-bound on the
+# one group in one process and 45.9 s in 8 processes (session 14's preset, coarse only). The NeRF side of a step is launch-bound on the
 # host, so processes overlap it on several cores and a group in one process does not. Each process
 # holds its own models and one job's activations (an SD-1.5 job at the defaults peaks at 3.9 GB with
 # ~2.6 GB of fp16 weights, results/speed/cost.json), so a worker is given 12 GB of the GPU and two
@@ -157,8 +164,8 @@ class LocalProcessPool(WorkerPool):
         CUDA indices "0,1". ``workers`` overrides the count (0: none, jobs only queue; default: one
         on the CPU, ``gpu_workers_per_device`` per GPU).
         ``worker_threads``: CPU threads per worker (torch, OpenMP, MKL); 0 shares all cores among them.
-        ``batch_jobs``: jobs a worker runs as one group (None: ``DEFAULT_BATCH_JOBS`` of its device, 1
-        where a GPU has several workers)."""
+        ``batch_jobs``: jobs a worker runs as one group (None: ``DEFAULT_BATCH_JOBS`` of its device;
+        where a GPU has several workers, ``SHARED_GPU_BATCH_JOBS`` if its memory allows, else 1)."""
         self.files = files
         self.batch_jobs = check_batch_jobs(batch_jobs)
         self.worker_threads = check_worker_threads(worker_threads)
@@ -207,10 +214,15 @@ class LocalProcessPool(WorkerPool):
                 shares.append(int(memory[gpu] * usable_share / sharing))
         return min(shares) if shares else None
 
-    @staticmethod
-    def _default_batch_jobs(device: str, cuda_device: str | None, specs: list) -> int:
-        """Jobs per group when --batch-jobs is not given: one per worker when its GPU has several."""
-        if device == "cuda" and sum(1 for d, c in specs if c == cuda_device) > 1:
+    def _default_batch_jobs(self, device: str, cuda_device: str | None, specs: list) -> int:
+        """Jobs per group when --batch-jobs is not given: on a GPU with several workers,
+        ``SHARED_GPU_BATCH_JOBS`` each where every job of the full groups keeps
+        ``SHARED_GPU_MIN_JOB_MEMORY`` of the GPU, else one."""
+        sharing = sum(1 for d, c in specs if c == cuda_device)
+        if device == "cuda" and sharing > 1:
+            memory = {g["index"]: g.get("memory_bytes") for g in self.detected_gpus}.get(cuda_device)
+            if memory and memory / (sharing * SHARED_GPU_BATCH_JOBS) >= SHARED_GPU_MIN_JOB_MEMORY:
+                return SHARED_GPU_BATCH_JOBS
             return 1
         return DEFAULT_BATCH_JOBS[device]
 
