@@ -224,6 +224,11 @@ class GenerationSettings:
     compile_vae: bool = _s(True, group="guidance",
                            help="on CUDA, compile the VAE encoder with torch.compile (fuses its GroupNorm, SiLU and "
                                 "elementwise passes; compiled once per process and image size); off: eager")
+    vae_compile_mode: str = _s("default", choices=("default", "reduce-overhead"), group="guidance",
+                               help="torch.compile's mode for the VAE encoder (with compile_vae): default = fused "
+                                    "kernels launched one by one from the host (~5 ms of host work a step per "
+                                    "compiled region); reduce-overhead = the same kernels replayed from CUDA "
+                                    "graphs (same result; the default until a GPU run measures it)")
     vae_channels_last: bool = _s(False, group="guidance",
                                  help="on CUDA with compile_vae, the VAE encoder's weights and input in channels_last "
                                       "memory format (cuDNN's NHWC convolutions without its NCHW<->NHWC conversions; "

@@ -97,7 +97,7 @@ class StableDiffusionGuidance(Guidance):
         the eager encoder is kept, one compiled wrapper per processor choice. Every type built on this
         class's SDS (zero123 too) calls this after loading its VAE."""
         self._eager_encoder = self.vae.encoder
-        self._compiled_encoders: dict[str, torch.nn.Module] = {}
+        self._compiled_encoders: dict[tuple[str, str], torch.nn.Module] = {}
         self._compile_failed = False
         self.vae_attention = ""
         self.vae_channels_last = False
@@ -114,9 +114,10 @@ class StableDiffusionGuidance(Guidance):
         if attention == "auto":
             attention = "matmul" if self.device.type == "cuda" else "sdpa"
         compiled = self.device.type == "cuda" and settings.compile_vae and not self._compile_failed
-        self._set_vae_encoder(attention, compiled, compiled and settings.vae_channels_last)
+        self._set_vae_encoder(attention, compiled, compiled and settings.vae_channels_last, settings.vae_compile_mode)
 
-    def _set_vae_encoder(self, attention: str, compiled: bool, channels_last: bool = False) -> None:
+    def _set_vae_encoder(self, attention: str, compiled: bool, channels_last: bool = False,
+                         mode: str = "default") -> None:
         """Install the VAE encoder's attention processor and, on request, its compiled wrapper.
 
         At 512^2 the encoder's mid-block attends over 4096 tokens with one 512-wide head: flash
@@ -131,7 +132,10 @@ class StableDiffusionGuidance(Guidance):
         2.2 ms of a 64^2 step: results/speed/NOTES.md measurement 6). Eagerly, channels_last measured
         slower (runs 4 and 5; likely PyTorch's CUDA GroupNorm, which makes its input contiguous: a copy
         each way); compiled, Inductor writes the GroupNorm for the layout it is given. So: only with the
-        compile."""
+        compile.
+
+        ``mode``: torch.compile's mode ("default" | "reduce-overhead": the compiled forward and backward
+        replayed from CUDA graphs, for a step whose host issues kernels slower than the GPU runs them)."""
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         if attention != self.vae_attention:
@@ -153,9 +157,10 @@ class StableDiffusionGuidance(Guidance):
                 self._compiled_encoders.clear()
                 torch._dynamo.reset()
         if compiled:
-            if attention not in self._compiled_encoders:
-                self._compiled_encoders[attention] = torch.compile(self._eager_encoder)
-            self.vae.encoder = self._compiled_encoders[attention]
+            key = (attention, mode)
+            if key not in self._compiled_encoders:
+                self._compiled_encoders[key] = torch.compile(self._eager_encoder, mode=mode)
+            self.vae.encoder = self._compiled_encoders[key]
         else:
             self.vae.encoder = self._eager_encoder
         self.compile_vae = compiled
