@@ -61,11 +61,24 @@ def test_small_and_mixed_gpus_and_no_gpu(tmp_path, monkeypatch):
     assert [(w.device, w.capacity) for w in pool.workers] == [("cpu", 1)]
 
 
-def test_jobs_sharing_a_gpu_each_get_their_share_of_its_memory(tmp_path, monkeypatch):
+def test_workers_sharing_a_gpu_each_get_their_share_of_its_memory(tmp_path, monkeypatch):
     """The server's default memory limit per job (what ``_refuse_if_too_large`` checks against): the
-    usable GPU memory split among the jobs that run on it at once; no split for a GPU's only worker."""
+    usable GPU memory split among the workers that run on it at once, not among their groups' places (a
+    job joins a group only if it fits in the memory then free: ``worker.fits_beside_group``, below), so
+    the 2-job groups of an H200 refuse nothing that 8 single-job workers ran (an SD job at 256x1 peaks
+    at ~8.1 GB); no split for a GPU's only worker."""
     h200 = [{"index": "0", "name": "NVIDIA H200", "memory_bytes": 141 * GB}]
-    assert _pool(tmp_path, monkeypatch, h200).job_memory_share(0.92) == int(141 * GB * 0.92 / 16)
-    assert _pool(tmp_path, monkeypatch, h200, workers=1).job_memory_share(0.92) == int(141 * GB * 0.92 / 8)
-    assert _pool(tmp_path, monkeypatch, h200, workers=1, batch_jobs=1).job_memory_share(0.92) is None
+    assert _pool(tmp_path, monkeypatch, h200).job_memory_share(0.92) == int(141 * GB * 0.92 / 8)
+    assert _pool(tmp_path, monkeypatch, h200, workers=2).job_memory_share(0.92) == int(141 * GB * 0.92 / 2)
+    assert _pool(tmp_path, monkeypatch, h200, workers=1).job_memory_share(0.92) is None
     assert _pool(tmp_path, monkeypatch, []).job_memory_share(0.92) is None
+
+
+def test_a_job_joins_a_running_group_only_if_it_fits_in_the_free_memory():
+    from backend.server.worker import JOIN_FREE_MARGIN, fits_beside_group
+
+    free = 10 * GB
+    assert fits_beside_group(4 * GB, free)
+    assert not fits_beside_group(int(free * JOIN_FREE_MARGIN) + 1, free)
+    assert fits_beside_group(int(free * JOIN_FREE_MARGIN) + 1, free, cached_bytes=GB)   # this process's cache
+    assert fits_beside_group(None, 0)                          # no estimate (no cost profile): it joins

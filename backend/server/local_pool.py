@@ -51,9 +51,10 @@ MAX_BATCH_JOBS = 64
 # at a time each, 52.9 s as 2-job groups, 72.3 s in 4 processes of 4.
 DEFAULT_BATCH_JOBS = {"cpu": 1, "cuda": 8}
 SHARED_GPU_BATCH_JOBS = 2
-# ... where each job of the full groups keeps this much of the GPU (an SD-1.5 job at the defaults peaks at
-# 3.9-4.3 GB; the rest is room for larger settings): an H200 (8 workers, 8.8 GiB a job) or an 80 GB card
-# (4 workers on 8 cores, 10 GiB) groups; a 24 or 48 GB card (6 GiB) keeps one job a worker.
+# ... where each job of the full groups would keep this much of the GPU (an SD-1.5 job at the defaults peaks
+# at 3.9-4.3 GB, weights included): an H200 (8 workers, 8.8 GiB a job) or an 80 GB card (4 workers on 8
+# cores, 10 GiB) groups; a 24 or 48 GB card (6 GiB) keeps one job a worker, where two SD jobs beside each
+# worker's would rarely pass the worker's check before joining (``worker.fits_beside_group``).
 SHARED_GPU_MIN_JOB_MEMORY = 7 * 1024 ** 3
 # Worker processes per GPU when --workers is not given. Measured on one H200 (results/speed/NOTES.md,
 # "Throughput, processes mode"): 16 built-in-prior props took 209.5 s one after another, 138.3 s as
@@ -205,11 +206,13 @@ class LocalProcessPool(WorkerPool):
 
     def job_memory_share(self, usable_share: float) -> int | None:
         """GPU memory one job may use when a GPU runs several workers at once: ``usable_share`` of the
-        smallest such GPU's memory, split among its workers (None: no GPU has more than one)."""
+        smallest such GPU's memory, split among its workers (None: no GPU has more than one). A worker's
+        group is not split here: a job joins a running group only if it fits in the memory then free
+        (``worker.fits_beside_group``), so a job that needs a worker's whole share still runs, alone."""
         memory = {g["index"]: g.get("memory_bytes") for g in self.detected_gpus}
         shares = []
         for gpu in {w.cuda_device for w in self.workers if w.device == "cuda"}:
-            sharing = sum(w.capacity for w in self.workers if w.cuda_device == gpu)
+            sharing = sum(1 for w in self.workers if w.cuda_device == gpu)
             if sharing > 1 and memory.get(gpu):
                 shares.append(int(memory[gpu] * usable_share / sharing))
         return min(shares) if shares else None

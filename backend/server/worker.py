@@ -41,6 +41,18 @@ log = logging.getLogger("dreamprop.worker")
 
 HEARTBEAT_S = 2.0
 CANCEL_POLL_S = 0.05
+# A job joins a running group only when its estimated peak (weights included, which it shares: a margin)
+# fits in what the GPU has free now; this much of the free memory stays for the others' fluctuations.
+JOIN_FREE_MARGIN = 0.9
+
+
+def fits_beside_group(peak_bytes: int | None, free_bytes: int, cached_bytes: int = 0) -> bool:
+    """Whether a job of estimated peak ``peak_bytes`` (None: no estimate) may join this worker's running
+    group on a GPU with ``free_bytes`` free (device-wide: the workers sharing it count) and
+    ``cached_bytes`` held by this process's allocator but unused (the new job can take those)."""
+    if peak_bytes is None:
+        return True
+    return peak_bytes <= JOIN_FREE_MARGIN * (free_bytes + cached_bytes)
 
 
 def _set_parent_death_signal() -> None:
@@ -306,7 +318,8 @@ class Worker:
             # has drained; a new run with a fine stage steps its coarse stage in the group.
             staged = runs_alone(settings, init_mesh_glb=job.get("init_mesh_path") or None,
                                 init_checkpoint=job.get("init_checkpoint"), checkpoint_path=job["checkpoint_path"])
-            if runner is not None and runner.members and (staged or not runner.accepts(settings)):
+            if runner is not None and runner.members and (staged or not runner.accepts(settings)
+                                                          or not self._fits_beside_group(settings)):
                 return runner
             self.pending.remove(job)
             init_mesh = reference_image = None
@@ -345,6 +358,26 @@ class Worker:
                 self.pending.remove(job)
             self._fail(job_id, e)
         return runner
+
+    def _fits_beside_group(self, settings) -> bool:
+        """The server lets a job take a place in a running group whatever its size (its memory limit is a
+        worker's share of the GPU, and the group's jobs are summed here): on a GPU it joins only if its
+        estimated peak fits in the memory free now, else it waits for the group to drain."""
+        if self.device != "cuda":
+            return True
+        try:
+            import torch
+
+            from backend.cost.device import local_device
+            from backend.cost.estimate import estimate
+
+            peak = estimate(settings, local_device("cuda"), include_load=False)["peak_memory_bytes"]
+            free, _ = torch.cuda.mem_get_info()
+            cached = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+        except Exception as e:  # noqa: BLE001 - no profile, no estimate: let it join, as before
+            log.debug("no memory check for joining the group: %s", e)
+            return True
+        return fits_beside_group(peak, free, cached)
 
     def _depart(self, departure, info: dict) -> None:
         """Report a job that left the group: a finished one's fine stage (when it has one) and export,
