@@ -203,7 +203,11 @@ def test_vae_layout_change_discards_the_compiled_encoder(tiny_model_path, monkey
     assert guidance.vae.encoder is first and not resets
     guidance._set_vae_encoder("matmul", compiled=True, channels_last=True)
     assert guidance.vae.encoder is not first and resets == [1]
-    assert guidance.vae.encoder is guidance._compiled_encoders["matmul"]
+    assert guidance.vae.encoder is guidance._compiled_encoders[("matmul", "default")]
+    # vae_compile_mode: another torch.compile mode is another compiled wrapper, the default's kept
+    default_mode = guidance.vae.encoder
+    guidance._set_vae_encoder("matmul", compiled=True, channels_last=True, mode="reduce-overhead")
+    assert guidance.vae.encoder is guidance._compiled_encoders[("matmul", "reduce-overhead")] is not default_mode
     guidance._set_vae_encoder("matmul", compiled=False, channels_last=False)
     assert resets == [1, 1] and guidance.vae.encoder is guidance._eager_encoder
 
