@@ -187,3 +187,21 @@ def test_runs_with_a_fine_stage_share_their_coarse_stage_and_end_as_alone(guidan
     a, b, other = mesh(alone.glb), mesh(grouped.glb), mesh(results[1].glb)
     assert np.allclose(a.bounds, b.bounds, atol=0.03), (a.bounds, b.bounds)
     assert chamfer(a, b) < 0.25 * chamfer(a, other)
+
+
+def test_refine_jobs_and_runs_resumed_in_their_fine_stage_run_alone(tmp_path):
+    """What a worker may put in a group (``grouping.runs_alone``): a text run with a fine stage, fresh or
+    resumed in its coarse stage, yes; a refine job, or a run whose checkpoint is in its fine stage, no
+    (its coarse stage is over). Break: ``runs_alone`` ignoring the checkpoint's stage."""
+    from backend.engine.grouping import runs_alone
+
+    staged = tiny_settings(stages="coarse,fine")
+    coarse_ckpt, fine_ckpt = tmp_path / "coarse.pt", tmp_path / "fine.pt"
+    torch.save({"step": 3}, coarse_ckpt)                       # a coarse checkpoint has no stage mark
+    torch.save({"stage": "fine", "step": 1}, fine_ckpt)
+    assert not runs_alone(staged)
+    assert not runs_alone(staged, checkpoint_path=str(tmp_path / "none-yet.pt"))
+    assert not runs_alone(staged, checkpoint_path=str(coarse_ckpt))
+    assert runs_alone(staged, checkpoint_path=str(fine_ckpt))
+    assert runs_alone(tiny_settings(), init_mesh_glb=b"glTF")
+    assert runs_alone(tiny_settings(), init_checkpoint=str(coarse_ckpt))

@@ -316,10 +316,15 @@ class Worker:
             settings = GenerationSettings.from_dict(job["settings"])
             # A refine job, or a run resumed in its fine stage (``run_staged``), runs alone once the group
             # has drained; a new run with a fine stage steps its coarse stage in the group.
-            staged = runs_alone(settings, init_mesh_glb=job.get("init_mesh_path") or None,
-                                init_checkpoint=job.get("init_checkpoint"), checkpoint_path=job["checkpoint_path"])
+            # (asked once a job: a pending job is looked at again after every step of the group, and the
+            # answer reads its checkpoint file)
+            if "_runs_alone" not in job:
+                job["_runs_alone"] = runs_alone(settings, init_mesh_glb=job.get("init_mesh_path") or None,
+                                                init_checkpoint=job.get("init_checkpoint"),
+                                                checkpoint_path=job["checkpoint_path"])
+            staged = job["_runs_alone"]
             if runner is not None and runner.members and (staged or not runner.accepts(settings)
-                                                          or not self._fits_beside_group(settings)):
+                                                          or not self._fits_beside_group(job, settings)):
                 return runner
             self.pending.remove(job)
             init_mesh = reference_image = None
@@ -359,25 +364,28 @@ class Worker:
             self._fail(job_id, e)
         return runner
 
-    def _fits_beside_group(self, settings) -> bool:
+    def _fits_beside_group(self, job: dict, settings) -> bool:
         """The server lets a job take a place in a running group whatever its size (its memory limit is a
         worker's share of the GPU, and the group's jobs are summed here): on a GPU it joins only if its
-        estimated peak fits in the memory free now, else it waits for the group to drain."""
+        estimated peak fits in the memory free now, else it waits for the group to drain. The estimate is
+        made once a job (it reads the device with nvidia-smi); the free memory is read each time."""
         if self.device != "cuda":
             return True
-        try:
-            import torch
+        if "_peak_bytes" not in job:
+            job["_peak_bytes"] = None          # no profile, no estimate: it joins, as before
+            try:
+                from backend.cost.device import local_device
+                from backend.cost.estimate import estimate
 
-            from backend.cost.device import local_device
-            from backend.cost.estimate import estimate
-
-            peak = estimate(settings, local_device("cuda"), include_load=False)["peak_memory_bytes"]
-            free, _ = torch.cuda.mem_get_info()
-            cached = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
-        except Exception as e:  # noqa: BLE001 - no profile, no estimate: let it join, as before
-            log.debug("no memory check for joining the group: %s", e)
+                job["_peak_bytes"] = estimate(settings, local_device("cuda"), include_load=False)["peak_memory_bytes"]
+            except Exception as e:  # noqa: BLE001
+                log.debug("no memory estimate for joining the group: %s", e)
+        if job["_peak_bytes"] is None:
             return True
-        return fits_beside_group(peak, free, cached)
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return fits_beside_group(job["_peak_bytes"], free, torch.cuda.memory_reserved() - torch.cuda.memory_allocated())
 
     def _depart(self, departure, info: dict) -> None:
         """Report a job that left the group: a finished one's fine stage (when it has one) and export,
