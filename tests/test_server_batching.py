@@ -34,7 +34,9 @@ def test_jobs_submitted_together_run_as_one_group_each_with_its_own_result(serve
     # Short runs (each step of the group and of the run alone below costs seconds on a loaded CPU):
     # enough for two previews each, a checkpoint, and the sphere finishing after the cube.
     specs = {"cube": tiny("a red cube", seed=1, steps=8, preview_interval=4, checkpoint_interval=4),
-             "sphere": tiny("a blue sphere", seed=2, steps=10, preview_interval=5, checkpoint_interval=0),
+             # a run with a fine stage (as the built-in preset): its coarse stage in the group, the rest alone
+             "sphere": tiny("a blue sphere", seed=2, steps=10, preview_interval=5, checkpoint_interval=0,
+                            stages="coarse,fine", fine_steps=2),
              "cancelled": tiny("a green cone", seed=3, steps=400, preview_interval=1, checkpoint_interval=0)}
     jobs = {name: c.submit(spec) for name, spec in specs.items()}
 
@@ -53,12 +55,17 @@ def test_jobs_submitted_together_run_as_one_group_each_with_its_own_result(serve
     for name in ("cube", "sphere"):
         steps = [e.content["step"] for e in events[name] if e.msg_type == "progress" and e.content["preview"]]
         total = specs[name]["steps"]
-        assert steps == list(range(specs[name]["preview_interval"], total + 1, specs[name]["preview_interval"]))
+        expected = list(range(specs[name]["preview_interval"], total + 1, specs[name]["preview_interval"]))
+        if name == "sphere":                  # the fine stage's last step, counted after the coarse ones
+            expected.append(total + specs[name]["fine_steps"])
+        assert steps == expected
         glb, metadata = c.result(jobs[name])
         assert glb.startswith(GLB) and metadata["faces"] > 0
         assert metadata["settings"]["prompt"] == specs[name]["prompt"]
         # All three were stepped together (one guidance call per step), on the one worker.
         assert metadata["batch"]["max_group_size"] == 3, metadata["batch"]
+        if name == "sphere":
+            assert metadata["stages"] == "coarse,fine" and metadata["timings"]["fine_s"] > 0
         assert c.status(jobs[name])["runs"] == 1
         results[name] = (glb, metadata)
     assert results["cube"][0] != results["sphere"][0]
