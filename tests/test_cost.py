@@ -34,11 +34,12 @@ def test_fit_recovers_known_coefficients_from_synthetic_measurements():
 
     truth = {"step:builtin": 0.004, "step:sd15": 0.012, "samples": 0.021, "sample_levels": 0.012, "normal_samples": 0.015,
              "guidance:builtin": 0.2, "guidance:sd15": 0.030, "field_params": 0.004, "normal_field_params": 0.003,
+             "images:builtin": 0.005, "images:sd15": 0.02, "lit_steps": 0.003,
              "big_field_params": 0.016}     # (CPU features: the 2^19 tables are above the mmap threshold)
     rng = np.random.default_rng(0)
     rows, times = [], []
     for model in ("builtin", "/models/sd"):
-        for schedule in ("32x1", "64x1", "128x1", "64x2", "256x1"):
+        for schedule in ("32x1", "64x1", "128x1", "64x2", "32x2", "256x1"):
             for spr in (64, 256, 512):
                 for levels, log2 in ((8, 16), (16, 17), (16, 19)):     # the last above the mmap threshold
                     s = settings(model=model, resolution_schedule=schedule, samples_per_ray=spr, hash_levels=levels,
@@ -207,7 +208,7 @@ def test_a_shape_model_is_costed_loaded_beside_the_model(tmp_path):
     builtin = p.data["architectures"][BUILTIN_ARCH]
     assert both["parts_s"]["load"] == pytest.approx(alone["parts_s"]["load"] + builtin["load_s"])
     assert both["peak_memory_bytes"] - alone["peak_memory_bytes"] == pytest.approx(
-        p.coef("memory")["weights:builtin"] * GB, rel=1e-6)
+        p.coef("memory")["extra_model:builtin"] * GB, rel=1e-6)
     assert both["parts_s"]["steps"] == pytest.approx(alone["parts_s"]["steps"])   # same architecture, same work
     assert any("shape_model" in n and "built-in prior" in n for n in both["notes"])
 

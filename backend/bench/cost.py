@@ -118,7 +118,7 @@ QUICK_SD_GRID = [({}, False), ({"resolution_schedule": "128x1"}, False), ({"reso
 QUICK_EXPORT_GRID = [(32, 64, 500, False), (48, 128, 1000, False), (40, 64, 800, True)]
 QUICK_COUNTS = {"warmup": 2, "steps": 2, "block": 1}
 CHECKPOINT_REPEATS = 3
-PREVIEW_REPEATS = 5
+PREVIEW_REPEATS = 11       # a GPU preview is ~5 ms of host-bound work: 5 of them moved by 20-25%
 
 
 # ---- measuring ------------------------------------------------------------------------------------
@@ -504,13 +504,17 @@ def measure(args, out: Path) -> dict:
         total = torch.cuda.get_device_properties(0).total_memory
         facts_dict = facts.to_dict() if facts else {"kind": "cuda", "name": name, "memory_total_bytes": total,
                                                      "slug": re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
-        counts = {"warmup": 8, "steps": 15, "block": 5}
+        # The built-in prior's steps are bound by the host's kernel launches: their blocks of 5 steps moved
+        # by +-20% between the two passes of one configuration (a GC pass or a busy core in ~0.1 s), more than
+        # any term of the model (session 31: 40 steps in blocks of 10, ~0.8 s a timing). SD's steps are GPU-bound.
+        counts = {"warmup": 8, "steps": 30, "block": 10}
+        prior_counts = {"warmup": 8, "steps": 40, "block": 10}
         big_counts = {"warmup": 4, "steps": 6, "block": 2}
         export_grid, export_repeats = EXPORT_GRID, 3
         fine_grid, fine_repeats = FINE_GRID, 3
     else:
         facts_dict = cpu_facts().to_dict()
-        counts = big_counts = {"warmup": 2, "steps": 6, "block": 1}
+        counts = prior_counts = big_counts = {"warmup": 2, "steps": 6, "block": 1}
         export_grid, export_repeats = CPU_EXPORT_GRID, 1
         fine_grid, fine_repeats = CPU_FINE_GRID, 1
     prior_grid, sd_grid = PRIOR_GRID, SD_GRID
@@ -519,7 +523,7 @@ def measure(args, out: Path) -> dict:
     # passes, the second in reverse order. Cheap there (~2 s a configuration); a CPU pass takes minutes.
     prior_passes = 2 if cuda else 1
     if args.quick:
-        counts = big_counts = QUICK_COUNTS
+        counts = prior_counts = big_counts = QUICK_COUNTS
         prior_grid, sd_grid, export_grid, export_repeats, prior_passes = (
             QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1)
         fine_grid, fine_repeats = QUICK_FINE_GRID, 1
@@ -579,7 +583,8 @@ def measure(args, out: Path) -> dict:
                 guidance.configure(settings)
                 big = settings.resolution_stages[0].resolution * settings.resolution_stages[0].batch_size >= 256 and arch == SD_ARCH
                 try:
-                    m = measure_config(guidance, settings, device, big_counts if big else counts)
+                    m = measure_config(guidance, settings, device,
+                                       big_counts if big else prior_counts if arch == BUILTIN_ARCH else counts)
                 except torch.OutOfMemoryError:
                     print(f"{arch} {overrides}: out of memory, skipped", flush=True)
                     continue

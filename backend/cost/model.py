@@ -6,8 +6,8 @@ along the axes a user turns:
 
 - **one SDS step** (a stage of the resolution schedule, albedo warm-up or after it)::
 
-      step_s = a[arch] + b * samples + b_l * samples * levels/16 + b_n * samples * normals
-               + c[arch] * guidance_images + (d + d_n * normals) * field_params
+      step_s = a[arch] + b * samples + b_l * samples * levels/16 + b_n * samples * normals + e * normals
+               + c[arch] * guidance_images + i[arch] * images + (d + d_n * normals) * field_params
 
   ``a[arch]`` the fixed cost of a step with that model (kernel launches, the guidance's batch-independent
   part: a GPU is far from full at batch 1), ``samples`` = rays x samples_per_ray (the ray marcher's
@@ -15,13 +15,22 @@ along the axes a user turns:
   hash grid's (each sample looks up 8 corners per level),
   ``normals`` the share of steps that shade with normals (their Jacobian roughly doubles the field
   work), ``guidance_images`` = batch x (guidance resolution / 512)^2 (UNet + VAE encoder work, one
-  coefficient per model architecture), ``field_params`` the hash tables (Adam's update, the gradient
-  zeroing; the normals' double backward scatters into them a second time);
+  coefficient per model architecture), ``images`` = batch (the part of each image's guidance that does
+  not shrink with its pixels: at 256 px SD's UNet and VAE are bound by their kernel launches, so a
+  quarter of the pixels cost nearly a whole image, and a second image of a batch adds a whole one),
+  ``e * normals`` the fixed cost of a step that shades with normals (the Jacobian, the light and the
+  shading issue more kernels whatever the sample count: the built-in prior's steps, bound by their
+  launches, are ~2-4 ms slower lit than albedo-only at any render size), ``field_params`` the hash
+  tables (Adam's update, the gradient zeroing; the normals' double backward scatters into them a
+  second time);
 - **peak memory** of a stage::
 
-      peak = w[arch] + m_s * kept_samples + m_r * rays + g[arch] * guidance_images + m_p * field_params
+      peak = w[arch] + x[shape arch] + m_s * kept_samples + m_r * rays + g[arch] * guidance_images
+             + m_p * field_params
 
-  ``w[arch]`` the model's weights and buffers, ``kept_samples`` the samples whose activations are
+  ``w[arch]`` a run's fixed memory with that model (its weights, buffers, workspaces), ``x`` a second
+  model's (a shape prior beside the colour prior: its weights; the run's fixed part is there once),
+  ``kept_samples`` the samples whose activations are
   kept for the backward pass (on CUDA at most ``checkpoint_rays`` rays at a time: the renderer
   checkpoints larger renders chunk by chunk);
 - **previews**, **checkpoints** and the **export** (marching cubes cells, texture texels, faces),
@@ -141,10 +150,12 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
     params = field_params(s) / 1e6
     g = guidance_resolution(s, native)
     arch = architecture(s.model)
+    lit = normals_share(s, after_warmup)
     out = {f"step:{arch}": 1.0, "samples": samples, "sample_levels": samples * s.hash_levels / 16,
-           "normal_samples": samples * normals_share(s, after_warmup),
-           f"guidance:{arch}": batch * (g / 512) ** 2, "field_params": params,
-           "normal_field_params": params * normals_share(s, after_warmup)}
+           "normal_samples": samples * lit, f"guidance:{arch}": batch * (g / 512) ** 2,
+           f"images:{arch}": float(batch), "field_params": params, "normal_field_params": params * lit}
+    if lit:
+        out["lit_steps"] = lit
     if not cuda and big_table(s):
         # On the CPU a table above glibc's mmap threshold costs more per parameter than a smaller one:
         # each step's gradient and Adam's temporaries of its size are mapped afresh and faulted in
@@ -154,10 +165,11 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
     if shape is not None:
         # The lit and textureless renders (the steps that shade with normals) go through the shape prior's
         # UNet and VAE encoder instead: their share of the guidance work moves to its architecture.
-        lit = normals_share(s, after_warmup)
         out[f"guidance:{arch}"] *= 1 - lit
+        out[f"images:{arch}"] *= 1 - lit
         shape_images = batch * (guidance_resolution(s, native, shape) / 512) ** 2 * lit
         out[f"guidance:{shape}"] = out.get(f"guidance:{shape}", 0.0) + shape_images
+        out[f"images:{shape}"] = out.get(f"images:{shape}", 0.0) + batch * lit
     return out
 
 
@@ -173,8 +185,11 @@ def memory_features(s: GenerationSettings, resolution: int, batch: int, native: 
     if shape is not None:
         # Both priors stay loaded. One guidance call runs at a time, so the activations at the peak are the
         # larger call's; a linear model cannot take a max, so two architectures count both (an upper bound:
-        # the built-in prior's activations are small beside SD's).
-        out[f"weights:{shape}"] = out.get(f"weights:{shape}", 0.0) + 1.0
+        # the built-in prior's activations are small beside SD's). The second model adds its weights, not a
+        # second run's fixed memory: counted as a second ``weights:builtin``, the fit had to halve the
+        # built-in run's fixed part and put the rest on its guidance images, and so overestimated every
+        # built-in batch of 2 (48x2: 0.27 GB predicted, 0.22 measured; results/speed/NOTES.md session 31).
+        out[f"extra_model:{shape}"] = 1.0
         if shape != arch:
             out[f"guidance:{shape}"] = batch * (guidance_resolution(s, native, shape) / 512) ** 2
     return out
