@@ -440,3 +440,12 @@ def test_the_fine_stage_is_costed_as_its_hand_over_and_its_steps(cpu_profile, tm
     legacy = estimate(s, cpu, profile_path=str(path))
     assert legacy["parts_s"]["fine"] == 0
     assert any("fine stage is not in" in n for n in legacy["notes"])
+
+
+def test_sd15_only_needs_a_stored_gpu_run(tmp_path):
+    """``bench cost --sd15-only`` measures SD-1.5's grid into this GPU's stored run: without one (or without a
+    GPU) it stops and names the command that makes it."""
+    from backend.bench.cost import main
+
+    with pytest.raises(SystemExit, match="--no-sd15"):
+        main(["--sd15-only", "--out", str(tmp_path)])

@@ -507,6 +507,8 @@ def measure(args, out: Path) -> dict:
         # The built-in prior's steps are bound by the host's kernel launches: their blocks of 5 steps moved
         # by +-20% between the two passes of one configuration (a GC pass or a busy core in ~0.1 s), more than
         # any term of the model (session 31: 40 steps in blocks of 10, ~0.8 s a timing). SD's steps are GPU-bound.
+        # SD: 8 steps of warm-up. Not more: a field trained longer by the random-weight SD model is a bigger one
+        # (session 31, 20 steps: the 128x1 peak 5.8 -> 7.2 GB, its lit step 41 -> 49 ms), not a settled timing.
         counts = {"warmup": 8, "steps": 30, "block": 10}
         prior_counts = {"warmup": 8, "steps": 40, "block": 10}
         big_counts = {"warmup": 4, "steps": 6, "block": 2}
@@ -522,10 +524,14 @@ def measure(args, out: Path) -> dict:
     # (sessions 14 and 17: the same configurations 13-16 ms in one run, 15-25 ms in the other): two
     # passes, the second in reverse order. Cheap there (~2 s a configuration); a CPU pass takes minutes.
     prior_passes = 2 if cuda else 1
+    # SD's GPU-bound steps: one pass. Session 31 ran two, the second backwards: the held-out 192x1 row measured
+    # 40.2 / 41.2 ms, the same either way (31.8 in a fresh process without the per-configuration reset_peak):
+    # not an effect of its place in the grid.
+    sd_passes = 1
     if args.quick:
         counts = prior_counts = big_counts = QUICK_COUNTS
-        prior_grid, sd_grid, export_grid, export_repeats, prior_passes = (
-            QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1)
+        prior_grid, sd_grid, export_grid, export_repeats, prior_passes, sd_passes = (
+            QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1, 1)
         fine_grid, fine_repeats = QUICK_FINE_GRID, 1
     facts_dict.pop("memory_free_bytes", None)
     facts_dict.pop("index", None)
@@ -546,13 +552,25 @@ def measure(args, out: Path) -> dict:
     # (architecture, model, grid, passes, with the shape prior?)
     grids = [(BUILTIN_ARCH, "builtin", prior_grid, prior_passes, False),
              (BUILTIN_ARCH, "builtin", SHAPE_GRID, 1, True)]
+    if args.sd15_only:
+        # SD's grid measured again into this device's stored run (the whole grid no longer fits one 10-minute
+        # device command: tools/device/cost_all.sh runs the built-in part, then this).
+        stored = out / results_name(cuda)
+        if not cuda or not stored.is_file():
+            raise SystemExit(f"--sd15-only adds SD-1.5's grid to this GPU's measured run, and {stored} is not "
+                             "there: run `python -m backend bench cost --no-sd15` first")
+        kept = json.loads(stored.read_text())
+        run.update({k: v for k, v in kept.items() if k not in ("configs", "partial", "wall_s")})
+        run["configs"] = [c for c in kept["configs"] if c["arch"] != SD_ARCH]
+        run["builtin_wall_s"] = kept.get("builtin_wall_s", kept["wall_s"])
+        grids = []
     if cuda and not args.no_sd15:
         from backend.bench.sd15 import build_sd15
 
         t0 = clock()
         sd_model = str(build_sd15(Path(args.model_dir)))
         print(f"SD-1.5 architecture built in {clock() - t0:.0f} s", flush=True)
-        grids.append((SD_ARCH, sd_model, sd_grid, 1, False))
+        grids.append((SD_ARCH, sd_model, sd_grid, sd_passes, False))
     for arch, model, grid, passes, shape in grids:
         reset_peak(device)
         t0 = clock()
@@ -624,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default="/tmp/dreamprop-sd15", help="where the SD-1.5 layout is built (CUDA)")
     parser.add_argument("--cpu", action="store_true", help="measure the CPU even when CUDA is present")
     parser.add_argument("--no-sd15", action="store_true", help="the built-in prior only")
+    parser.add_argument("--sd15-only", action="store_true",
+                        help="measure SD-1.5's grid only (CUDA), in place of the SD rows of this GPU's stored run "
+                             "(results/speed/cost.json in --out), and fit them together")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: three tiny configurations per architecture, three small exports, "
                              "two timed steps each; writes to a temporary folder unless --out/--profile say "
