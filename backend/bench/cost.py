@@ -504,12 +504,12 @@ def measure(args, out: Path) -> dict:
         total = torch.cuda.get_device_properties(0).total_memory
         facts_dict = facts.to_dict() if facts else {"kind": "cuda", "name": name, "memory_total_bytes": total,
                                                      "slug": re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")}
-        # The built-in prior's steps are bound by the host's kernel launches: their blocks of 5 steps moved
-        # by +-20% between the two passes of one configuration (a GC pass or a busy core in ~0.1 s), more than
-        # any term of the model (session 31: 40 steps in blocks of 10, ~0.8 s a timing). SD's steps are GPU-bound.
         # SD: 8 steps of warm-up. Not more: a field trained longer by the random-weight SD model is a bigger one
         # (session 31, 20 steps: the 128x1 peak 5.8 -> 7.2 GB, its lit step 41 -> 49 ms), not a settled timing.
         counts = {"warmup": 8, "steps": 30, "block": 10}
+        # The built-in prior's steps are bound by the host's kernel launches: their blocks of 5 steps moved
+        # by +-20% between the two passes of one configuration (a GC pass or a busy core in ~0.1 s), more than
+        # any term of the model (session 31: 40 steps in blocks of 10, ~0.8 s a timing).
         prior_counts = {"warmup": 8, "steps": 40, "block": 10}
         big_counts = {"warmup": 4, "steps": 6, "block": 2}
         export_grid, export_repeats = EXPORT_GRID, 3
@@ -524,14 +524,10 @@ def measure(args, out: Path) -> dict:
     # (sessions 14 and 17: the same configurations 13-16 ms in one run, 15-25 ms in the other): two
     # passes, the second in reverse order. Cheap there (~2 s a configuration); a CPU pass takes minutes.
     prior_passes = 2 if cuda else 1
-    # SD's GPU-bound steps: one pass. Session 31 ran two, the second backwards: the held-out 192x1 row measured
-    # 40.2 / 41.2 ms, the same either way (31.8 in a fresh process without the per-configuration reset_peak):
-    # not an effect of its place in the grid.
-    sd_passes = 1
     if args.quick:
         counts = prior_counts = big_counts = QUICK_COUNTS
-        prior_grid, sd_grid, export_grid, export_repeats, prior_passes, sd_passes = (
-            QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1, 1)
+        prior_grid, sd_grid, export_grid, export_repeats, prior_passes = (
+            QUICK_PRIOR_GRID, QUICK_SD_GRID, QUICK_EXPORT_GRID, 1, 1)
         fine_grid, fine_repeats = QUICK_FINE_GRID, 1
     facts_dict.pop("memory_free_bytes", None)
     facts_dict.pop("index", None)
@@ -553,8 +549,8 @@ def measure(args, out: Path) -> dict:
     grids = [(BUILTIN_ARCH, "builtin", prior_grid, prior_passes, False),
              (BUILTIN_ARCH, "builtin", SHAPE_GRID, 1, True)]
     if args.sd15_only:
-        # SD's grid measured again into this device's stored run (the whole grid no longer fits one 10-minute
-        # device command: tools/device/cost_all.sh runs the built-in part, then this).
+        # SD's grid measured again into this device's stored run, the built-in rows and exports kept (after a
+        # change on SD's side, or to time SD's rows apart: tools/device/cost_all.sh's "sd15" part).
         stored = out / results_name(cuda)
         if not cuda or not stored.is_file():
             raise SystemExit(f"--sd15-only adds SD-1.5's grid to this GPU's measured run, and {stored} is not "
@@ -570,7 +566,9 @@ def measure(args, out: Path) -> dict:
         t0 = clock()
         sd_model = str(build_sd15(Path(args.model_dir)))
         print(f"SD-1.5 architecture built in {clock() - t0:.0f} s", flush=True)
-        grids.append((SD_ARCH, sd_model, sd_grid, sd_passes, False))
+        # One pass: SD's steps are GPU-bound. Session 31 ran two, the second backwards: the held-out 192x1 row
+        # measured 40.2 / 41.2 ms, the same either way (not an effect of its place in the grid).
+        grids.append((SD_ARCH, sd_model, sd_grid, 1, False))
     for arch, model, grid, passes, shape in grids:
         reset_peak(device)
         t0 = clock()
