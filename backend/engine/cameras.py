@@ -76,16 +76,26 @@ def host_to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Generator | None = None) -> CameraBatch:
+def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Generator | None = None,
+                   views_per_object: int = 1) -> CameraBatch:
     """Draw a batch of training cameras from the settings' ranges, from ``generator`` (a CPU generator;
     None: torch's global RNG).
 
     Azimuth is stratified over the batch so one step sees the object from all around; elevation
     is drawn half the time uniformly in degrees and half the time uniformly on the sphere, as
     threestudio does, so high elevations are not over-represented.
+
+    ``views_per_object`` V > 1 (a multi-view prior's, ``guidance/multiview.py``): the batch is made of
+    ``batch_size / V`` groups of V consecutive cameras, each group at one elevation, distance and field of
+    view, its azimuths 360 / V degrees apart from a random start (MVDream's training and SDS cameras).
     """
     s = settings
     g = generator
+    v = int(views_per_object)
+    if v < 1 or batch_size % v:
+        raise ValueError(f"batch size {batch_size} must be a multiple of views_per_object {v}")
+    if v > 1:
+        return _camera_groups(s, batch_size // v, v, device, g)
     u = torch.rand(batch_size, generator=g)
     if torch.rand((), generator=g) < 0.5:
         elevation = s.elevation_min + u * (s.elevation_max - s.elevation_min)
@@ -96,6 +106,30 @@ def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Gen
     azimuth = wrap_azimuth(s.azimuth_min + azimuth * (s.azimuth_max - s.azimuth_min))
     distance = s.distance_min + torch.rand(batch_size, generator=g) * (s.distance_max - s.distance_min)
     fovy_deg = s.fovy_min + torch.rand(batch_size, generator=g) * (s.fovy_max - s.fovy_min)
+    return _jittered(s, elevation, azimuth, distance, fovy_deg, device, g)
+
+
+def _camera_groups(s, groups: int, v: int, device, g) -> CameraBatch:
+    """``groups`` objects' V cameras each (``sample_cameras(views_per_object=V)``): elevation, distance and
+    field of view drawn per object, the first azimuth stratified over the objects, the others 360 / V apart."""
+    u = torch.rand(groups, generator=g)
+    if torch.rand((), generator=g) < 0.5:
+        elevation = s.elevation_min + u * (s.elevation_max - s.elevation_min)
+    else:
+        lo, hi = math.sin(math.radians(s.elevation_min)), math.sin(math.radians(s.elevation_max))
+        elevation = torch.rad2deg(torch.asin((lo + u * (hi - lo)).clamp(-1.0, 1.0)))
+    first = (torch.rand(groups, generator=g) + torch.arange(groups)) / groups
+    first = s.azimuth_min + first * (s.azimuth_max - s.azimuth_min)
+    azimuth = wrap_azimuth(first[:, None] + torch.arange(v) * (360.0 / v)).reshape(-1)
+    distance = s.distance_min + torch.rand(groups, generator=g) * (s.distance_max - s.distance_min)
+    fovy_deg = s.fovy_min + torch.rand(groups, generator=g) * (s.fovy_max - s.fovy_min)
+    per_view = lambda t: t.repeat_interleave(v)
+    return _jittered(s, per_view(elevation), azimuth, per_view(distance), per_view(fovy_deg), device, g)
+
+
+def _jittered(s, elevation, azimuth, distance, fovy_deg, device, g) -> CameraBatch:
+    """Cameras at these angles, with the settings' eye, look-at and up jitter."""
+    batch_size = elevation.shape[0]
 
     eye = spherical_to_position(elevation, azimuth, distance)
     eye = eye + torch.randn(batch_size, 3, generator=g) * s.camera_perturb

@@ -129,6 +129,12 @@ class Trainer:
         """``image_terms``: an image job's extra losses (``backend.engine.reference.ImageTerms``)."""
         self.s, self.device, self.guidance = settings, torch.device(device), guidance
         self.image_terms = image_terms
+        views = getattr(guidance, "views_per_object", 1)
+        odd = [f"{st.resolution}x{st.batch_size}" for st in settings.resolution_stages if st.batch_size % views]
+        if odd:
+            raise ValueError(f"resolution_schedule: guidance {guidance.name} judges {views} views of an object "
+                             f"together, so every stage's batch must be a multiple of {views}; got {', '.join(odd)} "
+                             f"(e.g. {settings.resolution_stages[0].resolution}x{views})")
         seed_everything(settings.seed)       # the field's initial weights (drawn here, once)
         self.rng = JobRandom(settings.seed, self.device)
         self.field: Geometry = find("geometry", settings.geometry_type).from_settings(settings, bound=BOUND)
@@ -219,7 +225,8 @@ class Trainer:
 
     def draw_cameras(self, s: GenerationSettings, batch: int):
         """``batch`` training cameras from ``s``'s ranges and each one's view name for the prompt."""
-        cams = sample_cameras(s, batch, device=self.device, generator=self.rng.host)
+        cams = sample_cameras(s, batch, device=self.device, generator=self.rng.host,
+                              views_per_object=getattr(self.guidance, "views_per_object", 1))
         views = [view_direction(e, a, s.front_threshold, s.overhead_threshold, s.view_naming)
                  for e, a in zip(cams.elevation.tolist(), cams.azimuth.tolist())] if s.view_dependent_prompt \
             else [""] * batch

@@ -87,6 +87,10 @@ class Architecture:
     # Hollow props are also drawn filled (``render.sample_batch(p_filled=)``) under their own caption
     # (``grammar.caption(filled=True)``), so the prior knows what a filled cup looks like (v10).
     filled_captions: bool = False
+    # Views of one object its UNet denoises together (``engine/guidance/multiview.py``; 1: each image alone).
+    # Its training images come in groups of this many views of one object at one elevation, 360/num_views
+    # degrees apart, and SDS renders a run's batches so (v11).
+    num_views: int = 1
 
 
 V4_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -140,6 +144,12 @@ ARCHITECTURES = {
 # in session 27, not shipped: it tells the two apart by 0.1-0.7% of its error and the cups stay filled
 # (results/quality/runs/2026-12-01-session27-filled-captions-avoid-gpu.md).
 ARCHITECTURES["v10"] = replace(ARCHITECTURES["v9"], name="v10", filled_captions=True)
+# v9 whose UNet sees four views of an object at 90 degrees at once (session 32), MVDream's multi-view attention:
+# every prop the preset fails (bucket, shield, mug, bowl, fence) comes out swollen 1.8-4x, with each of its renders
+# plausible to a prior that judges it alone (sessions 26-29: SDS keeps the proportions it starts from). A joint
+# score sees the one shape all four views show. Same weights and layout as v9 (the attention processor has none):
+# fine-tuned from it on renders of its two shadings in groups of four views.
+ARCHITECTURES["v11"] = replace(ARCHITECTURES["v9"], name="v11", num_views=4)
 # The shipped weights (v3: report_v3/, weights in git history; v4, v5, v7, v8: trained, not shipped; v8 in
 # history, backend/prior/README.md "Session 21"; v9: the shipped shape prior, weights_shape/; v10: not shipped).
 DEFAULT_ARCHITECTURE = "v6"
@@ -166,9 +176,15 @@ def build_vae(arch: str = DEFAULT_ARCHITECTURE):
 
 
 def build_unet(arch: str = DEFAULT_ARCHITECTURE):
+    """The architecture's UNet, with multi-view attention over its ``num_views`` (weights alike either way)."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**architecture(arch).unet)
+    from backend.engine.guidance.multiview import set_multiview_attention
+
+    unet = UNet2DConditionModel(**architecture(arch).unet)
+    if architecture(arch).num_views > 1:
+        set_multiview_attention(unet, architecture(arch).num_views)
+    return unet
 
 
 def build_text_encoder(tokenizer):
@@ -196,8 +212,11 @@ def n_params(module) -> int:
 
 
 def save_pipeline(path: Path, *, vae, unet, text_encoder, tokenizer, scheduler=None,
-                  dtype: torch.dtype = torch.float16) -> Path:
-    """Save the parts as a diffusers StableDiffusionPipeline folder (safetensors, ``dtype``), atomically."""
+                  dtype: torch.dtype = torch.float16, num_views: int = 1) -> Path:
+    """Save the parts as a diffusers StableDiffusionPipeline folder (safetensors, ``dtype``), atomically;
+    ``num_views`` > 1: a multi-view UNet's ``multiview.json`` beside them."""
+    from backend.engine.guidance.multiview import write_num_views
+
     from diffusers import StableDiffusionPipeline
 
     vae, unet, text_encoder = (m.to(dtype) for m in (vae, unet, text_encoder))
@@ -208,6 +227,8 @@ def save_pipeline(path: Path, *, vae, unet, text_encoder, tokenizer, scheduler=N
                                    scheduler=scheduler or build_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
+    if num_views > 1:
+        write_num_views(tmp, num_views)
     if path.exists():
         keep = [p for p in path.iterdir() if p.name in ("README.md", "report")]
         for p in keep:
@@ -223,6 +244,7 @@ def build_random(path: Path, seed: int = 0, arch: str = DEFAULT_ARCHITECTURE) ->
     tok_dir = Path(str(path) + ".tok")
     tokenizer = build_tokenizer(tok_dir, arch)
     out = save_pipeline(path, vae=build_vae(arch), unet=build_unet(arch),
-                        text_encoder=build_text_encoder(tokenizer), tokenizer=tokenizer)
+                        text_encoder=build_text_encoder(tokenizer), tokenizer=tokenizer,
+                        num_views=architecture(arch).num_views)
     shutil.rmtree(tok_dir, ignore_errors=True)
     return out

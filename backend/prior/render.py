@@ -103,7 +103,8 @@ def _per_ray(params: dict, sel: torch.Tensor, per: int) -> dict:
 
 def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shading: torch.Tensor,
            background: torch.Tensor, supersample: int = 2, blur: torch.Tensor | None = None, vary: bool = True,
-           generator=None, params: dict | None = None, filled: torch.Tensor | None = None) -> torch.Tensor:
+           generator=None, params: dict | None = None, filled: torch.Tensor | None = None,
+           views_per_object: int = 1) -> torch.Tensor:
     """Render one image per camera: (B, 3, resolution, resolution) in [0, 1].
 
     ``entry_idx`` (B,) indexes ENTRIES; ``shading`` and ``background`` (B,) index SHADINGS and
@@ -111,7 +112,8 @@ def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shadi
     counts from its category's ranges; without, all are canonical (the benchmark's ground truth).
     ``params``: given proportions instead (one category's parameter dict, tensors of one value
     each, for every image: the image benchmark's objects drawn outside training). ``filled`` (B,) bool:
-    hollow props (``Category.hollow``) drawn with the cavity filled.
+    hollow props (``Category.hollow``) drawn with the cavity filled. ``views_per_object`` V: the images come
+    in groups of V consecutive views of one object (one entry, proportions and fill per group).
     """
     dev = cams.c2w.device
     n = entry_idx.shape[0]
@@ -131,7 +133,9 @@ def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shadi
         if params is not None:
             chosen = {key: params[key].to(dev).reshape(1).expand(sel.numel()) for key in category.canonical()}
         elif vary:
-            chosen = category.sample(sel.numel(), dev, generator)
+            # a group's views are consecutive and of one category, so ``sel`` holds whole groups in order
+            chosen = {key: t.repeat_interleave(views_per_object, 0) for key, t in
+                      category.sample(sel.numel() // views_per_object, dev, generator).items()}
         else:
             chosen = {key: torch.full((sel.numel(),), v, device=dev) for key, v in category.canonical().items()}
         if filled is not None and category.hollow:
@@ -171,9 +175,15 @@ def entry_index(name: str, look: str | None) -> int:
 
 
 def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, generator=None,
-                 camera_chunk: int = 32, categories: list[str] | None = None, p_filled: float = 0.0) -> Batch:
+                 camera_chunk: int = 32, categories: list[str] | None = None, p_filled: float = 0.0,
+                 views_per_object: int = 1, shadings: tuple[str, ...] | None = None) -> Batch:
     """``n`` random training images (objects, looks, proportions, cameras, shading, backgrounds, blur);
     a hollow prop is drawn filled with probability ``p_filled``.
+
+    ``views_per_object`` V > 1 (a multi-view prior's data): ``n / V`` objects, each seen by V consecutive
+    images at one elevation, 360 / V degrees apart (``sample_cameras(views_per_object=V)``), with one look,
+    proportions, fill and shading (a run's batch is shaded alike); backgrounds, lights and blur stay per image,
+    as the trainer draws them. ``shadings``: only these (``SHADINGS`` names, at their relative odds).
 
     Cameras come from the engine's ``sample_cameras`` (torch's global RNG; it draws the elevation
     law once per call, so it is called in chunks of ``camera_chunk``); everything else uses
@@ -181,26 +191,36 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     """
     s = settings or default_settings()
     dev = torch.device(device)
+    v = int(views_per_object)
+    if v < 1 or n % v:
+        raise ValueError(f"n ({n}) must be a multiple of views_per_object ({v})")
+    objects = n // v
+    per_view = lambda t: t.repeat_interleave(v, 0) if v > 1 else t
     weights = torch.tensor(CATEGORY_WEIGHTS, device=dev)
     if categories is not None:          # only these (a fine-tune's data)
         weights = weights * torch.tensor([float(c.name in categories) for c in CATEGORIES], device=dev)
-    cat = torch.multinomial(weights, n, replacement=True, generator=generator)
+    cat = torch.multinomial(weights, objects, replacement=True, generator=generator)
     n_looks = torch.tensor([len(c.looks) for c in CATEGORIES], device=dev)
     first = torch.cumsum(n_looks, 0) - n_looks
-    look = torch.floor(torch.rand(n, device=dev, generator=generator) * n_looks[cat]).long()
-    entry = first[cat] + look
-    parts = [sample_cameras(s, min(camera_chunk, n - i), device=dev) for i in range(0, n, camera_chunk)]
+    look = torch.floor(torch.rand(objects, device=dev, generator=generator) * n_looks[cat]).long()
+    cat, entry = per_view(cat), per_view(first[cat] + look)
+    chunk = max(v, camera_chunk // v * v)
+    parts = [sample_cameras(s, min(chunk, n - i), device=dev, views_per_object=v) for i in range(0, n, chunk)]
     cams = CameraBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in
                          ("c2w", "fovy", "elevation", "azimuth", "distance")))
-    shading = torch.multinomial(torch.tensor(SHADING_PROBS, device=dev), n, replacement=True, generator=generator)
+    odds = torch.tensor(SHADING_PROBS, device=dev)
+    if shadings is not None:
+        odds = odds * torch.tensor([float(name in shadings) for name in SHADINGS], device=dev)
+    shading = per_view(torch.multinomial(odds, objects, replacement=True, generator=generator))
     background = torch.multinomial(torch.tensor(BACKGROUND_PROBS, device=dev), n, replacement=True,
                                    generator=generator)
     blur = torch.rand(n, device=dev, generator=generator) < BLUR_PROB
     hollow = torch.tensor([c.hollow for c in CATEGORIES], device=dev)[cat]
     # drawn only when asked, so the earlier priors' data (p_filled 0) keeps its random stream
-    filled = hollow & (torch.rand(n, device=dev, generator=generator) < p_filled) if p_filled > 0 else hollow & False
+    filled = hollow & per_view(torch.rand(objects, device=dev, generator=generator) < p_filled) if p_filled > 0 \
+        else hollow & False
     images = render(entry, cams, resolution, shading=shading, background=background, blur=blur, generator=generator,
-                    filled=filled)
+                    filled=filled, views_per_object=v)
     views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
                                                      VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)

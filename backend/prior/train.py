@@ -110,15 +110,20 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
 @torch.no_grad()
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
                    image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None, p_filled: float = 0.0,
-                   elevation_max: float | None = None):
+                   elevation_max: float | None = None, views_per_object: int = 1,
+                   shadings: tuple[str, ...] | None = None):
     """``n`` training images (uint8, on ``device``), labels (entry, view, shading, filled) and cameras ((n, 16)
     ``camera_condition``, for camera-aware priors); with ``minutes``, fewer when rendering all of them
     would take longer than that. ``p_filled``: the share of hollow props drawn filled. ``elevation_max``: the
-    cameras' highest elevation (None: the engine's default, as every shipped prior was trained)."""
+    cameras' highest elevation (None: the engine's default, as every shipped prior was trained).
+    ``views_per_object`` V: groups of V consecutive views of one object (``render.sample_batch``; ``n`` and
+    ``chunk`` are rounded down to whole groups); ``shadings``: only these shadings."""
     from backend.prior.render import default_settings, sample_batch
 
     settings = default_settings() if elevation_max is None else default_settings().replace(elevation_max=elevation_max)
 
+    v = int(views_per_object)
+    n, chunk = n // v * v, max(v, chunk // v * v)
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device=device)
@@ -127,7 +132,7 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
     t0, i = time.perf_counter(), 0
     while i < n:
         b = sample_batch(min(chunk, n - i), image_size, device=device, settings=settings, generator=gen,
-                         categories=categories, p_filled=p_filled)
+                         categories=categories, p_filled=p_filled, views_per_object=v, shadings=shadings)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading, b.filled.long()], 1)
         cameras[i:i + len(b.images)] = b.camera
@@ -137,7 +142,7 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
             fits = int(minutes * 60 / per_image)
             if fits < n:
                 log(f"  rendering {per_image * 1e3:.2f} ms/image: {fits} images fit in {minutes} min (asked {n})")
-                n = max(i, fits)
+                n = max(i, fits // v * v)
     return images[:n], labels[:n], cameras[:n]
 
 
@@ -342,26 +347,39 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
     # Only objects whose mirror image is themselves may be flipped (a mug with its handle on the
     # left is not the prior's mug).
     mirror_ok = torch.tensor([CATEGORIES[k].mirror_ok for k, _ in ENTRIES], device=dev)
+    # A multi-view prior learns from whole objects: the images come in groups of ``views`` (render_dataset), each
+    # group drawn as one, noised at one timestep and mirrored as one.
+    views = arch.num_views
+    if views > 1:
+        members = torch.arange(len(latents), device=dev) if pool is None else pool
+        firsts = members[members % views == 0]
+        offsets = torch.arange(views, device=dev)
+    per_view = (lambda x: x.repeat_interleave(views, 0)) if views > 1 else (lambda x: x)
     while step < budget.total:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.total, args.unet_lr)
-        idx = torch.randint(len(latents) if pool is None else len(pool), (args.unet_batch,), device=dev, generator=gen)
-        if pool is not None:
-            idx = pool[idx]
+        if views > 1:
+            pick = torch.randint(len(firsts), (args.unet_batch // views,), device=dev, generator=gen)
+            idx = (firsts[pick][:, None] + offsets).reshape(-1)
+        else:
+            idx = torch.randint(len(latents) if pool is None else len(pool), (args.unet_batch,), device=dev,
+                                generator=gen)
+            if pool is not None:
+                idx = pool[idx]
         z0 = (latents[idx] + latent_std[idx] * torch.randn(latents[idx].shape, device=dev, generator=gen)) * scale
         view = labels[idx, 1]
         camera = cameras[idx] if cameras is not None else None
         if args.flip:
             # A mirrored image of a mirror-symmetric object is the view from the mirrored azimuth:
             # "front left" becomes "front right", so the caption flips with the latents.
-            flip = (torch.rand(len(idx), device=dev, generator=gen) < 0.5) & mirror_ok[labels[idx, 0]]
+            flip = per_view(torch.rand(len(idx) // views, device=dev, generator=gen) < 0.5) & mirror_ok[labels[idx, 0]]
             z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
             view = torch.where(flip, mirror[view], view)
             if camera is not None:
                 camera = torch.where(flip[:, None], mirrored_camera_condition(camera), camera)
         cap = caption_index(labels[idx, 0], view, generator=gen, shading=labels[idx, 2] if shading_captions else None,
                             filled=labels[idx, 3] if arch.filled_captions else None)
-        t = torch.randint(0, len(alphas), (len(idx),), device=dev, generator=gen)
+        t = per_view(torch.randint(0, len(alphas), (len(idx) // views,), device=dev, generator=gen))
         noise = torch.randn(z0.shape, device=dev, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
@@ -410,20 +428,22 @@ def train_unet(unet, text_encoder, tokens, latents, latent_std, labels, scale, a
 def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prompt=2, steps=40, cfg=4.0,
            seed=0, device="cpu", camera: torch.Tensor | None = None) -> torch.Tensor:
     """DDIM samples (len(prompts) * n_per_prompt, 3, H, W) in [0, 1], prompt-major, at the UNet's latent size.
-    ``camera`` (1, 16): the ``camera_condition`` every sample is drawn from, for a camera-aware UNet."""
+    ``camera`` (1, 16): the ``camera_condition`` every sample is drawn from, for a camera-aware UNet; (V, 16):
+    a multi-view UNet's V views, each sample then V images of one object (len(prompts) * n_per_prompt * V)."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**M.SCHEDULER_CONFIG)
     sched.set_timesteps(steps)
-    n = len(prompts) * n_per_prompt
-    cond = text_encoder(tokens_of(prompts).to(device))[0].repeat_interleave(n_per_prompt, 0)
+    views = 1 if camera is None else len(camera)
+    n = len(prompts) * n_per_prompt * views
+    cond = text_encoder(tokens_of(prompts).to(device))[0].repeat_interleave(n_per_prompt * views, 0)
     uncond = text_encoder(tokens_of([""]).to(device))[0].expand_as(cond)
     g = torch.Generator(device=device).manual_seed(seed)
     side = int(unet.config.sample_size)
     z = torch.randn(n, int(unet.config.in_channels), side, side, generator=g, device=device)
     for t in sched.timesteps:
         inp = torch.cat([z, z])
-        labels = None if camera is None else camera.to(device).expand(len(inp), -1)
+        labels = None if camera is None else camera.to(device).repeat(len(inp) // views, 1)
         eps = unet(inp, t.to(device), encoder_hidden_states=torch.cat([cond, uncond]), class_labels=labels).sample
         e_c, e_u = eps.chunk(2)
         z = sched.step(e_u + cfg * (e_c - e_u), t, z).prev_sample
@@ -431,12 +451,14 @@ def sample(unet, text_encoder, vae, tokens_of, prompts: list[str], *, n_per_prom
     return ((img + 1) / 2).clamp(0, 1)
 
 
-def report_camera() -> torch.Tensor:
+def report_camera(views: int = 1) -> torch.Tensor:
     """The camera a camera-aware prior's report samples are drawn from: the preview's 3/4 view (15 degrees
-    up, azimuth 30) at the prior's distance and field of view."""
+    up, azimuth 30) at the prior's distance and field of view; a multi-view prior's ``views`` views from
+    there around the object."""
     from backend.prior import CAMERA
 
-    cams = orbit_cameras(15.0, [30.0], CAMERA["distance_min"], CAMERA["fovy_min"])
+    cams = orbit_cameras(15.0, [30.0 + k * 360.0 / views for k in range(views)], CAMERA["distance_min"],
+                         CAMERA["fovy_min"])
     return camera_condition(cams.c2w)
 
 
@@ -481,8 +503,10 @@ def write_report(out: Path, report: dict) -> None:
               "- `data.png`: training images (rows of 8).",
               "- `vae_recon.png`: VAE reconstructions: odd rows originals, even rows reconstructions."]
     if report["samples"]["per_prompt"]:
+        views = report.get("num_views", 1)
+        per_row = SAMPLE_COLUMNS if views == 1 else f"4 (each sample {views} views of one object, 15 degrees up, from azimuth 30)"
         lines += [f"- `samples.png`: {report['samples']['per_prompt']} DDIM samples ({report['samples']['steps']} steps, "
-                  f"CFG {report['samples']['cfg']}) per prompt, {SAMPLE_COLUMNS} prompts a row, in the order of "
+                  f"CFG {report['samples']['cfg']}) per prompt, {per_row} prompts a row, in the order of "
                   f"`grammar.benchmark_prompts()`: the 7 solids in 8 colours, then every prop in its default look:",
                   "", ", ".join(benchmark_prompts())]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -559,14 +583,19 @@ def main(argv=None) -> int:
     if opened is None:
         return 0
     ckpt, report = opened
-    report.update(architecture=arch.name, image_size=arch.image_size, latent_size=arch.latent_size)
+    report.update(architecture=arch.name, image_size=arch.image_size, latent_size=arch.latent_size,
+                  num_views=arch.num_views)
+    if args.unet_batch % arch.num_views:
+        raise SystemExit(f"--unet-batch must be a multiple of architecture {arch.name}'s {arch.num_views} views of an "
+                         f"object, got {args.unet_batch}")
     stage = ckpt.get("stage")
     timings = report["timings"]
 
     images, labels, *rest = rendered_data(args.data_cache, dev, lambda: render_dataset(
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
         image_size=arch.image_size, categories=args.categories, p_filled=P_FILLED if arch.filled_captions else 0.0,
-        elevation_max=args.elevation_max),
+        elevation_max=args.elevation_max, views_per_object=arch.num_views,
+        shadings=arch.shadings if arch.num_views > 1 else None),
         timings, "images")
     cameras = rest[0] if rest and arch.camera_condition else None
     if arch.camera_condition and cameras is None:
@@ -637,12 +666,14 @@ def main(argv=None) -> int:
         tokens_of = lambda texts: M.tokenize(tokenizer, texts)
         samples = sample(unet, text_encoder, vae, tokens_of, benchmark_prompts(), n_per_prompt=args.samples_per_prompt,
                          steps=args.sample_steps, cfg=args.sample_cfg, device=dev, seed=args.seed,
-                         camera=report_camera() if arch.camera_condition else None)
-        grid_png(samples, SAMPLE_COLUMNS * args.samples_per_prompt, out / "report" / "samples.png")
+                         camera=report_camera(arch.num_views) if arch.camera_condition else None)
+        # a multi-view prior's samples: each object's views side by side, 4 prompts a row
+        cols = SAMPLE_COLUMNS * args.samples_per_prompt if arch.num_views == 1 else 4 * arch.num_views * args.samples_per_prompt
+        grid_png(samples, cols, out / "report" / "samples.png")
     report["samples"] = {"per_prompt": args.samples_per_prompt, "steps": args.sample_steps, "cfg": args.sample_cfg}
 
     weights = M.save_pipeline(out / "weights", vae=vae.float().cpu(), unet=unet.float().cpu(),
-                              text_encoder=text_encoder.float().cpu(), tokenizer=tokenizer)
+                              text_encoder=text_encoder.float().cpu(), tokenizer=tokenizer, num_views=arch.num_views)
     shutil.rmtree(tok_dir, ignore_errors=True)
     # Over all the commands of a resumed run: the stages' own clocks, plus this command's sampling
     # and saving (set-up and data loading of each command are left out).

@@ -85,6 +85,9 @@ class Guidance(ABC):
     scale_setting: str = "guidance_scale"
     #: the folder ``model="builtin"`` means for this type (None: the built-in text prior)
     builtin_model = None
+    #: the renders of one object it judges together (a multi-view prior, ``multiview.py``): the trainer draws
+    #: each batch as groups of this many cameras around one object (``cameras.sample_cameras``)
+    views_per_object: int = 1
 
     @abstractmethod
     def __init__(self, model_path: str, device: torch.device | str, *, half_precision: bool = True):

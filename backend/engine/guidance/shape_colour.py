@@ -16,6 +16,7 @@ Not a registry type of its own: ``load_guidance_for`` builds it from two loaded 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -53,6 +54,11 @@ class ShapeColourGuidance(Guidance):
         if item in ("colour", "shape"):
             raise AttributeError(item)
         return getattr(self.colour, item)
+
+    @property
+    def views_per_object(self) -> int:
+        """Either prior's: the batch's camera groups serve both (a single-view prior takes any batch)."""
+        return math.lcm(self.colour.views_per_object, self.shape.views_per_object)
 
     def configure(self, settings: GenerationSettings) -> None:
         self.colour.configure(settings)

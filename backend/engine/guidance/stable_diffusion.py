@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings
+from backend.engine.guidance.multiview import read_num_views, set_multiview_attention
 from backend.engine.registry import register
 from shared.settings import GenerationSettings
 
@@ -72,6 +73,10 @@ class StableDiffusionGuidance(Guidance):
             raise ValueError(f"model {model_path}: a UNet class embedding must be absent or a camera projection "
                              f"of {CAMERA_CONDITION_DIM} inputs, got {self.unet.config.class_embed_type!r} "
                              f"({self.unet.config.projection_class_embeddings_input_dim} inputs)")
+        # A multi-view prior (MVDream): its UNet's self-attention spans the views of one object.
+        self.views_per_object = read_num_views(model_path)
+        if self.views_per_object > 1:
+            set_multiview_attention(self.unet, self.views_per_object)
         self._cache: dict[str, torch.Tensor] = {}
         # The UNet runs under no_grad on fixed shapes: on CUDA it is captured once per shape as a CUDA
         # graph and replayed, which removes the ~1,000 kernel launches per call that eager mode makes
@@ -310,8 +315,15 @@ class StableDiffusionGuidance(Guidance):
         so the step never waits on a host-to-device copy."""
         t_lo = int(t_range[0] * self.num_train_timesteps)
         t_hi = max(t_lo, int(t_range[1] * self.num_train_timesteps))
-        t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch,), device=self.device,
+        v = self.views_per_object
+        if batch % v:
+            raise ValueError(f"model {self.name} judges {v} views of an object together: a batch of renders "
+                             f"must be a multiple of {v}, got {batch} (resolution_schedule's batch)")
+        # one timestep per object: the views of a multi-view prior are noised alike, as it was trained
+        t = torch.randint(t_lo, min(t_hi, self.num_train_timesteps - 1) + 1, (batch // v,), device=self.device,
                           generator=generator)
+        if v > 1:
+            t = t.repeat_interleave(v)
         shape = self.latent_shape(batch)
         noise = torch.randn(shape, device=self.device, generator=generator)
         posterior_noise = torch.randn(shape, device=self.device, generator=generator)
