@@ -16,7 +16,8 @@
 source tools/device/common.sh "$1"
 OUTDIR=/tmp/prior_v11
 W=backend/prior/weights_mv
-if [ ! -f $W/multiview.json ] && [ ! -f $OUTDIR/report/report.md ]; then
+# trains only when the mv variant is asked for and no v11 weights are here yet (session 32's b4-only call trained)
+if echo "${VARIANTS:-mv b4}" | grep -qw mv && [ ! -f $W/multiview.json ] && [ ! -f $OUTDIR/report/report.md ]; then
   timeout $(( $(left) - 5 )) python -m backend.prior.train --architecture v11 --init-from backend/prior/weights_shape \
     --out $OUTDIR --images ${IMAGES:-120000} --render-minutes 1.2 --render-chunk 4096 --unet-minutes ${UNET_MIN:-4.8} \
     --unet-batch 512 --unet-lr ${UNET_LR:-2e-4} --samples-per-prompt 1 --sample-steps 30 \
