@@ -25,7 +25,9 @@ the shipped weights: 16x16 latents), ``v4`` (32x32 latents for the same 64 px im
 whose captions name the shading of lit and textureless renders: generate with ``shading_prompt``) or
 ``v6`` (v3 whose UNet also reads each image's camera, MVDream-style), ``v7``/``v8`` (v5 / v4 with the camera)
 or ``v9`` (a smaller v8 for the ``shape_model`` setting, whose UNet learns only the lit and textureless
-renders). A checkpoint remembers its
+renders), ``v10`` (v9 that knows filled cups by name) or ``v11`` (v9 with multi-view attention: it learns from
+groups of four views of one object, rendered so, and its folder's ``multiview.json`` tells the engine to draw
+batches of four views). A checkpoint remembers its
 architecture and a resume with another one is refused; the rendered images (``--data-cache``) are the
 same for all (v5 needs a cache that kept the shading labels: rendered since session 16; v6 one that kept
 the cameras: rendered since session 17).
@@ -520,7 +522,9 @@ def parse_args(argv=None):
     p.add_argument("--architecture", choices=sorted(M.ARCHITECTURES), default=M.DEFAULT_ARCHITECTURE,
                    help="v3: the shipped prior, 16x16 latents; v4: 32x32 latents for thin parts; v5: v4 with "
                         "captions that name the shading (generate with shading_prompt on); v6: v3 that also reads "
-                        "the camera (shipped); v7: v5 with the camera; v8: v4 with the camera (model.py)")
+                        "the camera (shipped); v7: v5 with the camera; v8: v4 with the camera; v9: the shipped shape "
+                        "prior; v10: v9 with filled captions; v11: v9 with multi-view attention over four views "
+                        "(model.py)")
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--render-minutes", type=float, default=1.0, help="render fewer images if these would take longer")
     p.add_argument("--render-chunk", type=int, default=2048,

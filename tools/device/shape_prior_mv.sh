@@ -12,7 +12,10 @@
 #   carry=[".devwhl"], timeout_s=600). Back in $OUT: v11.tgz.* (cat v11.tgz.* | tar xzf -: weights/, report/, train.log)
 # Call 2 (quality): the same command with backend/prior/weights_mv in the tree (64 MiB: without weights_shape, which
 #   only the b4 variant needs). PROMPTS (a bench prompt set, default props) with NPROMPTS its size (solids: 56).
-#   Back in $OUT: mv_ab.tgz.* (/tmp/mv_ab_PROMPTS folders and logs).
+#   Back in $OUT: mv_ab.tgz.* (/tmp/mv_ab_PROMPTS folders and logs). Rows counted: prompts x variants x seeds x 2
+#   (each job writes its coarse and its coarse + fine row).
+# Next (session 33): the batch of four with v9 over every prompt and seeds 1 and 2, against the run of record:
+#   VARIANTS=b4 PROMPTS=benchmark NPROMPTS=83 SEEDS="1 2" bash tools/device/shape_prior_mv.sh 585 (resumable: ~3 calls)
 source tools/device/common.sh "$1"
 OUTDIR=/tmp/prior_v11
 W=backend/prior/weights_mv
@@ -37,7 +40,8 @@ PY
 N=$(echo ${VARIANTS:-mv b4} | wc -w)
 build_cuda_once
 Q=/tmp/mv_ab_${PROMPTS:-props}
-resumable_bench quality 45 $Q $(( ${NPROMPTS:-27} * N )) --prompts ${PROMPTS:-props} --seeds ${SEEDS:-0} --variants /tmp/mv_ab.json \
+NSEEDS=$(echo ${SEEDS:-0} | wc -w)
+resumable_bench quality 45 $Q $(( ${NPROMPTS:-27} * N * NSEEDS * 2 )) --prompts ${PROMPTS:-props} --seeds ${SEEDS:-0} --variants /tmp/mv_ab.json \
   --workers ${WORKERS:-14} --straggler-s 40 >> $Q.log 2>&1
 tar czf - -C /tmp $(cd /tmp && ls -d mv_ab_* 2>/dev/null) | split -b 15M - $OUT/mv_ab.tgz.
 grep -v "^ *[0-9]*%" $Q.log | grep -v "Loading weights" | grep "^| 0\|^## Var\|^### " | tail -n 14
