@@ -96,12 +96,7 @@ def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Gen
         raise ValueError(f"batch size {batch_size} must be a multiple of views_per_object {v}")
     if v > 1:
         return _camera_groups(s, batch_size // v, v, device, g)
-    u = torch.rand(batch_size, generator=g)
-    if torch.rand((), generator=g) < 0.5:
-        elevation = s.elevation_min + u * (s.elevation_max - s.elevation_min)
-    else:
-        lo, hi = math.sin(math.radians(s.elevation_min)), math.sin(math.radians(s.elevation_max))
-        elevation = torch.rad2deg(torch.asin((lo + u * (hi - lo)).clamp(-1.0, 1.0)))
+    elevation = _elevations(s, batch_size, g)
     azimuth = (torch.rand(batch_size, generator=g) + torch.arange(batch_size)) / batch_size
     azimuth = wrap_azimuth(s.azimuth_min + azimuth * (s.azimuth_max - s.azimuth_min))
     distance = s.distance_min + torch.rand(batch_size, generator=g) * (s.distance_max - s.distance_min)
@@ -109,15 +104,19 @@ def sample_cameras(settings, batch_size: int, device="cpu", generator: torch.Gen
     return _jittered(s, elevation, azimuth, distance, fovy_deg, device, g)
 
 
+def _elevations(s, n: int, g) -> torch.Tensor:
+    """``n`` elevations (degrees): half the batches uniform in degrees, half uniform on the sphere."""
+    u = torch.rand(n, generator=g)
+    if torch.rand((), generator=g) < 0.5:
+        return s.elevation_min + u * (s.elevation_max - s.elevation_min)
+    lo, hi = math.sin(math.radians(s.elevation_min)), math.sin(math.radians(s.elevation_max))
+    return torch.rad2deg(torch.asin((lo + u * (hi - lo)).clamp(-1.0, 1.0)))
+
+
 def _camera_groups(s, groups: int, v: int, device, g) -> CameraBatch:
     """``groups`` objects' V cameras each (``sample_cameras(views_per_object=V)``): elevation, distance and
     field of view drawn per object, the first azimuth stratified over the objects, the others 360 / V apart."""
-    u = torch.rand(groups, generator=g)
-    if torch.rand((), generator=g) < 0.5:
-        elevation = s.elevation_min + u * (s.elevation_max - s.elevation_min)
-    else:
-        lo, hi = math.sin(math.radians(s.elevation_min)), math.sin(math.radians(s.elevation_max))
-        elevation = torch.rad2deg(torch.asin((lo + u * (hi - lo)).clamp(-1.0, 1.0)))
+    elevation = _elevations(s, groups, g)
     first = (torch.rand(groups, generator=g) + torch.arange(groups)) / groups
     first = s.azimuth_min + first * (s.azimuth_max - s.azimuth_min)
     azimuth = wrap_azimuth(first[:, None] + torch.arange(v) * (360.0 / v)).reshape(-1)
