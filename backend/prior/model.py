@@ -215,9 +215,9 @@ def save_pipeline(path: Path, *, vae, unet, text_encoder, tokenizer, scheduler=N
                   dtype: torch.dtype = torch.float16, num_views: int = 1) -> Path:
     """Save the parts as a diffusers StableDiffusionPipeline folder (safetensors, ``dtype``), atomically;
     ``num_views`` > 1: a multi-view UNet's ``multiview.json`` beside them."""
-    from backend.engine.guidance.multiview import write_num_views
-
     from diffusers import StableDiffusionPipeline
+
+    from backend.engine.guidance.multiview import write_num_views
 
     vae, unet, text_encoder = (m.to(dtype) for m in (vae, unet, text_encoder))
     path = Path(path)
