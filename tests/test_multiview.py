@@ -125,7 +125,8 @@ def test_training_data_comes_in_groups_of_views_of_one_object():
 
 def test_training_script_fine_tunes_a_multiview_prior_the_engine_loads(tmp_path):
     """``--architecture v11 --init-from`` a v9 folder: the groups of views are rendered, trained on in whole groups
-    and the written folder says it is a 4-view model; an odd ``--unet-batch`` is refused by name."""
+    and the written folder says it is a 4-view model; a cache of single views and an odd ``--unet-batch`` are refused
+    by name."""
     from backend.prior.model import build_random
     from backend.prior.train import main, render_dataset, save_ckpt
 
@@ -143,5 +144,9 @@ def test_training_script_fine_tunes_a_multiview_prior_the_engine_loads(tmp_path)
     from backend.engine.guidance.multiview import read_num_views
 
     assert read_num_views(tmp_path / "run" / "weights") == 4
+    # a cache rendered for a single-view prior is refused by name, not trained on as if grouped
+    save_ckpt(tmp_path / "single.pt", render_dataset(8, "cpu", chunk=8))
+    with pytest.raises(SystemExit, match="holds single views"):
+        main([*args, "--data-cache", str(tmp_path / "single.pt"), "--out", str(tmp_path / "run3")])
     with pytest.raises(SystemExit, match="--unet-batch must be a multiple"):
         main([*args[:-4], "--unet-batch", "6", "--samples-per-prompt", "0", "--out", str(tmp_path / "run2")])

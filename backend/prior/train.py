@@ -148,6 +148,15 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
     return images[:n], labels[:n], cameras[:n]
 
 
+def grouped(labels: torch.Tensor, views: int) -> bool:
+    """Whether ``render_dataset``'s labels come in groups of ``views`` images of one object (one entry and
+    shading each): a cache rendered for a single-view prior almost never does."""
+    if len(labels) == 0 or len(labels) % views:
+        return False
+    per_object = labels[:, [0, 2]].reshape(-1, views, 2)
+    return bool((per_object == per_object[:, :1]).all())
+
+
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float() / 127.5 - 1.0
 
@@ -614,6 +623,9 @@ def main(argv=None) -> int:
     if images.shape[-1] != arch.image_size:
         raise SystemExit(f"--data-cache {args.data_cache} holds {images.shape[-1]} px images; architecture "
                          f"{arch.name} trains on {arch.image_size} px: pass another --data-cache")
+    if arch.num_views > 1 and not grouped(labels, arch.num_views):
+        raise SystemExit(f"--data-cache {args.data_cache} holds single views, not groups of {arch.num_views} views of one "
+                         f"object; architecture {arch.name} learns from whole objects: pass another --data-cache")
     report["images"] = len(images)
     if args.elevation_max is not None:
         report["elevation_max"] = args.elevation_max
