@@ -99,7 +99,17 @@ def explicit_settings(args: argparse.Namespace) -> dict:
 
 
 def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
-    return resolve(explicit_settings(args), preset=args.preset)
+    """The four layers of settings, the model's recommendation for the device the run will use."""
+    return resolve(explicit_settings(args), preset=args.preset, device=device_kind(args.device))
+
+
+def device_kind(flag: str) -> str:
+    """"cpu" or "cuda..." for --device; auto decided as the run will decide it (``pick_device``)."""
+    if flag != "auto":
+        return flag
+    import torch   # (the run imports it anyway; only bad flags, caught before this, exit sooner)
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def list_prompts() -> int:
@@ -132,13 +142,13 @@ def generate_main(argv: list[str]) -> int:
     if args.prompt is None and args.image is None:
         parser.error("PROMPT: say what to generate, e.g. 'a red cube' (--list-prompts: what the built-in prior knows), "
                      "or give --image PICTURE")
+    if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+        parser.error(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
     try:
         settings = settings_from_args(args)
     except SettingError as e:
         name = {"prompt": "PROMPT", "settings": ""}.get(e.name, flag(e.name))
         parser.error(f"{name}: {e.message}" if name else e.message)
-    if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
-        parser.error(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
     image = None
     if args.image is not None:
         if not settings.is_image_job:

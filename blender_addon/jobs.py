@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import bpy
 
-from . import estimate, importer
+from . import estimate, importer, presets
 from .shared.protocol import DROPPABLE_EVENTS, FieldError, check_image_bytes
 
 PREVIEW_IMAGE = "Dreamprop Preview"
@@ -448,6 +448,9 @@ def set_server_info(info: dict) -> None:
     _state.server_info = info
     models = info.get("models") or []
     _state.models = [m if isinstance(m, str) else str(m.get("name", m.get("id", ""))) for m in models]
+    # Auto's values are the model's recommendation for the device the server runs jobs on
+    presets.set_device(info.get("device", "cpu"), [scene.dreamprop.settings for scene in bpy.data.scenes
+                                                   if hasattr(scene, "dreamprop")])
 
 
 # -- events ----------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ names one), so switching back and forth never leaves a value of the previous pre
 - A value you type wins: it is sent as shown (the panel says "changed by hand").
 - Changing the model re-applies the selected button for the new model, unless you changed values
   by hand (they are kept; Custom never changes anything).
+- Auto is the recommendation for the server's device (its info reply): on a GPU the built-in prior
+  renders four views a step. When the add-on learns the device, panels on Auto whose values are
+  untouched take the new device's (``set_device``).
 """
 
 from __future__ import annotations
@@ -35,10 +38,35 @@ KEYS = sorted({k for name in P.QUALITY_PRESETS for k in P.preset_settings(name)}
 NAMES = (AUTO, *(name.upper() for name in P.QUALITY_PRESETS))   # the buttons that write values
 
 
-def values(name: str, model: str) -> dict:
-    """What button ``name`` writes for ``model``: every key in KEYS."""
-    layered = L.layered_values({"model": model}, preset=None if name == AUTO else name.lower())
+# The server's device as its last info reply said ("cpu" until one came): Auto recommends for it.
+_device = "cpu"
+
+
+def device() -> str:
+    return _device
+
+
+def values(name: str, model: str, on: str | None = None) -> dict:
+    """What button ``name`` writes for ``model`` on device ``on`` (default: the server's): every key in KEYS."""
+    layered = L.layered_values({"model": model}, preset=None if name == AUTO else name.lower(),
+                               device=_device if on is None else on)
     return {k: layered.get(k, _DEFAULTS[k]) for k in KEYS}
+
+
+def set_device(new: str, groups) -> None:
+    """The server runs jobs on ``new`` ("cpu"/"cuda"): each settings group of ``groups`` on Auto with
+    values untouched since Auto wrote them takes Auto's for ``new``; any other shows the button its
+    values now match (a file saved with a GPU's Auto values reads Auto again once a GPU server answers)."""
+    global _device
+    old, _device = _device, (new if isinstance(new, str) else "cpu")
+    if _device == old:
+        return
+    for pg in groups:
+        if pg.quality == AUTO and matches(pg, AUTO, on=old):
+            apply(pg, AUTO)
+        elif pg.quality != AUTO:
+            with suspended():
+                pg.quality = matching(pg)
 
 
 def _describe(values: dict) -> str:
@@ -52,8 +80,10 @@ PANEL_DEFAULTS: dict = {**_DEFAULTS, **values(AUTO, DEFAULT_MODEL)}
 
 # (identifier, name, description, icon, number): the numbers are what a .blend stores, so the items
 # added later (Auto) get new numbers and files saved before keep their choice.
-ENUM_ITEMS = [(AUTO, "Auto", "the model's recommended settings (built-in prior: "
-               f"{_describe(values(AUTO, 'builtin'))}; Stable Diffusion: the standard budget)", 'NONE', 5)]
+ENUM_ITEMS = [(AUTO, "Auto", "the model's recommended settings for the server's device (built-in prior: "
+               f"{_describe(values(AUTO, 'builtin', 'cpu'))}; on a GPU renders "
+               f"{values(AUTO, 'builtin', 'cuda')['resolution_schedule']}; Stable Diffusion: the standard budget)",
+               'NONE', 5)]
 ENUM_ITEMS += [(name.upper(), name.title(), _describe({**_DEFAULTS, **P.preset_settings(name)}), 'NONE', number)
                for number, name in enumerate(P.QUALITY_PRESETS)]
 ENUM_ITEMS.append(("CUSTOM", "Custom", "your own values", 'NONE', len(P.QUALITY_PRESETS)))
@@ -87,11 +117,12 @@ def same_value(a, b) -> bool:
     return a == b
 
 
-def matches(pg, name: str, model: str | None = None) -> bool:
-    """Whether the group has button ``name``'s values for ``model`` (default: the panel's model)."""
+def matches(pg, name: str, model: str | None = None, on: str | None = None) -> bool:
+    """Whether the group has button ``name``'s values for ``model`` (default: the panel's model) on
+    device ``on`` (default: the server's)."""
     if name not in NAMES:
         return name == "CUSTOM"
-    return all(same_value(getattr(pg, k), v) for k, v in values(name, model or pg.model).items())
+    return all(same_value(getattr(pg, k), v) for k, v in values(name, model or pg.model, on).items())
 
 
 def matching(pg) -> str:

@@ -7,11 +7,11 @@ Four layers, each overriding the one before::
 - *schema default*: ``GenerationSettings`` (threestudio's dreamfusion-sd budget, made for Stable
   Diffusion on a GPU);
 - *the model's recommended settings*: what a model was made for. The built-in prior was trained with
-  one fixed camera, 32 px renders and a small grid (``PRESETS["builtin"]``, the same dict that
+  one fixed camera, small renders and a small grid (``PRESETS["builtin"]``, the same dict that
   ``backend.prior.recommended_settings`` returns); with the schema's 10,000 steps at 64 px it runs
   for hours on a CPU, with settings it was never made for. An image job (``guidance_type`` zero123)
-  with ``model="builtin"`` (the project's view prior) gets ``PRESETS["builtin-image"]``. Other models
-  recommend nothing;
+  with ``model="builtin"`` (the project's view prior) gets ``PRESETS["builtin-image"]``. On a GPU
+  both are the ``-gpu`` presets (four views a step). Other models recommend nothing;
 - *preset*: a named budget the user chose (``--preset draft``, the panel's quality buttons);
 - *explicit values*: a flag, a submitted setting, a value typed into the panel.
 
@@ -28,34 +28,46 @@ from .settings import IMAGE_GUIDANCE_TYPES, GenerationSettings
 MODEL_PRESETS: dict[str, str] = {"builtin": "builtin"}
 # The same for image jobs (a guidance type of ``IMAGE_GUIDANCE_TYPES``): "builtin" is the view prior.
 IMAGE_MODEL_PRESETS: dict[str, str] = {"builtin": "builtin-image"}
+# A model's preset on a GPU, where it has one of its own.
+GPU_PRESETS: dict[str, str] = {"builtin": "builtin-gpu", "builtin-image": "builtin-image-gpu"}
 
 
-def recommended_settings(model: str, guidance_type: str | None = None) -> dict:
-    """The settings ``model`` was made for, used as ``guidance_type`` (default: the text guidance)
-    (empty: the schema defaults suit it, or ``model`` is not even text: validation names it later)."""
+def on_gpu(device: str | None) -> bool:
+    """Whether ``device`` ("cpu", "cuda", "cuda:1"; None: unknown, taken as the CPU) is a GPU."""
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+def recommended_settings(model: str, guidance_type: str | None = None, device: str | None = "cpu") -> dict:
+    """The settings ``model`` was made for, used as ``guidance_type`` (default: the text guidance) on
+    ``device`` (empty: the schema defaults suit it, or ``model`` is not even text: validation names it
+    later)."""
     table = IMAGE_MODEL_PRESETS if guidance_type in IMAGE_GUIDANCE_TYPES else MODEL_PRESETS
     name = table.get(model) if isinstance(model, str) else None
+    if name and on_gpu(device):
+        name = GPU_PRESETS.get(name, name)
     return dict(PRESETS[name]) if name else {}
 
 
-def layered_values(explicit: dict, *, preset: str | None = None, recommended: dict | None = None) -> dict:
+def layered_values(explicit: dict, *, preset: str | None = None, recommended: dict | None = None,
+                   device: str | None = "cpu") -> dict:
     """The values the layers give, as a settings dict (not yet validated; schema defaults not filled in).
 
     ``explicit``: only what the user gave. ``recommended``: the model's recommended settings when the
-    caller knows them better (default: ``recommended_settings(model)``). A bad preset name raises
-    KeyError with the allowed names."""
+    caller knows them better (default: ``recommended_settings(model, guidance_type, device)``, ``device``
+    the one the job will run on). A bad preset name raises KeyError with the allowed names."""
     preset_values = preset_settings(preset) if preset else {}
     model = explicit.get("model", preset_values.get("model", GenerationSettings.model))
     guidance_type = explicit.get("guidance_type", preset_values.get("guidance_type", GenerationSettings.guidance_type))
     if recommended is None:
-        recommended = recommended_settings(model, guidance_type)
+        recommended = recommended_settings(model, guidance_type, device)
     return {**recommended, **preset_values, **explicit}
 
 
 def resolve(explicit: dict, *, preset: str | None = None, recommended: dict | None = None,
-            require_prompt: bool = True) -> GenerationSettings:
-    """Validated settings from the four layers (SettingError names the bad field)."""
+            device: str | None = "cpu", require_prompt: bool = True) -> GenerationSettings:
+    """Validated settings from the four layers for a job on ``device`` (SettingError names the bad field)."""
     if not isinstance(explicit, dict):
         return GenerationSettings.from_dict(explicit)   # raises: "settings: must be an object"
-    return GenerationSettings.from_dict(layered_values(explicit, preset=preset, recommended=recommended),
-                                        require_prompt=require_prompt)
+    return GenerationSettings.from_dict(
+        layered_values(explicit, preset=preset, recommended=recommended, device=device),
+        require_prompt=require_prompt)

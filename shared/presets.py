@@ -103,6 +103,17 @@ PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items() if k 
                             # +1-7 s a job (results/image/README.md, session 25; no GPU run yet).
                             "stages": "coarse,fine"}
 
+# The built-in priors on a GPU (session 33): four views a step where the CPU draws one. Four renders a step
+# cost the CPU 2x its time (the plain barrel command 128 -> 249 s, over the 3-minute promise) and, at equal
+# CPU work, gained nothing (results/quality/README.md, session 32); a GPU renders them side by side.
+# One H200, the quality benchmark's 83 prompts x 3 seeds, coarse + fine, 48x1 -> 48x4: mean IoU
+# 0.796-0.803 -> 0.817-0.819 on every seed, props 0.625-0.639 -> 0.656-0.662, facing 8-9 -> 10 of 11,
+# normal consistency 0.921-0.928 -> 0.934-0.938, Chamfer 0.0195-0.0208 -> 0.0173-0.0180 (results/quality/,
+# the run of record since session 33). Image jobs, 32x1 -> 32x4, the image benchmark's 10 objects, seed 0:
+# mean IoU 0.682 -> 0.709 (picture), 0.680 -> 0.717 (joint), Chamfer 0.029 -> 0.025 (results/image/README.md).
+PRESETS["builtin-gpu"] = {**PRESETS["builtin"], "resolution_schedule": "48x4"}
+PRESETS["builtin-image-gpu"] = {**PRESETS["builtin-image"], "resolution_schedule": "32x4"}
+
 PRESETS["cpu-demo"] = PRESETS["builtin"]     # what `make demo` runs
 
 # Offered in the Blender panel (draft/standard/high for Stable Diffusion on a GPU).

@@ -38,9 +38,36 @@ def shown_settings(*args: str) -> tuple[dict, str]:
 # -- layering ---------------------------------------------------------------------------------------
 def test_shared_table_is_the_priors_recommendation():
     """The CLI, the server and the add-on read the prior's settings from shared/ (Blender has no
-    backend): they must be what the prior itself recommends (the same on every device)."""
-    assert recommended_settings("builtin") == prior_recommended()
+    backend): they must be what the prior itself recommends, on each device."""
+    assert recommended_settings("builtin") == prior_recommended() == prior_recommended("cpu")
+    assert recommended_settings("builtin", device="cuda:1") == prior_recommended("cuda")
     assert recommended_settings("runwayml/stable-diffusion-v1-5") == {}
+    assert recommended_settings("runwayml/stable-diffusion-v1-5", device="cuda") == {}
+
+
+def test_a_gpu_gets_four_views_a_step_and_nothing_else_changes():
+    """On a GPU the built-in priors render four views a step (text 48x4, image 32x4); every other
+    recommended value is the CPU's."""
+    for guidance_type in (None, "zero123"):
+        cpu = recommended_settings("builtin", guidance_type, "cpu")
+        gpu = recommended_settings("builtin", guidance_type, "cuda")
+        size, batch = cpu["resolution_schedule"].split("x")
+        assert batch == "1" and gpu["resolution_schedule"] == f"{size}x4"
+        assert {k: v for k, v in gpu.items() if k != "resolution_schedule"} == \
+            {k: v for k, v in cpu.items() if k != "resolution_schedule"}
+    assert resolve({"prompt": "a red cube"}, device="cuda").resolution_schedule == "48x4"
+    assert resolve({"prompt": "a red cube"}, device=None).resolution_schedule == "48x1"    # unknown: the CPU's
+    assert resolve({"prompt": "a red cube", "resolution_schedule": "64x1"}, device="cuda").resolution_schedule == "64x1"
+    assert resolve({"prompt": "a red cube"}, preset="builtin", device="cuda").resolution_schedule == "48x1"
+
+
+def test_the_cli_recommends_for_the_device_it_runs_on():
+    """--device picks the recommendation (auto: this machine has no GPU, so the CPU's); a flag still wins."""
+    assert shown_settings("a red cube", "--device", "cuda")[0]["resolution_schedule"] == "48x4"
+    assert shown_settings("a red cube", "--device", "cpu")[0]["resolution_schedule"] == "48x1"
+    assert shown_settings("a red cube")[0]["resolution_schedule"] == "48x1"
+    explicit, _ = shown_settings("a red cube", "--device", "cuda", "--resolution-schedule", "32x2")
+    assert explicit["resolution_schedule"] == "32x2"
 
 
 def test_plain_generate_runs_with_the_priors_settings():

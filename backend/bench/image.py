@@ -128,11 +128,11 @@ def reference_png(obj: DrawnObject, elevation: float, azimuth: float) -> bytes:
 
 
 def settings_for(obj: DrawnObject, seed: int, elevation: float, azimuth: float, overrides: dict, prompt: str = "",
-                 model: str = "builtin"):
+                 model: str = "builtin", device: str = "cpu"):
     from shared.layering import recommended_settings
     from shared.settings import GenerationSettings
 
-    values = {**recommended_settings("builtin", "zero123"), **overrides, "guidance_type": "zero123",
+    values = {**recommended_settings("builtin", "zero123", device), **overrides, "guidance_type": "zero123",
               "model": model, "prompt": prompt, "seed": seed, "reference_elevation": elevation,
               "reference_azimuth": azimuth, "checkpoint_interval": 0,
               # the picture as the reference camera framed it; --set reference_fill=0.8 frames it as a
@@ -161,7 +161,7 @@ def run_job(job: dict) -> dict:
         prompt = f"a {obj.look} {obj.name}" if job["variant"] == "joint" and obj.look else (
             f"a {obj.name}" if job["variant"] == "joint" else "")
         settings = settings_for(obj, job["seed"], elevation, azimuth, job.get("overrides", {}), prompt,
-                                job.get("model", "builtin"))
+                                job.get("model", "builtin"), job["device"])
         result = generate(settings, device=job["device"], reference_image=png)
         t_gen = time.perf_counter() - t0
         mesh = load_glb(result.glb)
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every job's settings checked before any time is spent (a bad --set names its field here).
     for job in jobs:
         obj = DrawnObject(job["object"], None, job["seed"])
-        settings_for(obj, job["seed"], 0.0, 0.0, overrides, "", args.model)
+        settings_for(obj, job["seed"], 0.0, 0.0, overrides, "", args.model, device)
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl = args.out / "image.jsonl"
     rows = []

@@ -88,11 +88,18 @@ def _init_worker(device: str, threads: int) -> None:
     _WORKER.update(device=device)
 
 
-def settings_for(prompt: str, seed: int, overrides: dict, model: str = "builtin"):
+def _device_kind(meta: dict) -> str:
+    """"cuda" or "cpu": whose recommended settings a report's runs used (meta's device: "NVIDIA H200 (cuda)")."""
+    return "cuda" if "(cuda" in str(meta.get("device", "")) else "cpu"
+
+
+def settings_for(prompt: str, seed: int, overrides: dict, model: str = "builtin", device: str = "cpu"):
+    """A job's settings: the built-in prior's recommendation for ``device`` (what a user of that device
+    gets), the variant's overrides, the prompt and seed."""
     from backend.prior import recommended_settings
     from shared.settings import GenerationSettings
 
-    values = {**recommended_settings(), **overrides, "prompt": prompt, "seed": seed, "model": model,
+    values = {**recommended_settings(device), **overrides, "prompt": prompt, "seed": seed, "model": model,
               "checkpoint_interval": 0}
     return GenerationSettings.from_dict(values)
 
@@ -227,7 +234,7 @@ def _run_job_once(job: dict) -> list[dict]:
     t0 = time.perf_counter()
     try:
         settings = [settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), "stages": label},
-                                 job.get("model", "builtin")) for label in labels]
+                                 job.get("model", "builtin"), device) for label in labels]
         t_load = time.perf_counter()
         guidance = load_guidance_for(settings[0], device)       # loaded once, for both stages
         base["guidance_load_s"] = time.perf_counter() - t_load
@@ -267,7 +274,7 @@ def _export_again(job, base, labels, own_rows, export_overrides, name, device, g
     (export-only settings: the checkpoint resumes at its last step, so nothing is optimised) and scored,
     as variant ``name``; the earlier stages' rows are the job's own, copied under that name."""
     settings = settings_for(job["prompt"], job["seed"], {**job.get("overrides", {}), **export_overrides,
-                                                         "stages": labels[-1]}, job.get("model", "builtin"))
+                                                         "stages": labels[-1]}, job.get("model", "builtin"), device)
     copied = [{**r, "variant": name, "copied_from": job["variant"]} for r in own_rows[:-1]]
     again = _generate_and_score(settings, job, device, guidance, checkpoint)
     # The run's own times (the report's stage times and s/step), the re-export's as export_again_s.
@@ -377,7 +384,8 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
         lines.append(f"  - part `{part.get('command', '?')}`: {part.get('device', '?')}, {part.get('workers', '?')} "
                      f"workers, {_fmt(part.get('wall_s'), 0)} s, {part.get('date', '')}")
     lines += [f"- device: {meta['device']}; workers: {meta['workers']}; wall time {_fmt(meta['wall_s'], 0)} s",
-              f"- settings: `backend.prior.recommended_settings()` + overrides {json.dumps(meta['overrides'])}",
+              f"- settings: `backend.prior.recommended_settings({_device_kind(meta)!r})` + overrides "
+              f"{json.dumps(meta['overrides'])}",
               f"- targets per seed: {_targets_line()}", "",
               f"Metrics ({', '.join(f'`{k}`' for k in ('iou', 'iou_canonical', 'albedo_error', 'texture_psnr'))} in "
               "`quality.json`): IoU = volumetric IoU on 128^3 voxels over [-1,1]^3 at the best rotation about the "
@@ -831,14 +839,15 @@ def main(argv: list[str] | None = None) -> int:
     models = {v: variants[v].get("model", args.model) for v in variants}
     jobs = [{"variant": v, "prompt": p, "seed": s, "model": models[v],
              "overrides": {k: x for k, x in {**overrides, **variants[v]}.items() if k != "model"},
-             "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages, "exports": exports}
+             "deadline": None, "iou_resolution": args.iou_resolution, "stages": args.stages, "exports": exports,
+             "device": device}
             for s in seeds for p in prompts for v in variants]   # variants interleaved: a time budget cuts all alike
     # Validate every job's settings (each stage's) before spending time on any of them.
     for job in jobs:
         for label in labels:
             for export_overrides in [{}, *exports.values()]:
                 settings_for(job["prompt"], job["seed"], {**job["overrides"], **export_overrides, "stages": label},
-                             job["model"])
+                             job["model"], device)
     # Every row a job writes: its own variant's, then each export variant's, each stage.
     row_variants = {v: [v, *(export_variant_name(v, e) for e in exports)] for v in variants}
     report_variants = {**variants, **{export_variant_name(v, e): {**variants[v], **o}
@@ -932,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": threads, "wall_s": wall, "resumed_jobs": len(kept) // (len(labels) * (1 + len(exports))),
             "stages": args.stages, "overrides": overrides, "variants": report_variants, "export_variants": exports,
             "targets": TARGETS, "fine_targets": FINE_TARGETS,
-            "settings": settings_for(prompts[0], seeds[0], overrides, args.model).to_dict(),
+            "settings": settings_for(prompts[0], seeds[0], overrides, args.model, device).to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     summary = write_report(_sort_rows(rows), args.out, meta, report_variants)
     print((args.out / "quality.md").read_text().split("\n#### By category")[0], flush=True)

@@ -45,15 +45,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def prior_settings(count: int, tiny: bool = False) -> list:
-    """``count`` jobs at the built-in prior's preset, each a different benchmark prompt and seed."""
+def prior_settings(count: int, tiny: bool = False, device: str = "cpu") -> list:
+    """``count`` jobs at the built-in prior's preset for ``device``, each a different benchmark prompt and seed."""
     from backend.prior import recommended_settings
     from backend.prior.grammar import benchmark_prompts
     from shared.settings import GenerationSettings
 
     prompts = benchmark_prompts()
     stride = max(1, len(prompts) // max(1, count))
-    return [GenerationSettings.from_dict({**recommended_settings(), **(TINY if tiny else {}),
+    return [GenerationSettings.from_dict({**recommended_settings(device), **(TINY if tiny else {}),
                                           "prompt": prompts[(i * stride) % len(prompts)], "seed": i,
                                           "checkpoint_interval": 0})
             for i in range(count)]
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(results, indent=2, default=str))
 
     if args.part in ("prior", "all"):
-        jobs = prior_settings(args.jobs, args.tiny)
+        jobs = prior_settings(args.jobs, args.tiny, device)
         part = results.setdefault("prior", {})
         part["settings"] = jobs[0].to_dict()
         part["prompts"] = [s.prompt for s in jobs]

@@ -5,13 +5,14 @@ procedural renders of simple shapes, saved in diffusers layout under ``weights/`
 - ``shapes``: the analytic shapes (training renders and benchmark ground truth);
 - ``render``: the training images, made with the engine's own cameras and shading;
 - ``model``: the architecture; ``train``: ``python -m backend.prior.train``;
-- ``recommended_settings``: the generation settings to use with it (CPU-friendly).
+- ``recommended_settings``: the generation settings to use with it (CPU-friendly; on a GPU four views a step).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from shared import layering
 from shared.presets import PRESETS
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -27,10 +28,10 @@ CAMERA: dict = {k: PRESET[k] for k in ("distance_min", "distance_max", "fovy_min
                                        "camera_perturb", "center_perturb")}
 
 
-def recommended_settings() -> dict:
-    """Setting overrides for generating with ``model="builtin"``: a fresh copy of the preset. There is
-    one for every device, so the GPU quality benchmark measures what a CPU user gets."""
-    return dict(PRESET)
+def recommended_settings(device: str | None = "cpu") -> dict:
+    """Setting overrides for generating with ``model="builtin"`` on ``device``: a fresh copy of its
+    preset (on a GPU ``builtin-gpu``: four views a step, shared/presets.py says why)."""
+    return layering.recommended_settings("builtin", device=device)
 
 
 def available() -> bool:

@@ -83,6 +83,10 @@ class RequestHandlers:
             return min(facts, key=lambda f: f.memory_total_bytes or 0)
         return cpu_facts()
 
+    def _device_kind(self) -> str:
+        """"cuda" or "cpu": the model's recommended settings are those for the workers' device."""
+        return "cuda" if self.pool.health().gpus else "cpu"
+
     def _device_facts(self) -> list[dict]:
         """Name, total and free memory of this machine's GPUs (or its CPU), re-read at most every 5 s."""
         at, facts = self._devices
@@ -111,7 +115,7 @@ class RequestHandlers:
         target = self._target_device()
         out = {"device": target.to_dict(), "memory_limit_bytes": self.cfg.memory_limit_bytes}
         try:
-            probe = self._estimate(resolve({"prompt": ""}, require_prompt=False))
+            probe = self._estimate(resolve({"prompt": ""}, device=self._device_kind(), require_prompt=False))
             out.update(profile=probe["profile"], calibrated=probe["calibrated"], notes=probe["notes"],
                        memory_usable_bytes=probe["memory_usable_bytes"], held_out_error=probe["held_out_error"])
         except (NoProfile, ValueError) as e:
@@ -124,7 +128,7 @@ class RequestHandlers:
         health = self.pool.health()
         self.outbox.reply(client, msg, {
             "server_version": __version__, "protocol_version": PROTOCOL_VERSION,
-            "device": "cuda" if health.gpus else "cpu", "gpus": health.gpus,
+            "device": self._device_kind(), "gpus": health.gpus,
             "models": health.models or ["builtin"],
             "queue_length": self.store.count("queued"), "running": self.store.count("running"),
             "workers": health.workers, "devices": self._device_facts(), "cost": self._cost_info(),
@@ -150,8 +154,8 @@ class RequestHandlers:
         raw = c.get("settings")
         if not isinstance(raw, dict):
             raise FieldError("settings", "must be an object of generation settings")
-        try:   # settings the client did not send come from the model's recommended settings
-            settings = resolve(raw)
+        try:   # settings the client did not send come from the model's recommended settings (for this device)
+            settings = resolve(raw, device=self._device_kind())
         except SettingError as e:
             raise FieldError(e.name, str(e)) from None
         self._refuse_if_too_large(settings)
@@ -243,7 +247,7 @@ class RequestHandlers:
         if not isinstance(raw, dict):
             raise FieldError("settings", "must be an object of generation settings")
         try:   # as submit resolves them; the prompt may still be empty while the user types
-            settings = resolve(raw, require_prompt=False)
+            settings = resolve(raw, device=self._device_kind(), require_prompt=False)
         except SettingError as e:
             raise FieldError(e.name, str(e)) from None
         try:

@@ -10,7 +10,7 @@ import bpy
 from bpy.props import BoolProperty
 from mathutils import Matrix
 
-from .. import estimate, image_source, jobs, pictures, properties
+from .. import estimate, image_source, jobs, pictures, presets, properties
 from ..jobs import UserError
 from ..shared import layering as L
 from ..shared import settings as S
@@ -42,7 +42,8 @@ class DREAMPROP_OT_generate(DreampropOperator, bpy.types.Operator):
         data, elevation = image_source.reference_png(scene)
         settings = pictures.image_job_settings(
             panel_settings(scene), image_types=S.IMAGE_GUIDANCE_TYPES, auto_quality=pg.quality == 'AUTO',
-            recommended=L.recommended_settings(pg.model, pictures.IMAGE_GUIDANCE), elevation=elevation)
+            recommended=L.recommended_settings(pg.model, pictures.IMAGE_GUIDANCE, presets.device()),
+            elevation=elevation)
         settings = validated(settings)
         job = new_job(scene, 'GENERATE', Matrix.Translation(scene.cursor.location))
         image_source.show_reference(job, data)

@@ -102,6 +102,32 @@ def check_presets():
     pg.model = "builtin"
     pg.quality = 'AUTO'
     assert props_are(pg, INPUTS["plain_settings"])
+
+    # Auto is the recommendation for the server's device: a GPU server's info reply turns an untouched
+    # Auto panel to the GPU's values (four views a step), a CPU server's back; values typed by hand stay
+    jobs = harness.module("jobs")
+    gpu = L.recommended_settings("builtin", device="cuda")
+    assert gpu["resolution_schedule"] != recommended["resolution_schedule"]
+    jobs.set_server_info({"device": "cuda"})
+    assert pg.resolution_schedule == gpu["resolution_schedule"] and pg.steps == gpu["steps"]
+    assert pg.quality == 'AUTO' and presets.matching(pg) == 'AUTO'
+    jobs.set_server_info({"device": "cpu"})
+    assert pg.resolution_schedule == recommended["resolution_schedule"] and presets.matching(pg) == 'AUTO'
+    pg.steps = 777
+    jobs.set_server_info({"device": "cuda"})
+    assert pg.steps == 777 and pg.resolution_schedule == recommended["resolution_schedule"]
+    jobs.set_server_info({"device": "cpu"})
+    # a file saved with a GPU's Auto values, opened before any server answered, reads Custom; a GPU
+    # server's answer shows Auto again
+    with presets.suspended():
+        for key, value in presets.values('AUTO', "builtin", "cuda").items():
+            setattr(pg, key, value)
+        pg.quality = 'CUSTOM'
+    jobs.set_server_info({"device": "cuda"})
+    assert pg.quality == 'AUTO' and pg.resolution_schedule == gpu["resolution_schedule"]
+    jobs.set_server_info({"device": "cpu"})
+    assert pg.quality == 'AUTO' and pg.resolution_schedule == recommended["resolution_schedule"]
+    assert props_are(pg, INPUTS["plain_settings"])
     return {"presets": list(P.QUALITY_PRESETS)}
 
 
@@ -394,6 +420,7 @@ def check_panels_draw():
     assert panels.progress_text(running) == "3 / 10, ETA 1:15"
     lines = prefs_mod.info_lines(jobs.state().server_info)
     assert "GPU: H100" in lines and "Models: builtin, tiny-random" in lines, lines
+    jobs.set_server_info({"device": "cpu"})    # (the info above turned Auto panels to a GPU's values)
     bpy.data.images.remove(img)
     scene.dreamprop.settings.prompt = ""
     return {"layout_calls": len(calls)}

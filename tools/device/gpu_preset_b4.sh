@@ -15,7 +15,7 @@ T=/tmp/b4_text; I=/tmp/b4_image
 resumable_bench quality 45 $T $(( 83 * 3 * 2 )) --prompts benchmark --seeds 0 1 2 --variants /tmp/b4.json \
   --workers ${WORKERS:-14} --straggler-s 40 >> $T.log 2>&1
 if [ "$(count $T/quality.jsonl)" -ge $(( 83 * 3 * 2 )) ]; then
-  resumable_bench image 30 $I 20 --text --seeds 0 --set resolution_schedule=32x4 --workers 12 >> $I.log 2>&1
+  resumable_bench image 25 $I 20 --text --seeds 0 --set resolution_schedule=32x4 --workers 12 >> $I.log 2>&1
 fi
 pack_state $(cd /tmp && ls -d b4_text b4_text.log b4_image b4_image.log 2>/dev/null)
 grep -v "^ *[0-9]*%" $T.log | grep -v "Loading weights" | grep "^| \|^## \|^### \|^==" | tail -n 20
