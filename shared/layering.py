@@ -12,7 +12,8 @@ Four layers, each overriding the one before::
   for hours on a CPU, with settings it was never made for. An image job (``guidance_type`` zero123)
   with ``model="builtin"`` (the project's view prior) gets ``PRESETS["builtin-image"]``. On a GPU
   both are the ``-gpu`` presets (four views a step). Other models recommend nothing;
-- *preset*: a named budget the user chose (``--preset draft``, the panel's quality buttons);
+- *preset*: a named budget the user chose (``--preset draft``, the panel's quality buttons); a
+  model's preset (``builtin``) names its settings for the device the job runs on, like Auto;
 - *explicit values*: a flag, a submitted setting, a value typed into the panel.
 
 The model itself is layered first (explicit, else preset, else the schema default), because it
@@ -48,6 +49,14 @@ def recommended_settings(model: str, guidance_type: str | None = None, device: s
     return dict(PRESETS[name]) if name else {}
 
 
+def named_preset(name: str | None, device: str | None = "cpu") -> dict:
+    """Preset ``name``'s values for a job on ``device`` (none: {}): a model's preset ("builtin") names the
+    model's settings for that device, its ``GPU_PRESETS`` entry on a GPU. KeyError names the allowed names."""
+    if not name:
+        return {}
+    return preset_settings(GPU_PRESETS.get(name, name) if on_gpu(device) else name)
+
+
 def layered_values(explicit: dict, *, preset: str | None = None, recommended: dict | None = None,
                    device: str | None = "cpu") -> dict:
     """The values the layers give, as a settings dict (not yet validated; schema defaults not filled in).
@@ -55,7 +64,7 @@ def layered_values(explicit: dict, *, preset: str | None = None, recommended: di
     ``explicit``: only what the user gave. ``recommended``: the model's recommended settings when the
     caller knows them better (default: ``recommended_settings(model, guidance_type, device)``, ``device``
     the one the job will run on). A bad preset name raises KeyError with the allowed names."""
-    preset_values = preset_settings(preset) if preset else {}
+    preset_values = named_preset(preset, device)
     model = explicit.get("model", preset_values.get("model", GenerationSettings.model))
     guidance_type = explicit.get("guidance_type", preset_values.get("guidance_type", GenerationSettings.guidance_type))
     if recommended is None:

@@ -58,7 +58,11 @@ def test_a_gpu_gets_four_views_a_step_and_nothing_else_changes():
     assert resolve({"prompt": "a red cube"}, device="cuda").resolution_schedule == "48x4"
     assert resolve({"prompt": "a red cube"}, device=None).resolution_schedule == "48x1"    # unknown: the CPU's
     assert resolve({"prompt": "a red cube", "resolution_schedule": "64x1"}, device="cuda").resolution_schedule == "64x1"
-    assert resolve({"prompt": "a red cube"}, preset="builtin", device="cuda").resolution_schedule == "48x1"
+    # the prior's named preset is its settings for the device, as Auto; cpu-demo is the CPU's anywhere
+    assert resolve({"prompt": "a red cube"}, preset="builtin", device="cuda").resolution_schedule == "48x4"
+    assert resolve({"prompt": "a red cube"}, preset="builtin", device="cpu").resolution_schedule == "48x1"
+    assert resolve({"prompt": "a red cube"}, preset="cpu-demo", device="cuda").resolution_schedule == "48x1"
+    assert resolve({"prompt": "a red cube", "steps": 9}, preset="builtin", device="cuda").steps == 9
 
 
 def test_the_cli_recommends_for_the_device_it_runs_on():

@@ -283,7 +283,7 @@ def _watch(client, args, job_id: str) -> int:
 
 def submit_main(argv: list[str]) -> int:
     from shared.client import ServerError
-    from shared.presets import preset_settings
+    from shared.layering import GPU_PRESETS, named_preset
     from shared.settings import GenerationSettings, SettingError
 
     args = submit_parser().parse_args(argv)
@@ -323,8 +323,9 @@ def submit_main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         given = {"prompt": args.prompt}
-        if args.preset:   # as `generate --preset`: the preset's values, then the explicit flags
-            given.update(preset_settings(args.preset))
+        if args.preset:   # as `generate --preset`: the preset's values (for the server's device), then the flags
+            device = client.info().get("device", "cpu") if args.preset in GPU_PRESETS else "cpu"
+            given.update(named_preset(args.preset, device))
         for k, v in vars(args).items():
             if k.startswith("s_") and v is not None:
                 given[k[2:]] = v

@@ -127,6 +127,15 @@ def check_presets():
     assert pg.quality == 'AUTO' and pg.resolution_schedule == gpu["resolution_schedule"]
     jobs.set_server_info({"device": "cpu"})
     assert pg.quality == 'AUTO' and pg.resolution_schedule == recommended["resolution_schedule"]
+    # the Builtin button is the prior's settings for the device too; Draft is the same anywhere
+    pg.quality = 'BUILTIN'
+    jobs.set_server_info({"device": "cuda"})
+    assert pg.quality == 'BUILTIN' and pg.resolution_schedule == gpu["resolution_schedule"]
+    pg.quality = 'DRAFT'
+    draft = pg.resolution_schedule
+    jobs.set_server_info({"device": "cpu"})
+    assert pg.quality == 'DRAFT' and pg.resolution_schedule == draft == P.preset_settings("draft")["resolution_schedule"]
+    pg.quality = 'AUTO'
     assert props_are(pg, INPUTS["plain_settings"])
     return {"presets": list(P.QUALITY_PRESETS)}
 
