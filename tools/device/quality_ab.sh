@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# A quality A/B on one GPU, resumable across calls and machines (session 33): every variant of $AB (a JSON file
+# {name: {setting: value}} over the device's recommended settings, on a GPU since session 33 four views a step)
+# on $PROMPTS (a bench prompt set or prompts; default props) and $SEEDS (default 0), 14 jobs sharing the GPU.
+# The rows of the current run of record (results/quality/quality.jsonl, variant b4) are the baseline.
+#   AB=tools/device/ab_gpu_budget.json bash tools/device/quality_ab.sh 585
+# run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
+# .devstate/ (the call after resumes from it on any machine). Before a call: rm -rf results
+# backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior.
+source tools/device/common.sh "$1"
+restore_state
+AB=${AB:?a variants file, e.g. tools/device/ab_gpu_budget.json}
+NAME=ab_$(basename $AB .json); Q=/tmp/$NAME
+read N NP <<<"$(python - "$AB" ${PROMPTS:-props} <<'PY'
+import json, sys
+from backend.bench.quality import expand_prompts
+print(len(json.load(open(sys.argv[1]))), len(expand_prompts(sys.argv[2:])))
+PY
+)"
+NSEEDS=$(echo ${SEEDS:-0} | wc -w)
+build_cuda_once
+resumable_bench quality 45 $Q $(( N * NP * NSEEDS * 2 )) --prompts ${PROMPTS:-props} --seeds ${SEEDS:-0} --variants $AB \
+  --workers ${WORKERS:-14} --straggler-s 40 >> $Q.log 2>&1
+pack_state $NAME $NAME.log
+grep -v "^ *[0-9]*%" $Q.log | grep -v "Loading weights" | grep "^| [0-9] |\|^## \|^### \|^==" | tail -n 20
