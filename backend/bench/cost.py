@@ -80,7 +80,10 @@ PRIOR_GRID = [
 ]
 # The built-in preset as it ships (48x1 renders, prior v9 guiding the lit renders): both priors loaded,
 # measured with their own guidance pair after the grid above.
-SHAPE_GRID = [({"resolution_schedule": "48x1", "shape_model": BUILTIN_SHAPE}, False)]
+# Held out: the GPU's preset since session 33 (four views a step): the batch's cost with both priors, predicted
+# from the colour prior's batch rows.
+SHAPE_GRID = [({"resolution_schedule": "48x1", "shape_model": BUILTIN_SHAPE}, False),
+              ({"resolution_schedule": "48x4", "shape_model": BUILTIN_SHAPE}, True)]
 SD_GRID = [
     ({}, False),                                                       # the defaults: 64x1, 512 samples
     ({"resolution_schedule": "128x1"}, False),
