@@ -56,8 +56,8 @@ def values(name: str, model: str, on: str | None = None) -> dict:
 def set_device(new: str, groups) -> None:
     """The server runs jobs on ``new`` ("cpu"/"cuda"): each settings group of ``groups`` with its button's
     values untouched since the button wrote them takes the button's values for ``new`` (Auto's and
-    Builtin's differ by device); any other shows the button its values now match (a file saved with a
-    GPU's Auto values reads Auto again once a GPU server answers)."""
+    Builtin's differ by device); values changed by hand stay; a Custom group shows the button its values
+    now match (a file saved with a GPU's Auto values reads Auto again once a GPU server answers)."""
     global _device
     old, _device = _device, (new if isinstance(new, str) else "cpu")
     if _device == old:
@@ -65,7 +65,7 @@ def set_device(new: str, groups) -> None:
     for pg in groups:
         if pg.quality in NAMES and matches(pg, pg.quality, on=old):
             apply(pg, pg.quality)
-        elif pg.quality not in NAMES or not matches(pg, pg.quality):
+        elif pg.quality not in NAMES:      # Custom: a button's values for the new device show as that button
             with suspended():
                 pg.quality = matching(pg)
 

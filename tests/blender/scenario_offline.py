@@ -115,7 +115,7 @@ def check_presets():
     assert pg.resolution_schedule == recommended["resolution_schedule"] and presets.matching(pg) == 'AUTO'
     pg.steps = 777
     jobs.set_server_info({"device": "cuda"})
-    assert pg.steps == 777 and pg.resolution_schedule == recommended["resolution_schedule"]
+    assert pg.steps == 777 and pg.resolution_schedule == recommended["resolution_schedule"] and pg.quality == 'AUTO'
     jobs.set_server_info({"device": "cpu"})
     # a file saved with a GPU's Auto values, opened before any server answered, reads Custom; a GPU
     # server's answer shows Auto again
