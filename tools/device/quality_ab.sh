@@ -2,10 +2,12 @@
 # A quality A/B on one GPU, resumable across calls and machines (session 33): every variant of $AB (a JSON file
 # {name: {setting: value}} over the device's recommended settings, on a GPU since session 33 four views a step)
 # on $PROMPTS (a bench prompt set or prompts; default props) and $SEEDS (default 0), 14 jobs sharing the GPU.
-# The rows of the current run of record (results/quality/quality.jsonl, variant b4) are the baseline.
+# The rows of the current run of record (results/quality/quality.jsonl, variant b4) are the baseline. The variants
+# of ab_gpu_budget.json: what more GPU budget buys (1000 steps, eight views a step, a 10-step fine stage: at one view
+# a step ~10 fine steps thinned the lamp post away, session 14; four views a step may hold it).
 #   AB=tools/device/ab_gpu_budget.json bash tools/device/quality_ab.sh 585
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
-# .devstate/ (the call after resumes from it on any machine). Before a call: rm -rf results
+# .devstate/ (the call after resumes from it on any machine; empty it before a new A/B). Before a call: rm -rf results
 # backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior.
 source tools/device/common.sh "$1"
 restore_state
