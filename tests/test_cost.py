@@ -449,3 +449,33 @@ def test_sd15_only_needs_a_stored_gpu_run(tmp_path):
 
     with pytest.raises(SystemExit, match="--no-sd15"):
         main(["--sd15-only", "--out", str(tmp_path)])
+
+
+def test_a_dynamic_sampler_configuration_is_measured_on_several_fields():
+    """A render the sample budget cannot hold marches the dynamic sampler, whose step follows the field (SD's
+    192x1: 31-41 ms over runs): ``measure_config`` measures it on fresh fields (seeds) and keeps each number's
+    median. Real short CPU runs of the built-in prior; which sampler a render takes is the renderer's own rule."""
+    import statistics
+
+    import torch
+
+    from backend.bench.cost import QUICK_COUNTS, marches_dynamically, measure_config, settings_for
+    from backend.cost.model import BUILTIN_ARCH
+    from backend.engine.guidance import load_guidance
+    from backend.engine.trainer import Trainer
+
+    cpu = torch.device("cpu")
+    guidance = load_guidance("builtin", cpu)
+    small = settings_for(BUILTIN_ARCH, "builtin", {"resolution_schedule": "16x1", "steps": 20, "albedo_warmup_steps": 4})
+    row = measure_config(guidance, small, cpu, QUICK_COUNTS, checkpoint_repeats=1, fields=3)
+    assert [f["seed"] for f in row["fields"]] == [small.seed, small.seed + 1, small.seed + 2]
+    for key in ("step_s_albedo", "step_s_after_warmup", "preview_s", "checkpoint_s", "peak_bytes"):
+        assert row[key] == statistics.median(f[key] for f in row["fields"])
+    assert len({f["step_s_after_warmup"] for f in row["fields"]}) > 1        # three timings, not one copied
+    # The CPU's rows: one field each (the dynamic sampler is the CPU's every render, and its grid takes minutes).
+    assert "fields" not in measure_config(guidance, small, cpu, QUICK_COUNTS, checkpoint_repeats=1)
+    # The budget sampler holds a 16 px render of 64 samples a ray, not a 1024 px one of 512 samples.
+    assert not marches_dynamically(Trainer(small.replace(sampling="budget"), guidance, cpu))
+    big = small.replace(sampling="budget", resolution_schedule="1024x1", samples_per_ray=512)
+    assert marches_dynamically(Trainer(big, guidance, cpu))
+    assert marches_dynamically(Trainer(small.replace(sampling="dynamic"), guidance, cpu))

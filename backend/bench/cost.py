@@ -17,8 +17,10 @@ dropped before it (a run captures its own at its first step; one kept from an ea
 would be replayed, and a replay's memory is not in ``max_memory_allocated``), a checkpoint is saved
 three times (the median kept), and on a GPU the built-in prior's grid, whose small steps measure the
 host's launch speed more than the settings, is measured twice (the second pass in reverse order, the
-median of the two kept). Exports start after one untimed export (the first one of a process imports
-the mesh libraries, ~0.5 s) and record their stages' times and the face count.
+median of the two kept); on a GPU a render too large for the sample budget (the dynamic sampler, whose
+step follows the field it marches) is measured on ``DYNAMIC_FIELDS`` fresh fields, the median kept.
+Exports start after one untimed export (the first one of a process imports the mesh libraries, ~0.5 s)
+and record their stages' times and the face count.
 
 Writes ``backend/cost/profiles/<device-slug>.json`` (the estimator reads it) and
 ``results/speed/cost.json`` (raw numbers, the fit, the held-out table); the raw numbers are written
@@ -212,17 +214,60 @@ def drop_cuda_graphs(guidance) -> None:
             graphs.clear()
 
 
+# On a GPU a render too large for the fixed sample budget takes the dynamic sampler, whose step follows the field
+# it marches (how many samples the occupancy grid keeps): SD-1.5's 192x1 step, the same settings, measured 31-41 ms
+# over runs and processes (results/speed/NOTES.md, sessions 31-32), so one field's timing is one draw from that
+# spread, and the estimator's error on such a row was mostly the draw's. Such a configuration is measured on this
+# many fresh fields (seeds) and the median of each number kept, as a user's run of those settings is any one field.
+DYNAMIC_FIELDS = 3
+FIELD_MEDIANS = ("step_s_albedo", "step_s_after_warmup", "preview_s", "checkpoint_s", "peak_bytes")
+
+
+def marches_dynamically(trainer) -> bool:
+    """Whether ``trainer``'s training renders take the dynamic sampler (no sample budget, or a render too
+    large for one: ``occupancy.budget_fits``)."""
+    from backend.engine.occupancy import budget_fits
+
+    renderer, st = trainer.renderer, trainer.s.resolution_stages[0]
+    return renderer.sampling != "budget" or not budget_fits(st.resolution * st.resolution * st.batch_size,
+                                                            renderer.render_step_size, renderer.estimator)
+
+
+def median_of_fields(fields: list[dict]) -> dict:
+    """One configuration measured on several fresh fields: the median of each number, each field's own under
+    ``fields`` (with its seed and sampler)."""
+    row = dict(fields[0])
+    for key in FIELD_MEDIANS:
+        row[key] = statistics.median(f[key] for f in fields)
+    if len(fields) > 1:
+        row["fields"] = [{k: f[k] for k in (*FIELD_MEDIANS, "seed", "sampler")} for f in fields]
+    return row
+
+
 def measure_config(guidance, settings: GenerationSettings, device, counts: dict,
-                   checkpoint_repeats: int = CHECKPOINT_REPEATS) -> dict:
+                   checkpoint_repeats: int = CHECKPOINT_REPEATS, fields: int | None = None) -> dict:
     """One configuration: step time in both phases, peak memory, one preview, ``checkpoint_repeats``
     checkpoint saves (the median kept: one save's time varied by +-20% between configurations of the
-    same size, results/speed/NOTES.md session 25)."""
+    same size, results/speed/NOTES.md session 25). ``fields``: how many fresh fields (seeds ``settings.seed``,
+    +1, ...) it is measured on, the median kept; None: ``DYNAMIC_FIELDS`` where a GPU's render takes the
+    dynamic sampler (``marches_dynamically``), else one."""
+    first = _measure_field(guidance, settings, device, counts, checkpoint_repeats)
+    if fields is None:
+        fields = DYNAMIC_FIELDS if torch.device(device).type == "cuda" and first["sampler"] == "dynamic" else 1
+    rest = [_measure_field(guidance, settings.replace(seed=settings.seed + k), device, counts, checkpoint_repeats)
+            for k in range(1, fields)]
+    return median_of_fields([first, *rest])
+
+
+def _measure_field(guidance, settings: GenerationSettings, device, counts: dict, checkpoint_repeats: int) -> dict:
+    """``measure_config`` on one fresh field (``settings.seed``'s)."""
     from backend.engine.trainer import Trainer, png_bytes
 
     st = settings.resolution_stages[0]
     drop_cuda_graphs(guidance)
     reset_peak(device)
     trainer = Trainer(settings, guidance, device)
+    sampler = "dynamic" if marches_dynamically(trainer) else "budget"
     # Each phase is timed in its middle: the progressive hash-grid levels and the occupancy grid's
     # updates follow the step number, so step 0 would time a field with half its levels switched off.
     trainer.step = settings.albedo_warmup_steps // 2
@@ -257,7 +302,8 @@ def measure_config(guidance, settings: GenerationSettings, device, counts: dict,
     del trainer
     return {"resolution": st.resolution, "batch": st.batch_size, "step_s_albedo": albedo,
             "step_s_after_warmup": after, "peak_bytes": peak, "preview_s": preview_s, "preview_times_s": previews,
-            "checkpoint_s": statistics.median(saves), "checkpoint_times_s": saves, "workspaces_cleared": True}
+            "checkpoint_s": statistics.median(saves), "checkpoint_times_s": saves, "workspaces_cleared": True,
+            "seed": settings.seed, "sampler": sampler}
 
 
 MERGED = ("step_s_albedo", "step_s_after_warmup", "preview_s", "checkpoint_s")
