@@ -30,6 +30,9 @@ GEOMETRY_TYPES = ("implicit-volume", "implicit-sdf")
 # NeRF followed by the fine stage (``backend/engine/fine.py``: an SDF initialised from the coarse
 # density, rendered sharper and optimised again; Magic3D's coarse -> fine).
 STAGES = ("coarse", "coarse,fine")
+# Whether the coarse result is opened from the top when the coarse stage ends (``backend/engine/hollow.py``):
+# always, never, or for the built-in prior's hollow props.
+HOLLOW = ("auto", "on", "off")
 # Values added at run time to the choices of these settings (``add_choice``).
 _EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
 
@@ -162,6 +165,10 @@ class GenerationSettings:
                      help="coarse = the hash-grid NeRF only; coarse,fine = then a fine stage: a signed distance "
                           "field initialised from the coarse result, rendered sharper and optimised again for "
                           "flat faces and sharp edges (Magic3D's coarse -> fine)")
+    hollow: str = _s("auto", choices=HOLLOW, group="optim",
+                     help="open the coarse result from the top when the coarse stage ends (walls and bottom 0.07 "
+                          "units thick): a cup, bowl or bucket that SDS drew filled. auto = on for the built-in "
+                          "prior's hollow props (mug, bowl, bucket), off for everything else")
     fine_steps: int = _s(2000, lo=1, hi=100000, group="optim",
                          help="SDS steps of the fine stage (after the 'steps' of the coarse stage)")
     fine_resolution: int = _s(128, lo=16, hi=1024, group="optim",

@@ -98,6 +98,7 @@ class FineTrainer(Trainer):
     def __init__(self, settings: GenerationSettings, guidance, device, image_terms=None):
         self.run_settings = settings
         super().__init__(fine_settings(settings), guidance, device, image_terms=image_terms)
+        self.opens_cavity = False       # the coarse stage opened it (hollow.py); the fine stage starts open
         self.field.train_albedo = TRAIN_ALBEDO
         self.field.render_offset = RENDER_OFFSET_BETAS
         # Started on a coarse NeRF's surface, whose thin parts are too thick (``fine_thin_inset`` corrects

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from backend.atomic_write import atomic_path
 from backend.engine import builtin_types  # noqa: F401  registers the built-in guidance and geometry types
+from backend.engine import hollow
 from backend.engine.cameras import (CameraBatch, camera_rays, host_to_device, preview_camera, sample_cameras,
                                     view_direction, view_suffixes)
 from backend.engine.field import BackgroundMLP
@@ -158,6 +159,11 @@ class Trainer:
         self.embeddings = self._encode_prompts(guidance, settings)
         self.step = 0
         self._set_levels()
+        # A hollow object SDS drew filled is opened when the coarse stage ends (backend/engine/hollow.py). An
+        # image job without a typed prompt goes by the one read from its picture.
+        recognised = getattr(image_terms, "recognised", None)
+        self.opens_cavity = hollow.wanted(settings, recognised.prompt if recognised and recognised.confident
+                                          else None)
 
     @staticmethod
     def _encode_prompts(guidance, s) -> PromptEmbeddings:
@@ -454,6 +460,8 @@ class FitLoop:
         trainer, s = self.trainer, self.trainer.s
         self.losses = losses
         step = trainer.step
+        if trainer.opens_cavity and step == s.steps:
+            self.open_cavity()
         if self.checkpoint_path and s.checkpoint_interval and step % s.checkpoint_interval == 0:
             trainer.save_checkpoint(self.checkpoint_path)
         due_preview = s.preview_interval and (step % s.preview_interval == 0 or step == s.steps)
@@ -466,6 +474,17 @@ class FitLoop:
                 elapsed_s=elapsed, eta_s=rate * (s.steps - step),
                 preview_png=png_bytes(trainer.preview()) if due_preview else None,
                 proxy_glb=trainer.proxy_mesh() if due_proxy else None))
+
+    def open_cavity(self) -> None:
+        """The hollow object opened from the top at the coarse stage's last step (``hollow`` setting), before
+        that step's checkpoint and preview, so a resumed run never opens it twice."""
+        trainer = self.trainer
+        if self.callback is not None:
+            self.callback(ProgressEvent(step=trainer.step, total=trainer.s.steps, losses={}, elapsed_s=0.0,
+                                        eta_s=0.0, stage="init", message="opening the hollow object from the top"))
+        with trainer.rng.global_scope():
+            share = hollow.open_cavity(trainer)
+        log.info("hollow: %.0f%% of the solid opened from the top", 100 * share)
 
     def finish(self) -> dict:
         if self.checkpoint_path:
