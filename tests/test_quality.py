@@ -134,6 +134,7 @@ def test_prompt_sets_cover_the_benchmark():
     assert "a wooden barrel" in props and "a red mushroom" in props and "a red cube" in solids
     facing = expand_prompts(["facing"])
     assert facing and all(p in props for p in facing) and "a wooden chair" in facing and "a wooden barrel" not in facing
+    assert expand_prompts(["hollow"]) == ["a red mug", "a wooden bowl", "a wooden bucket"]
     assert expand_prompts(["treasure chest"]) == [f"a {w} treasure chest" for w in BY_NAME["treasure chest"].looks]
     assert expand_prompts(["wooden barrel", "a red mushroom", "rock"]) == [
         "a wooden barrel", "a red mushroom", "a rock"]

@@ -526,6 +526,7 @@ PROMPT_SETS = {
     "solids": "the first priors' 56 prompts: every colour of every simple solid",
     "props": "every prop of backend/prior/props.py in its default look",
     "facing": "the props that have a front (asymmetric)",
+    "hollow": "the props opened from the top (the hollow setting's auto: mug, bowl, bucket)",
 }
 
 
@@ -539,7 +540,9 @@ def expand_prompts(items: list[str] | None) -> list[str]:
     sets = {"benchmark": bench, "all": bench,
             "solids": [p for p in bench if parse_prompt(p)[0] not in PROP_NAMES],
             "props": [p for p in bench if parse_prompt(p)[0] in PROP_NAMES],
-            "facing": [p for p in bench if BY_NAME[parse_prompt(p)[0]].facing]}
+            "facing": [p for p in bench if BY_NAME[parse_prompt(p)[0]].facing],
+            # the props the engine opens from the top (``hollow`` auto: backend/engine/hollow.py)
+            "hollow": [p for p in bench if BY_NAME[parse_prompt(p)[0]].hollow]}
     if not items:
         return bench
     out = []

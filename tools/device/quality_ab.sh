@@ -6,6 +6,8 @@
 # of ab_gpu_budget.json: what more GPU budget buys (1000 steps, eight views a step, a 10-step fine stage: at one view
 # a step ~10 fine steps thinned the lamp post away, session 14; four views a step may hold it).
 #   AB=tools/device/ab_gpu_budget.json bash tools/device/quality_ab.sh 585
+# ab_hollow.json (session 34): the preset as it ships since the hollow props are opened from the top, on them:
+#   AB=tools/device/ab_hollow.json PROMPTS=hollow SEEDS="0 1 2" bash tools/device/quality_ab.sh 300
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
 # .devstate/ (the call after resumes from it on any machine; empty it before a new A/B). Before a call: rm -rf results
 # backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior.
