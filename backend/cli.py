@@ -278,6 +278,11 @@ class _ProgressBar:
         if event.stage == "export":
             self.bar.set_description(f"export: {event.message}")
             return
+        if event.stage == "init":       # seconds of work between steps: opening a hollow object, the hand-over
+            self.bar.set_description(event.message)
+            return
+        if self.bar.desc:
+            self.bar.set_description("")
         self.bar.update(event.step - self.bar.n)
         if event.losses:
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in event.losses.items() if k != "total"}, refresh=False)

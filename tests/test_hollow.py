@@ -128,3 +128,18 @@ def test_a_field_with_nothing_deep_enough_is_left_as_it_is(tiny_model_path):
     assert hollow.open_cavity(trainer) == 0.0
     after = trainer.field.state_dict()
     assert state and all(torch.equal(v, after[k]) for k, v in state.items())
+
+
+def test_the_cli_progress_bar_says_what_the_pause_between_steps_is(capsys):
+    """The opening takes seconds after the coarse stage's last step: the CLI's bar names it, then steps on."""
+    from backend.cli import _ProgressBar
+    from backend.engine.types import ProgressEvent
+
+    bar = _ProgressBar(total=10)
+    bar(ProgressEvent(step=5, total=10, losses={"sds": 1.0}, elapsed_s=1.0, eta_s=1.0))
+    bar(ProgressEvent(step=5, total=10, losses={}, elapsed_s=0.0, eta_s=0.0, stage="init", message=OPENING))
+    assert bar.bar.n == 5 and bar.bar.desc.startswith(OPENING)
+    bar(ProgressEvent(step=8, total=10, losses={}, elapsed_s=2.0, eta_s=1.0, stage="fine"))
+    assert bar.bar.n == 8 and not bar.bar.desc
+    bar.close()
+    assert OPENING in capsys.readouterr().err
