@@ -64,6 +64,7 @@ def open_cavity(trainer) -> float:
     nothing deep enough to open, the field untouched)."""
     from scipy import ndimage
 
+    from backend.engine.mesh_init import refresh_occupancy
     from backend.export.mesh import auto_threshold, density_grid
 
     field, device, bound = trainer.field, trainer.device, trainer.renderer.bound
@@ -102,8 +103,5 @@ def open_cavity(trainer) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    # The occupancy grid must see the opened shape before the next render (as mesh_init's fit).
-    trainer.estimator.train()
-    for step in range(0, 256, 16):
-        trainer.renderer.update_occupancy(step)
+    refresh_occupancy(trainer)
     return float(emptied.sum() / solid.sum())

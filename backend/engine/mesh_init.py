@@ -119,8 +119,13 @@ def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 200, batch: int = 4
         optimizer.zero_grad(set_to_none=True)
         (loss_density + loss_albedo).backward()
         optimizer.step()
-    # The occupancy grid must see the new shape before the first render.
+    refresh_occupancy(trainer)
+    return transform
+
+
+def refresh_occupancy(trainer) -> None:
+    """After the field was fitted to a shape outside SDS: the occupancy grid must see the new shape before
+    the next render (its warm-up updates, which look at every cell)."""
     trainer.estimator.train()
     for step in range(0, 256, 16):
         trainer.renderer.update_occupancy(step)
-    return transform
