@@ -6,13 +6,19 @@
 # end. Wheels: tools/device/wheels.sh. Call: run(command="bash tools/device/image_bench.sh 560",
 # kind="nvidia-h200", carry=[".devwhl"], timeout_s=600); the argument is this command's seconds.
 # Back in $OUT: res.tgz (logs, image.md/json/jsonl and pictures of each part).
+# COARSE=0 leaves out the coarse side by side (session 35: the GPU's image preset, 32x4, with the hollow mug, alone).
+# A fresh machine resumes from .devstate (run(carry=[".devwhl", ".devstate"]); copy $OUT's state.tgz.* into
+# .devstate/ after each call; empty it before a new run). Before the call: rm -rf results backend/prior/report*
+# backend/prior/weights_shape (the image preset has no shape prior; the tree must stay under 64 MiB).
 source tools/device/common.sh "$1"
+restore_state
 bench() { resumable_bench image 40 "$@"; }   # out, expected rows, args...
 {
   build_cuda_once
   bench /tmp/img_fine 60 --seeds 0 1 2 --text --workers ${W:-12} && \
-  bench /tmp/img_coarse 30 --seeds 0 1 2 --set stages=coarse --workers ${W:-12}
-} > /tmp/image_bench.log 2>&1
+  { [ "${COARSE:-1}" = 0 ] || bench /tmp/img_coarse 30 --seeds 0 1 2 --set stages=coarse --workers ${W:-12}; }
+} >> /tmp/image_bench.log 2>&1
+pack_state img_fine $( [ -d /tmp/img_coarse ] && echo img_coarse ) image_bench.log
 for d in img_fine img_coarse; do [ -d /tmp/$d ] && mkdir -p /tmp/res/$d && cp /tmp/$d/image.* /tmp/$d/*.png /tmp/res/$d/ 2>/dev/null; done
 cp /tmp/image_bench.log /tmp/res/
 tar czf $OUT/res.tgz -C /tmp res
