@@ -535,6 +535,50 @@ def held_out_table(run: dict, coefficients: dict) -> str:
     return "\n".join(lines)
 
 
+def resume_run(run: dict, stored_path: Path, grids: list[tuple]) -> list[tuple]:
+    """``--resume``: ``run`` takes over what a run cut short stored at ``stored_path`` (a command's time limit,
+    a crash after the built-in grid: session 35 lost one that way), and the grids left to measure are returned.
+    A grid counts as measured when each of its configurations has all its passes and what follows it in
+    ``measure`` (the exports after the built-in grid, the fine stage after the shape prior's) is there; a grid
+    measured in part is measured again whole (its passes are ordered against each other)."""
+    if not stored_path.is_file():
+        return grids
+    stored = json.loads(stored_path.read_text())
+    if not stored.get("partial", False) or stored.get("quick") != run["quick"]:
+        raise SystemExit(f"--resume continues a run cut short, and {stored_path} is a finished one "
+                         "(partial: false) or a --quick one: leave --resume out to measure again")
+
+    def key(arch: str, overrides: dict, shape: bool) -> str:
+        return json.dumps([arch, overrides, shape], sort_keys=True)
+
+    have = {key(c["arch"], c["overrides"], bool(c["settings"].get("shape_model"))): c for c in stored["configs"]}
+    kept, left = [], []
+    for g in grids:
+        arch, _model, grid, passes, shape = g
+        rows = [have.get(key(arch, overrides, shape)) for overrides, _held in grid]
+        whole = all(r is not None and len(r.get("passes", [r])) >= passes for r in rows)
+        follow = ("exports" if arch == BUILTIN_ARCH and not shape else "fine" if shape else None)
+        if whole and (follow is None or stored.get(follow)):
+            kept += rows
+            if follow == "exports":
+                run["exports"], run["export_warmup"] = stored["exports"], stored.get("export_warmup", False)
+            elif follow == "fine":
+                run["fine"] = stored["fine"]
+            print(f"{arch}{' + shape prior' if shape else ''}: {len(rows)} configurations kept from "
+                  f"{stored_path}", flush=True)
+        else:
+            left.append(g)
+    # SD's rows are kept whole or not at all, as the grids above (measure skips SD's grid when they are kept)
+    sd = [c for c in stored["configs"] if c["arch"] == SD_ARCH]
+    if sd and len({json.dumps(c["overrides"], sort_keys=True) for c in sd}) == len(SD_GRID):
+        kept += sd
+    run["configs"] = kept
+    run["resumed_wall_s"] = stored["wall_s"]        # the stored run's wall time is part of this one's
+    run["architectures"] = {a: v for a, v in stored.get("architectures", {}).items()
+                            if any(c["arch"] == a for c in kept)}
+    return left
+
+
 def measure(args, out: Path) -> dict:
     """Measure this device's grid; the raw numbers (``run``) are written to ``out`` after every
     configuration and after the exports, so a run cut short leaves what it measured (``--refit``)."""
@@ -590,13 +634,15 @@ def measure(args, out: Path) -> dict:
            "quick": bool(args.quick), "partial": True}
 
     def save_raw() -> None:
-        run["wall_s"] = time.perf_counter() - t_start
+        run["wall_s"] = time.perf_counter() - t_start + run.get("resumed_wall_s", 0.0)
         out.mkdir(parents=True, exist_ok=True)
         (out / results_name(cuda)).write_text(json.dumps(run, indent=1, default=str) + "\n")
 
     # (architecture, model, grid, passes, with the shape prior?)
     grids = [(BUILTIN_ARCH, "builtin", prior_grid, prior_passes, False),
              (BUILTIN_ARCH, "builtin", SHAPE_GRID, 1, True)]
+    if args.resume:
+        grids = resume_run(run, out / results_name(cuda), grids)
     if args.sd15_only:
         # SD's grid measured again into this device's stored run, the built-in rows and exports kept (after a
         # change on SD's side, or to time SD's rows apart: tools/device/cost_all.sh's "sd15" part).
@@ -609,7 +655,7 @@ def measure(args, out: Path) -> dict:
         run["configs"] = [c for c in kept["configs"] if c["arch"] != SD_ARCH]
         run["builtin_wall_s"] = kept.get("builtin_wall_s", kept["wall_s"])
         grids = []
-    if cuda and not args.no_sd15:
+    if cuda and not args.no_sd15 and not (args.resume and any(c["arch"] == SD_ARCH for c in run["configs"])):
         from backend.bench.sd15 import build_sd15
 
         t0 = clock()
@@ -705,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fine-only", action="store_true",
                         help="measure the fine stage's grid only, add it to this device's stored run (results/speed/"
                              "cost.json or cost_cpu.json in --out) and fit them together")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with a run cut short (its cost.json / cost_cpu.json in --out, partial: true): "
+                             "the grids it measured whole are kept, the rest measured")
     parser.add_argument("--refit", default=None, metavar="COST_JSON",
                         help="no measuring: fit again the raw numbers of an earlier run (its cost.json / cost_cpu.json)")
     args = parser.parse_args(argv)
