@@ -400,6 +400,45 @@ def test_bench_cost_quick_runs_end_to_end_on_the_cpu(tmp_path):
     assert all(r["handover_s"] > 0 and r["fine_fit_s"] > 0 for r in run["fine"])
     assert "import" not in profile.coef("export")
 
+    # --resume on a run cut short inside the shape prior's grid: the rows and exports it has are kept as they
+    # were (not measured again), the rest measured, the fine stage after the shape prior's grid too
+    with pytest.raises(SystemExit, match="finished"):
+        main(["--quick", "--cpu", "--resume", "--out", str(tmp_path)])
+    cut = {**run, "configs": run["configs"][:4], "partial": True, "wall_s": 1000.0}
+    del cut["fine"]
+    (tmp_path / "cost_cpu.json").write_text(json.dumps(cut))
+    assert main(["--quick", "--cpu", "--resume", "--out", str(tmp_path)]) == 0
+    resumed = json.loads((tmp_path / "cost_cpu.json").read_text())
+    assert not resumed["partial"] and resumed["wall_s"] > 1000.0 and resumed["fine"]
+    assert resumed["configs"][:4] == run["configs"][:4] and resumed["exports"] == run["exports"]
+    assert [c["overrides"] for c in resumed["configs"]] == [c["overrides"] for c in run["configs"]]
+    assert resumed["configs"][4]["step_s_albedo"] != run["configs"][4]["step_s_albedo"]
+
+
+def test_resume_measures_a_grid_of_two_passes_again_whole(tmp_path):
+    """A grid measured in two passes (the prior's on a GPU, the second backwards against the host's drift) is
+    kept whole or measured again whole; a one-pass grid keeps each row it has."""
+    import json
+
+    from backend.bench.cost import SD_ARCH, resume_run
+    from backend.cost.model import BUILTIN_ARCH
+
+    grid = [({}, False), ({"resolution_schedule": "64x1"}, False), ({"resolution_schedule": "48x2"}, True)]
+    row = lambda arch, o, passes: {"arch": arch, "overrides": o, "settings": {"shape_model": ""},
+                                   **({"passes": [{}] * passes} if passes > 1 else {})}
+    stored = {"partial": True, "quick": False, "wall_s": 50.0, "exports": [{"export_s": 1.0}],
+              "architectures": {BUILTIN_ARCH: {}, SD_ARCH: {}},
+              "configs": [row(BUILTIN_ARCH, {}, 2), row(BUILTIN_ARCH, {"resolution_schedule": "64x1"}, 2),
+                          row(BUILTIN_ARCH, {"resolution_schedule": "48x2"}, 1),    # its second pass cut short
+                          row(SD_ARCH, {}, 1), row(SD_ARCH, {"resolution_schedule": "48x2"}, 1)]}
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps(stored))
+    run = {"quick": False, "configs": [], "exports": [], "architectures": {}}
+    left = resume_run(run, path, [(BUILTIN_ARCH, "builtin", grid, 2, False), (SD_ARCH, None, grid, 1, False)])
+    assert left == [(BUILTIN_ARCH, "builtin", grid, 2, False), (SD_ARCH, None, [grid[1]], 1, False)]
+    assert [(c["arch"], c["overrides"]) for c in run["configs"]] == [(SD_ARCH, {}), (SD_ARCH, grid[2][0])]
+    assert run["exports"] == [] and run["resumed_wall_s"] == 50.0 and set(run["architectures"]) == {SD_ARCH}
+
 
 def test_the_fine_stage_is_costed_as_its_hand_over_and_its_steps(cpu_profile, tmp_path):
     """A run with a fine stage (the built-in preset) costs its hand-over and its steps, more with more or

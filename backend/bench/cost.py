@@ -538,9 +538,11 @@ def held_out_table(run: dict, coefficients: dict) -> str:
 def resume_run(run: dict, stored_path: Path, grids: list[tuple]) -> list[tuple]:
     """``--resume``: ``run`` takes over what a run cut short stored at ``stored_path`` (a command's time limit,
     a crash after the built-in grid: session 35 lost one that way), and the grids left to measure are returned.
-    A grid counts as measured when each of its configurations has all its passes and what follows it in
-    ``measure`` (the exports after the built-in grid, the fine stage after the shape prior's) is there; a grid
-    measured in part is measured again whole (its passes are ordered against each other)."""
+    A grid of one pass keeps each configuration measured and measures the rest; a grid of several passes is
+    kept whole or measured again whole (its passes run in opposite orders to cancel the host's drift). What
+    follows a grid in ``measure`` (the exports after the built-in grid, the fine stage after the shape
+    prior's) is kept when it is there, else the grid is returned to have it measured (with no configuration
+    left when they are all kept)."""
     if not stored_path.is_file():
         return grids
     stored = json.loads(stored_path.read_text())
@@ -553,25 +555,25 @@ def resume_run(run: dict, stored_path: Path, grids: list[tuple]) -> list[tuple]:
 
     have = {key(c["arch"], c["overrides"], bool(c["settings"].get("shape_model"))): c for c in stored["configs"]}
     kept, left = [], []
-    for g in grids:
-        arch, _model, grid, passes, shape = g
+    for arch, model, grid, passes, shape in grids:
         rows = [have.get(key(arch, overrides, shape)) for overrides, _held in grid]
-        whole = all(r is not None and len(r.get("passes", [r])) >= passes for r in rows)
-        follow = ("exports" if arch == BUILTIN_ARCH and not shape else "fine" if shape else None)
-        if whole and (follow is None or stored.get(follow)):
-            kept += rows
-            if follow == "exports":
-                run["exports"], run["export_warmup"] = stored["exports"], stored.get("export_warmup", False)
-            elif follow == "fine":
-                run["fine"] = stored["fine"]
-            print(f"{arch}{' + shape prior' if shape else ''}: {len(rows)} configurations kept from "
-                  f"{stored_path}", flush=True)
-        else:
-            left.append(g)
-    # SD's rows are kept whole or not at all, as the grids above (measure skips SD's grid when they are kept)
-    sd = [c for c in stored["configs"] if c["arch"] == SD_ARCH]
-    if sd and len({json.dumps(c["overrides"], sort_keys=True) for c in sd}) == len(SD_GRID):
-        kept += sd
+        done = [r is not None and len(r.get("passes", [r])) >= passes for r in rows]
+        if passes > 1 and not all(done):
+            done = [False] * len(grid)
+        kept += [r for r, d in zip(rows, done) if d]
+        todo = [g for g, d in zip(grid, done) if not d]
+        follow = "exports" if arch == BUILTIN_ARCH and not shape else "fine" if shape else None
+        if follow == "exports" and stored.get("exports") and not todo:
+            run["exports"], run["export_warmup"] = stored["exports"], stored.get("export_warmup", False)
+            follow = None
+        elif follow == "fine" and stored.get("fine") and not todo:
+            run["fine"] = stored["fine"]
+            follow = None
+        print(f"{arch}{' + shape prior' if shape else ''}: {sum(done)} of {len(grid)} configurations kept from "
+              f"{stored_path}{', the rest measured' if todo else ''}"
+              f"{f', its {follow} measured' if follow else ''}", flush=True)
+        if todo or follow:
+            left.append((arch, model, todo, passes, shape))
     run["configs"] = kept
     run["resumed_wall_s"] = stored["wall_s"]        # the stored run's wall time is part of this one's
     run["architectures"] = {a: v for a, v in stored.get("architectures", {}).items()
@@ -641,8 +643,6 @@ def measure(args, out: Path) -> dict:
     # (architecture, model, grid, passes, with the shape prior?)
     grids = [(BUILTIN_ARCH, "builtin", prior_grid, prior_passes, False),
              (BUILTIN_ARCH, "builtin", SHAPE_GRID, 1, True)]
-    if args.resume:
-        grids = resume_run(run, out / results_name(cuda), grids)
     if args.sd15_only:
         # SD's grid measured again into this device's stored run, the built-in rows and exports kept (after a
         # change on SD's side, or to time SD's rows apart: tools/device/cost_all.sh's "sd15" part).
@@ -655,20 +655,24 @@ def measure(args, out: Path) -> dict:
         run["configs"] = [c for c in kept["configs"] if c["arch"] != SD_ARCH]
         run["builtin_wall_s"] = kept.get("builtin_wall_s", kept["wall_s"])
         grids = []
-    if cuda and not args.no_sd15 and not (args.resume and any(c["arch"] == SD_ARCH for c in run["configs"])):
+    if cuda and not args.no_sd15:
+        # One pass: SD's steps are GPU-bound. Session 31 ran two, the second backwards: the held-out 192x1 row
+        # measured 40.2 / 41.2 ms, the same either way (not an effect of its place in the grid).
+        grids.append((SD_ARCH, None, sd_grid, 1, False))     # its model built below, when it is measured
+    if args.resume:
+        grids = resume_run(run, out / results_name(cuda), grids)
+    if any(g[0] == SD_ARCH for g in grids):
         from backend.bench.sd15 import build_sd15
 
         t0 = clock()
         sd_model = str(build_sd15(Path(args.model_dir)))
         print(f"SD-1.5 architecture built in {clock() - t0:.0f} s", flush=True)
-        # One pass: SD's steps are GPU-bound. Session 31 ran two, the second backwards: the held-out 192x1 row
-        # measured 40.2 / 41.2 ms, the same either way (not an effect of its place in the grid).
-        grids.append((SD_ARCH, sd_model, sd_grid, 1, False))
+        grids = [(a, sd_model if a == SD_ARCH else m, *rest) for a, m, *rest in grids]
     for arch, model, grid, passes, shape in grids:
         reset_peak(device)
         t0 = clock()
         if shape:       # the pair (model + shape_model), loaded as a run with the preset loads it
-            guidance = load_guidance_for(settings_for(arch, model, grid[0][0]), device)
+            guidance = load_guidance_for(settings_for(arch, model, grid[0][0] if grid else {}), device)
         else:
             guidance = load_guidance(model, device)
         load_s = clock() - t0
@@ -757,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refit", default=None, metavar="COST_JSON",
                         help="no measuring: fit again the raw numbers of an earlier run (its cost.json / cost_cpu.json)")
     args = parser.parse_args(argv)
+    if args.resume and (args.sd15_only or args.fine_only or args.refit):
+        parser.error("--resume goes on with a whole run cut short: not with --sd15-only, --fine-only or --refit")
     if args.out is None:
         args.out = tempfile.mkdtemp(prefix="bench-cost-quick-") if args.quick else "results/speed"
     if args.quick and args.profile is None:
