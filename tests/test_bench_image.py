@@ -97,6 +97,22 @@ def test_bench_image_rejects_bad_options_naming_them(capsys):
         assert name in capsys.readouterr().err
 
 
+def test_an_object_is_seen_from_its_own_side_in_any_list_of_objects():
+    """``--objects mug`` draws the mug's picture from the side the whole benchmark does (a few objects on a CPU
+    compared with the GPU's run of record), and two objects of one run from different sides."""
+    from backend.bench.image import DEFAULT_OBJECTS, plan_jobs
+
+    def cameras(objects, seed=1):
+        return {(j["object"], j["variant"]): reference_camera(j["seed"], j["index"])
+                for j in plan_jobs(objects, [seed], ["image", "joint"])}
+
+    whole, few = cameras(DEFAULT_OBJECTS), cameras(["mug", "cube", "vase"])
+    assert few[("mug", "image")] == whole[("mug", "image")] == few[("mug", "joint")]
+    assert few[("cube", "image")] == whole[("cube", "image")] != few[("mug", "image")]
+    assert few[("vase", "image")] not in set(whole.values())          # outside the list: a camera of its own
+    assert cameras(["vase"]) == {k: v for k, v in few.items() if k[0] == "vase"}
+
+
 def test_reference_picture_is_an_rgba_view_the_engine_accepts():
     from backend.engine.reference_image import prepare_reference
 

@@ -105,6 +105,22 @@ class DrawnObject:
         return on_black, np.clip(1.0 - (on_white - on_black).mean(axis=-1), 0.0, 1.0)
 
 
+def object_index(name: str) -> int:
+    """The index an object's reference camera is drawn with: its place in ``DEFAULT_OBJECTS`` (the run of
+    record's), whatever list it runs in, so a run of a few objects sees each from the side the whole run does
+    (until session 35 its place in ``--objects``: ``--objects mug`` drew the mug from the barrel's side); an
+    object outside that list gets one of its own from its name."""
+    if name in DEFAULT_OBJECTS:
+        return DEFAULT_OBJECTS.index(name)
+    return len(DEFAULT_OBJECTS) + zlib.crc32(name.encode()) % 1000
+
+
+def plan_jobs(objects, seeds, variants, **common) -> list[dict]:
+    """One job per seed, object and variant (``run_job``'s input), each object at its own reference camera."""
+    return [{"object": name, "seed": seed, "index": object_index(name), "variant": variant, **common}
+            for seed in seeds for name in objects for variant in variants]
+
+
 def reference_camera(seed: int, index: int) -> tuple[float, float]:
     """(elevation in [0, 30], azimuth in [-180, 180)) of a job's reference view."""
     rng = np.random.default_rng(HELD_OUT_SEED + 7919 * seed + index)
@@ -333,9 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = 1 if workers > 1 else max(1, torch.get_num_threads())
     meta = {"device": torch.cuda.get_device_name(0) if on_cuda else "cpu", "platform": platform.platform(),
             "overrides": overrides, "objects": objects, "seeds": args.seeds, "model": args.model, "workers": workers}
-    jobs = [{"object": name, "seed": seed, "index": index, "variant": variant, "device": device, "model": args.model,
-             "overrides": overrides, "iou_resolution": args.iou_resolution, "deadline": None}
-            for seed in args.seeds for index, name in enumerate(objects) for variant in variants]
+    jobs = plan_jobs(objects, args.seeds, variants, device=device, model=args.model, overrides=overrides,
+                     iou_resolution=args.iou_resolution, deadline=None)
     # Every job's settings checked before any time is spent (a bad --set names its field here).
     for job in jobs:
         obj = DrawnObject(job["object"], None, job["seed"])

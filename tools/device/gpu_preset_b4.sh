@@ -7,6 +7,8 @@
 # Resumable across calls and machines: run(command="bash tools/device/gpu_preset_b4.sh 585",
 #   carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into .devstate/.
 # Before a call: rm -rf results backend/view_prior/weights backend/prior/report* (the 64 MiB tree limit).
+# Session 35: the next text run of record (the GPU preset with the hollow props opened, session 34) is this script
+# with IMAGE=0 and an empty .devstate (two commands: ~580 s + ~420 s): IMAGE=0 bash tools/device/gpu_preset_b4.sh 585
 source tools/device/common.sh "$1"
 restore_state
 echo '{"b4": {"resolution_schedule": "48x4"}}' > /tmp/b4.json
@@ -14,7 +16,7 @@ build_cuda_once
 T=/tmp/b4_text; I=/tmp/b4_image
 resumable_bench quality 45 $T $(( 83 * 3 * 2 )) --prompts benchmark --seeds 0 1 2 --variants /tmp/b4.json \
   --workers ${WORKERS:-14} --straggler-s 40 >> $T.log 2>&1
-if [ "$(count $T/quality.jsonl)" -ge $(( 83 * 3 * 2 )) ]; then
+if [ "${IMAGE:-1}" = 1 ] && [ "$(count $T/quality.jsonl)" -ge $(( 83 * 3 * 2 )) ]; then
   resumable_bench image 25 $I 20 --text --seeds 0 --set resolution_schedule=32x4 --workers 12 >> $I.log 2>&1
 fi
 pack_state $(cd /tmp && ls -d b4_text b4_text.log b4_image b4_image.log 2>/dev/null)
