@@ -13,13 +13,17 @@
 source tools/device/common.sh "$1"
 restore_state
 bench() { resumable_bench image 40 "$@"; }   # out, expected rows, args...
+# An A/B of one setting (session 35, for the next device session: the image preset at 48 px renders, which on the
+# CPU gained on 3 of 4 objects, runs/2026-12-02-session35-image-48px-cpu.jsonl):
+#   SEEDS=0 SET=resolution_schedule=48x4 NAME=img_48x4 COARSE=0 bash tools/device/image_bench.sh 300
+SEEDS=${SEEDS:-0 1 2}; NAME=${NAME:-img_fine}
 {
   build_cuda_once
-  bench /tmp/img_fine 60 --seeds 0 1 2 --text --workers ${W:-12} && \
+  bench /tmp/$NAME $(( 20 * $(echo $SEEDS | wc -w) )) --seeds $SEEDS --text ${SET:+--set $SET} --workers ${W:-12} && \
   { [ "${COARSE:-1}" = 0 ] || bench /tmp/img_coarse 30 --seeds 0 1 2 --set stages=coarse --workers ${W:-12}; }
 } >> /tmp/image_bench.log 2>&1
-pack_state img_fine $( [ -d /tmp/img_coarse ] && echo img_coarse ) image_bench.log
-for d in img_fine img_coarse; do [ -d /tmp/$d ] && mkdir -p /tmp/res/$d && cp /tmp/$d/image.* /tmp/$d/*.png /tmp/res/$d/ 2>/dev/null; done
+pack_state $NAME $( [ -d /tmp/img_coarse ] && echo img_coarse ) image_bench.log
+for d in $NAME img_coarse; do [ -d /tmp/$d ] && mkdir -p /tmp/res/$d && cp /tmp/$d/image.* /tmp/$d/*.png /tmp/res/$d/ 2>/dev/null; done
 cp /tmp/image_bench.log /tmp/res/
 tar czf $OUT/res.tgz -C /tmp res
 grep -v "Loading weights" /tmp/image_bench.log | tail -40
