@@ -145,3 +145,37 @@ def test_a_joint_jobs_picture_is_framed_at_the_text_priors_size(text_prior):
     kept = prepare_image_terms(_short(prompt="a red mug", reference_fill=0.8, text_guidance_weight=0.0),
                                guidance, png, "cpu")
     assert kept.image.fill == 0.8 and abs(_bbox_fill(kept.image.mask) - 0.8) < 0.03
+
+
+def test_a_reading_of_a_picture_framed_as_the_prior_frames_it_is_used_with_less_margin():
+    """A picture at the prior's own framing reads far more reliably than one framed anyhow (session 35, 51 pictures:
+    all right against 32 of 51), so a reading there is used from a smaller margin: the same margin is sure of a
+    picture as framed (read at ``fill`` 0) and unsure of one read at one of the prior's framings."""
+    from backend.prior.recognise import MIN_MARGIN, MIN_MARGIN_AS_FRAMED, Recognised
+
+    between = (MIN_MARGIN + MIN_MARGIN_AS_FRAMED) / 2
+    assert MIN_MARGIN_AS_FRAMED < between < MIN_MARGIN
+    assert Recognised("a wooden crate", [], between, fill=0.0).confident
+    assert not Recognised("a wooden crate", [], between, fill=0.6).confident
+    assert not Recognised("a wooden crate", [], MIN_MARGIN_AS_FRAMED - 0.01).confident
+    assert Recognised("a wooden crate", [], MIN_MARGIN, fill=0.75).confident
+
+
+def test_a_picture_as_framed_read_right_with_a_margin_under_the_old_threshold_is_used(text_prior):
+    """The image benchmark's crate seen from (8, 149) degrees reads right with a margin of 0.70 (session 35): under
+    the 0.8 a picture framed anyhow needs, over the as-framed 0.6; the job gets the prompt (it came out 0.51 on
+    the picture alone against 0.77 read)."""
+    from backend.engine.guidance.models import load_guidance
+    from backend.engine.reference import prepare_image_terms
+    from backend.prior.recognise import MIN_MARGIN
+    from backend.view_prior import available
+
+    if not available():
+        pytest.skip("the built-in view prior's weights are not installed")
+    elevation, azimuth = reference_camera(0, 2)
+    png = reference_png(DrawnObject("crate", None, 0), elevation, azimuth)
+    settings = _short(reference_fill=0.0, reference_elevation=elevation, reference_azimuth=azimuth)
+    guidance = load_guidance(settings.model, "cpu", guidance_type="zero123", settings=settings)
+    terms = prepare_image_terms(settings, guidance, png, "cpu")
+    assert terms.recognised.prompt == "a wooden crate" and terms.recognised.margin < MIN_MARGIN, terms.recognised
+    assert terms.recognised.confident and terms.text_embeddings is not None
