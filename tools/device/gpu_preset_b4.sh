@@ -7,8 +7,10 @@
 # Resumable across calls and machines: run(command="bash tools/device/gpu_preset_b4.sh 585",
 #   carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into .devstate/.
 # Before a call: rm -rf results backend/view_prior/weights backend/prior/report* (the 64 MiB tree limit).
-# Session 35: the next text run of record (the GPU preset with the hollow props opened, session 34) is this script
-# with IMAGE=0 and an empty .devstate (two commands: ~580 s + ~420 s): IMAGE=0 bash tools/device/gpu_preset_b4.sh 585
+# A whole new text run of record (after a change that acts on every prompt) is this script with IMAGE=0 and an empty
+# .devstate (two commands: ~580 s + ~420 s): IMAGE=0 bash tools/device/gpu_preset_b4.sh 585. (Session 35's run of
+# record is session 33's with the hollow props' rows measured again: a change that acts on a few prompts needs only
+# theirs, `quality_ab.sh` with PROMPTS, merged with `bench quality --report-only`.)
 source tools/device/common.sh "$1"
 restore_state
 echo '{"b4": {"resolution_schedule": "48x4"}}' > /tmp/b4.json
