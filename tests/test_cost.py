@@ -417,7 +417,8 @@ def test_bench_cost_quick_runs_end_to_end_on_the_cpu(tmp_path):
 
 def test_resume_measures_a_grid_of_two_passes_again_whole(tmp_path):
     """A grid measured in two passes (the prior's on a GPU, the second backwards against the host's drift) is
-    kept whole or measured again whole; a one-pass grid keeps each row it has."""
+    kept whole or measured again whole; a one-pass grid keeps each row it has; the exports and the fine stage
+    are kept when the run has them."""
     import json
 
     from backend.bench.cost import SD_ARCH, resume_run
@@ -434,11 +435,11 @@ def test_resume_measures_a_grid_of_two_passes_again_whole(tmp_path):
     path = tmp_path / "cost.json"
     path.write_text(json.dumps(stored))
     run = {"quick": False, "configs": [], "exports": [], "architectures": {}}
-    left = resume_run(run, path, [(BUILTIN_ARCH, "builtin", grid, 2, False), (SD_ARCH, None, grid, 1, False)])
-    assert left == [(BUILTIN_ARCH, "builtin", grid, 2, False), (SD_ARCH, None, [grid[1]], 1, False)]
+    left = resume_run(run, path, [(BUILTIN_ARCH, "builtin", grid, 2), (SD_ARCH, None, grid, 1)])
+    assert left == [(BUILTIN_ARCH, "builtin", grid, 2), (SD_ARCH, None, [grid[1]], 1)]
     assert [(c["arch"], c["overrides"]) for c in run["configs"]] == [(SD_ARCH, {}), (SD_ARCH, grid[2][0])]
-    assert run["exports"] == [] and run["resumed_wall_s"] == 50.0 and set(run["architectures"]) == {SD_ARCH}
-
+    assert run["exports"] == stored["exports"] and "fine" not in run      # the fine stage: measured
+    assert run["resumed_wall_s"] == 50.0 and set(run["architectures"]) == {SD_ARCH}
 
 def test_the_fine_stage_is_costed_as_its_hand_over_and_its_steps(cpu_profile, tmp_path):
     """A run with a fine stage (the built-in preset) costs its hand-over and its steps, more with more or
@@ -518,3 +519,23 @@ def test_a_dynamic_sampler_configuration_is_measured_on_several_fields():
     big = small.replace(sampling="budget", resolution_schedule="1024x1", samples_per_ray=512)
     assert marches_dynamically(Trainer(big, guidance, cpu))
     assert marches_dynamically(Trainer(small.replace(sampling="dynamic"), guidance, cpu))
+
+
+def test_the_shape_priors_configurations_are_measured_with_the_pair_inside_the_priors_passes():
+    """``bench cost`` measures the shape prior's configurations in the built-in grid's own passes (one drift for
+    both kinds, session 35), each with the models its run loads: the pair for a configuration with
+    ``shape_model`` (the prior as its colour half, not a second copy), the prior alone (the shape prior dropped)
+    for one without."""
+    import torch
+
+    from backend.bench.cost import BuiltinGuidances, PRIOR_GRID, SHAPE_GRID, settings_for
+    from backend.cost.model import BUILTIN_ARCH
+    from backend.engine.guidance.shape_colour import ShapeColourGuidance
+
+    guidances = BuiltinGuidances("builtin", torch.device("cpu"))
+    with_shape = settings_for(BUILTIN_ARCH, "builtin", SHAPE_GRID[0][0])
+    pair = guidances.for_settings(with_shape)
+    assert isinstance(pair, ShapeColourGuidance) and pair.colour is guidances.plain
+    assert pair.shape is not guidances.plain and guidances.for_settings(with_shape) is pair
+    assert guidances.for_settings(settings_for(BUILTIN_ARCH, "builtin", PRIOR_GRID[0][0])) is guidances.plain
+    assert guidances.for_settings(with_shape) is not pair                 # dropped in between, loaded again

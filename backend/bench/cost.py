@@ -57,8 +57,8 @@ PROMPT = "a red cube"
 
 # (architecture, settings over the architecture's base, held out?). The base: the prior's preset for
 # the prior, as the grid was first measured (32x1 renders, no shape prior: since session 23 the preset
-# renders 48x1, which is a held-out row here, and guides with a second prior, measured on its own in
-# SHAPE_GRID); the schema defaults (threestudio's dreamfusion-sd) for SD-1.5.
+# renders 48x1, which is a held-out row here, and guides with a second prior: SHAPE_GRID's rows, measured in the
+# same passes); the schema defaults (threestudio's dreamfusion-sd) for SD-1.5.
 PRIOR_BASE = {"resolution_schedule": "32x1", "shape_model": ""}
 PRIOR_GRID = [
     ({}, False),                                                       # 32x1, 64 samples, 8 levels of 2^16
@@ -81,7 +81,7 @@ PRIOR_GRID = [
     ({"hash_levels": 16, "hash_log2_size": 20, "hash_max_resolution": 4096, "resolution_schedule": "64x1"}, False),
 ]
 # The built-in preset as it ships (48x1 renders, prior v9 guiding the lit renders): both priors loaded,
-# measured with their own guidance pair after the grid above.
+# measured with their guidance pair in the grid above's passes (``BuiltinGuidances``).
 # Held out: the GPU's preset since session 33 (four views a step): the batch's cost with both priors, predicted
 # from the colour prior's batch rows.
 SHAPE_GRID = [({"resolution_schedule": "48x1", "shape_model": BUILTIN_SHAPE}, False),
@@ -540,9 +540,9 @@ def resume_run(run: dict, stored_path: Path, grids: list[tuple]) -> list[tuple]:
     a crash after the built-in grid: session 35 lost one that way), and the grids left to measure are returned.
     A grid of one pass keeps each configuration measured and measures the rest; a grid of several passes is
     kept whole or measured again whole (its passes run in opposite orders to cancel the host's drift). What
-    follows a grid in ``measure`` (the exports after the built-in grid, the fine stage after the shape
-    prior's) is kept when it is there, else the grid is returned to have it measured (with no configuration
-    left when they are all kept)."""
+    follows the built-in grid in ``measure`` (the exports, the fine stage: each on a field of its own) is kept when
+    it is there; measure measures what is missing (the grid returned with no configuration left when they are all
+    kept)."""
     if not stored_path.is_file():
         return grids
     stored = json.loads(stored_path.read_text())
@@ -550,35 +550,67 @@ def resume_run(run: dict, stored_path: Path, grids: list[tuple]) -> list[tuple]:
         raise SystemExit(f"--resume continues a run cut short, and {stored_path} is a finished one "
                          "(partial: false) or a --quick one: leave --resume out to measure again")
 
-    def key(arch: str, overrides: dict, shape: bool) -> str:
-        return json.dumps([arch, overrides, shape], sort_keys=True)
+    def key(arch: str, overrides: dict) -> str:
+        return json.dumps([arch, overrides], sort_keys=True)
 
-    have = {key(c["arch"], c["overrides"], bool(c["settings"].get("shape_model"))): c for c in stored["configs"]}
+    have = {key(c["arch"], c["overrides"]): c for c in stored["configs"]}
     kept, left = [], []
-    for arch, model, grid, passes, shape in grids:
-        rows = [have.get(key(arch, overrides, shape)) for overrides, _held in grid]
+    for arch, model, grid, passes in grids:
+        rows = [have.get(key(arch, overrides)) for overrides, _held in grid]
         done = [r is not None and len(r.get("passes", [r])) >= passes for r in rows]
         if passes > 1 and not all(done):
             done = [False] * len(grid)
         kept += [r for r, d in zip(rows, done) if d]
         todo = [g for g, d in zip(grid, done) if not d]
-        follow = "exports" if arch == BUILTIN_ARCH and not shape else "fine" if shape else None
-        if follow == "exports" and stored.get("exports") and not todo:
-            run["exports"], run["export_warmup"] = stored["exports"], stored.get("export_warmup", False)
-            follow = None
-        elif follow == "fine" and stored.get("fine") and not todo:
-            run["fine"] = stored["fine"]
-            follow = None
-        print(f"{arch}{' + shape prior' if shape else ''}: {sum(done)} of {len(grid)} configurations kept from "
-              f"{stored_path}{', the rest measured' if todo else ''}"
-              f"{f', its {follow} measured' if follow else ''}", flush=True)
-        if todo or follow:
-            left.append((arch, model, todo, passes, shape))
+        follows = []
+        if arch == BUILTIN_ARCH:        # each measured on a field of its own: kept whatever the grid's rows
+            if stored.get("exports"):
+                run["exports"], run["export_warmup"] = stored["exports"], stored.get("export_warmup", False)
+            else:
+                follows.append("exports")
+            if stored.get("fine"):
+                run["fine"] = stored["fine"]
+            else:
+                follows.append("fine stage")
+        print(f"{arch}: {sum(done)} of {len(grid)} configurations kept from {stored_path}"
+              f"{', the rest measured' if todo else ''}{', its ' + ' and '.join(follows) + ' measured' if follows else ''}",
+              flush=True)
+        if todo or follows:
+            left.append((arch, model, todo, passes))
     run["configs"] = kept
     run["resumed_wall_s"] = stored["wall_s"]        # the stored run's wall time is part of this one's
     run["architectures"] = {a: v for a, v in stored.get("architectures", {}).items()
                             if any(c["arch"] == a for c in kept)}
     return left
+
+
+class BuiltinGuidances:
+    """The built-in prior's guidance, and the shape prior beside it while a configuration with ``shape_model``
+    is measured (as a run with the preset loads the pair: ``ShapeColourGuidance``, the prior as its colour
+    half); dropped again before one without, so that each configuration's peak memory has in it the models its
+    run would load, no more."""
+
+    def __init__(self, model: str, device):
+        from backend.engine.guidance import load_guidance
+
+        self.model, self.device = model, device
+        self.plain = load_guidance(model, device)
+        self._pair = None
+
+    def for_settings(self, settings):
+        if not settings.has_shape_model:
+            self._pair = None
+            return self.plain
+        if self._pair is None:
+            from backend.engine.guidance.models import resolve_model
+            from backend.engine.guidance.shape_colour import ShapeColourGuidance
+            from backend.engine.registry import find
+
+            cls = find("guidance", settings.guidance_type)
+            shape = cls(str(resolve_model(settings.shape_model.strip(), builtin=cls.builtin_model)), self.device,
+                        half_precision=settings.half_precision)
+            self._pair = ShapeColourGuidance(self.plain, shape)
+        return self._pair
 
 
 def measure(args, out: Path) -> dict:
@@ -589,7 +621,6 @@ def measure(args, out: Path) -> dict:
     if args.clock == "process":
         _CLOCK["clock"] = time.process_time
     from backend.engine.guidance import load_guidance
-    from backend.engine.guidance.models import load_guidance_for
 
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
@@ -640,9 +671,12 @@ def measure(args, out: Path) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / results_name(cuda)).write_text(json.dumps(run, indent=1, default=str) + "\n")
 
-    # (architecture, model, grid, passes, with the shape prior?)
-    grids = [(BUILTIN_ARCH, "builtin", prior_grid, prior_passes, False),
-             (BUILTIN_ARCH, "builtin", SHAPE_GRID, 1, True)]
+    # (architecture, model, grid, passes). The shape prior's configurations are measured inside the prior's passes
+    # (its guidance loaded beside the prior's while they run, ``BuiltinGuidances``): until session 35 they were a
+    # grid of their own, one pass after the exports, and the one fitted row with it (48x1, 18.5 ms) and the held-out
+    # 48x1 without it (26.2 ms; the same features: both are the built-in architecture) came out 30% apart from the
+    # host-bound step's drift over a run (results/speed/NOTES.md, session 35).
+    grids = [(BUILTIN_ARCH, "builtin", prior_grid + SHAPE_GRID, prior_passes)]
     if args.sd15_only:
         # SD's grid measured again into this device's stored run, the built-in rows and exports kept (after a
         # change on SD's side, or to time SD's rows apart: tools/device/cost_all.sh's "sd15" part).
@@ -658,7 +692,7 @@ def measure(args, out: Path) -> dict:
     if cuda and not args.no_sd15:
         # One pass: SD's steps are GPU-bound. Session 31 ran two, the second backwards: the held-out 192x1 row
         # measured 40.2 / 41.2 ms, the same either way (not an effect of its place in the grid).
-        grids.append((SD_ARCH, None, sd_grid, 1, False))     # its model built below, when it is measured
+        grids.append((SD_ARCH, None, sd_grid, 1))     # its model built below, when it is measured
     if args.resume:
         grids = resume_run(run, out / results_name(cuda), grids)
     if any(g[0] == SD_ARCH for g in grids):
@@ -668,18 +702,14 @@ def measure(args, out: Path) -> dict:
         sd_model = str(build_sd15(Path(args.model_dir)))
         print(f"SD-1.5 architecture built in {clock() - t0:.0f} s", flush=True)
         grids = [(a, sd_model if a == SD_ARCH else m, *rest) for a, m, *rest in grids]
-    for arch, model, grid, passes, shape in grids:
+    for arch, model, grid, passes in grids:
         reset_peak(device)
         t0 = clock()
-        if shape:       # the pair (model + shape_model), loaded as a run with the preset loads it
-            guidance = load_guidance_for(settings_for(arch, model, grid[0][0] if grid else {}), device)
-        else:
-            guidance = load_guidance(model, device)
+        guidances = BuiltinGuidances(model, device) if arch == BUILTIN_ARCH else None
+        plain = guidances.plain if guidances else load_guidance(model, device)
         load_s = clock() - t0
-        if not shape:
-            run["architectures"][arch] = {"native_resolution": int(guidance.native_resolution), "load_s": load_s}
-        print(f"{arch}{' + shape prior' if shape else ''}: loaded in {load_s:.1f} s, native resolution "
-              f"{guidance.native_resolution}", flush=True)
+        run["architectures"][arch] = {"native_resolution": int(plain.native_resolution), "load_s": load_s}
+        print(f"{arch}: loaded in {load_s:.1f} s, native resolution {plain.native_resolution}", flush=True)
         measured: dict[int, list[dict]] = {}
         done = run["configs"]
 
@@ -695,6 +725,7 @@ def measure(args, out: Path) -> dict:
             for i in order:
                 overrides, held = grid[i]
                 settings = settings_for(arch, model, overrides)
+                guidance = guidances.for_settings(settings) if guidances else plain
                 guidance.configure(settings)
                 big = settings.resolution_stages[0].resolution * settings.resolution_stages[0].batch_size >= 256 and arch == SD_ARCH
                 try:
@@ -712,15 +743,18 @@ def measure(args, out: Path) -> dict:
                       f"[{time.perf_counter() - t_start:.0f} s]", flush=True)
         run["configs"] = done + merged()
         save_raw()
-        if arch == BUILTIN_ARCH and not shape:
+        if guidances and not run.get("exports"):
             # three timings each on a GPU (an export there is 1-8 s); a CPU export takes up to a minute
-            run["exports"] = measure_exports(guidance, device, export_grid, repeats=export_repeats)
+            run["exports"] = measure_exports(guidances.for_settings(settings_for(arch, model, {})), device,
+                                             export_grid, repeats=export_repeats)
             run["export_warmup"] = True
             save_raw()
-        if arch == BUILTIN_ARCH and shape:
-            run["fine"] = measure_fine(guidance, device, fine_grid, repeats=fine_repeats)
+        if guidances and "fine" not in run:
+            # the fine stage after a coarse run of the preset (its shape prior beside the prior)
+            run["fine"] = measure_fine(guidances.for_settings(settings_for(arch, model, FINE_BASE)), device, fine_grid,
+                                       repeats=fine_repeats)
             save_raw()
-        del guidance
+        del guidance, plain, guidances
         reset_peak(device)
     run["partial"] = False
     save_raw()

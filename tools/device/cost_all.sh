@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 13's estimator on the GPU, measured whole again: `bench cost` (the built-in grid in two passes, the exports, the
-# fine stage, SD-1.5's grid; ~8.5 min on an H200). The second argument picks a part: all (default); builtin (`--no-sd15`);
+# fine stage, SD-1.5's grid; since session 34 ~12 min on an H200, more than one command: `all` then `resume`). The second argument picks a part: all (default); builtin (`--no-sd15`);
 # sd15 (`--sd15-only`: SD's grid measured again into the stored run of this GPU, results/speed/cost.json, which must
 # then travel with the call); resume (session 35: the grids a run cut short left in results/speed/cost.json, partial,
 # kept and the rest measured: since the dynamic sampler's configurations are measured on three fields, a whole run
-# takes longer than one command, so `builtin` first, then `resume`). Raw numbers are written after every configuration, so a command cut short leaves what it
+# takes longer than one command: `all` (or `builtin`), then `resume` until the run is whole). Raw numbers are written after every configuration, so a command cut short leaves what it
 # measured (`bench cost --refit results/speed/cost.json` here).
 # Before the call (a call carries at most 64 MiB of tree): rm -rf results/quality results/image backend/view_prior/weights
 # backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior, then copy cost.json, the
