@@ -602,13 +602,12 @@ class BuiltinGuidances:
             self._pair = None
             return self.plain
         if self._pair is None:
-            from backend.engine.guidance.models import resolve_model
+            from backend.engine.guidance.models import resolve_shape_model
             from backend.engine.guidance.shape_colour import ShapeColourGuidance
-            from backend.engine.registry import find
 
-            cls = find("guidance", settings.guidance_type)
-            shape = cls(str(resolve_model(settings.shape_model.strip(), builtin=cls.builtin_model)), self.device,
-                        half_precision=settings.half_precision)
+            # built here, not by load_guidance_for: the pair's colour half must be this very prior, not a second copy
+            shape = type(self.plain)(str(resolve_shape_model(settings, settings.guidance_type)), self.device,
+                                     half_precision=settings.half_precision)
             self._pair = ShapeColourGuidance(self.plain, shape)
         return self._pair
 

@@ -120,16 +120,23 @@ def load_text_guidance_for(settings: GenerationSettings, device="cpu", *, allow_
                          half_precision=settings.half_precision, allow_download=allow_download, settings=settings)
 
 
+def resolve_shape_model(settings: GenerationSettings, guidance_type: str = "stable-diffusion", *,
+                        allow_download: bool = False) -> Path:
+    """The folder of ``settings.shape_model`` (a missing one named as the field ``shape_model``)."""
+    cls = find("guidance", guidance_type)
+    try:
+        return resolve_model(settings.shape_model.strip(), allow_download=allow_download, builtin=cls.builtin_model)
+    except ModelNotFoundError as e:
+        raise ModelNotFoundError(str(e).replace("model:", "shape_model:", 1)) from None
+
+
 def _load_shape_colour(settings: GenerationSettings, guidance_type: str, model: str, device,
                        allow_download: bool) -> Guidance:
     from backend.engine.guidance.shape_colour import ShapeColourGuidance
 
     cls = find("guidance", guidance_type)
     colour = resolve_model(model, allow_download=allow_download, builtin=cls.builtin_model)
-    try:
-        shape = resolve_model(settings.shape_model.strip(), allow_download=allow_download, builtin=cls.builtin_model)
-    except ModelNotFoundError as e:
-        raise ModelNotFoundError(str(e).replace("model:", "shape_model:", 1)) from None
+    shape = resolve_shape_model(settings, guidance_type, allow_download=allow_download)
     key = ("shape-colour", guidance_type, str(colour), str(shape), str(torch.device(device)),
            settings.half_precision)
     with _lock:
