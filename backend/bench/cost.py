@@ -593,7 +593,7 @@ class BuiltinGuidances:
     def __init__(self, model: str, device):
         from backend.engine.guidance import load_guidance
 
-        self.model, self.device = model, device
+        self.device = device
         self.plain = load_guidance(model, device)
         self._pair = None
 
