@@ -539,3 +539,22 @@ def test_the_shape_priors_configurations_are_measured_with_the_pair_inside_the_p
     assert pair.shape is not guidances.plain and guidances.for_settings(with_shape) is pair
     assert guidances.for_settings(settings_for(BUILTIN_ARCH, "builtin", PRIOR_GRID[0][0])) is guidances.plain
     assert guidances.for_settings(with_shape) is not pair                 # dropped in between, loaded again
+
+
+def test_pass_spread_is_the_step_times_spread_between_passes_by_architecture():
+    """The report states how far one configuration's step time moved between the passes of its run (the error no fit
+    can go under, session 36): (largest - smallest) / smallest per configuration and phase, single-pass rows left out."""
+    from backend.bench.cost import pass_spread, spread_note
+
+    def row(arch, albedo, after):
+        passes = [{"step_s_albedo": a, "step_s_after_warmup": b} for a, b in zip(albedo, after)]
+        return {"arch": arch, "passes": passes} if len(passes) > 1 else {"arch": arch}
+
+    run = {"configs": [row("builtin", [0.010, 0.013], [0.020, 0.020]), row("builtin", [0.016, 0.012], [0.015, 0.030]),
+                       row("sd15", [0.030], [0.040])]}
+    spread = pass_spread(run)
+    assert set(spread) == {"builtin"} and spread["builtin"]["n"] == 4
+    assert spread["builtin"]["max_pct"] == pytest.approx(100.0)                 # 15 -> 30 ms
+    assert spread["builtin"]["median_pct"] == pytest.approx((30.0 + 100 / 3) / 2)   # of 0, 30, 33.3, 100
+    assert "builtin median 32% / max 100% (n=4)" in spread_note(spread)
+    assert spread_note(pass_spread({"configs": [row("sd15", [0.03], [0.04])]})) == ""
