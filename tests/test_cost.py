@@ -558,3 +558,31 @@ def test_pass_spread_is_the_step_times_spread_between_passes_by_architecture():
     assert spread["builtin"]["median_pct"] == pytest.approx((30.0 + 100 / 3) / 2)   # of 0, 30, 33.3, 100
     assert "builtin median 32% / max 100% (n=4)" in spread_note(spread)
     assert spread_note(pass_spread({"configs": [row("sd15", [0.03], [0.04])]})) == ""
+
+
+@pytest.mark.parametrize("sampling", ["auto", "budget", "dynamic"])
+def test_the_cost_model_knows_which_sampler_a_training_render_takes(sampling):
+    """``samples_on_budget`` (torch-free, at estimate time) agrees with the renderer's own rule
+    (``trainer.resolve_sampling`` and ``occupancy.budget_fits`` on a real estimator), across the boundary."""
+    import torch
+
+    from backend.cost.model import MAX_BUDGET_CANDIDATES, samples_on_budget
+    from backend.engine import occupancy
+    from backend.engine.renderer import VolumeRenderer
+    from backend.engine.trainer import BOUND, resolve_sampling
+    from shared.settings import GenerationSettings
+
+    assert MAX_BUDGET_CANDIDATES == occupancy.MAX_BUDGET_CANDIDATES
+    estimator = occupancy.make_estimator(BOUND, 32, torch.device("cpu"))
+    seen = set()
+    for spr in (32, 64, 96, 384, 512, 1024):
+        s = GenerationSettings(prompt="a red cube", sampling=sampling, samples_per_ray=spr)
+        step = VolumeRenderer(None, None, estimator, bound=BOUND, samples_per_ray=spr).render_step_size
+        edge = MAX_BUDGET_CANDIDATES // (spr + 1)
+        for rays in (48 * 48, 128 * 128, 192 * 192, 512 * 512, edge - 1, edge, edge + 1, edge + 2):
+            for cuda in (False, True):
+                engine = (resolve_sampling(sampling, "cuda" if cuda else "cpu") == "budget"
+                          and occupancy.budget_fits(rays, step, estimator))
+                assert samples_on_budget(s, rays, cuda, bound=BOUND) == engine, (spr, rays, cuda)
+                seen.add(engine)
+    assert seen == ({True, False} if sampling != "dynamic" else {False})
