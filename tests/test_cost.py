@@ -562,17 +562,17 @@ def test_pass_spread_is_the_step_times_spread_between_passes_by_architecture():
 
 @pytest.mark.parametrize("sampling", ["auto", "budget", "dynamic"])
 def test_the_cost_model_knows_which_sampler_a_training_render_takes(sampling):
-    """``samples_on_budget`` (torch-free, at estimate time) agrees with the renderer's own rule
-    (``trainer.resolve_sampling`` and ``occupancy.budget_fits`` on a real estimator), across the boundary."""
+    """``samples_on_budget`` (torch-free, at estimate time, on the object's box) agrees with what the engine decides
+    (``trainer.resolve_sampling`` and ``occupancy.budget_fits`` on a real estimator's box), across the boundary."""
     import torch
 
-    from backend.cost.model import MAX_BUDGET_CANDIDATES, samples_on_budget
+    from backend.cost.model import samples_on_budget
     from backend.engine import occupancy
     from backend.engine.renderer import VolumeRenderer
+    from backend.engine.sampling_rule import MAX_BUDGET_CANDIDATES
     from backend.engine.trainer import BOUND, resolve_sampling
     from shared.settings import GenerationSettings
 
-    assert MAX_BUDGET_CANDIDATES == occupancy.MAX_BUDGET_CANDIDATES
     estimator = occupancy.make_estimator(BOUND, 32, torch.device("cpu"))
     seen = set()
     for spr in (32, 64, 96, 384, 512, 1024):

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from backend.engine.sampling_rule import auto_sampling, budget_fits_steps, candidate_steps, render_step_size
 from shared.settings import GenerationSettings
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -173,20 +174,13 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
     return out
 
 
-# The renderer's rule for a training render on the fixed sample budget (``backend.engine.occupancy.budget_fits``
-# with the renderer's step of 2 sqrt(3) bound / samples_per_ray, ``trainer.resolve_sampling``'s "auto"), here
-# without torch; tests/test_cost.py checks the two agree.
-MAX_BUDGET_CANDIDATES = 2**24
-
-
 def samples_on_budget(s: GenerationSettings, rays: int, cuda: bool, bound: float = 1.0) -> bool:
-    """Whether a training render of ``rays`` rays takes the fixed sample budget (else the dynamic sampler).
-    The candidate steps a ray gets are computed as the renderer computes them (the box's diagonal over its step,
-    in floating point), so the two agree at the boundary too."""
-    sampling = s.sampling if s.sampling != "auto" else ("budget" if cuda else "dynamic")
-    step = math.sqrt(3.0) * 2.0 * bound / s.samples_per_ray
-    steps_per_ray = int(math.ceil(math.dist((-bound,) * 3, (bound,) * 3) / step)) + 1
-    return sampling == "budget" and rays * steps_per_ray <= MAX_BUDGET_CANDIDATES
+    """Whether a training render of ``rays`` rays takes the fixed sample budget (else the dynamic sampler): the
+    renderer's and the trainer's own rule (``backend.engine.sampling_rule``), on the object's box."""
+    sampling = s.sampling if s.sampling != "auto" else auto_sampling(cuda)
+    diagonal = math.dist((-bound,) * 3, (bound,) * 3)
+    steps = candidate_steps(diagonal, render_step_size(bound, s.samples_per_ray))
+    return sampling == "budget" and budget_fits_steps(rays, steps)
 
 
 def memory_features(s: GenerationSettings, resolution: int, batch: int, native: dict[str, int],

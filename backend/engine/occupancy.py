@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from backend.engine.compiled import compile_or_eager
+from backend.engine.sampling_rule import budget_fits_steps, candidate_steps
 
 
 def ray_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor):
@@ -171,9 +172,7 @@ class TorchOccGridEstimator(nn.Module):
 
 
 # -- sampling on a fixed budget -------------------------------------------------------------------
-# Dense candidate grids above this many (rays x steps per ray) are not worth building: those renders
-# (256^2 and up) are GPU-bound anyway and keep the dynamic sampler.
-MAX_BUDGET_CANDIDATES = 2**24
+# (which renders take it: backend.engine.sampling_rule, shared with the cost model)
 
 
 def _round_up(n: float, multiple: int = 4096) -> int:
@@ -274,12 +273,12 @@ def _steps_per_ray(estimator: nn.Module, render_step_size: float) -> int:
     if diag is None:
         aabb = estimator.aabbs[0].tolist()
         diag = estimator._host_diagonal = math.dist(aabb[:3], aabb[3:])
-    return int(math.ceil(diag / render_step_size)) + 1
+    return candidate_steps(diag, render_step_size)
 
 
 def budget_fits(n_rays: int, render_step_size: float, estimator: nn.Module) -> bool:
     """Whether ``sample_with_budget`` builds a small enough candidate grid for ``n_rays`` rays."""
-    return n_rays * _steps_per_ray(estimator, render_step_size) <= MAX_BUDGET_CANDIDATES
+    return budget_fits_steps(n_rays, _steps_per_ray(estimator, render_step_size))
 
 
 @compile_or_eager

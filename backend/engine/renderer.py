@@ -5,7 +5,6 @@ Shapes as in nerfstudio (``Float[Tensor, "R 3"]``: R rays, S packed samples), in
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -16,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from backend.engine.compiled import compile_or_eager
 from backend.engine.geometry import Geometry
 from backend.engine.graphed_render import GraphedRender
+from backend.engine.sampling_rule import render_step_size
 from backend.engine.occupancy import (SampleBudget, TorchOccGridEstimator, accumulate_along_rays, budget_fits,
                                      distortion_sum, render_weights, sample_with_budget)
 
@@ -87,7 +87,7 @@ class VolumeRenderer(nn.Module):
         super().__init__()
         self.field, self.background, self.estimator = field, background, estimator
         self.bound = bound
-        self.render_step_size = math.sqrt(3.0) * 2.0 * bound / samples_per_ray
+        self.render_step_size = render_step_size(bound, samples_per_ray)
         self.alpha_threshold = alpha_threshold
         self.checkpoint_rays = checkpoint_rays
         if sampling not in ("budget", "dynamic"):

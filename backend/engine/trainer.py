@@ -20,6 +20,7 @@ from backend.engine import hollow
 from backend.engine.cameras import (CameraBatch, camera_rays, host_to_device, preview_camera, sample_cameras,
                                     view_direction, view_suffixes)
 from backend.engine.field import BackgroundMLP
+from backend.engine.sampling_rule import auto_sampling
 from backend.engine.geometry import Geometry
 from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings, avoid_text
 from backend.engine.guidance.models import load_guidance_for
@@ -81,7 +82,7 @@ def resolve_sampling(sampling: str, device: torch.device | str) -> str:
     dynamic sampler on the CPU, where there is no such wait and padding would only cost."""
     if sampling != "auto":
         return sampling
-    return "budget" if torch.device(device).type == "cuda" else "dynamic"
+    return auto_sampling(torch.device(device).type == "cuda")
 
 
 def seed_everything(seed: int) -> None:
