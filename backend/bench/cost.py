@@ -79,8 +79,8 @@ PRIOR_GRID = [
     ({"hash_levels": 16, "hash_log2_size": 16, "hash_max_resolution": 2048}, False),
     ({"hash_levels": 8, "hash_log2_size": 19, "hash_max_resolution": 2048}, False),
     ({"hash_levels": 16, "hash_log2_size": 20, "hash_max_resolution": 4096, "resolution_schedule": "64x1"}, False),
-    # Session 36: four views a step, fitted. Both GPU presets render four (the image preset 32x4, the text preset
-    # 48x4 with the shape prior, held out below), and with no four-view row in the fit the batch's cost per view
+    # Session 36: four views a step, fitted. Both GPU presets render four (the image preset 48x4 since session 37,
+    # the text preset 48x4 with the shape prior, held out below), and with no four-view row in the fit the batch's cost per view
     # came from the one two-view row: 2.3 ms a view, where on an H200 the prior's step is its host's launches and
     # four views cost what one does (results/speed/NOTES.md, session 36: 48x4 + shape predicted 25.5 ms, 13.9
     # measured; the probe: 431 kernel launches a step for one view and for four).
