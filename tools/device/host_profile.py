@@ -36,6 +36,7 @@ OUT = Path(os.environ.get("OUT", "/tmp/host_profile"))
 STEPS = int(os.environ.get("STEPS", "60"))
 VARIANTS = {
     "default": {},
+    "graph render": {"graph_render": True},
     "graph+compile render": {"graph_render": True, "compile_render": True},
     "vae reduce-overhead": {"vae_compile_mode": "reduce-overhead"},
     "all three": {"graph_render": True, "compile_render": True, "vae_compile_mode": "reduce-overhead"},
@@ -115,7 +116,7 @@ def main() -> int:
     model = str(build_sd15(Path(tempfile.gettempdir()) / "dreamprop-sd15"))
     report: dict = {"device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"}
     only = [v for v in os.environ.get("ONLY", "").split(",") if v]
-    for gres in (256, 0):
+    for gres in [int(g) for g in os.environ.get("GRES", "256,0").split(",")]:
         base = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "resolution_schedule": "64x1",
                                              "guidance_resolution": gres})
         guidance = load_guidance_for(base, DEVICE)
