@@ -40,6 +40,7 @@ VARIANTS = {
     "graph+compile render": {"graph_render": True, "compile_render": True},
     "vae reduce-overhead": {"vae_compile_mode": "reduce-overhead"},
     "all three": {"graph_render": True, "compile_render": True, "vae_compile_mode": "reduce-overhead"},
+    "default again": {},
 }
 
 
