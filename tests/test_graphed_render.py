@@ -61,15 +61,16 @@ def test_budget_counts_can_be_taken_out_of_a_render():
 
 def test_graph_render_is_a_speed_setting(tiny_model_path, tmp_path):
     """It changes how a render runs, not what it computes: a checkpoint made without it resumes with it
-    (on the CPU the renderer ignores it)."""
+    (on by default since session 37; on the CPU the renderer ignores it)."""
     from backend.engine.trainer import prepare_generation
     from tests.helpers import tiny_settings
 
+    assert tiny_settings().graph_render is True
     path = str(tmp_path / "run.pt")
-    run = prepare_generation(tiny_settings(steps=4), device="cpu").trainer
+    run = prepare_generation(tiny_settings(steps=4, graph_render=False), device="cpu").trainer
     run.train_step()
     run.save_checkpoint(path)
-    resumed = prepare_generation(tiny_settings(steps=4, graph_render=True), device="cpu").trainer
+    resumed = prepare_generation(tiny_settings(steps=4), device="cpu").trainer
     resumed.load_checkpoint(path)
     assert resumed.step == 1 and resumed.renderer.graphed is None      # CPU: eager
 

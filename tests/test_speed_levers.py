@@ -223,3 +223,24 @@ def test_tf32_and_bf16_fields_agree_with_fp32_on_the_gpu():
         (d, _, n), _ = _outputs_and_grads(_field(precision, "cuda"), x)
         assert ((d - d32).abs() / d32.abs().clamp(min=1e-3)).max() < rel, precision
         assert (n * n32).sum(-1).min() > cos, precision
+
+
+# -- the 10k projection (bench speed) --------------------------------------------------------------
+def test_the_long_runs_later_segments_start_their_clock_after_the_jump(tiny_model_path):
+    """``long_run`` jumps the step counter to 4000 and 8000; the steps right after a jump pay for what the
+    jump changed at once (the training render's CUDA graphs captured again for the new hash levels and
+    shadings), so they run unclocked and each later segment's clock starts ``jump_warmup`` steps in. The first
+    segment (no jump) starts at step 0, and the projection covers the whole schedule."""
+    from backend.bench.speed import long_run
+    from backend.engine.guidance import load_guidance_for
+
+    small = dict(resolution_schedule="16x1", samples_per_ray=16, hash_levels=4, hash_log2_size=10,
+                 hash_max_resolution=64, occupancy_resolution=8, compile_vae=False)
+    settings = GenerationSettings.from_dict({"prompt": "a red cube", "model": str(tiny_model_path), **small})
+    guidance = load_guidance_for(settings, torch.device("cpu"))
+    guidance.configure(settings)
+    result = long_run(guidance, str(tiny_model_path), torch.device("cpu"), total_measured=6, jump_warmup=3, **small)
+    starts = [(s["start"], s["clock_start"], s["steps"]) for s in result["segments"]]
+    assert starts == [(0, 0, 2), (4000, 4003, 2), (8000, 8003, 2)]
+    assert result["segments"][-1]["represents"] == [7000, settings.steps]
+    assert result["projected_10k_s"] > 0

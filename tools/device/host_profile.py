@@ -80,6 +80,7 @@ def phase_times(trainer: Trainer, n: int) -> dict:
         t4 = clock()
         trainer.optimizer_step(losses, total)
         t5 = clock()
+        del render, guide, losses, total     # a graph kept alive into the next capture fails it (graphed_render)
         for k, a, b in (("render", t0, t1), ("guidance (all)", t1, t2), ("losses", t2, t3), ("backward", t3, t4),
                         ("optimiser", t4, t5), ("step", t0, t5)):
             acc[k] += b - a

@@ -107,18 +107,25 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__}
     parts = os.environ.get("PARTS", "sd,builtin").split(",")
+    def part(name, make_settings, after):
+        try:                          # a part that cannot run (e.g. a prior missing from the tree) keeps the rest
+            settings = make_settings()
+            probe(name, settings, load_guidance_for(settings, DEVICE), report, after)
+        except Exception as exc:      # noqa: BLE001
+            report[name] = {"error": repr(exc)[:300]}
+            print(f"{name}: failed: {exc!r}"[:300], flush=True)
+        (OUT / "sync_probe.json").write_text(json.dumps(report, indent=2))
+
     if "sd" in parts:
         model = str(build_sd15(Path(tempfile.gettempdir()) / "dreamprop-sd15"))
-        settings = GenerationSettings.from_dict({"prompt": PROMPT, "model": model, "resolution_schedule": "64x1"})
-        probe("sd15 64x1", settings, load_guidance_for(settings, DEVICE), report, 1000)
+        part("sd15 64x1", lambda: GenerationSettings.from_dict({"prompt": PROMPT, "model": model,
+                                                                 "resolution_schedule": "64x1"}), 1000)
     if "builtin" in parts:
         device = "cuda" if DEVICE.type == "cuda" else "cpu"
         for extra in ({}, {"sampling": "budget"}):
-            settings = GenerationSettings.from_dict({**recommended_settings(device), "prompt": "a wooden barrel",
-                                                     "model": "builtin", **extra})
-            probe("builtin preset" + (" budget" if extra else ""), settings, load_guidance_for(settings, DEVICE),
-                  report, 100)
-    (OUT / "sync_probe.json").write_text(json.dumps(report, indent=2))
+            part("builtin preset" + (" budget" if extra else ""),
+                 lambda: GenerationSettings.from_dict({**recommended_settings(device), "prompt": "a wooden barrel",
+                                                       "model": "builtin", **extra}), 100)
     return 0
 
 
