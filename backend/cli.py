@@ -208,7 +208,9 @@ def generate_main(argv: list[str]) -> int:
                                 " (no prompt: the built-in prior reads one from the picture)"
                                 if settings.prompt_from_picture else ""))
     print(f"generating {what}: {settings.steps} steps on {device} with {guidance.name} "
-          f"(sampler: {path['sampler']}, {path['sampling']} sampling, hash grid: {path['hashgrid']})", file=sys.stderr)
+          f"(sampler: {path['sampler']}, {path['sampling']} sampling"
+          f"{', render replayed from CUDA graphs' if path['render_graphs'] else ''}, hash grid: {path['hashgrid']})",
+          file=sys.stderr)
     if not path["complete"]:
         print("note: the GPU fast path is not complete: install the gpu extra (pip install -e \".[gpu]\", "
               "or make setup on a machine with an NVIDIA driver)", file=sys.stderr)

@@ -158,8 +158,13 @@ def test_fast_path_says_what_a_cuda_run_would_miss():
         pass
     path = fast_path(settings(), "cuda")
     # (the built-in prior's preset pins the dynamic sampler; "auto" is the budget one on CUDA)
-    assert path == {"sampler": "pure-PyTorch", "sampling": "dynamic", "hashgrid": "PyTorch", "complete": False}
+    assert path == {"sampler": "pure-PyTorch", "sampling": "dynamic", "hashgrid": "PyTorch", "render_graphs": False,
+                    "complete": False}
     assert fast_path(settings(sampling="auto"), "cuda")["sampling"] == "budget"
+    # the training render from CUDA graphs: the default on CUDA with the budget sampler, never on the CPU
+    assert fast_path(settings(sampling="auto"), "cuda")["render_graphs"]
+    assert not fast_path(settings(sampling="auto", graph_render=False), "cuda")["render_graphs"]
+    assert not fast_path(settings(sampling="budget"), "cpu")["render_graphs"]
     assert fast_path(settings(sampling="auto"), "cpu")["sampling"] == "dynamic"
     assert fast_path(settings(hashgrid_backend="torch"), "cpu")["complete"]
 

@@ -71,8 +71,11 @@ def fast_path(settings: GenerationSettings, device: torch.device | str) -> dict:
         except ImportError:
             pass
     fused = cuda and settings.hashgrid_backend == "auto" and hashgrid_triton.available()
-    return {"sampler": sampler, "sampling": resolve_sampling(settings.sampling, device),
+    sampling = resolve_sampling(settings.sampling, device)
+    return {"sampler": sampler, "sampling": sampling,
             "hashgrid": "fused Triton" if fused else "PyTorch",
+            # the renderer's rule (trainer: graphs on CUDA only; renderer: budget-path renders only)
+            "render_graphs": cuda and settings.graph_render and sampling == "budget",
             "complete": not cuda or (sampler == "nerfacc" and fused)}
 
 
