@@ -41,7 +41,7 @@ def test_generate_writes_textured_glb_with_progress_and_turntable(tiny_model_pat
     assert result.metadata["faces"] == len(mesh.faces) and result.metadata["settings"]["steps"] == 8
     # the CPU path: what a run without the GPU fast path records (issue 13.4)
     assert result.metadata["fast_path"] == {"sampler": "pure-PyTorch", "sampling": "dynamic", "hashgrid": "PyTorch",
-                                            "complete": True}
+                                            "render_graphs": False, "complete": True}
 
 
 def test_cancel_saves_a_checkpoint_and_a_new_call_resumes(tiny_model_path, tmp_path):
