@@ -283,7 +283,7 @@ class _ProgressBar:
         if event.stage == "init":       # seconds of work between steps: opening a hollow object, the hand-over
             self.bar.set_description(event.message)
             return
-        if self.bar.desc:
+        if getattr(self.bar, "desc", ""):       # a disabled bar (--quiet) has no description at all
             self.bar.set_description("")
         self.bar.update(event.step - self.bar.n)
         if event.losses:

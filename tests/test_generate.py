@@ -101,6 +101,21 @@ def test_cli_generates_glb_and_turntable(tiny_model_path, tmp_path):
     assert load_glb(out.read_bytes()).visual.uv is not None
 
 
+def test_cli_quiet_runs_to_the_end_without_a_bar(tiny_model_path, tmp_path):
+    """--quiet: no progress bar, the same GLB (session 37: a disabled tqdm bar has no description, and the
+    first progress event crashed the run)."""
+    out = tmp_path / "cube.glb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "backend", "generate", "a red cube", "-o", str(out), "--model", "tiny-random",
+         "--steps", "4", "--resolution-schedule", "32x1", "--samples-per-ray", "32", "--hash-log2-size", "12",
+         "--preview-interval", "2", "--preview-size", "32", "--mesh-resolution", "48", "--texture-size", "64",
+         "--blob-density", "20", "--device", "cpu", "--quiet"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "4/4" not in proc.stderr and "Traceback" not in proc.stderr
+    assert load_glb(out.read_bytes()).faces.shape[0] > 0
+
+
 @pytest.mark.parametrize("flags,named", [
     (["--steps", "0"], "--steps"), (["--steps", "many"], "--steps"), (["--guidance-scale", "1000"], "--guidance-scale"),
     (["--t-min", "0.9", "--t-max", "0.1"], "--t-min"), (["--elevation-min", "-100"], "--elevation-min"),
