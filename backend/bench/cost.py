@@ -884,9 +884,9 @@ def fit_and_write(run: dict, args) -> None:
         coefficients.update(fine_coef)
         errors.update(fine_err)
     table = held_out_table(run, coefficients)
-    approximate = None if cuda else (f"approximate: measured on a CPU shared with other work ({versions['clock']} "
-                                     f"time, {versions['threads']} torch thread(s)); refit on your machine with "
-                                     "`python -m backend bench cost`")
+    approximate = None if cuda else (f"approximate: fitted on one CPU, {facts_dict['name']} ({versions['clock']} "
+                                     f"time, {versions['threads']} torch thread(s)); another CPU's speed differs: refit "
+                                     "on your machine with `python -m backend bench cost`")
     profile = {"version": PROFILE_VERSION, "device": facts_dict, "fitted": datetime.now(timezone.utc).isoformat(),
                "versions": versions, "architectures": architectures, "coefficients": coefficients,
                "units": {"step": "s", "memory": "GiB", "preview": "s", "checkpoint": "s", "export": "s", "fine": "s"},
