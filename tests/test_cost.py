@@ -165,6 +165,8 @@ def test_fast_path_says_what_a_cuda_run_would_miss():
     # the training render from CUDA graphs: the default on CUDA with the budget sampler, never on the CPU
     assert fast_path(settings(sampling="auto"), "cuda")["render_graphs"]
     assert not fast_path(settings(sampling="auto", graph_render=False), "cuda")["render_graphs"]
+    # a render too big for the budget's candidate grid marches dynamically, eagerly
+    assert not fast_path(settings(sampling="auto", resolution_schedule="512x1"), "cuda")["render_graphs"]
     assert not fast_path(settings(sampling="budget"), "cpu")["render_graphs"]
     assert fast_path(settings(sampling="auto"), "cpu")["sampling"] == "dynamic"
     assert fast_path(settings(hashgrid_backend="torch"), "cpu")["complete"]
@@ -574,7 +576,7 @@ def test_the_cost_model_knows_which_sampler_a_training_render_takes(sampling):
     (``trainer.resolve_sampling`` and ``occupancy.budget_fits`` on a real estimator's box), across the boundary."""
     import torch
 
-    from backend.cost.model import samples_on_budget
+    from backend.engine.sampling_rule import samples_on_budget
     from backend.engine import occupancy
     from backend.engine.renderer import VolumeRenderer
     from backend.engine.sampling_rule import MAX_BUDGET_CANDIDATES

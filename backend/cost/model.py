@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from backend.engine.sampling_rule import auto_sampling, budget_fits_steps, candidate_steps, render_step_size
+from backend.engine.sampling_rule import auto_sampling, samples_on_budget
 from shared.settings import GenerationSettings
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -172,15 +172,6 @@ def step_features(s: GenerationSettings, resolution: int, batch: int, after_warm
         out[f"guidance:{shape}"] = out.get(f"guidance:{shape}", 0.0) + shape_images
         out[f"images:{shape}"] = out.get(f"images:{shape}", 0.0) + batch * lit
     return out
-
-
-def samples_on_budget(s: GenerationSettings, rays: int, cuda: bool, bound: float = 1.0) -> bool:
-    """Whether a training render of ``rays`` rays takes the fixed sample budget (else the dynamic sampler): the
-    renderer's and the trainer's own rule (``backend.engine.sampling_rule``), on the object's box."""
-    sampling = s.sampling if s.sampling != "auto" else auto_sampling(cuda)
-    diagonal = math.dist((-bound,) * 3, (bound,) * 3)
-    steps = candidate_steps(diagonal, render_step_size(bound, s.samples_per_ray))
-    return sampling == "budget" and budget_fits_steps(rays, steps)
 
 
 def memory_features(s: GenerationSettings, resolution: int, batch: int, native: dict[str, int],

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from shared.settings import GenerationSettings
+
 # Dense candidate grids above this many (rays x steps per ray) are not worth building: those renders
 # (256^2 and up) are GPU-bound anyway and keep the dynamic sampler.
 MAX_BUDGET_CANDIDATES = 2**24
@@ -31,3 +33,12 @@ def candidate_steps(diagonal: float, step: float) -> int:
 def budget_fits_steps(n_rays: int, steps_per_ray: int) -> bool:
     """Whether the fixed budget's candidate grid for ``n_rays`` rays is small enough to build."""
     return n_rays * steps_per_ray <= MAX_BUDGET_CANDIDATES
+
+
+def samples_on_budget(s: GenerationSettings, rays: int, cuda: bool, bound: float = 1.0) -> bool:
+    """Whether a training render of ``rays`` rays takes the fixed sample budget (else the dynamic sampler), on the
+    object's box: the cost model's memory term and ``trainer.fast_path``'s report of the graphed render ask this."""
+    sampling = s.sampling if s.sampling != "auto" else auto_sampling(cuda)
+    diagonal = math.dist((-bound,) * 3, (bound,) * 3)
+    steps = candidate_steps(diagonal, render_step_size(bound, s.samples_per_ray))
+    return sampling == "budget" and budget_fits_steps(rays, steps)

@@ -20,7 +20,7 @@ from backend.engine import hollow
 from backend.engine.cameras import (CameraBatch, camera_rays, host_to_device, preview_camera, sample_cameras,
                                     view_direction, view_suffixes)
 from backend.engine.field import BackgroundMLP
-from backend.engine.sampling_rule import auto_sampling
+from backend.engine.sampling_rule import auto_sampling, samples_on_budget
 from backend.engine.geometry import Geometry
 from backend.engine.guidance.base import Guidance, GuidanceRequest, PromptEmbeddings, avoid_text
 from backend.engine.guidance.models import load_guidance_for
@@ -71,11 +71,12 @@ def fast_path(settings: GenerationSettings, device: torch.device | str) -> dict:
         except ImportError:
             pass
     fused = cuda and settings.hashgrid_backend == "auto" and hashgrid_triton.available()
-    sampling = resolve_sampling(settings.sampling, device)
-    return {"sampler": sampler, "sampling": sampling,
+    first = settings.resolution_stages[0]
+    return {"sampler": sampler, "sampling": resolve_sampling(settings.sampling, device),
             "hashgrid": "fused Triton" if fused else "PyTorch",
-            # the renderer's rule (trainer: graphs on CUDA only; renderer: budget-path renders only)
-            "render_graphs": cuda and settings.graph_render and sampling == "budget",
+            # the renderer replays only budget-sampled training renders, on CUDA (the first stage's size)
+            "render_graphs": cuda and settings.graph_render and samples_on_budget(
+                settings, first.batch_size * first.resolution ** 2, cuda, BOUND),
             "complete": not cuda or (sampler == "nerfacc" and fused)}
 
 
