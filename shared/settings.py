@@ -353,6 +353,10 @@ class GenerationSettings:
                                      "about 1 across) drawn this much thinner on each side, thick parts unchanged (a "
                                      "field optimised through small renders draws thin parts ~a render pixel thick; "
                                      "the built-in preset: 0.015)")
+    fine_flat_base: bool = _s(False, group="export",
+                              help="the fine stage's mesh: the dome a field leaves hanging under a flat base (which "
+                                   "cameras above the object's base never see) cut off at the base; rounded bottoms "
+                                   "are left alone")
     face_budget: int = _s(50000, lo=100, hi=1000000, group="export", help="max faces after simplification")
     texture_size: int = _s(1024, lo=64, hi=4096, group="export", help="albedo texture side, pixels")
     vertex_colors: bool = _s(False, group="export", help="vertex colours only, no UV texture")

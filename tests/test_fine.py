@@ -442,3 +442,84 @@ def test_winding_number_is_one_inside_a_closed_mesh_and_zero_outside():
     w = winding_number(points, np.asarray(box.vertices, np.float32), np.asarray(box.faces, np.int64), chunk=1 << 14)
     assert truth.sum() > 40 and (~truth).sum() > 40
     assert np.abs(w[truth] - 1.0).max() < 1e-3 and np.abs(w[~truth]).max() < 1e-3
+
+
+def _grid(res: int = 128):
+    axis = np.linspace(-1.0, 1.0, res)
+    return axis, np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+
+
+def test_flat_base_cuts_the_dome_under_a_base_and_keeps_the_solid_above_it():
+    """``fine_flat_base``'s grid operation: a cube (half 0.35, base at z -0.35) with the dome a field leaves under
+    a flat base (0.08 deep and pointed, its footprint growing from a few cells, as the CPU's coarse cube's and
+    pyramid's did: 2, 32, 422, 1402 ... cells) comes back as the cube: its lowest surface at the base, its
+    volume the cube's, and nothing above the base changed."""
+    from backend.export.mesh import flat_base
+
+    axis, p = _grid()
+    cube = box_sdf(p, (0.0, 0.0, 0.0), (0.35, 0.35, 0.35))
+    r = np.hypot(p[..., 0], p[..., 1])
+    dome = np.maximum(-0.35 - 0.08 * (1.0 - r / 0.35) - p[..., 2], p[..., 2] + 0.3)   # bulge under the base
+    inside = (-np.minimum(cube, np.maximum(dome, r - 0.35))).astype(np.float32)
+    after = flat_base(inside)
+    column = after[64, 64, :]
+    assert crossings(inside[64, 64, :], axis)[0] < -0.42             # the dome hangs 0.08 under the base
+    assert crossings(column, axis)[0] == pytest.approx(-0.35, abs=0.012)
+    cell = (axis[1] - axis[0]) ** 3
+    assert (after > 0).sum() * cell == pytest.approx(0.7**3, rel=0.04)
+    above = axis > -0.33
+    assert np.array_equal(after[:, :, above] > 0, inside[:, :, above] > 0)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "torus", "cube", "sword"])
+def test_flat_base_leaves_rounded_bottoms_a_base_without_a_dome_and_legs_alone(shape):
+    """No cut where the solid has no dome under a flat base: a sphere's and a torus's bottoms start wide (a
+    rounded bottom), a plain cube starts at its base, a blade's point under it is too small a footprint to be a
+    base's (the crossguard's is the object's largest)."""
+    from backend.export.mesh import flat_base
+
+    axis, p = _grid()
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    if shape == "sphere":
+        sdf = np.linalg.norm(p, axis=-1) - 0.5
+    elif shape == "torus":
+        sdf = np.hypot(np.hypot(x, y) - 0.35, z) - 0.12
+    elif shape == "cube":
+        sdf = box_sdf(p, (0.0, 0.0, 0.0), (0.35, 0.35, 0.35))
+    else:       # a sword standing on its point: the blade tapers to it over 0.12, under a wide crossguard
+        taper = np.clip((z + 0.5) / 0.12, 0.0, 1.0)             # to a point at z -0.5, both ways: a sag's profile
+        blade = np.maximum(box_sdf(p, (0.0, 0.0, -0.1), (0.03, 0.1, 0.4)),
+                           np.maximum(np.abs(x) - 0.03 * taper, np.abs(y) - 0.1 * taper))
+        guard = box_sdf(p, (0.0, 0.0, 0.33), (0.06, 0.3, 0.03))
+        sdf = np.minimum(blade, guard)
+    inside = (-sdf).astype(np.float32)
+    assert flat_base(inside) is inside
+
+
+def test_the_fine_stage_cuts_the_dome_of_a_nerf_start_not_of_an_artists_mesh():
+    """``fine_flat_base`` on: the fine stage's export cuts the dome under a flat base when it started on a coarse
+    NeRF (whose underside no camera saw), and leaves an artist's mesh (Refine Selected) as it was given; off: no cut."""
+    from backend.engine.guidance import load_guidance
+
+    cone = trimesh.creation.cone(radius=0.35, height=0.08, sections=16)   # apex up at z 0.08: turned over
+    cone.apply_transform(trimesh.transformations.rotation_matrix(np.pi, (1, 0, 0)))
+    cone.apply_translation((0.0, 0.0, -0.35))                               # its base on the cube's
+    mesh = trimesh.util.concatenate([trimesh.creation.box(extents=(0.7, 0.7, 0.7)), cone])
+    glb = to_glb(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32))
+    guidance = load_guidance("tiny-random", "cpu")
+
+    fine = FineTrainer(fine_settings(hash_log2_size=12, mesh_resolution=96, vertex_colors=True),
+                       guidance, torch.device("cpu"))
+    fine.init_from_mesh(glb)
+
+    def depth_under_base(flat: bool, from_nerf: bool) -> float:
+        fine.s = fine.s.replace(fine_flat_base=flat)        # an export-only setting: the same field, exported again
+        fine.from_nerf = from_nerf                           # True: as after init_from_coarse
+        v = fine.export().vertices
+        side = v[np.abs(v[:, 0]) > 0.5 * v[:, 0].max()]      # the walls' lowest points: the base
+        return float(side[:, 2].min() - v[:, 2].min())
+
+    kept = depth_under_base(flat=True, from_nerf=False)
+    assert kept > 0.06                                            # the dome, as the artist made it
+    assert depth_under_base(flat=False, from_nerf=True) == pytest.approx(kept, abs=0.02)
+    assert depth_under_base(flat=True, from_nerf=True) < 0.3 * kept

@@ -205,16 +205,22 @@ class FineTrainer(Trainer):
     def export(self, progress=None):
         from functools import partial
 
-        from backend.export.mesh import export_field, thin_inset
+        from backend.export.mesh import export_field, flat_base, thin_inset
 
         self.field.eval()
         s = self.s
+        inset = partial(thin_inset, inset=s.fine_thin_inset if self.from_nerf else 0.0, bound=BOUND)
+        # An artist's mesh (Refine Selected) keeps its own underside, as it keeps its thin parts.
+        cut = s.fine_flat_base and self.from_nerf
+
+        def adjust(grid: np.ndarray) -> np.ndarray:
+            grid = inset(grid)
+            return flat_base(grid, bound=BOUND) if cut else grid
+
         return export_field(self.inside, self.field.albedo, resolution=s.mesh_resolution, threshold=0.0,
                             keep_components=s.keep_components, face_budget=s.face_budget,
                             texture_size=s.texture_size, vertex_colors=s.vertex_colors, bound=BOUND,
-                            device=self.device, progress=progress,
-                            adjust_grid=partial(thin_inset, inset=s.fine_thin_inset if self.from_nerf else 0.0,
-                                                bound=BOUND))
+                            device=self.device, progress=progress, adjust_grid=adjust)
 
     def proxy_mesh(self) -> Optional[bytes]:
         from backend.export.mesh import albedo_at, density_grid, simplify_mesh, surface_from_grid, to_glb

@@ -53,6 +53,16 @@ MIN_HALF_THICKNESS_CELLS = 1.0
 # is nearly their deepest within THICKNESS_WINDOW); a tip or an edge of a thick part is not (a pyramid's
 # apex deepens towards its body). thin_inset fades the inset out as that ratio falls from HI to LO.
 TIP_RATIO_LO, TIP_RATIO_HI = 0.3, 0.6
+# ``flat_base``: a sag is at most SAG_MAX_DEPTH deep under the base (cameras 10 degrees below the horizon see a dome
+# under a base of half-width r only past r * tan(10 deg), ~0.07 for r = 0.4); the base is the lowest slice whose
+# footprint is at least BASE_FRACTION of the largest within BASE_WINDOW above it and FOOTPRINT_FRACTION of the
+# object's largest (not a leg's), and a sag starts small (its first two slices under ROUNDED_START of the base's
+# footprint: a rounded bottom, a torus's or a barrel's edge, starts wide and is left alone).
+SAG_MAX_DEPTH = 0.15
+BASE_WINDOW = 0.1
+BASE_FRACTION = 0.85
+FOOTPRINT_FRACTION = 0.2
+ROUNDED_START = 0.25
 # Dilation of the baked colours past chart borders in export_field: mip levels up to 2^4 texels
 # per texel then read chart colours, not the gutter fill.
 EXPORT_DILATION_PX = 16
@@ -174,6 +184,42 @@ def thin_inset(inside: np.ndarray, inset: float, *, bound: float = 1.0, thin: fl
     weight = weight * np.clip((tip_ratio - TIP_RATIO_LO) / (TIP_RATIO_HI - TIP_RATIO_LO), 0.0, 1.0)
     thinned = (inside - np.minimum(inset * weight, room)).astype(inside.dtype)
     return _rejoin(thinned, inside, reach=int(np.ceil(inset / cell)) + 1)
+
+
+def base_slice(footprint: np.ndarray, cell: float) -> int | None:
+    """The z index of a flat base with a sag under it, from the solid's footprint per z slice (cells, bottom
+    up), or None: no sag (the solid starts at its base), a rounded bottom, or no base within SAG_MAX_DEPTH."""
+    filled = np.nonzero(footprint)[0]
+    if len(filled) == 0:
+        return None
+    bottom, largest = int(filled[0]), float(footprint.max())
+    window = max(1, int(round(BASE_WINDOW / cell)))
+    for k in range(bottom, min(bottom + int(round(SAG_MAX_DEPTH / cell)) + 1, len(footprint))):
+        area = float(footprint[k])
+        if area >= FOOTPRINT_FRACTION * largest and area >= BASE_FRACTION * footprint[k:k + window + 1].max():
+            if k - bottom < 2 or footprint[bottom:bottom + 2].max() > ROUNDED_START * area:
+                return None
+            return k
+    return None
+
+
+def flat_base(inside: np.ndarray, *, bound: float = 1.0) -> np.ndarray:
+    """A signed-distance grid (``inside`` = -sdf, positive inside, indexed [x, y, z] over [-bound, bound]^3)
+    with the sag under its flat base cut off: the solid intersected with the half-space above the base.
+
+    Why: cameras from 10 degrees below the horizon up see the underside of a flat base edge-on or not at all, so
+    SDS never removes the dome of density the field leaves hanging under it (a pyramid's extra volume is 40%
+    under its base, results/quality/README.md session 28). A base is told from a rounded bottom by how the
+    footprint grows from the lowest slice up (``base_slice``): a sag starts as a few cells and reaches the
+    base's footprint within a few slices; a sphere, a torus or a barrel's rounded edge starts wide, or grows
+    for longer than SAG_MAX_DEPTH. Not a library operation: it is a judgement about this project's fields."""
+    cell = 2.0 * bound / (inside.shape[0] - 1)
+    base = base_slice((inside > 0).sum(axis=(0, 1)), cell)
+    if base is None:
+        return inside
+    z = -bound + cell * np.arange(inside.shape[2])
+    above = (z - (z[base] - 0.5 * cell)).astype(inside.dtype)       # the plane half a cell under the base slice
+    return np.minimum(inside, above[None, None, :])
 
 
 def _rejoin(thinned: np.ndarray, inside: np.ndarray, reach: int) -> np.ndarray:

@@ -6,11 +6,15 @@
 # git checkout -- results backend/view_prior backend/prior. Call: run(command="bash tools/device/quality_seeds.sh
 # 560 0 1 2", kind="nvidia-h200", carry=[".devwhl"], timeout_s=600). Back in $OUT: rows.tgz.* in 15 MB parts
 # (cat rows.tgz.* | tar xzf -). Merge here: `python -m backend bench quality --report-only s0 s1 s2 --out DIR`.
+# EXPORTS=tools/device/flat_base_export.json: each job's fine mesh also exported under those export-only settings
+# (its coarse and fine rows copied under the variant's name: four rows a job).
 source tools/device/common.sh "$1"; shift
 build_cuda_once
+rows=$(( 83 * 2 )); extra=()
+[ -n "${EXPORTS:-}" ] && { rows=$(( 83 * 4 )); extra=(--export-variants "$EXPORTS"); }
 for seed in "$@"; do
-  resumable_bench quality 60 /tmp/s$seed $(( 83 * 2 )) --prompts benchmark --seeds $seed --workers ${W:-14} \
-    --straggler-s 60 >> /tmp/quality.log 2>&1 || break
+  resumable_bench quality 60 /tmp/s$seed $rows --prompts benchmark --seeds $seed --workers ${W:-14} \
+    --straggler-s 60 "${extra[@]}" >> /tmp/quality.log 2>&1 || break
 done
 tar czf - -C /tmp $(cd /tmp && ls -d s[0-9] quality.log 2>/dev/null) | split -b 15M - $OUT/rows.tgz.
 grep -v "^ *[0-9]*%" /tmp/quality.log | grep -v "Loading weights" | tail -n 12
