@@ -355,8 +355,9 @@ class GenerationSettings:
                                      "the built-in preset: 0.015)")
     fine_flat_base: bool = _s(False, group="export",
                               help="the fine stage's mesh: the dome a field leaves hanging under a flat base (which "
-                                   "cameras above the object's base never see) cut off at the base; rounded bottoms "
-                                   "are left alone")
+                                   "cameras above the object's base never see) cut off at the base; for flat-bottomed "
+                                   "objects (a pyramid, a cone, a crate): a rounded bottom that widens quickly, like a "
+                                   "rock's, can read as such a dome and be cut (the built-in prior: 3 of 6 rocks)")
     face_budget: int = _s(50000, lo=100, hi=1000000, group="export", help="max faces after simplification")
     texture_size: int = _s(1024, lo=64, hi=4096, group="export", help="albedo texture side, pixels")
     vertex_colors: bool = _s(False, group="export", help="vertex colours only, no UV texture")

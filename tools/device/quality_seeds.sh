@@ -8,7 +8,9 @@
 # (cat rows.tgz.* | tar xzf -). Merge here: `python -m backend bench quality --report-only s0 s1 s2 --out DIR`.
 # EXPORTS=tools/device/flat_base_export.json: each job's fine mesh also exported under those export-only settings
 # (its coarse and fine rows copied under the variant's name: four rows a job).
+# On a fresh machine: cp $OUT's rows.tgz.* to .devstate/state.tgz.* and call with carry=[".devwhl", ".devstate"].
 source tools/device/common.sh "$1"; shift
+restore_state   # a fresh machine resumes from the rows a former call brought back (copied into .devstate/state.tgz.*)
 build_cuda_once
 rows=$(( 83 * 2 )); extra=()
 [ -n "${EXPORTS:-}" ] && { rows=$(( 83 * 4 )); extra=(--export-variants "$EXPORTS"); }
