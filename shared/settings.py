@@ -33,6 +33,9 @@ STAGES = ("coarse", "coarse,fine")
 # Whether the coarse result is opened from the top when the coarse stage ends (``backend/engine/hollow.py``):
 # always, never, or for the built-in prior's hollow props.
 HOLLOW = ("auto", "on", "off")
+# What the coarse field starts from (``shape_init``): the centred ball of density (``blob_density``) or the
+# visual hull of the prompt's prior samples (``backend/engine/prior_hull.py``).
+SHAPE_INITS = ("blob", "prior-hull")
 # Values added at run time to the choices of these settings (``add_choice``).
 _EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
 
@@ -309,6 +312,10 @@ class GenerationSettings:
     density_activation: str = _s("softplus", choices=("softplus", "exp"), group="field")
     blob_density: float = _s(10.0, lo=0.0, hi=100.0, group="field", help="density bias at the centre")
     blob_radius: float = _s(0.5, lo=0.05, hi=1.0, group="field", help="radius of the initial blob")
+    shape_init: str = _s("blob", choices=SHAPE_INITS, group="field",
+                         help="what the coarse field starts from: blob = a ball of density at the centre; "
+                              "prior-hull = the visual hull of the text prior's own samples of the prompt at 8 "
+                              "views around it (seconds on a CPU; text jobs only)")
     normal_type: str = _s("analytic", choices=("analytic", "finite_difference"), group="field")
     background: str = _s("mlp", choices=("mlp", "random", "white", "black"), group="field",
                          help="learned view-dependent MLP, random solid colour, or fixed colour")
@@ -420,6 +427,9 @@ class GenerationSettings:
         if self.sds_noise_weight != 1.0 and self.is_image_job:
             raise SettingError("sds_noise_weight", "works with text guidance (guidance_type 'stable-diffusion') "
                                f"only: set it to 1 (got {self.sds_noise_weight})")
+        if self.shape_init == "prior-hull" and self.is_image_job:
+            raise SettingError("shape_init", "'prior-hull' samples a text prior; an image job starts from its picture's "
+                               "prior: set it to 'blob'")
         if 0.0 < self.reference_fill < 0.2:
             raise SettingError("reference_fill", f"must be 0 (keep the framing) or in [0.2, 1], got {self.reference_fill}")
         for lo, hi in (("elevation_min", "elevation_max"), ("azimuth_min", "azimuth_max"),

@@ -30,7 +30,6 @@ import torch
 WALL = 0.07
 GRID = 96                   # cells a side over the scene's box (2 units: ~0.02 a cell)
 FIT_ITERATIONS = 300        # Adam steps fitting the density to the carved solid (mesh_init's rate and batch)
-INSIDE_DENSITY = 50.0       # the carved solid's density target: opaque within ~0.05 units
 
 
 def wanted(settings, prompt: str | None = None) -> bool:
@@ -64,7 +63,7 @@ def open_cavity(trainer) -> float:
     nothing deep enough to open, the field untouched)."""
     from scipy import ndimage
 
-    from backend.engine.mesh_init import refresh_occupancy
+    from backend.engine.mesh_init import fit_density_to_solid
     from backend.export.mesh import auto_threshold, density_grid
 
     field, device, bound = trainer.field, trainer.device, trainer.renderer.bound
@@ -79,29 +78,13 @@ def open_cavity(trainer) -> float:
     if not emptied.any():
         field.train()
         return 0.0
-    carved = torch.from_numpy(solid & ~emptied).to(device)
+    carved = solid & ~emptied
     axis = torch.linspace(-bound, bound, GRID, device=device)
     with torch.no_grad():
         # The albedo as it was on the cells that stay (and around them, where renders sample it).
-        kept = torch.from_numpy(ndimage.binary_dilation(solid & ~emptied, iterations=2)).to(device)
+        kept = torch.from_numpy(ndimage.binary_dilation(carved, iterations=2)).to(device)
         kept_points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)[kept]
         kept_albedo = field.albedo(kept_points)
-    field.train()
-    optimizer = torch.optim.Adam(field.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-15)
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    target_inside = float(np.log1p(INSIDE_DENSITY))
-    for _ in range(FIT_ITERATIONS):
-        # Half the points uniform over the box, half in its middle where the object is.
-        x = (torch.rand(4096, 3, generator=generator) * 2 - 1) * bound
-        x[:2048] *= 0.6
-        x = x.to(device)
-        index = ((x + bound) / cell).round().long().clamp(0, GRID - 1)
-        inside = carved[index[:, 0], index[:, 1], index[:, 2]].float()
-        loss = ((torch.log1p(field.density(x)) - inside * target_inside) ** 2).mean()
-        pick = torch.randint(0, kept_points.shape[0], (2048,), generator=generator).to(device)
-        loss = loss + ((field.albedo(kept_points[pick]) - kept_albedo[pick]) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    refresh_occupancy(trainer)
+    fit_density_to_solid(trainer, carved, iterations=FIT_ITERATIONS, albedo_points=kept_points,
+                         albedo_values=kept_albedo)
     return float(emptied.sum() / solid.sum())

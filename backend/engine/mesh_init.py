@@ -1,4 +1,5 @@
-"""Refine mode: initialise the field from a mesh (GLB) before SDS.
+"""Refine mode: initialise the field from a mesh (GLB) before SDS; and the field fitted to a solid
+(``fit_density_to_solid``: an opened cup, the prior's visual hull).
 
 Density is fitted to the mesh's filled voxel occupancy and albedo to its surface colours (texture
 or vertex colours, via trimesh), so the first renders already show the artist's mesh.
@@ -121,6 +122,37 @@ def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 200, batch: int = 4
         optimizer.step()
     refresh_occupancy(trainer)
     return transform
+
+
+def fit_density_to_solid(trainer, solid: np.ndarray, *, iterations: int = 300, albedo_points=None,
+                         albedo_values=None) -> None:
+    """Fit ``trainer.field``'s density to ``solid`` (Bool[ndarray, "G G G"], indexed x, y, z on the points
+    linspace(-bound, bound, G) a side): opaque (``INSIDE_DENSITY``) inside, empty outside; with
+    ``albedo_points`` (Float[Tensor, "N 3"]) the albedo is held at ``albedo_values`` there meanwhile. Half the
+    points a step are uniform over the box, half in its middle, where the object is. The opened cup
+    (``hollow``) and the prior's visual hull (``prior_hull``) start the field this way."""
+    field, device, bound = trainer.field, trainer.device, trainer.renderer.bound
+    grid = solid.shape[0]
+    cell = 2 * bound / (grid - 1)
+    target = torch.from_numpy(solid).to(device)
+    field.train()
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-15)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    target_inside = float(np.log1p(INSIDE_DENSITY))
+    for _ in range(iterations):
+        x = (torch.rand(4096, 3, generator=generator) * 2 - 1) * bound
+        x[:2048] *= 0.6
+        x = x.to(device)
+        index = ((x + bound) / cell).round().long().clamp(0, grid - 1)
+        inside = target[index[:, 0], index[:, 1], index[:, 2]].float()
+        loss = ((torch.log1p(field.density(x)) - inside * target_inside) ** 2).mean()
+        if albedo_points is not None:
+            pick = torch.randint(0, albedo_points.shape[0], (2048,), generator=generator).to(device)
+            loss = loss + ((field.albedo(albedo_points[pick]) - albedo_values[pick]) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    refresh_occupancy(trainer)
 
 
 def refresh_occupancy(trainer) -> None:

@@ -2,12 +2,17 @@
 # A quality A/B on one GPU, resumable across calls and machines (session 33): every variant of $AB (a JSON file
 # {name: {setting: value}} over the device's recommended settings, on a GPU since session 33 four views a step)
 # on $PROMPTS (a bench prompt set or prompts; default props) and $SEEDS (default 0), 14 jobs sharing the GPU.
-# The rows of the current run of record (results/quality/quality.jsonl, variant b4) are the baseline. The variants
+# The rows of the current run of record (results/quality/quality.jsonl: variant default since session 39, b4 before) are the baseline. The variants
 # of ab_gpu_budget.json: what more GPU budget buys (1000 steps, eight views a step, a 10-step fine stage: at one view
 # a step ~10 fine steps thinned the lamp post away, session 14; four views a step may hold it).
 #   AB=tools/device/ab_gpu_budget.json bash tools/device/quality_ab.sh 585
 # ab_hollow.json (session 34): the preset as it ships since the hollow props are opened from the top, on them:
 #   AB=tools/device/ab_hollow.json PROMPTS=hollow SEEDS="0 1 2" bash tools/device/quality_ab.sh 300
+# ab_prior_hull.json (session 39): the coarse field started on the prior's visual hull (shape_init prior-hull; CPU,
+# seed 0, coarse: pyramid 0.777 -> 0.818, chair 0.380 -> 0.461, barrel, crate +0.03-0.04; cube 0.938 -> 0.885, lamp
+# post 0.428 -> 0.385),
+# every prompt, seeds 0 then 1 and 2 (the run of record's rows, variant default, are the baseline):
+#   AB=tools/device/ab_prior_hull.json PROMPTS=benchmark SEEDS=0 bash tools/device/quality_ab.sh 560
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
 # .devstate/ (the call after resumes from it on any machine; empty it before a new A/B). Before a call: rm -rf results
 # backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior.
