@@ -126,8 +126,9 @@ def fit_field_to_mesh(trainer, glb: bytes, iterations: int = 200, batch: int = 4
 
 def fit_density_to_solid(trainer, solid: np.ndarray, *, iterations: int = 300, albedo_points=None,
                          albedo_values=None) -> None:
-    """Fit ``trainer.field``'s density to ``solid`` (Bool[ndarray, "G G G"], indexed x, y, z on the points
-    linspace(-bound, bound, G) a side): opaque (``INSIDE_DENSITY``) inside, empty outside; with
+    """Fit ``trainer.field``'s density to ``solid`` (Bool[ndarray, "G G G"], or Float in [0, 1] for a soft edge;
+    indexed x, y, z on the points linspace(-bound, bound, G) a side): opaque (``INSIDE_DENSITY``) inside, empty
+    outside, log-density in proportion between; with
     ``albedo_points`` (Float[Tensor, "N 3"]) the albedo is held at ``albedo_values`` there meanwhile. Half the
     points a step are uniform over the box, half in its middle, where the object is. The opened cup
     (``hollow``) and the prior's visual hull (``prior_hull``) start the field this way."""

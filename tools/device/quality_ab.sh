@@ -10,7 +10,8 @@
 #   AB=tools/device/ab_hollow.json PROMPTS=hollow SEEDS="0 1 2" bash tools/device/quality_ab.sh 300
 # ab_prior_hull.json (session 39): the coarse field started on the prior's visual hull (shape_init prior-hull; CPU,
 # seed 0, coarse: pyramid 0.777 -> 0.818, chair 0.380 -> 0.461, barrel, crate +0.03-0.04; cube 0.938 -> 0.885, lamp
-# post 0.428 -> 0.385; seed 1: pyramid 0.757 -> 0.697, cube 0.932 -> 0.699: run it once a smoother fit holds the cube),
+# post 0.428 -> 0.385 with the hard hull; the blurred hull as built: pyramid 0.777/0.757 -> 0.822/0.851, cube
+# 0.938/0.932 -> 0.913/0.939 on seeds 0/1),
 # every prompt, seeds 0 then 1 and 2 (the run of record's rows, variant default, are the baseline):
 #   AB=tools/device/ab_prior_hull.json PROMPTS=benchmark SEEDS=0 bash tools/device/quality_ab.sh 560
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
