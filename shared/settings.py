@@ -315,7 +315,8 @@ class GenerationSettings:
     shape_init: str = _s("blob", choices=SHAPE_INITS, group="field",
                          help="what the coarse field starts from: blob = a ball of density at the centre; "
                               "prior-hull = the visual hull of the text prior's own samples of the prompt at 8 "
-                              "views around it (seconds on a CPU; text jobs only)")
+                              "views around it, opened from the top for a container (better for plain solids with flat faces, "
+                              "worse for props with handles or legs; seconds on a CPU; text jobs only)")
     normal_type: str = _s("analytic", choices=("analytic", "finite_difference"), group="field")
     background: str = _s("mlp", choices=("mlp", "random", "white", "black"), group="field",
                          help="learned view-dependent MLP, random solid colour, or fixed colour")

@@ -2,7 +2,8 @@
 
 The backdrop fit and the hull on pictures whose silhouettes are known (a disk, a sphere seen from the
 sampler's cameras), then the whole start through ``prepare_generation`` with the built-in prior: the field
-holds the cube's corners, which the default ball of density does not reach, and nothing beside it.
+holds the cube's corners, which the default ball of density does not reach, and nothing beside it; a mug's
+hull starts open from the top.
 """
 
 import numpy as np
@@ -78,16 +79,34 @@ def cube_starts():
         field = prepare_generation(settings, device="cpu").trainer.field
         field.eval()
         with torch.no_grad():
-            out[init] = (field.density(corners).numpy(), field.density(beside).numpy())
+            out[init] = (field.density(corners).numpy(), field.density(beside).numpy(), field.albedo(corners).numpy())
     return out
 
 
 def test_the_prior_hull_start_has_the_cubes_corners_the_ball_lacks(cube_starts):
-    corners_hull, beside_hull = cube_starts["prior-hull"]
-    corners_blob, _ = cube_starts["blob"]
+    corners_hull, beside_hull, albedo_hull = cube_starts["prior-hull"]
+    corners_blob, _, albedo_blob = cube_starts["blob"]
     assert len(corners_hull) > 200
     assert (corners_hull > 5.0).mean() > 0.8 and (corners_blob > 5.0).mean() < 0.2
     assert (beside_hull > 5.0).mean() < 0.05
+    # Only the density moved: the albedo is the ball's untrained grey (not a tint the fit dragged it to).
+    assert np.abs(albedo_hull - albedo_blob).max(1).mean() < 0.02
+
+
+def test_a_containers_hull_starts_open_from_the_top():
+    from backend.engine.trainer import prepare_generation
+    from backend.prior import recommended_settings
+
+    settings = GenerationSettings.from_dict({**recommended_settings(), "prompt": "a red mug", "steps": 10,
+                                             "stages": "coarse", "shape_init": "prior-hull"})
+    field = prepare_generation(settings, device="cpu").trainer.field
+    field.eval()
+    angle = torch.linspace(0, 2 * np.pi, 64)
+    with torch.no_grad():
+        centre = field.density(torch.tensor([[0.0, 0.0, z] for z in (-0.1, 0.0, 0.1)]))
+        wall = field.density(torch.stack([0.3 * angle.cos(), 0.3 * angle.sin(), torch.zeros(64)], -1))
+    assert (centre < 1.0).all()                          # the cavity, where the prior's hull was filled
+    assert (wall > 5.0).float().mean() > 0.5             # inside the mug's wall
 
 
 def test_prior_hull_is_for_text_jobs():

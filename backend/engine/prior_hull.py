@@ -13,17 +13,22 @@ diffusion model's samples; the sampler is diffusers' DDIM.
 Measured (CPU, coarse, four views a step; results/quality/README.md, session 39): fitted to the hard-edged hull,
 seed 0 gained on 4 of 7 prompts and seed 1 lost the pyramid and the cube (lumpy faces); fitted to the blurred hull
 (``HULL_BLUR_CELLS``), pyramid 0.777 -> 0.822 and 0.757 -> 0.851 (volume 1.28-1.31 -> 1.05-1.10), cube 0.938 -> 0.913
-and 0.932 -> 0.939 (seeds 0, 1). The props are not yet measured with the blur: "blob" stays the default until a GPU
-run over every prompt.
+and 0.932 -> 0.939 (seeds 0, 1). On the GPU preset, every prompt, coarse + fine (session 40): pyramid 0.790 -> 0.851
+and 0.793 -> 0.874 (volume 1.26 -> 1.07), cone and cylinder gain, sphere, capsule and cube within -0.03; the props
+0.669 -> 0.650 (a mug's handle, a stool's legs: below), the mean over all 0.822 either way. "blob" stays the default.
 
-What it cannot do: a hull never has a cavity (a mug's inside stays filled: ``hollow`` opens it later), and a
-view whose sample has no clear foreground is left out (a silhouette the prior drew on a busy backdrop).
+What it cannot do: a hull never has a cavity (a container's is opened at once, as ``hollow`` does when the coarse
+stage ends); a part the samples disagree on (a mug's handle on the left in one, on the right in another; a stool's
+legs) is carved away by the intersection, and SDS does not grow it back; and a view whose sample has no clear
+foreground is left out (a silhouette the prior drew on a busy backdrop).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from backend.engine import hollow
 
 VIEWS = tuple(range(0, 360, 45))   # azimuths of the samples (the compass sectors the built-in prior names)
 ELEVATION = 15.0                   # degrees: inside every preset's camera range
@@ -147,5 +152,27 @@ def start_from_prior_hull(trainer, progress=None) -> float:
         progress("fitting the field to the prior's visual hull")
     from scipy import ndimage
 
-    fit_density_to_solid(trainer, ndimage.gaussian_filter(hull.astype(np.float32), HULL_BLUR_CELLS))
-    return float(hull.mean() * (2 * trainer.renderer.bound) ** 3)
+    # The albedo held at the start's own (the untrained field's near-uniform grey) while the density moves: fitted
+    # alone, the shared hash grid dragged it to a tint (a blue cylinder's start 0.62 / 0.47 / 0.46) that parts SDS
+    # never paints keep (from the hull the surface moves inwards: a cube's underside, seen by no camera, ends
+    # where no surface was before). Measured (CPU, a red cube, seed 1, coarse; albedo error of the underside /
+    # all): the ball 0.032 / 0.018, the hull untouched 0.038 (all), held grey 0.083 / 0.032, painted the samples'
+    # median colour 0.091 / 0.045 (lit pixels are not albedo), each point the colour it projects to 0.044 (all).
+    field, bound = trainer.field, trainer.renderer.bound
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    albedo_points = ((torch.rand(65536, 3, generator=generator) * 2 - 1) * bound).to(trainer.device)
+    field.eval()
+    with torch.no_grad():
+        albedo_values = field.albedo(albedo_points)
+    fit_density_to_solid(trainer, ndimage.gaussian_filter(hull.astype(np.float32), HULL_BLUR_CELLS),
+                         albedo_points=albedo_points, albedo_values=albedo_values)
+    if trainer.opens_cavity:
+        # A container's hull is a filled solid, as SDS's own coarse result is (backend/engine/hollow.py); opened
+        # now, the coarse stage starts on the open cup in the prior's proportions (GPU, seed 0: the bowl 0.341 ->
+        # 0.484 against opening only when the coarse stage ends; the mug 0.188 -> 0.160, the bucket 0.32 either
+        # way). The coarse stage's end opens it again where SDS filled it back.
+        if progress is not None:
+            progress("opening the hull from the top")
+        with trainer.rng.global_scope():
+            hollow.open_cavity(trainer)
+    return float(hull.mean() * (2 * bound) ** 3)
