@@ -13,7 +13,7 @@
 # post 0.428 -> 0.385 with the hard hull; the blurred hull as built: pyramid 0.777/0.757 -> 0.822/0.851, cube
 # 0.938/0.932 -> 0.913/0.939 on seeds 0/1),
 # every prompt, seed 0 (session 40: solids 0.896 -> 0.904, pyramid volume 1.26 -> 1.07, props 0.669 -> 0.650; stays
-# off; results/quality/README.md), then the solids on seed 1:
+# off; results/quality/README.md; the hull since keeps all views but two: re-run), then the solids on seed 1:
 #   AB=tools/device/ab_prior_hull.json PROMPTS=benchmark SEEDS=0 bash tools/device/quality_ab.sh 560
 #   AB=tools/device/ab_prior_hull.json PROMPTS="cube pyramid cone cylinder" SEEDS=1 bash tools/device/quality_ab.sh 400
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
