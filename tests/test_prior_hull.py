@@ -118,3 +118,19 @@ def test_prior_hull_is_for_text_jobs():
     with pytest.raises(SettingError) as e:
         GenerationSettings.from_dict({"prompt": "a red cube", "shape_init": "hull"})
     assert e.value.name == "shape_init" and "prior-hull" in str(e.value)
+
+
+def test_a_staged_run_starts_its_coarse_stage_on_the_hull():
+    """The presets run coarse + fine (``run_staged``): the setting must reach that path's coarse field too
+    (stopped at its first step: the start is what is asked)."""
+    from backend.engine.api import generate
+    from backend.engine.types import Cancelled
+    from backend.prior import recommended_settings
+
+    events = []
+    settings = GenerationSettings.from_dict({**recommended_settings(), "prompt": "a red cube",
+                                             "stages": "coarse,fine", "shape_init": "prior-hull"})
+    with pytest.raises(Cancelled):
+        generate(settings, device="cpu", callback=events.append, should_cancel=lambda: True)
+    starts = [e.message for e in events if e.stage == "init" and e.step == 0]
+    assert "fitting the field to the prior's visual hull" in starts

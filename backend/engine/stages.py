@@ -25,7 +25,7 @@ from typing import Optional
 from backend.engine.fine import STAGE, FineTrainer, checkpoint_stage
 from backend.engine.guidance.base import Guidance
 from backend.engine.trainer import (Generation, Trainer, finish_generation, guidance_for_run, pick_device,
-                                    reference_metadata)
+                                    reference_metadata, start_coarse_field)
 from backend.engine.types import Cancelled, GenerationResult, ProgressEvent
 from shared.settings import GenerationSettings
 
@@ -84,6 +84,8 @@ def run_staged(settings: GenerationSettings, *, device: str = "auto", callback=N
     if saved_stage is not None:
         coarse.load_checkpoint(checkpoint_path)
         staged.resumed_from = coarse.step
+    else:
+        start_coarse_field(coarse, callback)
     staged.coarse_losses = coarse.fit(coarse_stage_callback(callback, settings), should_cancel, checkpoint_path)
     staged.t_coarse = time.perf_counter()
     fine = staged.hand_over(coarse)

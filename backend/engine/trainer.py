@@ -559,17 +559,27 @@ def prepare_generation(settings: GenerationSettings, *, device: str = "auto", ca
                                        stage="init", message=f"fitting the field to the mesh {fraction:.0%}"))
 
         run.init_transform = fit_field_to_mesh(trainer, init_mesh_glb, progress=init_progress)
-    elif settings.shape_init == "prior-hull":
-        from backend.engine.prior_hull import start_from_prior_hull
-
-        def hull_progress(message: str) -> None:
-            if callback is not None:
-                callback(ProgressEvent(step=0, total=settings.steps, losses={}, elapsed_s=0.0, eta_s=0.0,
-                                       stage="init", message=message))
-
-        log.info("shape_init prior-hull: the hull of the prior's samples, %.3f units^3",
-                 start_from_prior_hull(trainer, progress=hull_progress))
+    else:
+        start_coarse_field(trainer, callback)
     return run
+
+
+def start_coarse_field(trainer: Trainer, callback=None) -> None:
+    """A new coarse field's start before step 0 (``shape_init``): "blob" is the field's own ball of density;
+    "prior-hull" fits it to the visual hull of the prior's samples (``backend/engine/prior_hull.py``), with
+    "init" progress events. Both a one-stage run and the coarse stage of a staged one start here."""
+    settings = trainer.s
+    if settings.shape_init != "prior-hull":
+        return
+    from backend.engine.prior_hull import start_from_prior_hull
+
+    def hull_progress(message: str) -> None:
+        if callback is not None:
+            callback(ProgressEvent(step=0, total=settings.steps, losses={}, elapsed_s=0.0, eta_s=0.0,
+                                   stage="init", message=message))
+
+    log.info("shape_init prior-hull: the hull of the prior's samples, %.3f units^3",
+             start_from_prior_hull(trainer, progress=hull_progress))
 
 
 def reference_metadata(image_terms) -> Optional[dict]:
