@@ -182,6 +182,30 @@ def test_report_only_merges_parts_into_one_report(tmp_path):
     assert strip_pixels == pytest.approx(3 * 8 * 96 * 96, rel=0.02)        # every row's turntable is in the grid
 
 
+def test_the_per_seed_turntable_grid_shows_each_jobs_final_mesh(tmp_path):
+    """A job run coarse + fine has two rows (its coarse mesh, its fine mesh): the seed's turntable grid shows
+    the fine one, what the run hands the user; a job that stopped at its coarse stage shows that."""
+    from PIL import Image
+
+    from backend.bench.quality import write_report
+
+    colours = {"coarse": (200, 30, 30), "coarse,fine": (30, 30, 200)}
+    rows = []
+    for prompt, stages in (("a red cube", ("coarse", "coarse,fine")), ("a blue cone", ("coarse",))):
+        for stage in stages:
+            path = tmp_path / f"{prompt.replace(' ', '_')}.{stage}.png"
+            Image.new("RGB", (8 * 96, 96), colours[stage]).save(path)
+            rows.append(_row(prompt=prompt, category=prompt.split()[-1], look=prompt.split()[1], variant="default",
+                             seed=0, stages=stage, turntable_file=str(path)))
+    meta = {"command": "test", "device": "cpu", "workers": 1, "wall_s": 1.0, "overrides": {}}
+    write_report(rows, tmp_path / "out", meta, {"default": {}})
+    grid = load_rgb(tmp_path / "out" / "turntables_seed0.png").astype(int)
+    count = {stage: int((np.abs(grid - c).sum(-1) < 10).sum()) for stage, c in colours.items()}
+    # the cube's fine strip and the cone's coarse one; the cube's coarse mesh is not shown
+    assert count["coarse,fine"] == pytest.approx(8 * 96 * 96, rel=0.02)
+    assert count["coarse"] == pytest.approx(8 * 96 * 96, rel=0.02)
+
+
 def test_resume_keeps_finished_jobs_and_runs_none_twice(tmp_path, capsys):
     """A part cut by its time budget is continued with --resume: jobs already in its quality.jsonl are
     kept (not run again), the report covers them."""

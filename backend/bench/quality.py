@@ -505,7 +505,9 @@ def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns
         x, y = col * cell_w, row * cell_h
         ok = r["iou"] >= TARGETS["min_iou"] and not r.get("empty")
         draw.text((x + 4, y + 6), r["prompt"], fill=(0, 0, 0))
-        draw.text((x + 4, y + 22), f"seed {r['seed']}" + ("  (facing)" if r.get("facing") else ""), fill=(80, 80, 80))
+        stage = "" if "stages" not in r else ", " + r["stages"].replace(",", "+")
+        draw.text((x + 4, y + 22), f"seed {r['seed']}{stage}" + ("  (facing)" if r.get("facing") else ""),
+                  fill=(80, 80, 80))
         draw.text((x + 4, y + 38), f"IoU {_fmt(r['iou'], 2)}  gap {_fmt(r.get('facing_gap'), 2)}",
                   fill=(0, 110, 0) if ok else (200, 0, 0))
         draw.text((x + 4, y + 54), f"albedo {_fmt(r['albedo_error'], 2)}  PSNR {_fmt(r.get('texture_psnr'), 1)}",
@@ -699,8 +701,8 @@ def write_report(rows: list[dict], out: Path, meta: dict, variants: dict) -> dic
     write_markdown(out / "quality.md", rows, summary, meta)
     for v in variants:
         for s in seeds:
-            sel = [r for r in absolute if r["variant"] == v and r["seed"] == s
-                   and stage_compare.stage_of(r) == STAGES[0]]
+            # The mesh each job ends with (coarse + fine where the run had a fine stage): what a user gets.
+            sel = stage_compare.final_rows([r for r in absolute if r["variant"] == v and r["seed"] == s])
             name = f"turntables_seed{s}.png" if len(variants) == 1 else f"turntables_{v}_seed{s}.png"
             turntable_grid(sel, out / name)
     return summary

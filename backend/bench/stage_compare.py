@@ -37,6 +37,13 @@ def stage_of(row: dict) -> str:
     return row.get("stages", COARSE)
 
 
+def final_rows(rows: list[dict]) -> list[dict]:
+    """Each job's last stage (its coarse + fine row where it has one, else its coarse row), in the rows'
+    order: the mesh the run hands the user, which a per-seed picture shows."""
+    fine = {(r["variant"], r["prompt"], r["seed"]) for r in rows if stage_of(r) == FINE and not r.get("skipped")}
+    return [r for r in rows if stage_of(r) == FINE or (r["variant"], r["prompt"], r["seed"]) not in fine]
+
+
 def pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
     """(coarse row, fine row) of every job that finished both, in the rows' order."""
     fine = {(r["variant"], r["prompt"], r["seed"]): r for r in rows if stage_of(r) == FINE and not r.get("skipped")}

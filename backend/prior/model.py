@@ -151,7 +151,7 @@ ARCHITECTURES["v10"] = replace(ARCHITECTURES["v9"], name="v10", filled_captions=
 # fine-tuned from it on renders of its two shadings in groups of four views.
 ARCHITECTURES["v11"] = replace(ARCHITECTURES["v9"], name="v11", num_views=4)
 # The shipped weights (v3: report_v3/, weights in git history; v4, v5, v7, v8: trained, not shipped; v8 in
-# history, backend/prior/README.md "Session 21"; v9: the shipped shape prior, weights_shape/; v10: not shipped).
+# history, backend/prior/README.md "Session 21"; v9: the shipped shape prior, weights_shape/, trained 75% longer in session 41; v10: not shipped).
 DEFAULT_ARCHITECTURE = "v6"
 
 
