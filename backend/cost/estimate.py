@@ -151,6 +151,11 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
         else:
             notes.append(f"the fine stage is not in the {p.device_name} cost profile (measured since session 27: "
                          "`python -m backend bench cost --fine-only`): its time is not counted")
+    if s.shape_init == "prior-hull":
+        # The start's own work (DDIM samples of the prompt at 8 views, the hull, a density fit: about 15 s on a
+        # 2-core CPU, seconds on a GPU; backend/engine/prior_hull.py) is in no profile's measurements yet.
+        notes.append("shape_init 'prior-hull': the start from the prior's visual hull (about 15 s on a 2-core CPU, "
+                     "a few seconds on a GPU) is not in the cost profile: its time is not counted")
     previews = s.total_steps // s.preview_interval if s.preview_interval else 0
     previews_s = previews * predict(p.coef("preview"), preview_features(s)) * choice.time_scale
     saves = (s.steps // s.checkpoint_interval if s.checkpoint_interval else 0) + 1 if checkpoints else 0
