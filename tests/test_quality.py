@@ -380,3 +380,25 @@ def test_an_empty_mesh_scores_zero_and_the_bare_background():
                             period=truth.yaw_period, truth_views=views, cams=cams)
     assert empty["empty"] and empty["iou"] == 0.0 and empty["albedo_error"] == 1.0
     assert empty["texture_psnr"] < 12.0 and empty["truth_volume"] > 0.03
+
+
+def test_a_prop_drawn_at_other_proportions_of_its_range_scores_as_such_beside_the_canonical_iou():
+    """A mug made at the ends of its range (radius 0.25, half-height 0.34; the canonical mug is 0.275, 0.31): the
+    canonical IoU counts its 0.035 walls as missed, ``iou_proportions`` finds the proportions it was made with; a
+    simple solid has no proportions to search."""
+    from backend.bench.quality import score
+    from backend.export.mesh import export_field
+    from backend.prior.catalogue import ground_truth
+
+    truth = ground_truth("a red mug")
+    made = {"radius": 0.25, "half_height": 0.34}
+    sdf = truth.sdf_with(made)
+    with M.one_torch_thread():
+        glb = export_field(lambda p: 100.0 * torch.sigmoid(-sdf(p) / 0.01), lambda p: torch.full((len(p), 3), 0.5),
+                           resolution=128, threshold=50.0, keep_components=1, face_budget=20000, texture_size=64,
+                           vertex_colors=True).glb
+    m = score(glb, "a red mug", 0, views=False)
+    assert m["proportions"] == made
+    assert m["iou_proportions"] > 0.9 > 0.6 > m["iou"]
+    cube = score(analytic_export("cube", resolution=64).glb, "a red cube", 0, views=False)
+    assert "iou_proportions" not in cube and cube["iou"] > 0.9

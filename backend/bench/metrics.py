@@ -237,6 +237,18 @@ def best_yaw_iou(pred: np.ndarray, sdf: SdfFn, *, period: float = 360.0, coarse_
     return iou(pred, sdf_occupancy(sdf, res, best, bound)), best
 
 
+def best_family_iou(pred: np.ndarray, coarse: np.ndarray, sdfs: list[SdfFn], *, yaw_deg: float = 0.0,
+                    bound: float = 1.0) -> tuple[float, int]:
+    """(IoU, index) of the member of a family of truths (``sdfs``: one category at several proportions) that the
+    predicted occupancy ``pred`` overlaps best, all turned by ``yaw_deg``: chosen on ``coarse`` (the same mesh on a
+    coarser grid), measured on ``pred``'s grid."""
+    if not sdfs:
+        raise ValueError("best_family_iou: no truths to compare with")
+    scores = [iou(coarse, sdf_occupancy(sdf, coarse.shape[0], yaw_deg, bound)) for sdf in sdfs]
+    best = int(np.argmax(scores))
+    return iou(pred, sdf_occupancy(sdfs[best], pred.shape[0], yaw_deg, bound)), best
+
+
 class YawTable:
     """The truth's occupancy at any yaw, fast: its SDF sampled once at ``oversample`` x the grid's
     resolution across (x, y) and at the grid's own Z centres (a yaw turns points within their Z

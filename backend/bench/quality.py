@@ -164,7 +164,28 @@ def score(glb: bytes | None, prompt: str, seed: int, *, iou_resolution: int = 12
     metrics = evaluate_mesh(mesh, truth.sdf, truth.albedo, period=truth.yaw_period, res=iou_resolution, seed=seed,
                             truth_views=truth_views, cams=cams, keep_views=views)
     metrics["views"] = metrics.pop("views_png", None)       # PNG: the truth's views over the mesh's
+    metrics.update(proportions_iou(mesh, truth, metrics, iou_resolution))
     return metrics
+
+
+def proportions_iou(mesh, truth, metrics: dict, res: int) -> dict:
+    """``iou_proportions``: the IoU against the prop drawn with the proportions of its range (``proportion_grid``)
+    that fit the mesh best, at the yaw already found, and those ``proportions``; nothing for a category without
+    parameters or an empty mesh. Why beside ``iou`` (the canonical proportions, the targets' metric): the prior
+    learnt every proportion of a range (a mug's radius 0.25-0.30, its wall 0.035), so a thin-walled prop drawn
+    right at the low end of its range scores like a wrong one (a CPU mug: 0.43 canonical, 0.65 at radius 0.26);
+    the two together tell a wrong shape from a right shape at another size."""
+    from backend.bench.metrics import best_family_iou, voxelize
+
+    grid = truth.proportion_grid()
+    if not grid or mesh.empty:
+        return {}
+    pred = voxelize(mesh.vertices, mesh.faces, res)
+    coarse = voxelize(mesh.vertices, mesh.faces, res // 2)
+    value, best = best_family_iou(pred, coarse, [truth.sdf_with(p) for p in grid], yaw_deg=metrics["yaw"])
+    if value < metrics["iou"]:          # the canonical proportions are a member of the family too
+        return {"iou_proportions": metrics["iou"], "proportions": truth.category.canonical()}
+    return {"iou_proportions": value, "proportions": grid[best]}
 
 
 def stage_labels(stages: str) -> list[str]:
@@ -363,6 +384,7 @@ def by_category(rows: list[dict]) -> list[dict]:
                       "mean_volume_ratio": _mean(r.get("volume_ratio") for r in rs if not r.get("empty")),
                       "mean_chamfer": _mean(r.get("chamfer") for r in rs),
                       "mean_normal_consistency": _mean(r.get("normal_consistency") for r in rs),
+                      "mean_iou_proportions": _mean(r.get("iou_proportions") for r in rs),
                       "empty": sum(bool(r.get("empty")) for r in rs)})
     return table
 
@@ -397,7 +419,10 @@ def write_markdown(path: Path, rows: list[dict], summary: dict, meta: dict) -> N
               "(dB) = pure-albedo renders of the mesh vs the ground truth's from 4 views (elevation 15, 96 px), over "
               "the pixels where either is foreground, both on mid grey; volume = mesh / truth voxel volume; normal "
               "consistency = mean |cos| between the mesh's face normals and the true normals (the SDF's gradient at "
-              "the nearest true-surface point), 10k samples mesh -> truth and 10k truth -> mesh, averaged.", ""]
+              "the nearest true-surface point), 10k samples mesh -> truth and 10k truth -> mesh, averaged; IoU, "
+              "best proportions (`iou_proportions`, props only, not a target) = the IoU at the found yaw against the "
+              "prop drawn with the proportions of its range (each parameter's ends and middle) that fit best: the "
+              "prior learnt the whole range, and a thin-walled prop made at its low end misses the canonical one.", ""]
     for variant in variants:
         if len(variants) > 1 or variant != "default":
             lines += [f"## Variant `{variant}`: {json.dumps(meta['variants'].get(variant, {}))}", ""]
@@ -438,8 +463,8 @@ def _stage_lines(rows: list[dict], entry: dict, seeds: list[int]) -> list[str]:
     lines += ["", f"Same verdict for every seed: **{entry['verdict']}**", "",
               "#### By category (all seeds)", "",
               "| category | look | group | runs | mean IoU | min IoU | IoU at yaw 0 | facing gap | facing pass | "
-              "albedo err | texture PSNR | volume / truth | Chamfer | normal consistency |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "albedo err | texture PSNR | volume / truth | Chamfer | normal consistency | IoU, best proportions |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     solids_by_shape = {}
     for c in by_category(rows):
         if c["group"] == "solid":       # the 8 colours of a solid in one line
@@ -479,7 +504,8 @@ def _category_line(c: dict) -> str:
     return (f"| {c['category']} | {c['look'] or '-'} | {c['group']} | {c['runs']} | {_fmt(c['mean_iou'])} | "
             f"{_fmt(c['min_iou'])} | {_fmt(c['mean_iou_canonical'])} | {_fmt(c['mean_facing_gap'])} | {facing} | "
             f"{_fmt(c['mean_albedo_error'])} | {_fmt(c['mean_texture_psnr'], 1)} | {_fmt(c['mean_volume_ratio'], 2)} | "
-            f"{_fmt(c['mean_chamfer'], 4)} | {_fmt(c.get('mean_normal_consistency'))} |")
+            f"{_fmt(c['mean_chamfer'], 4)} | {_fmt(c.get('mean_normal_consistency'))} | "
+            f"{_fmt(c.get('mean_iou_proportions'))} |")
 
 
 def turntable_grid(rows: list[dict], path: Path, *, view_size: int = 96, columns: int = 2,

@@ -61,6 +61,20 @@ class GroundTruth:
     def sdf(self, p: torch.Tensor) -> torch.Tensor:
         return evaluate(self.category, p.float(), None, self.look)
 
+    def sdf_with(self, proportions: dict):
+        """The SDF of this object drawn with ``proportions`` (the category's parameters) instead of its canonical ones."""
+        return lambda p: evaluate(self.category, p.float(), proportions, self.look)
+
+    def proportion_grid(self) -> list[dict]:
+        """The category's proportions the benchmark compares with besides the canonical ones: each float
+        parameter at the low end, middle and high end of its range, each integer one at every value in its range
+        (every combination; [] for a category without parameters, the simple solids)."""
+        import itertools
+
+        axes = {k: ([float(v) for v in range(int(lo), int(hi) + 1)] if k in self.category.ints
+                    else [lo, (lo + hi) / 2, hi]) for k, (lo, hi) in self.category.params.items()}
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
+
     def albedo(self, p: torch.Tensor) -> torch.Tensor:
         return evaluate(self.category, p.float(), None, self.look, albedo=True)[1]
 
