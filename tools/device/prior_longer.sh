@@ -12,7 +12,8 @@
 # timeout_s=600); back in $OUT: longer.tar.* (cat longer.tar.* | tar xf - -> longer/weights, longer/report). Then
 # the A/B: copy longer/weights over the prior's folder (the tree stays under 64 MiB) and
 #   AB=tools/device/ab_default.json PROMPTS=props SEEDS="0 1" bash tools/device/quality_ab.sh 420
-# (a machine that still holds the last A/B's /tmp/ab_ab_default resumes it instead: give the AB file another name).
+# (the A/B folder is named by the file, prompts and seeds; weights swapped under the same names need a fresh machine
+# or another AB file name, or the warm machine resumes the last A/B).
 source tools/device/common.sh "$1"
 case ${PRIOR:-shape} in
   shape) ARCH=v9 INIT=backend/prior/weights_shape ;;

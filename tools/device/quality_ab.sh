@@ -22,7 +22,10 @@
 source tools/device/common.sh "$1"
 restore_state
 AB=${AB:?a variants file, e.g. tools/device/ab_gpu_budget.json}
-NAME=ab_$(basename $AB .json); Q=/tmp/$NAME
+# The run's folder is named by the variants file and the prompts and seeds it covers: a machine still warm from an
+# A/B of the same file on other prompts resumed that one and ran nothing (session 41). Weights swapped under the same
+# file name are not seen: empty .devstate/ and use a fresh machine (or another file name) for those.
+NAME=ab_$(basename $AB .json)_$(echo "${PROMPTS:-props} ${SEEDS:-0}" | md5sum | cut -c1-6); Q=/tmp/$NAME
 read N NP <<<"$(python - "$AB" ${PROMPTS:-props} <<'PY'
 import json, sys
 from backend.bench.quality import expand_prompts
