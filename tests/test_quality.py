@@ -402,3 +402,9 @@ def test_a_prop_drawn_at_other_proportions_of_its_range_scores_as_such_beside_th
     assert m["iou_proportions"] > 0.9 > 0.6 > m["iou"]
     cube = score(analytic_export("cube", resolution=64).glb, "a red cube", 0, views=False)
     assert "iou_proportions" not in cube and cube["iou"] > 0.9
+    # A count that changes the shape is searched (the fence's 4-6 pickets); one that only paints (the barrel's
+    # 12-16 staves) is held at its canonical value.
+    fence = ground_truth("a wooden fence").proportion_grid()
+    assert sorted({p["pickets"] for p in fence}) == [4.0, 5.0, 6.0]
+    barrel = ground_truth("a wooden barrel").proportion_grid()
+    assert {p["staves"] for p in barrel} == {14.0} and len(barrel) == 27

@@ -68,11 +68,22 @@ class GroundTruth:
     def proportion_grid(self) -> list[dict]:
         """The category's proportions the benchmark compares with besides the canonical ones: each float
         parameter at the low end, middle and high end of its range, each integer one at every value in its range
-        (every combination; [] for a category without parameters, the simple solids)."""
+        (every combination; [] for a category without parameters, the simple solids). A parameter that moves
+        only the material (the barrel's stave count) is held at its canonical value: its ends draw the same
+        shape, and would multiply the truths to compare with for nothing (the barrel's 135 -> 27)."""
         import itertools
 
+        canonical = self.category.canonical()
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.rand(4096, 3, generator=generator) * 2 - 1
+
+        def moves_shape(k, lo, hi) -> bool:
+            ends = [self.sdf_with({**canonical, k: float(v)})(probe) for v in (lo, hi)]
+            return not torch.equal(*ends)
+
         axes = {k: ([float(v) for v in range(int(lo), int(hi) + 1)] if k in self.category.ints
-                    else [lo, (lo + hi) / 2, hi]) for k, (lo, hi) in self.category.params.items()}
+                    else [lo, (lo + hi) / 2, hi]) if moves_shape(k, lo, hi) else [canonical[k]]
+                for k, (lo, hi) in self.category.params.items()}
         return [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
 
     def albedo(self, p: torch.Tensor) -> torch.Tensor:
