@@ -523,3 +523,32 @@ def test_the_fine_stage_cuts_the_dome_of_a_nerf_start_not_of_an_artists_mesh():
     assert kept > 0.06                                            # the dome, as the artist made it
     assert depth_under_base(flat=False, from_nerf=True) == pytest.approx(kept, abs=0.02)
     assert depth_under_base(flat=True, from_nerf=True) < 0.3 * kept
+
+
+def test_a_coarse_starts_colours_are_read_on_the_start_surface_not_inside_it():
+    """The fine surface lies inside the start surface where the stage thinned a part; a coarse start's albedo
+    was painted on the start surface, so the export reads it there (an artist's mesh: where it is). The albedo
+    here codes the distance from the centre; the SDF residual shrinks the sphere by 0.08."""
+    from backend.engine.guidance import load_guidance
+    from backend.engine.sdf_field import RESIDUAL_SCALE
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    glb = to_glb(np.asarray(sphere.vertices, np.float32), np.asarray(sphere.faces, np.int32))
+    fine = FineTrainer(fine_settings(hash_log2_size=12, mesh_resolution=96, vertex_colors=True),
+                       guidance=load_guidance("tiny-random", "cpu"), device=torch.device("cpu"))
+    fine.init_from_mesh(glb)
+    start = np.linalg.norm(fine.export().vertices, axis=1).mean()          # the start sphere's radius
+    with torch.no_grad():
+        fine.field.mlp[-1].bias[0].fill_(0.08 / RESIDUAL_SCALE)           # the surface 0.08 inside
+    fine.field.albedo = lambda x: torch.stack([x.norm(dim=-1), torch.zeros_like(x[:, 0]), torch.zeros_like(x[:, 0])], -1)
+
+    def radii_and_colour(from_nerf: bool):
+        fine.from_nerf = from_nerf
+        out = fine.export()
+        return np.linalg.norm(out.vertices, axis=1).mean(), out.vertex_colors[:, 0].mean()
+
+    shrunk, coarse_colour = radii_and_colour(from_nerf=True)
+    assert shrunk == pytest.approx(start - 0.08, abs=0.02)
+    assert coarse_colour == pytest.approx(start, abs=0.01)            # read on the start surface
+    _, own_colour = radii_and_colour(from_nerf=False)
+    assert own_colour == pytest.approx(shrunk, abs=0.01)              # an artist's mesh: read where it is
