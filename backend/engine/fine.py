@@ -19,7 +19,8 @@ It starts from one of:
   or a coarse checkpoint's field converted as ``init_from_coarse`` does.
 
 Its checkpoints are marked ``"stage": "fine"`` so a run killed in the fine stage resumes there
-(``backend.engine.stages``). It exports the SDF's zero level set.
+(``backend.engine.stages``). It exports the SDF's zero level set, coloured (after a coarse start) by the
+albedo on the surface it started on (``albedo_on_start_surface``).
 """
 
 from __future__ import annotations
