@@ -220,6 +220,12 @@ class FineTrainer(Trainer):
             x = x - base[:, :1] * F.normalize(base[:, 1:], dim=-1)
         return self.field.albedo(x)
 
+    @property
+    def export_albedo(self):
+        """The albedo the export and proxy meshes are coloured by: a coarse start's on its start surface, an
+        artist's mesh's (Refine Selected, trained in this stage) where the surface is."""
+        return self.albedo_on_start_surface if self.from_nerf else self.field.albedo
+
     def export(self, progress=None):
         from functools import partial
 
@@ -235,8 +241,7 @@ class FineTrainer(Trainer):
             grid = inset(grid)
             return flat_base(grid, bound=BOUND) if cut else grid
 
-        albedo = self.albedo_on_start_surface if self.from_nerf else self.field.albedo
-        return export_field(self.inside, albedo, resolution=s.mesh_resolution, threshold=0.0,
+        return export_field(self.inside, self.export_albedo, resolution=s.mesh_resolution, threshold=0.0,
                             keep_components=s.keep_components, face_budget=s.face_budget,
                             texture_size=s.texture_size, vertex_colors=s.vertex_colors, bound=BOUND,
                             device=self.device, progress=progress, adjust_grid=adjust)
@@ -250,5 +255,4 @@ class FineTrainer(Trainer):
         if len(faces) == 0:
             return None
         vertices, faces = simplify_mesh(vertices, faces, 5000)
-        albedo = self.albedo_on_start_surface if self.from_nerf else self.field.albedo
-        return to_glb(vertices, faces, vertex_colors=albedo_at(albedo, vertices, self.device))
+        return to_glb(vertices, faces, vertex_colors=albedo_at(self.export_albedo, vertices, self.device))
