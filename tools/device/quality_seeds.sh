@@ -9,6 +9,8 @@
 # EXPORTS=tools/device/flat_base_export.json: each job's fine mesh also exported under those export-only settings
 # (its coarse and fine rows copied under the variant's name: four rows a job).
 # On a fresh machine: cp $OUT's rows.tgz.* to .devstate/state.tgz.* and call with carry=[".devwhl", ".devstate"].
+# Do that copy before every call after the first, not only when a machine was lost: a warm machine can be given back
+# between two calls (session 44: the third call started a fresh machine from nothing and the device time ran out).
 source tools/device/common.sh "$1"; shift
 restore_state   # a fresh machine resumes from the rows a former call brought back (copied into .devstate/state.tgz.*)
 build_cuda_once
