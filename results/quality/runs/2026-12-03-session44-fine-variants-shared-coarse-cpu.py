@@ -4,7 +4,7 @@ then starts from that checkpoint (``init_checkpoint``: the same hand-over as a w
 only in the fine stage. One row per (prompt, variant) in the jsonl given, the coarse mesh's own row as "coarse".
 
 Run from the repository root:
-  .venv/bin/python results/quality/runs/2026-12-03-session44-fine-variants-shared-coarse.py OUT.jsonl PROMPT [SEED]
+  .venv/bin/python results/quality/runs/2026-12-03-session44-fine-variants-shared-coarse-cpu.py OUT.jsonl PROMPT [SEED]
 """
 import json, os, sys, time
 
