@@ -462,3 +462,27 @@ def test_a_resumed_denoiser_training_keeps_the_step_count_of_its_first_command()
     for step in range(1, 45):
         fresh.update(step)
     assert fresh.total != 50          # a fresh run does time its steps (1e-4 minutes: a few steps)
+
+
+def test_centred_proportions_draw_the_middle_of_each_range():
+    """``Category.sample(centred=)``: a share of the objects from the middle third of every range (integers: the
+    canonical value), the rest uniform over the whole range; a share outside [0, 1] is refused."""
+    from backend.prior.catalogue import BY_NAME
+
+    fence = BY_NAME["fence"]                      # an integer (pickets 4-6) and a float (spacing 0.2-0.24) parameter
+    lo, hi = fence.params["spacing"]
+    g = torch.Generator().manual_seed(0)
+    all_middle = fence.sample(2000, "cpu", g, centred=1.0)
+    assert torch.all(all_middle["pickets"] == fence.canonical()["pickets"])
+    s = all_middle["spacing"]
+    assert s.min() >= lo + (hi - lo) / 3 - 1e-6 and s.max() <= lo + 2 * (hi - lo) / 3 + 1e-6
+    assert s.max() - s.min() > 0.9 * (hi - lo) / 3          # spread over the middle third, not one value
+    uniform = fence.sample(2000, "cpu", torch.Generator().manual_seed(0))
+    assert set(uniform["pickets"].tolist()) == {4.0, 5.0, 6.0}
+    middle = ((uniform["spacing"] - lo) / (hi - lo) - 0.5).abs() < 1 / 6
+    assert 0.28 < middle.float().mean() < 0.39             # uniform: a third of the draws in the middle third
+    mixed = fence.sample(4000, "cpu", torch.Generator().manual_seed(1), centred=0.7)
+    canonical_share = (mixed["pickets"] == 5.0).float().mean()
+    assert 0.74 < canonical_share < 0.82                    # 0.7 + 0.3 / 3 = 0.8 with five pickets
+    with pytest.raises(ValueError, match="centred must be in"):
+        fence.sample(4, "cpu", centred=1.5)

@@ -53,12 +53,28 @@ class Category:
         return {k: (float(round((lo + hi) / 2)) if k in self.ints else (lo + hi) / 2)
                 for k, (lo, hi) in self.params.items()}
 
-    def sample(self, n: int, device, generator=None) -> dict:
-        """Random parameters for ``n`` objects: name -> (n,) tensor."""
+    def sample(self, n: int, device, generator=None, centred: float = 0.0) -> dict:
+        """Random parameters for ``n`` objects: name -> (n,) tensor, uniform over each range.
+
+        ``centred`` c in [0, 1]: each object's proportions drawn, with probability c, from the middle third of every
+        range instead (an integer parameter: its canonical value). Why: a prompt names no proportions, so a prior
+        trained on uniform ranges draws any member of a range, and a thin-walled or many-part prop drawn at one end
+        of its range hardly overlaps the same prop at the other (a mug at radius 0.25 against 0.30: IoU 0.33); a
+        prior that has seen the middle of the range more often draws a typical member more often. c = 0 draws
+        no extra random numbers, so the earlier priors' data keeps its random stream."""
+        if not 0.0 <= centred <= 1.0:
+            raise ValueError(f"centred must be in [0, 1], got {centred}")
+        middle = torch.rand(n, device=device, generator=generator) < centred if centred > 0 else None
         out = {}
+        canonical = self.canonical()
         for k, (lo, hi) in self.params.items():
             u = torch.rand(n, device=device, generator=generator)
-            out[k] = torch.floor(lo + u * (hi - lo + 1)).clamp(max=hi) if k in self.ints else lo + u * (hi - lo)
+            if k in self.ints:
+                v = torch.floor(lo + u * (hi - lo + 1)).clamp(max=hi)
+                mid = torch.full_like(v, canonical[k])
+            else:
+                v, mid = lo + u * (hi - lo), lo + (1 + u) / 3 * (hi - lo)
+            out[k] = v if middle is None else torch.where(middle, mid, v)
         return out
 
 

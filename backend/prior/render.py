@@ -104,7 +104,7 @@ def _per_ray(params: dict, sel: torch.Tensor, per: int) -> dict:
 def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shading: torch.Tensor,
            background: torch.Tensor, supersample: int = 2, blur: torch.Tensor | None = None, vary: bool = True,
            generator=None, params: dict | None = None, filled: torch.Tensor | None = None,
-           views_per_object: int = 1) -> torch.Tensor:
+           views_per_object: int = 1, centred: float = 0.0) -> torch.Tensor:
     """Render one image per camera: (B, 3, resolution, resolution) in [0, 1].
 
     ``entry_idx`` (B,) indexes ENTRIES; ``shading`` and ``background`` (B,) index SHADINGS and
@@ -113,7 +113,8 @@ def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shadi
     ``params``: given proportions instead (one category's parameter dict, tensors of one value
     each, for every image: the image benchmark's objects drawn outside training). ``filled`` (B,) bool:
     hollow props (``Category.hollow``) drawn with the cavity filled. ``views_per_object`` V: the images come
-    in groups of V consecutive views of one object (one entry, proportions and fill per group).
+    in groups of V consecutive views of one object (one entry, proportions and fill per group). ``centred``: the
+    share of objects drawn from the middle of their ranges (``Category.sample``).
     """
     dev = cams.c2w.device
     n = entry_idx.shape[0]
@@ -135,7 +136,7 @@ def render(entry_idx: torch.Tensor, cams: CameraBatch, resolution: int, *, shadi
         elif vary:
             # a group's views are consecutive and of one category, so ``sel`` holds whole groups in order
             chosen = {key: t.repeat_interleave(views_per_object, 0) for key, t in
-                      category.sample(sel.numel() // views_per_object, dev, generator).items()}
+                      category.sample(sel.numel() // views_per_object, dev, generator, centred).items()}
         else:
             chosen = {key: torch.full((sel.numel(),), v, device=dev) for key, v in category.canonical().items()}
         if filled is not None and category.hollow:
@@ -176,14 +177,15 @@ def entry_index(name: str, look: str | None) -> int:
 
 def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, generator=None,
                  camera_chunk: int = 32, categories: list[str] | None = None, p_filled: float = 0.0,
-                 views_per_object: int = 1, shadings: tuple[str, ...] | None = None) -> Batch:
+                 views_per_object: int = 1, shadings: tuple[str, ...] | None = None, centred: float = 0.0) -> Batch:
     """``n`` random training images (objects, looks, proportions, cameras, shading, backgrounds, blur);
     a hollow prop is drawn filled with probability ``p_filled``.
 
     ``views_per_object`` V > 1 (a multi-view prior's data): ``n / V`` objects, each seen by V consecutive
     images at one elevation, 360 / V degrees apart (``sample_cameras(views_per_object=V)``), with one look,
     proportions, fill and shading (a run's batch is shaded alike); backgrounds, lights and blur stay per image,
-    as the trainer draws them. ``shadings``: only these (``SHADINGS`` names, at their relative odds).
+    as the trainer draws them. ``shadings``: only these (``SHADINGS`` names, at their relative odds). ``centred``:
+    the share of objects drawn from the middle of their proportions' ranges (``Category.sample``).
 
     Cameras come from the engine's ``sample_cameras`` (torch's global RNG; it draws the elevation
     law once per call, so it is called in chunks of ``camera_chunk``); everything else uses
@@ -220,7 +222,7 @@ def sample_batch(n: int, resolution: int = 64, *, device="cpu", settings=None, g
     filled = hollow & per_view(torch.rand(objects, device=dev, generator=generator) < p_filled) if p_filled > 0 \
         else hollow & False
     images = render(entry, cams, resolution, shading=shading, background=background, blur=blur, generator=generator,
-                    filled=filled, views_per_object=v)
+                    filled=filled, views_per_object=v, centred=centred)
     views = torch.tensor([VIEWS.index(view_direction(float(e), float(a), s.front_threshold, s.overhead_threshold,
                                                      VIEW_NAMING))
                           for e, a in zip(cams.elevation.cpu(), cams.azimuth.cpu())], device=dev)

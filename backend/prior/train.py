@@ -113,13 +113,14 @@ def caption_index(entry: torch.Tensor, view: torch.Tensor, generator=None,
 def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: float | None = None,
                    image_size: int = M.IMAGE_SIZE, categories: list[str] | None = None, p_filled: float = 0.0,
                    elevation_max: float | None = None, views_per_object: int = 1,
-                   shadings: tuple[str, ...] | None = None):
+                   shadings: tuple[str, ...] | None = None, centred: float = 0.0):
     """``n`` training images (uint8, on ``device``), labels (entry, view, shading, filled) and cameras ((n, 16)
     ``camera_condition``, for camera-aware priors); with ``minutes``, fewer when rendering all of them
     would take longer than that. ``p_filled``: the share of hollow props drawn filled. ``elevation_max``: the
     cameras' highest elevation (None: the engine's default, as every shipped prior was trained).
     ``views_per_object`` V: groups of V consecutive views of one object (``render.sample_batch``; ``n`` and
-    ``chunk`` are rounded down to whole groups); ``shadings``: only these shadings."""
+    ``chunk`` are rounded down to whole groups); ``shadings``: only these shadings; ``centred``: the share of objects
+    drawn from the middle of their proportions' ranges (``Category.sample``; 0, uniform, for every prior before v9d)."""
     from backend.prior.render import default_settings, sample_batch
 
     settings = default_settings() if elevation_max is None else default_settings().replace(elevation_max=elevation_max)
@@ -134,7 +135,8 @@ def render_dataset(n: int, device, chunk: int = 256, seed: int = 0, minutes: flo
     t0, i = time.perf_counter(), 0
     while i < n:
         b = sample_batch(min(chunk, n - i), image_size, device=device, settings=settings, generator=gen,
-                         categories=categories, p_filled=p_filled, views_per_object=v, shadings=shadings)
+                         categories=categories, p_filled=p_filled, views_per_object=v, shadings=shadings,
+                         centred=centred)
         images[i:i + len(b.images)] = (b.images * 255 + 0.5).to(torch.uint8)
         labels[i:i + len(b.images)] = torch.stack([b.entry, b.view, b.shading, b.filled.long()], 1)
         cameras[i:i + len(b.images)] = b.camera
@@ -561,7 +563,13 @@ def parse_args(argv=None):
                         "objects from higher up can guide generation with cameras up there (a cup's inside is in view)")
     p.add_argument("--categories", default=None, metavar="NAMES",
                    help="render only these categories (comma-separated catalogue names, e.g. cube,pyramid)")
+    p.add_argument("--centred-proportions", type=float, default=0.0, metavar="SHARE",
+                   help="the share of objects drawn from the middle third of their proportions' ranges (integer "
+                        "parameters: their canonical value) instead of uniformly over them; 0-1, default 0 (every "
+                        "prior before v9d): a prompt names no proportions, so what the prior draws most is its typical prop")
     args = p.parse_args(argv)
+    if not 0.0 <= args.centred_proportions <= 1.0:
+        p.error(f"--centred-proportions must be in [0, 1], got {args.centred_proportions}")
     if args.elevation_max is not None and not 45.0 <= args.elevation_max <= 89.0:
         p.error(f"--elevation-max must be in [45, 89] degrees, got {args.elevation_max}")
     if args.categories is not None:
@@ -608,7 +616,7 @@ def main(argv=None) -> int:
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
         image_size=arch.image_size, categories=args.categories, p_filled=P_FILLED if arch.filled_captions else 0.0,
         elevation_max=args.elevation_max, views_per_object=arch.num_views,
-        shadings=arch.shadings if arch.num_views > 1 else None),
+        shadings=arch.shadings if arch.num_views > 1 else None, centred=args.centred_proportions),
         timings, "images")
     cameras = rest[0] if rest and arch.camera_condition else None
     if arch.camera_condition and cameras is None:
@@ -629,6 +637,8 @@ def main(argv=None) -> int:
     report["images"] = len(images)
     if args.elevation_max is not None:
         report["elevation_max"] = args.elevation_max
+    if args.centred_proportions:
+        report["centred_proportions"] = args.centred_proportions
     grid_png(images[:64].float() / 255, 8, out / "report" / "data.png")
 
     torch.manual_seed(args.seed)

@@ -14,6 +14,8 @@
 #   AB=tools/device/ab_default.json PROMPTS=props SEEDS="0 1" bash tools/device/quality_ab.sh 420
 # (the A/B folder is named by the file, prompts and seeds; weights swapped under the same names need a fresh machine
 # or another AB file name, or the warm machine resumes the last A/B).
+# CENTRED=0.7 (session 45): 70% of the objects drawn from the middle third of their proportions' ranges
+# (train --centred-proportions; a prompt names no proportions, so the prior should draw a typical prop most often).
 source tools/device/common.sh "$1"
 case ${PRIOR:-shape} in
   shape) ARCH=v9 INIT=backend/prior/weights_shape ;;
@@ -21,9 +23,10 @@ case ${PRIOR:-shape} in
   *) echo "PRIOR must be shape or colour, got $PRIOR"; exit 2 ;;
 esac
 timeout $(( $(left) - 25 )) python -m backend.prior.train --architecture $ARCH --init-from $INIT \
-  --seed ${SEED:-1} --out /tmp/longer --images 160000 --render-minutes 1.4 --render-chunk 4096 \
+  --seed ${SEED:-1} --out /tmp/longer --images 160000 --render-chunk 4096 \
   --unet-minutes ${UNET_MIN:-6.5} --unet-batch 512 --unet-lr ${LR:-1.5e-4} --samples-per-prompt 2 \
-  --checkpoint /tmp/longer_ckpt.pt --checkpoint-every 60 > /tmp/longer.log 2>&1
+  --checkpoint /tmp/longer_ckpt.pt --checkpoint-every 60 --centred-proportions ${CENTRED:-0} \
+  --render-minutes ${RENDER_MIN:-1.4} > /tmp/longer.log 2>&1
 echo "train rc=$?"
 grep -v "^ *[0-9]*%" /tmp/longer.log | tail -n 12
 cp /tmp/longer.log /tmp/longer/train.log 2>/dev/null
