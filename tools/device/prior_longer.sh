@@ -15,7 +15,8 @@
 # (the A/B folder is named by the file, prompts and seeds; weights swapped under the same names need a fresh machine
 # or another AB file name, or the warm machine resumes the last A/B).
 # CENTRED=0.7 (session 45): 70% of the objects drawn from the middle third of their proportions' ranges
-# (train --centred-proportions; a prompt names no proportions, so the prior should draw a typical prop most often).
+# (train --centred-proportions; a prompt names no proportions, so the prior should draw a typical prop most often):
+# v9d, shipped in session 46 (GPU props 0.687 / 0.692 / 0.680 -> 0.695 / 0.699 / 0.691 on seeds 0-2).
 source tools/device/common.sh "$1"
 case ${PRIOR:-shape} in
   shape) ARCH=v9 INIT=backend/prior/weights_shape ;;
