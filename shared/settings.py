@@ -361,6 +361,11 @@ class GenerationSettings:
                                      "about 1 across) drawn this much thinner on each side, thick parts unchanged (a "
                                      "field optimised through small renders draws thin parts ~a render pixel thick; "
                                      "the built-in preset: 0.015)")
+    fine_cavity_inset: float = _s(0.0, lo=0.0, hi=0.05, group="export",
+                                  help="the fine stage's mesh of a container the run opened (the hollow setting: "
+                                       "a mug, a bowl, a bucket): the walls and bottom drawn this much thinner "
+                                       "from the inside, the outside unchanged (a cup's wall comes out about "
+                                       "twice as thick as it should, the excess inside)")
     fine_flat_base: bool = _s(False, group="export",
                               help="the fine stage's mesh: the dome a field leaves hanging under a flat base (which "
                                    "cameras above the object's base never see) cut off at the base; for flat-bottomed "

@@ -317,6 +317,60 @@ def test_thin_inset_thins_a_board_and_leaves_a_block_where_it_is():
     assert thin_inset(inside, 0.0) is inside
 
 
+def cup_with_handle(points: np.ndarray) -> np.ndarray:
+    """Signed distance of an open cup (outer radius 0.27, wall 0.06, bottom 0.06) with a ring handle
+    standing upright beside it (in the x-z plane, on the +x side)."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    radius = np.hypot(x, y)
+    outer = np.maximum(radius - 0.27, np.abs(z) - 0.35)
+    inner = np.maximum(radius - 0.21, np.abs(z - 0.06) - 0.35)          # its air from z = -0.29 up, open above
+    handle = np.hypot(np.hypot(x - 0.38, z) - 0.12, y) - 0.03
+    return np.minimum(np.maximum(outer, -inner), handle)
+
+
+def test_cavity_inset_thins_a_cups_wall_from_the_inside_only():
+    """``fine_cavity_inset``'s grid operation: the cup's wall and bottom lose the inset on the cavity's side,
+    its outer face, its base and its handle stay where they are; a solid with no cavity is left alone."""
+    from backend.export.mesh import cavity_inset, container_cavity
+
+    axis = np.linspace(-1.0, 1.0, 128)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    inside = (-cup_with_handle(points)).astype(np.float32)
+    after = cavity_inset(inside, 0.02)
+    mid = np.argmin(np.abs(axis - 0.0))
+    before_x, after_x = crossings(inside[:, 64, mid], axis), crossings(after[:, 64, mid], axis)
+    # -x side: outer face, inner face, inner face, outer face, then the handle's two crossings on +x
+    assert len(before_x) == len(after_x) == 6
+    assert after_x[0] == pytest.approx(before_x[0], abs=0.002)            # outer faces kept
+    assert after_x[3] == pytest.approx(before_x[3], abs=0.002)
+    assert after_x[1] == pytest.approx(before_x[1] - 0.02, abs=0.004)     # inner faces 0.02 further out
+    assert after_x[2] == pytest.approx(before_x[2] + 0.02, abs=0.004)
+    assert after_x[4:] == pytest.approx(before_x[4:], abs=0.002)          # the handle untouched
+    before_z, after_z = crossings(inside[64, 64, :], axis), crossings(after[64, 64, :], axis)
+    assert after_z[0] == pytest.approx(before_z[0], abs=0.002)            # the base kept
+    assert after_z[1] == pytest.approx(before_z[1] - 0.02, abs=0.004)     # the bottom thinner from above
+    # the handle's loop is no cavity: no slice of it encloses air
+    handle_air = (np.abs(points[..., 0] - 0.38) < 0.05) & (np.abs(points[..., 2]) < 0.05) & (np.abs(points[..., 1]) < 0.01)
+    assert not container_cavity(inside > 0)[handle_air].any()
+    block = (-box_sdf(points, (0.0, 0.0, 0.0), (0.3, 0.3, 0.3))).astype(np.float32)
+    assert np.array_equal(cavity_inset(block, 0.02), block)
+    assert cavity_inset(inside, 0.0) is inside
+
+
+def test_cavity_inset_never_cuts_a_thin_wall_through():
+    """A wall thinner than the inset keeps at least two grid cells (cells 0.016: a 0.04 wall, inset 0.05)."""
+    from backend.export.mesh import cavity_inset
+
+    axis = np.linspace(-1.0, 1.0, 128)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    radius = np.hypot(points[..., 0], points[..., 1])
+    z = points[..., 2]
+    sdf = np.maximum(np.maximum(radius - 0.3, np.abs(z) - 0.3), -np.maximum(radius - 0.26, np.abs(z - 0.04) - 0.3))
+    after = cavity_inset((-sdf).astype(np.float32), 0.05)
+    wall = crossings(after[:, 64, 64], axis)
+    assert len(wall) == 4 and wall[1] - wall[0] >= 0.03 and wall[3] - wall[2] >= 0.03
+
+
 def test_thin_inset_thins_a_leg_but_never_cuts_it():
     """A leg under a block whose samples are less deep than the inset (radius 0.032, its deepest samples
     0.021 inside; inset 0.03; cells 0.016): thinned, but every slice keeps inside samples, also near the

@@ -5,9 +5,12 @@ The cut itself on voxel grids; which runs open their result; and a real coarse f
 coarse stage's last step, handed over open to the fine stage, and not opened twice by a resumed run.
 """
 
+import io
+
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from backend.engine import hollow
 from backend.engine.hollow import cavity, open_cavity, wanted
@@ -92,6 +95,16 @@ def test_a_filled_box_is_opened_when_the_coarse_stage_ends_and_stays_open(tiny_m
     inside = fine.inside(torch.tensor([MIDDLE, *WALLS, *BOTTOM], dtype=torch.float32)).numpy()
     assert inside[0] <= 0 and (inside[1:] > 0).all(), inside
 
+    # Its export thins the opened box's walls from the inside (fine_cavity_inset): less volume, the same outside
+    # (this tiny field's walls have holes: only the slices they ring are thinned, 15% of the volume).
+    assert fine.thins_cavity
+    meshes = {}
+    for inset in (0.0, 0.04):
+        fine.s = fine.s.replace(fine_cavity_inset=inset, fine_thin_inset=0.0, vertex_colors=True, mesh_resolution=160)
+        meshes[inset] = trimesh.load(io.BytesIO(fine.export().glb), file_type="glb", force="mesh")
+    assert meshes[0.04].volume < 0.9 * meshes[0.0].volume, (meshes[0.04].volume, meshes[0.0].volume)
+    assert np.allclose(meshes[0.04].bounds, meshes[0.0].bounds, atol=0.02)
+
     # Resumed from the checkpoint of the last step: open already, not opened again.
     resumed = Trainer(settings, guidance, torch.device("cpu"))
     resumed.load_checkpoint(checkpoint)
@@ -110,6 +123,8 @@ def test_hollow_off_leaves_the_filled_box_filled(tiny_model_path):
     trainer = Trainer(tiny_settings(steps=2, albedo_warmup_steps=2, preview_interval=0, hollow="off",
                                     hash_log2_size=14, hash_max_resolution=256), guidance, torch.device("cpu"))
     assert not trainer.opens_cavity
+    from backend.engine.fine import FineTrainer
+    assert not FineTrainer(trainer.s, guidance, torch.device("cpu")).thins_cavity     # its export keeps its walls
     fit_field_to_mesh(trainer, cube_glb(), iterations=150)
     events: list = []
     trainer.fit(events.append, None, None)

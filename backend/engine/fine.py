@@ -103,7 +103,9 @@ class FineTrainer(Trainer):
     def __init__(self, settings: GenerationSettings, guidance, device, image_terms=None):
         self.run_settings = settings
         super().__init__(fine_settings(settings), guidance, device, image_terms=image_terms)
-        self.opens_cavity = False       # the coarse stage opened it (hollow.py); the fine stage starts open
+        # The coarse stage opened it (hollow.py; an image job by the prompt read from its picture): the fine
+        # stage starts open, and its export thins the walls from the inside (``fine_cavity_inset``).
+        self.thins_cavity, self.opens_cavity = self.opens_cavity, False
         self.field.train_albedo = TRAIN_ALBEDO
         self.field.render_offset = RENDER_OFFSET_BETAS
         # Started on a coarse NeRF's surface, whose thin parts are too thick (``fine_thin_inset`` corrects
@@ -229,16 +231,18 @@ class FineTrainer(Trainer):
     def export(self, progress=None):
         from functools import partial
 
-        from backend.export.mesh import export_field, flat_base, thin_inset
+        from backend.export.mesh import cavity_inset, export_field, flat_base, thin_inset
 
         self.field.eval()
         s = self.s
         inset = partial(thin_inset, inset=s.fine_thin_inset if self.from_nerf else 0.0, bound=BOUND)
+        # The cup the coarse stage opened (hollow.py) thinned from its inside (export.mesh.cavity_inset says why).
+        inner = s.fine_cavity_inset if self.from_nerf and self.thins_cavity else 0.0
         # An artist's mesh (Refine Selected) keeps its own underside, as it keeps its thin parts.
         cut = s.fine_flat_base and self.from_nerf
 
         def adjust(grid: np.ndarray) -> np.ndarray:
-            grid = inset(grid)
+            grid = cavity_inset(inset(grid), inner, bound=BOUND)
             return flat_base(grid, bound=BOUND) if cut else grid
 
         return export_field(self.inside, self.export_albedo, resolution=s.mesh_resolution, threshold=0.0,

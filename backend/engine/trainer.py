@@ -39,7 +39,7 @@ CHECKPOINT_VERSION = 2       # 2: the job's own random streams (rng.JobRandom) i
 # Settings that do not change the optimisation trajectory: a checkpoint may be resumed with other values.
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
-                  "keep_components", "model", "fine_thin_inset", "fine_flat_base",
+                  "keep_components", "model", "fine_thin_inset", "fine_cavity_inset", "fine_flat_base",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
                   "sampling", "field_precision", "compile_render", "vae_channels_last", "graph_render"}
