@@ -75,7 +75,8 @@ PRESETS: dict[str, dict] = {
                 # runs exported again), IoU 0 -> 0.02 -> 0.03: bowl 0.389 / 0.424 / 0.405 -> 0.430 / 0.482 / 0.456
                 # -> 0.443 / 0.503 / 0.474, mug 0.393 / 0.415 / 0.447 -> 0.430 / 0.427 / 0.496 -> 0.439 / 0.424 /
                 # 0.508; volume 1.0-1.1 -> 0.76-0.81 -> 0.68-0.72 of the truth's: 0.02, the closer volume
-                # (results/quality/README.md, session 47).
+                # (results/quality/README.md, session 47; measured before walls kept two grid samples all round,
+                # which on the CPU scores the same or higher).
                 "fine_cavity_inset": 0.02,
                 # The VAE encoder eager on a GPU (session 29, one H200, results/speed/NOTES.md): compiled, a step
                 # was no faster (medians 21.2 / 23.7 ms compiled, 19.7 / 21.9 eager, two runs: the prior's step is

@@ -358,7 +358,8 @@ def test_cavity_inset_thins_a_cups_wall_from_the_inside_only():
 
 
 def test_cavity_inset_never_cuts_a_thin_wall_through():
-    """A wall thinner than the inset keeps at least two grid cells (cells 0.016: a 0.04 wall, inset 0.05)."""
+    """A wall thinner than the inset keeps at least two grid cells (cells 0.016: a 0.04 wall, inset 0.05), all
+    the way round: the CPU preset's mug once came out with holes through its wall."""
     from backend.export.mesh import cavity_inset
 
     axis = np.linspace(-1.0, 1.0, 128)
@@ -366,9 +367,17 @@ def test_cavity_inset_never_cuts_a_thin_wall_through():
     radius = np.hypot(points[..., 0], points[..., 1])
     z = points[..., 2]
     sdf = np.maximum(np.maximum(radius - 0.3, np.abs(z) - 0.3), -np.maximum(radius - 0.26, np.abs(z - 0.04) - 0.3))
-    after = cavity_inset((-sdf).astype(np.float32), 0.05)
+    inside = (-sdf).astype(np.float32)
+    after = cavity_inset(inside, 0.05)
     wall = crossings(after[:, 64, 64], axis)
     assert len(wall) == 4 and wall[1] - wall[0] >= 0.03 and wall[3] - wall[2] >= 0.03
+    # no hole anywhere round it: every slice whose wall ringed air still does, and its outside stays put
+    from backend.export.mesh import container_cavity
+
+    ringed = container_cavity(inside > 0).any(axis=(0, 1))
+    assert ringed.sum() > 30 and np.array_equal(container_cavity(after > 0).any(axis=(0, 1)), ringed)
+    assert np.array_equal(after > 0, (after > 0) & (inside > 0))
+    assert crossings(after[64, :, 64], axis)[0] == pytest.approx(crossings(inside[64, :, 64], axis)[0], abs=0.002)
 
 
 def test_thin_inset_thins_a_leg_but_never_cuts_it():

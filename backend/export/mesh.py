@@ -187,6 +187,7 @@ def thin_inset(inside: np.ndarray, inset: float, *, bound: float = 1.0, thin: fl
 
 
 CAVITY_CRACK_CELLS = 2          # container_cavity: gaps in a wall up to about twice this many cells are closed
+MIN_WALL_CELLS = 2              # cavity_inset leaves a wall at least this many grid samples thick
 
 
 def container_cavity(solid: np.ndarray) -> np.ndarray:
@@ -215,8 +216,8 @@ def cavity_inset(inside: np.ndarray, inset: float, *, bound: float = 1.0) -> np.
     symmetric ``thin_inset`` cannot fix that: it moves the outside in by as much (and stops a grid cell short of
     a wall that thin), and a finer grid that lets it thin further lost IoU (mug 0.45 -> 0.39, bowl 0.42 -> 0.34
     at 192^3, session 47). So the wall cells nearer the cavity than the outside air get, as their value, their
-    distance to the cavity's face less the inset (where that is lower than their own); no wall is left thinner
-    than two grid cells. GPU preset, v9d, seeds 0-2, inset 0.02: bowl 0.39-0.42 -> 0.43-0.48, mug 0.39-0.45 ->
+    distance to the cavity's face less the inset (where that is lower than their own); a wall keeps
+    MIN_WALL_CELLS grid samples. GPU preset, v9d, seeds 0-2, inset 0.02: bowl 0.39-0.42 -> 0.43-0.48, mug 0.39-0.45 ->
     0.43-0.50 (results/quality/README.md, session 47). Not a library operation: it needs to know which side of a
     wall is the inside of a container."""
     if inset <= 0.0:
@@ -237,11 +238,13 @@ def cavity_inset(inside: np.ndarray, inset: float, *, bound: float = 1.0) -> np.
         cells, nearest = ndimage.distance_transform_edt(~air, return_indices=True)
         return cells * cell - np.clip(-inside[tuple(nearest)], 0.0, cell)
 
-    to_inner, to_outer = face_distance(cavity), face_distance(outside)
-    inner_side = solid & (to_inner < to_outer)
-    # A wall keeps at least 2 * MIN_HALF_THICKNESS_CELLS cells (its thickness at a cell: the sum of the two).
-    shift = np.clip(to_inner + to_outer - 2.0 * MIN_HALF_THICKNESS_CELLS * cell, 0.0, inset)
-    moved = (to_inner - shift).astype(inside.dtype)
+    to_inner = face_distance(cavity)
+    # Only cells more than MIN_WALL_CELLS from the outside air move, so a wall keeps that many grid samples
+    # through it: a cap on the estimated thickness (to_inner + to_outer >= two cells) still let walls of the CPU
+    # preset's mug, thinner than the GPU's, fall to one sample and open holes (session 47).
+    from_outside = ndimage.distance_transform_edt(~outside)
+    inner_side = solid & (to_inner < face_distance(outside)) & (from_outside > MIN_WALL_CELLS)
+    moved = (to_inner - inset).astype(inside.dtype)
     return np.where(inner_side, np.minimum(inside, moved), inside)
 
 
