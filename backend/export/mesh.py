@@ -231,19 +231,19 @@ def cavity_inset(inside: np.ndarray, inset: float, *, bound: float = 1.0) -> np.
     cell = 2.0 * bound / (inside.shape[0] - 1)
     outside = ~solid & ~cavity
 
-    def face_distance(air: np.ndarray) -> np.ndarray:
-        """Each cell's distance to the faces of ``air`` (scene units): to its nearest cell of that air, less
-        how far that cell lies from the face (its own value, within a cell of it, where the field is a signed
-        distance; the distance transform alone is off by up to a cell)."""
+    def face_distance(air: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's distance to the nearest cell of ``air`` (cells), and to the faces of that air (scene
+        units): less how far that cell lies from the face (its own value, within a cell of it, where the field
+        is a signed distance; the distance transform alone is off by up to a cell)."""
         cells, nearest = ndimage.distance_transform_edt(~air, return_indices=True)
-        return cells * cell - np.clip(-inside[tuple(nearest)], 0.0, cell)
+        return cells, cells * cell - np.clip(-inside[tuple(nearest)], 0.0, cell)
 
-    to_inner = face_distance(cavity)
+    _, to_inner = face_distance(cavity)
+    from_outside, to_outer = face_distance(outside)
     # Only cells more than MIN_WALL_CELLS from the outside air move, so a wall keeps that many grid samples
     # through it: a cap on the estimated thickness (to_inner + to_outer >= two cells) still let walls of the CPU
     # preset's mug, thinner than the GPU's, fall to one sample and open holes (session 47).
-    from_outside = ndimage.distance_transform_edt(~outside)
-    inner_side = solid & (to_inner < face_distance(outside)) & (from_outside > MIN_WALL_CELLS)
+    inner_side = solid & (to_inner < to_outer) & (from_outside > MIN_WALL_CELLS)
     moved = (to_inner - inset).astype(inside.dtype)
     return np.where(inner_side, np.minimum(inside, moved), inside)
 
