@@ -380,6 +380,21 @@ def test_cavity_inset_never_cuts_a_thin_wall_through():
     assert crossings(after[64, :, 64], axis)[0] == pytest.approx(crossings(inside[64, :, 64], axis)[0], abs=0.002)
 
 
+def test_a_cracked_cup_still_rings_its_cavity():
+    """``container_cavity`` closes a crack two cells wide in a wall (a fine-stage wall can have one) before it looks
+    for the air the wall rings, so the cup is still thinned from the inside there."""
+    from backend.export.mesh import container_cavity
+
+    axis = np.linspace(-1.0, 1.0, 128)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    solid = cup_with_handle(points) < 0
+    mid = np.argmin(np.abs(axis))
+    assert solid[40:56, 64, mid].any()
+    solid &= ~((np.abs(points[..., 1]) < 0.008) & (points[..., 0] < -0.2))   # a slit through the -x wall, two cells wide
+    assert not solid[40:56, 64, mid].any()
+    assert container_cavity(solid)[64, 64, mid] and container_cavity(solid)[56:72, 56:72, mid].all()
+
+
 def test_thin_inset_thins_a_leg_but_never_cuts_it():
     """A leg under a block whose samples are less deep than the inset (radius 0.032, its deepest samples
     0.021 inside; inset 0.03; cells 0.016): thinned, but every slice keeps inside samples, also near the
