@@ -78,6 +78,17 @@ PRESETS: dict[str, dict] = {
                 # (results/quality/README.md, session 47; measured before walls kept two grid samples all round,
                 # which on the CPU scores the same or higher).
                 "fine_cavity_inset": 0.02,
+                # The props made of upright boards alone (Category.boards: the fence, the shield) thinner still (session
+                # 48): a board's thickness is seen only from the two azimuths that look along it, where it is a render
+                # pixel or two wide, so it comes out 2x its volume (the fence 2.1-2.2x, the shield 1.7-1.8x), while
+                # a rod (a leg, a pole) shows its width to every camera and comes out right (a stool 0.9x). The
+                # thicker inset for every prop lost the rods more than the boards gained (stool 0.69 -> 0.57, lamp
+                # post -0.05; seed 0's props 0.700 -> 0.695). GPU preset, v9d, seeds 0 / 1 / 2, the same runs
+                # exported again at 0.015 / 0.025 / 0.03: fence 0.385 / 0.396 / 0.395 -> 0.443 / 0.508 / 0.504 ->
+                # 0.480 / 0.496 / 0.495, shield 0.491 / 0.469 / 0.471 -> 0.528 / 0.504 / 0.509 -> 0.543 / 0.520 /
+                # 0.521; at 0.04 the fence's pickets come apart and their necks are put back whole (0.30-0.41):
+                # 0.025 keeps clear of that (results/quality/README.md, session 48).
+                "fine_board_inset": 0.025,
                 # The VAE encoder eager on a GPU (session 29, one H200, results/speed/NOTES.md): compiled, a step
                 # was no faster (medians 21.2 / 23.7 ms compiled, 19.7 / 21.9 eager, two runs: the prior's step is
                 # host-bound, 2.6 ms of GPU work, and the compiled regions cost ~5 ms of host time each).

@@ -366,6 +366,11 @@ class GenerationSettings:
                                        "a mug, a bowl, a bucket): the walls and bottom drawn this much thinner "
                                        "from the inside, the outside unchanged (a cup's wall comes out about "
                                        "twice as thick as it should, the excess inside)")
+    fine_board_inset: float = _s(0.0, lo=0.0, hi=0.05, group="export",
+                                 help="the fine stage's mesh of a built-in prior's prop made of upright boards "
+                                      "alone (a fence, a shield): its thin parts drawn this much thinner on each "
+                                      "side, instead of fine_thin_inset (0: as every other prop). A board is seen "
+                                      "edge-on from two sides only and comes out about twice as thick")
     fine_flat_base: bool = _s(False, group="export",
                               help="the fine stage's mesh: the dome a field leaves hanging under a flat base (which "
                                    "cameras above the object's base never see) cut off at the base; for flat-bottomed "

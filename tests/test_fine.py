@@ -630,3 +630,34 @@ def test_a_coarse_starts_colours_are_read_on_the_start_surface_not_inside_it():
     assert coarse_colour == pytest.approx(start, abs=0.01)            # read on the start surface
     _, own_colour = radii_and_colour(from_nerf=False)
     assert own_colour == pytest.approx(shrunk, abs=0.01)              # an artist's mesh: read where it is
+
+
+def test_a_prop_of_upright_boards_is_exported_with_its_own_inset():
+    """``fine_board_inset``: the built-in prior's props of upright boards alone (a fence, a shield) drawn thinner
+    than ``fine_thin_inset`` draws the rest (a board comes out twice its thickness, a leg as it is: see the
+    preset); another prop, another model or the setting at 0 leaves them to ``fine_thin_inset``."""
+    from backend.engine.guidance import load_guidance
+    from backend.prior.catalogue import prompt_category
+
+    settings = fine_settings(hash_log2_size=12, mesh_resolution=128, fine_thin_inset=0.0, fine_board_inset=0.03,
+                             vertex_colors=True, model="builtin", prompt="a wooden fence")
+    guidance = load_guidance("tiny-random", "cpu")
+    board = trimesh.creation.box(extents=(0.05, 0.6, 0.6))      # placed in the scene 2x larger: 0.1 thick
+    glb = to_glb(np.asarray(board.vertices, np.float32), np.asarray(board.faces, np.int32))
+
+    def thickness(**changes) -> float:
+        fine = FineTrainer(settings.replace(**changes), guidance, torch.device("cpu"))
+        fine.init_from_mesh(glb)
+        fine.from_nerf = True              # as after init_from_coarse: a coarse NeRF's surface
+        v = fine.export().vertices
+        return float(v[:, 0].max() - v[:, 0].min())
+
+    fence = thickness()
+    assert fence < 0.1 - 0.04, fence                                   # 0.03 off each side, within a cell
+    for unchanged in ({"prompt": "a wooden barrel"}, {"fine_board_inset": 0.0}):
+        assert thickness(**unchanged) == pytest.approx(0.1, abs=0.015), unchanged
+    # Which runs are a board prop's: the prior's fence and shield, in any look or view; nothing else.
+    assert prompt_category(settings.replace(prompt="a blue shield, side view")).boards
+    assert not prompt_category(settings.replace(prompt="a wooden chair")).boards
+    assert prompt_category(settings.replace(model="tiny-random")) is None
+    assert prompt_category(settings.replace(prompt=""), prompt="a white fence").boards   # an image job's read prompt

@@ -235,7 +235,10 @@ class FineTrainer(Trainer):
 
         self.field.eval()
         s = self.s
-        inset = partial(thin_inset, inset=s.fine_thin_inset if self.from_nerf else 0.0, bound=BOUND)
+        # A prop of upright boards alone (a fence, a shield: Category.boards) thinned by its own inset; an artist's
+        # mesh (Refine Selected) keeps its thin parts.
+        thin = s.fine_board_inset if self.board_prop and s.fine_board_inset > 0 else s.fine_thin_inset
+        inset = partial(thin_inset, inset=thin if self.from_nerf else 0.0, bound=BOUND)
         # The cup the coarse stage opened (hollow.py) thinned from its inside (export.mesh.cavity_inset says why).
         inner = s.fine_cavity_inset if self.from_nerf and self.thins_cavity else 0.0
         # An artist's mesh (Refine Selected) keeps its own underside, as it keeps its thin parts.

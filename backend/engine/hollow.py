@@ -38,15 +38,10 @@ def wanted(settings, prompt: str | None = None) -> bool:
     none (an image job's, read from its picture)."""
     if settings.hollow != "auto":
         return settings.hollow == "on"
-    if settings.model != "builtin":
-        return False
-    from backend.prior.catalogue import category, parse_prompt
+    from backend.prior.catalogue import prompt_category
 
-    try:
-        name, _ = parse_prompt(settings.prompt or prompt or "")
-    except ValueError:
-        return False
-    return category(name).hollow
+    drawn = prompt_category(settings, prompt)
+    return drawn is not None and drawn.hollow
 
 
 def cavity(solid: np.ndarray, wall_cells: float) -> np.ndarray:

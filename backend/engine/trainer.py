@@ -39,7 +39,8 @@ CHECKPOINT_VERSION = 2       # 2: the job's own random streams (rng.JobRandom) i
 # Settings that do not change the optimisation trajectory: a checkpoint may be resumed with other values.
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
-                  "keep_components", "model", "fine_thin_inset", "fine_cavity_inset", "fine_flat_base",
+                  "keep_components", "model", "fine_thin_inset", "fine_cavity_inset", "fine_board_inset",
+                  "fine_flat_base",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
                   "sampling", "field_precision", "compile_render", "vae_channels_last", "graph_render"}
@@ -167,8 +168,13 @@ class Trainer:
         # A hollow object SDS drew filled is opened when the coarse stage ends (backend/engine/hollow.py). An
         # image job without a typed prompt goes by the one read from its picture.
         recognised = getattr(image_terms, "recognised", None)
-        self.opens_cavity = hollow.wanted(settings, recognised.prompt if recognised and recognised.confident
-                                          else None)
+        read = recognised.prompt if recognised and recognised.confident else None
+        self.opens_cavity = hollow.wanted(settings, read)
+        # A prop of upright boards alone (a fence, a shield) gets its own thin-part inset at export (fine.py).
+        from backend.prior.catalogue import prompt_category
+
+        drawn = prompt_category(settings, read)
+        self.board_prop = drawn is not None and drawn.boards
 
     @staticmethod
     def _encode_prompts(guidance, s) -> PromptEmbeddings:

@@ -105,6 +105,18 @@ def strip_view(prompt: str) -> str:
     return text
 
 
+def prompt_category(settings, prompt: str | None = None) -> Category | None:
+    """The built-in prior's category a run draws, or None: another model, or a prompt outside the grammar.
+    ``prompt``: the run's prompt when the settings have none (an image job's, read from its picture)."""
+    if settings.model != "builtin":
+        return None
+    try:
+        name, _ = parse_prompt(settings.prompt or prompt or "")
+    except ValueError:
+        return None
+    return category(name)
+
+
 def parse_prompt(prompt: str) -> tuple[str, str | None]:
     """(category name, look or None) of a grammar prompt; ValueError for anything else."""
     words = strip_view(prompt).split()

@@ -48,6 +48,7 @@ class Category:
     facing: bool = False                           # front/back or left/right asymmetric: must face the front
     extent: tuple = (0.5, 0.5, 0.5)                # canonical half extents (x, y, z) of its bounding box
     hollow: bool = False                           # a cup: its builder draws the cavity filled when P[FILLED] is 1
+    boards: bool = False                           # made of upright boards alone (``fine_board_inset`` says why)
 
     def canonical(self) -> dict:
         return {k: (float(round((lo + hi) / 2)) if k in self.ints else (lo + hi) / 2)
@@ -506,13 +507,13 @@ CATEGORIES: tuple[Category, ...] = (
     Category("sword", _sword, ("metal",), {"blade": (0.045, 0.065), "length": (0.55, 0.66)}, yaw_period=180.0,
              extent=(0.050, 0.200, 0.575)),
     Category("shield", _shield, ("wooden", "red", "blue"), {"radius": (0.42, 0.5)}, facing=True,
-             extent=(0.108, 0.500, 0.500)),
+             extent=(0.108, 0.500, 0.500), boards=True),
     Category("signpost", _signpost, ("wooden",), {"height": (0.45, 0.55), "board": (0.3, 0.4)}, mirror_ok=False,
              facing=True, extent=(0.050, 0.258, 0.550)),
     Category("well", _well, ("stone",), {"radius": (0.34, 0.4)}, mirror_ok=False, facing=True,
              extent=(0.367, 0.467, 0.558)),
     Category("fence", _fence, ("wooden", "white"), {"pickets": (4, 6), "spacing": (0.2, 0.24)}, ints=("pickets",),
-             yaw_period=360.0, extent=(0.042, 0.500, 0.417)),
+             yaw_period=360.0, extent=(0.042, 0.500, 0.417), boards=True),
     Category("tower", _tower, ("stone",), {"radius": (0.26, 0.32), "height": (0.35, 0.45)}, facing=True,
              extent=(0.333, 0.333, 0.558)),
     Category("house", _house, ("stone", "wooden"), {"depth": (0.28, 0.34), "width": (0.36, 0.44), "roof": (0.26, 0.34)},
