@@ -112,7 +112,7 @@ def test_a_text_only_unet_ignores_the_cameras(tmp_path):
     assert torch.equal(_sds_grad(g, rgb, front, ["front", "front"]), _sds_grad(g, rgb, side, ["front", "front"]))
 
 
-@pytest.mark.parametrize("arch,latent_size", [("v6", 16), ("v7", 32), ("v8", 32), ("v9", 32)])
+@pytest.mark.parametrize("arch,latent_size", [("v6", 16), ("v7", 32), ("v8", 32), ("v9", 32), ("v12", 32)])
 def test_training_script_trains_a_camera_aware_prior_that_the_engine_steps(tmp_path, arch, latent_size):
     """``--architecture v6`` (v7: v5's 32x32 latents and shading captions with the camera; v8: v4's 32x32 latents
     with the camera; v9: a smaller v8 that learns only lit and textureless renders): a few CPU steps (the UNet called with each image's camera, flips
@@ -171,6 +171,11 @@ def test_the_shape_prior_learns_only_lit_and_textureless_renders(tmp_path):
         training_pool(labels[:, :2], M.architecture("v9"))
     with pytest.raises(SystemExit, match="the data has none"):
         training_pool(labels[::3], M.architecture("v9"))
+    # v12, the colour prior in v9's layout, learns the albedo renders alone, and renders only those
+    assert sorted(training_pool(labels, M.architecture("v12")).tolist()) == [i for i in range(30) if i % 3 == 0]
+    from backend.prior.train import render_dataset
+    _, own, _ = render_dataset(6, "cpu", chunk=6, image_size=16, shadings=M.architecture("v12").shadings)
+    assert set(own[:, 2].tolist()) == {SHADINGS.index("albedo")}
     # Small enough that v6 (the colour prior) and v9 (the shape prior) together stay within 50 MB.
     unet = M.build_unet("v9")
     assert 2 * M.n_params(unet) < 18e6

@@ -91,6 +91,9 @@ class Architecture:
     # Its training images come in groups of this many views of one object at one elevation, 360/num_views
     # degrees apart, and SDS renders a run's batches so (v11).
     num_views: int = 1
+    # Its training renders are drawn in ``shadings`` only (a fresh render), not drawn in every shading and filtered
+    # (the earlier priors shared one data cache): v12 learns from the albedo renders alone, 45% of a mixed render.
+    render_own_shadings: bool = False
 
 
 V4_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -150,6 +153,14 @@ ARCHITECTURES["v10"] = replace(ARCHITECTURES["v9"], name="v10", filled_captions=
 # score sees the one shape all four views show. Same weights and layout as v9 (the attention processor has none):
 # fine-tuned from it on renders of its two shadings in groups of four views.
 ARCHITECTURES["v11"] = replace(ARCHITECTURES["v9"], name="v11", num_views=4)
+# v9's layout as a colour prior (session 49): its UNet learns only the albedo renders, the only ones a colour prior
+# is shown since the shape prior takes the lit and textureless renders (``engine/guidance/shape_colour.py``). Why:
+# v6's 4x VAE (16x16 latents) turns a barrel's 4-5 px staves and hoops into faint bands already in its round
+# trip, so SDS has no plank to draw (results/quality/README.md, "Session 49"); a 2x VAE keeps them. The 32x32
+# colour priors before it (v4, v8) drifted dark because their caption meant a mixture of albedo, lit and grey
+# textureless renders (backend/prior/README.md, "Session 14-15"); here the caption means an albedo render alone.
+# Fine-tuned from the shape prior (its VAE, tokenizer and text encoder's start kept): 20 MB, so both fit in 50 MB.
+ARCHITECTURES["v12"] = replace(ARCHITECTURES["v9"], name="v12", shadings=("albedo",), render_own_shadings=True)
 # The shipped weights (v3: report_v3/, weights in git history; v4, v5, v7, v8: trained, not shipped; v8 in
 # history, backend/prior/README.md "Session 21"; v9: the shipped shape prior, weights_shape/, trained 75% longer in session 41; v10: not shipped).
 DEFAULT_ARCHITECTURE = "v6"

@@ -27,7 +27,8 @@ whose captions name the shading of lit and textureless renders: generate with ``
 or ``v9`` (a smaller v8 for the ``shape_model`` setting, whose UNet learns only the lit and textureless
 renders), ``v10`` (v9 that knows filled cups by name) or ``v11`` (v9 with multi-view attention: it learns from
 groups of four views of one object, rendered so, and its folder's ``multiview.json`` tells the engine to draw
-batches of four views). A checkpoint remembers its
+batches of four views), or ``v12`` (v9's layout as a colour prior: it learns only the albedo renders, and
+renders only those). A checkpoint remembers its
 architecture and a resume with another one is refused; the rendered images (``--data-cache``) are the
 same for all (v5 needs a cache that kept the shading labels: rendered since session 16; v6 one that kept
 the cameras: rendered since session 17).
@@ -616,7 +617,8 @@ def main(argv=None) -> int:
         args.images, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes,
         image_size=arch.image_size, categories=args.categories, p_filled=P_FILLED if arch.filled_captions else 0.0,
         elevation_max=args.elevation_max, views_per_object=arch.num_views,
-        shadings=arch.shadings if arch.num_views > 1 else None, centred=args.centred_proportions),
+        shadings=arch.shadings if arch.num_views > 1 or arch.render_own_shadings else None,
+        centred=args.centred_proportions),
         timings, "images")
     cameras = rest[0] if rest and arch.camera_condition else None
     if arch.camera_condition and cameras is None:

@@ -17,13 +17,18 @@
 # CENTRED=0.7 (session 45): 70% of the objects drawn from the middle third of their proportions' ranges
 # (train --centred-proportions; a prompt names no proportions, so the prior should draw a typical prop most often):
 # v9d, shipped in session 46 (GPU props 0.687 / 0.692 / 0.680 -> 0.695 / 0.699 / 0.691 on seeds 0-2).
+# PRIOR=colour12 (session 49): a colour prior in v9's layout (32x32 latents, model.ARCHITECTURES["v12"]) that learns
+# and renders the albedo renders only, fine-tuned from the shape prior's weights (a new domain: LR 3e-4). Prediction:
+# its samples show a barrel's staves and hoops, and SDS colours do not drift dark (its caption means one shading).
+# With TRY= (and RESERVE, the seconds kept from the training for them)"a wooden barrel|a wooden crate" the new weights then generate each prompt once on the GPU preset into $OUT/try/.
 source tools/device/common.sh "$1"
 case ${PRIOR:-shape} in
   shape) ARCH=v9 INIT=backend/prior/weights_shape ;;
   colour) ARCH=v6 INIT=backend/prior/weights ;;
-  *) echo "PRIOR must be shape or colour, got $PRIOR"; exit 2 ;;
+  colour12) ARCH=v12 INIT=backend/prior/weights_shape ;;
+  *) echo "PRIOR must be shape, colour or colour12, got $PRIOR"; exit 2 ;;
 esac
-timeout $(( $(left) - 25 )) python -m backend.prior.train --architecture $ARCH --init-from $INIT \
+timeout $(( $(left) - ${RESERVE:-25} )) python -m backend.prior.train --architecture $ARCH --init-from $INIT \
   --seed ${SEED:-1} --out /tmp/longer --images 160000 --render-chunk 4096 \
   --unet-minutes ${UNET_MIN:-6.5} --unet-batch 512 --unet-lr ${LR:-1.5e-4} --samples-per-prompt 2 \
   --checkpoint /tmp/longer_ckpt.pt --checkpoint-every 60 --centred-proportions ${CENTRED:-0} \
@@ -32,3 +37,14 @@ echo "train rc=$?"
 grep -v "^ *[0-9]*%" /tmp/longer.log | tail -n 12
 cp /tmp/longer.log /tmp/longer/train.log 2>/dev/null
 tar cf - -C /tmp longer | split -b 15M - $OUT/longer.tar.
+if [ -n "$TRY" ] && [ -d /tmp/longer/weights ]; then
+  mkdir -p $OUT/try
+  IFS='|' read -ra prompts <<< "$TRY"
+  for prompt in "${prompts[@]}"; do
+    [ $(left) -lt 60 ] && break
+    name=$(echo "$prompt" | tr ' ' '_')
+    timeout $(( $(left) - 10 )) python -m backend generate "$prompt" --preset builtin-gpu --device cuda \
+      --model /tmp/longer/weights -o $OUT/try/$name.glb > $OUT/try/$name.log 2>&1
+    echo "try $prompt rc=$?"
+  done
+fi
