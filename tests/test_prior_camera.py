@@ -115,7 +115,8 @@ def test_a_text_only_unet_ignores_the_cameras(tmp_path):
 @pytest.mark.parametrize("arch,latent_size", [("v6", 16), ("v7", 32), ("v8", 32), ("v9", 32), ("v12", 32)])
 def test_training_script_trains_a_camera_aware_prior_that_the_engine_steps(tmp_path, arch, latent_size):
     """``--architecture v6`` (v7: v5's 32x32 latents and shading captions with the camera; v8: v4's 32x32 latents
-    with the camera; v9: a smaller v8 that learns only lit and textureless renders): a few CPU steps (the UNet called with each image's camera, flips
+    with the camera; v9: a smaller v8 that learns only lit and textureless renders; v12: v9's layout learning albedo
+    renders only, the colour prior that keeps a barrel's hoops): a few CPU steps (the UNet called with each image's camera, flips
     included; its report samples drawn from the report camera) write a diffusers folder whose UNet has
     the camera projection, which the engine loads and takes SDS steps with; a data cache without
     cameras is refused by name."""

@@ -20,7 +20,9 @@
 # PRIOR=colour12 (session 49): a colour prior in v9's layout (32x32 latents, model.ARCHITECTURES["v12"]) that learns
 # and renders the albedo renders only, fine-tuned from the shape prior's weights (a new domain: LR 3e-4). Prediction:
 # its samples show a barrel's staves and hoops, and SDS colours do not drift dark (its caption means one shading).
-# With TRY= (and RESERVE, the seconds kept from the training for them)"a wooden barrel|a wooden crate" the new weights then generate each prompt once on the GPU preset into $OUT/try/.
+# TRY="a wooden barrel|a wooden crate": the new weights then generate each prompt once on the GPU preset into $OUT/try/,
+# with RESERVE seconds of the command kept from the training for them (as --model PATH: the built-in prior's rules
+# for hollow and board props, which go by model "builtin", do not apply).
 source tools/device/common.sh "$1"
 case ${PRIOR:-shape} in
   shape) ARCH=v9 INIT=backend/prior/weights_shape ;;
