@@ -3,7 +3,8 @@ checkpoint with each join level; rows to JSONL.
 Session 49. Join levels other than 0 need `git apply results/quality/runs/2026-12-04-session49-fine-join-level-not-shipped.patch`
 (the setting was not shipped). Usage: python THIS "a red mug" SEED WEIGHTS_DIR OUT.jsonl [LEVELS]; WEIGHTS_DIR stands in
 for the built-in colour prior (model "builtin", so the built-in prior's hollow and board rules apply);
-DETACH_ALBEDO_DENSITY=1: the albedo-shaded renders' density detached (they colour the object, never shape it)."""
+DETACH_ALBEDO_DENSITY=1: the albedo-shaded renders' density detached (they colour the object, never shape it);
+OVERRIDES='{"guidance_scale": 7.5, "shape_guidance_scale": 3.0}': settings over the GPU preset's."""
 import json, os, shutil, sys, time
 import numpy as np
 from backend.bench.quality import settings_for, score, _hand_over
@@ -36,10 +37,13 @@ if os.environ.get("DETACH_ALBEDO_DENSITY"):     # experiment: albedo-shaded rend
     R.VolumeRenderer._render = _render
     tag += "_detached"
 model = "builtin"
+extra = json.loads(os.environ.get("OVERRIDES", "{}"))
+if extra:
+    tag += "_" + "_".join(f"{k}{v}" for k, v in extra.items())
 folder = f"/work/s49/ck/{prompt.replace(' ', '_')}_{seed}_{tag}"
 os.makedirs(folder, exist_ok=True)
 ck = folder + "/coarse.pt"
-s = settings_for(prompt, seed, {"stages": "coarse"}, model, "cuda")
+s = settings_for(prompt, seed, {"stages": "coarse", **extra}, model, "cuda")
 g = load_guidance_for(s, "cpu")
 if not os.path.isfile(ck):
     t = time.time()
@@ -47,7 +51,7 @@ if not os.path.isfile(ck):
     m = score(r.glb, prompt, seed, views=False)
     print(prompt, seed, "coarse", round(m["iou"], 3), round(time.time() - t), "s", flush=True)
 for lv in levels:
-    fs = settings_for(prompt, seed, {"stages": "coarse,fine", **({"fine_join_level": lv} if lv else {})}, model, "cuda")
+    fs = settings_for(prompt, seed, {"stages": "coarse,fine", **extra, **({"fine_join_level": lv} if lv else {})}, model, "cuda")
     c2 = folder + f"/fine_{lv}.pt"
     shutil.copy(ck, c2)
     _hand_over(c2, fs)
@@ -56,6 +60,6 @@ for lv in levels:
     m = score(r.glb, prompt, seed, views=False)
     open(folder + f"/fine_{lv}.glb", "wb").write(r.glb)
     open(folder + f"/fine_{lv}.turntable.png", "wb").write(r.turntable_png)
-    row = {"prompt": prompt, "seed": seed, "model": tag, "join": lv, **{k: m[k] for k in ("iou", "iou_canonical", "volume_ratio", "albedo_error", "normal_consistency", "chamfer")}, "s": time.time() - t}
+    row = {"prompt": prompt, "seed": seed, "model": tag, "join": lv, **{k: m[k] for k in ("mean_color", "iou", "iou_canonical", "volume_ratio", "albedo_error", "normal_consistency", "chamfer")}, "s": time.time() - t}
     print(json.dumps(row), flush=True)
     open(out, "a").write(json.dumps(row) + "\n")

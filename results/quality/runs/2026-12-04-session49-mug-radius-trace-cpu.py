@@ -10,7 +10,8 @@ from backend.engine.trainer import Trainer, start_coarse_field
 from backend.export.mesh import density_grid, auto_threshold
 seed, model = int(sys.argv[1]), sys.argv[2]
 gm.BUILTIN_DIR = Path(model)
-s = settings_for("a red mug", seed, {"stages": "coarse"}, "builtin", "cuda")
+import os
+s = settings_for("a red mug", seed, {"stages": "coarse", **json.loads(os.environ.get("OVERRIDES", "{}"))}, "builtin", "cuda")
 t = Trainer(s, load_guidance_for(s, "cpu"), torch.device("cpu"))
 start_coarse_field(t, None)
 R = 96; cell = 2 / (R - 1)
