@@ -13,9 +13,12 @@
 source tools/device/common.sh "$1"
 restore_state
 build_cuda_once
+# SOLID_SEEDS: the solids' seeds ("0 1 2" when seed 0's solids must run again, e.g. under other settings); SET: settings
+# over the preset's for every job, e.g. SET="--set guidance_scale=7.5 --set shape_guidance_scale=3" (session 49's lead).
+solid_seeds=(${SOLID_SEEDS:-1 2})
 resumable_bench quality 40 /tmp/props $(( 27 * 3 * 2 )) --prompts props --seeds 0 1 2 --workers ${W:-14} \
-  --straggler-s 60 >> /tmp/record.log 2>&1 \
-  && resumable_bench quality 40 /tmp/sol12 $(( 56 * 2 * 2 )) --prompts solids --seeds 1 2 --workers ${W:-14} \
-  --straggler-s 60 >> /tmp/record.log 2>&1
+  --straggler-s 60 ${SET:-} >> /tmp/record.log 2>&1 \
+  && resumable_bench quality 40 /tmp/sol12 $(( 56 * ${#solid_seeds[@]} * 2 )) --prompts solids \
+  --seeds "${solid_seeds[@]}" --workers ${W:-14} --straggler-s 60 ${SET:-} >> /tmp/record.log 2>&1
 pack_state props sol12 record.log
 grep -v "%|" /tmp/record.log | grep "^| [0-9] |" | tail -n 12
