@@ -174,9 +174,14 @@ def test_the_shape_prior_learns_only_lit_and_textureless_renders(tmp_path):
         training_pool(labels[::3], M.architecture("v9"))
     # v12, the colour prior in v9's layout, learns the albedo renders alone, and renders only those
     assert sorted(training_pool(labels, M.architecture("v12")).tolist()) == [i for i in range(30) if i % 3 == 0]
-    from backend.prior.train import render_dataset
-    _, own, _ = render_dataset(6, "cpu", chunk=6, image_size=16, shadings=M.architecture("v12").shadings)
-    assert set(own[:, 2].tolist()) == {SHADINGS.index("albedo")}
+    # (the training command renders its own data so: every image it learns from is one it rendered)
+    from backend.prior.train import main
+    out = tmp_path / "v12"
+    assert main(["--architecture", "v12", "--out", str(out), "--device", "cpu", "--images", "6", "--render-chunk", "6",
+                 "--vae-steps", "1", "--unet-steps", "1", "--vae-batch", "2", "--unet-batch", "2",
+                 "--samples-per-prompt", "0"]) == 0
+    log = json.loads((out / "report" / "train_log.json").read_text())
+    assert log["unet_images"] == log["images"] == 6
     # Small enough that v6 (the colour prior) and v9 (the shape prior) together stay within 50 MB.
     unet = M.build_unet("v9")
     assert 2 * M.n_params(unet) < 18e6
