@@ -16,9 +16,10 @@ names one), so switching back and forth never leaves a value of the previous pre
 - A value you type wins: it is sent as shown (the panel says "changed by hand").
 - Changing the model re-applies the selected button for the new model, unless you changed values
   by hand (they are kept; Custom never changes anything).
-- Auto is the recommendation for the server's device (its info reply): on a GPU the built-in prior
-  renders four views a step. When the add-on learns the device, panels on Auto whose values are
-  untouched take the new device's (``set_device``).
+- Auto is the recommendation for the server's device (its info reply), for a model whose recommended
+  settings differ by device (``shared.layering.GPU_PRESETS``; the text prior's are the same everywhere
+  since session 50). When the add-on learns the device, panels on Auto whose values are untouched take
+  the new device's (``set_device``).
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ PANEL_DEFAULTS: dict = {**_DEFAULTS, **values(AUTO, DEFAULT_MODEL)}
 
 # (identifier, name, description, icon, number): the numbers are what a .blend stores, so the items
 # added later (Auto) get new numbers and files saved before keep their choice.
+_BUILTIN_CPU, _BUILTIN_GPU = values(AUTO, 'builtin', 'cpu'), values(AUTO, 'builtin', 'cuda')
 ENUM_ITEMS = [(AUTO, "Auto", "the model's recommended settings for the server's device (built-in prior: "
-               f"{_describe(values(AUTO, 'builtin', 'cpu'))}; on a GPU renders "
-               f"{values(AUTO, 'builtin', 'cuda')['resolution_schedule']}; Stable Diffusion: the standard budget)",
-               'NONE', 5)]
+               f"{_describe(_BUILTIN_CPU)}"
+               + ("" if _BUILTIN_GPU == _BUILTIN_CPU else f"; on a GPU renders {_BUILTIN_GPU['resolution_schedule']}")
+               + "; Stable Diffusion: the standard budget)", 'NONE', 5)]
 ENUM_ITEMS += [(name.upper(), name.title(), _describe({**_DEFAULTS, **P.preset_settings(name)}), 'NONE', number)
                for number, name in enumerate(P.QUALITY_PRESETS)]
 ENUM_ITEMS.append(("CUSTOM", "Custom", "your own values", 'NONE', len(P.QUALITY_PRESETS)))

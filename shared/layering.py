@@ -10,8 +10,9 @@ Four layers, each overriding the one before::
   one fixed camera, small renders and a small grid (``PRESETS["builtin"]``, the same dict that
   ``backend.prior.recommended_settings`` returns); with the schema's 10,000 steps at 64 px it runs
   for hours on a CPU, with settings it was never made for. An image job (``guidance_type`` zero123)
-  with ``model="builtin"`` (the project's view prior) gets ``PRESETS["builtin-image"]``. On a GPU
-  both are the ``-gpu`` presets (four views a step). Other models recommend nothing;
+  with ``model="builtin"`` (the project's view prior) gets ``PRESETS["builtin-image"]``, on a GPU
+  ``builtin-image-gpu`` (four views a step; the text preset renders four on every device). Other
+  models recommend nothing;
 - *preset*: a named budget the user chose (``--preset draft``, the panel's quality buttons); a
   model's preset (``builtin``) names its settings for the device the job runs on, like Auto;
 - *explicit values*: a flag, a submitted setting, a value typed into the panel.
@@ -30,7 +31,7 @@ MODEL_PRESETS: dict[str, str] = {"builtin": "builtin"}
 # The same for image jobs (a guidance type of ``IMAGE_GUIDANCE_TYPES``): "builtin" is the view prior.
 IMAGE_MODEL_PRESETS: dict[str, str] = {"builtin": "builtin-image"}
 # A model's preset on a GPU, where it has one of its own.
-GPU_PRESETS: dict[str, str] = {"builtin": "builtin-gpu", "builtin-image": "builtin-image-gpu"}
+GPU_PRESETS: dict[str, str] = {"builtin-image": "builtin-image-gpu"}
 
 
 def on_gpu(device: str | None) -> bool:

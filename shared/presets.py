@@ -20,15 +20,28 @@ PRESETS: dict[str, dict] = {
     # a minute or two on a CPU.
     # backend/prior/README.md explains each value; the quality benchmark runs with exactly these.
     "builtin": {"distance_min": 1.8, "distance_max": 1.8, "fovy_min": 50.0, "fovy_max": 50.0,
-                "camera_perturb": 0.0, "center_perturb": 0.0, "steps": 500, "resolution_schedule": "48x1",
+                "camera_perturb": 0.0, "center_perturb": 0.0, "steps": 500,
+                # Four views a step on every device (session 50; a GPU since session 33, below): with colour prior
+                # v12 the CPU's one view a step drew the barrel's hoops as faint dark bands, four draw them grey on
+                # wood as the GPU does (results/quality/runs/2026-12-04-session50-plain-barrel-cpu-views.png), and
+                # the CPU makes what the GPU run of record measured. Plain command on this 2-core CPU, wall: barrel
+                # 54 -> 125 s (two views: 72 s, the hoops dark), mug 111 s (with its handle), chair 93 s; `make demo`'s
+                # red cube 60 -> 165-169 s (a solid fills more of the volume: more samples a ray), IoU 0.77 -> 0.86.
+                "resolution_schedule": "48x4",
                 "samples_per_ray": 64, "hash_levels": 8, "hash_log2_size": 16, "hash_max_resolution": 256,
                 "shading": "dreamfusion", "albedo_warmup_steps": 100, "background": "random",
                 # The prior's captions name the camera's 45-degree azimuth sector: it pins the yaw
                 # of four-fold symmetric shapes, which front/side/back cannot.
                 "view_naming": "compass",
-                # Low guidance and t_max annealed 0.98 -> 0.5: at guidance 10 colours saturated (red ->
-                # (1, 0, 0)) and cubes/pyramids came out rounded and oversized (results/quality/README.md).
-                "guidance_scale": 3.0, "t_anneal": True, "t_max_end": 0.5,
+                # t_max annealed 0.98 -> 0.5. Guidance: the colour prior (v12 since session 50) at 7.5, the shape
+                # prior (shape_model below) at 3. At 10 for both, colours saturated (red -> (1, 0, 0)) and cubes
+                # and pyramids came out rounded and oversized (results/quality/README.md); at 3 for both, v12
+                # narrowed the mug and the bowl through the coarse stage (the mug's radius 0.292 -> 0.265, its
+                # truth 0.273; at 7.5: 0.279). One H200, all 83 prompts, seeds 0-1 (seed 2: the 27 props and 28
+                # solids), coarse + fine, 3 / 3 -> 7.5 / 3: props 0.704 -> 0.713 (seed 0), min IoU 0.358 (the mug)
+                # -> 0.498 (the mug 0.59, with its handle), solids 0.903 -> 0.898, albedo 0.031 -> 0.042 (v6, shipped
+                # before: props 0.703-0.714, min 0.405-0.479, albedo 0.047; results/quality/README.md, session 50).
+                "guidance_scale": 7.5, "shape_guidance_scale": 3.0, "t_anneal": True, "t_max_end": 0.5,
                 # Learning rates decay to 30% by the last step: at a constant rate a late drift of the
                 # colour MLP turned some red cubes near-black in the last 100 steps (CPU runs).
                 "lr_final_ratio": 0.3, "mesh_resolution": 128, "texture_size": 512, "face_budget": 20000,
@@ -104,7 +117,8 @@ PRESETS: dict[str, dict] = {
 # model's larger latents). The 64 px reference is sampled 1024 pixels a step (as many rays as the 32 px
 # SDS render): rendering all of it every step made a CPU step 3-4x slower. A few minutes on a CPU.
 # (Without the shape prior: an image job's text prior is optional, and shape_model needs one.)
-PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items() if k not in ("guidance_scale", "shape_model")},
+PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items()
+                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model")},
                             # (measured with the 32 px renders the text prior had before session 23)
                             "resolution_schedule": "32x1",
                             "steps": 400, "reference_resolution": 64, "reference_rays": 1024,
@@ -122,9 +136,11 @@ PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items() if k 
                             # +1-7 s a job (results/image/README.md, session 25; no GPU run yet).
                             "stages": "coarse,fine"}
 
-# The built-in priors on a GPU (session 33): four views a step where the CPU draws one. Four renders a step
-# cost the CPU 2x its time (the plain barrel command 128 -> 249 s, over the 3-minute promise) and, at equal
-# CPU work, gained nothing (results/quality/README.md, session 32); a GPU renders them side by side.
+# The built-in priors on a GPU (session 33): four views a step where the CPU then drew one. Four renders a step
+# cost the CPU 2x its time (the plain barrel command then 128 -> 249 s, over the 3-minute promise) and, at equal
+# CPU work, gained nothing (results/quality/README.md, session 32); a GPU renders them side by side. Since session
+# 50 the text preset renders four on the CPU too (125 s for the barrel with today's faster step: "builtin" above);
+# image jobs keep one view a step on the CPU.
 # One H200, the quality benchmark's 83 prompts x 3 seeds, coarse + fine, 48x1 -> 48x4: mean IoU
 # 0.796-0.803 -> 0.817-0.819 on every seed, props 0.625-0.639 -> 0.656-0.662, facing 8-9 -> 10 of 11,
 # normal consistency 0.921-0.928 -> 0.934-0.938, Chamfer 0.0195-0.0208 -> 0.0173-0.0180 (results/quality/,
@@ -133,7 +149,7 @@ PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items() if k 
 # Session 37: image jobs at 48 px, 32x4 -> 48x4, the 10 objects x 3 seeds x picture / joint on one H200: min IoU
 # (the chair) higher in all six runs (0.401-0.418 -> 0.409-0.429), mean 0.722 -> 0.728 (4 of 6 higher), Chamfer
 # 0.025 -> 0.024, 56 -> 60 s an object with 12 jobs sharing the GPU (results/image/README.md, session 37).
-PRESETS["builtin-gpu"] = {**PRESETS["builtin"], "resolution_schedule": "48x4"}
+PRESETS["builtin-gpu"] = PRESETS["builtin"]   # the same since session 50 (four views on the CPU too); the name kept
 PRESETS["builtin-image-gpu"] = {**PRESETS["builtin-image"], "resolution_schedule": "48x4"}
 
 PRESETS["cpu-demo"] = PRESETS["builtin"]     # what `make demo` runs

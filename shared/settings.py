@@ -202,7 +202,8 @@ class GenerationSettings:
                                "image job's text prior in joint mode)")
     shape_guidance_scale: float = _s(0.0, lo=0.0, hi=200.0, group="guidance",
                                      help="classifier-free guidance of the shape_model's renders (the lit and "
-                                          "textureless ones; 0 = guidance_scale)")
+                                          "textureless ones; 0 = guidance_scale; unused without a shape_model, "
+                                          "so turning the built-in preset's shape prior off needs no other change)")
     shading_prompt: bool = _s(False, group="guidance",
                               help="name each render's shading in its prompt ('a shaded red cube', 'an "
                                    "unpainted red cube'; albedo renders keep the prompt): for a prior trained "
@@ -429,9 +430,6 @@ class GenerationSettings:
         if self.avoid_scale > 0 and self.is_image_job:
             raise SettingError("avoid_scale", "works with text guidance (guidance_type 'stable-diffusion') only: "
                                "set it to 0")
-        if self.shape_guidance_scale and not self.has_shape_model:
-            raise SettingError("shape_guidance_scale", "needs a shape_model (it weighs that prior's guidance): "
-                               f"set it to 0 (got {self.shape_guidance_scale})")
         if 0.0 < self.shape_guidance_scale < 1.0:
             raise SettingError("shape_guidance_scale", f"must be 0 (= guidance_scale) or in [1, 200], got "
                                f"{self.shape_guidance_scale}")

@@ -463,11 +463,12 @@ def test_the_fine_stage_is_costed_as_its_hand_over_and_its_steps(cpu_profile, tm
     from backend.cost.model import fine_step_settings
     from backend.engine.fine import fine_settings
 
-    s = settings(model="builtin")                      # the preset: coarse + 5 fine steps at 32 px
+    s = settings(model="builtin")                      # the preset: coarse + 5 fine steps at 32 px, its views a step
     assert s.has_fine_stage
     ours, engine = fine_step_settings(s), fine_settings(s)
     for f in (ours, engine):
-        assert (f.resolution_stages[0].resolution, f.resolution_stages[0].batch_size) == (s.fine_resolution, 1)
+        assert (f.resolution_stages[0].resolution, f.resolution_stages[0].batch_size) == \
+            (s.fine_resolution, s.resolution_stages[-1].batch_size)
     assert ours.samples_per_ray == engine.samples_per_ray
 
     cpu = cpu_facts()

@@ -45,30 +45,49 @@ def test_shared_table_is_the_priors_recommendation():
     assert recommended_settings("runwayml/stable-diffusion-v1-5", device="cuda") == {}
 
 
-def test_a_gpu_gets_four_views_a_step_and_nothing_else_changes():
-    """On a GPU the built-in priors render four views a step at 48 px (text 48x1 -> 48x4, image 32x1 ->
-    48x4: session 37's image benchmark); every other recommended value is the CPU's."""
-    for guidance_type in (None, "zero123"):
-        cpu = recommended_settings("builtin", guidance_type, "cpu")
-        gpu = recommended_settings("builtin", guidance_type, "cuda")
-        assert cpu["resolution_schedule"].endswith("x1") and gpu["resolution_schedule"] == "48x4"
-        assert {k: v for k, v in gpu.items() if k != "resolution_schedule"} == \
-            {k: v for k, v in cpu.items() if k != "resolution_schedule"}
-    assert resolve({"prompt": "a red cube"}, device="cuda").resolution_schedule == "48x4"
-    assert resolve({"prompt": "a red cube"}, device=None).resolution_schedule == "48x1"    # unknown: the CPU's
-    assert resolve({"prompt": "a red cube", "resolution_schedule": "64x1"}, device="cuda").resolution_schedule == "64x1"
-    # the prior's named preset is its settings for the device, as Auto; cpu-demo is the CPU's anywhere
-    assert resolve({"prompt": "a red cube"}, preset="builtin", device="cuda").resolution_schedule == "48x4"
-    assert resolve({"prompt": "a red cube"}, preset="builtin", device="cpu").resolution_schedule == "48x1"
-    assert resolve({"prompt": "a red cube"}, preset="cpu-demo", device="cuda").resolution_schedule == "48x1"
+def test_the_text_prior_renders_four_views_on_every_device_and_image_jobs_only_on_a_gpu():
+    """The text prior's settings are the same on every device since session 50: four views a step at 48 px
+    (on the CPU one view drew the barrel's hoops as faint bands). Image jobs render four only on a GPU
+    (32x1 -> 48x4: session 37's image benchmark); every other recommended value is the CPU's."""
+    cpu = recommended_settings("builtin", None, "cpu")
+    assert cpu == recommended_settings("builtin", None, "cuda") == recommended_settings("builtin", None, None)
+    assert cpu["resolution_schedule"] == "48x4"
+    cpu = recommended_settings("builtin", "zero123", "cpu")
+    gpu = recommended_settings("builtin", "zero123", "cuda")
+    assert cpu["resolution_schedule"] == "32x1" and gpu["resolution_schedule"] == "48x4"
+    assert {k: v for k, v in gpu.items() if k != "resolution_schedule"} == \
+        {k: v for k, v in cpu.items() if k != "resolution_schedule"}
+    image = {"guidance_type": "zero123"}
+    assert resolve(image, device="cuda", require_prompt=False).resolution_schedule == "48x4"
+    assert resolve(image, device=None, require_prompt=False).resolution_schedule == "32x1"    # unknown: the CPU's
+    assert resolve({**image, "resolution_schedule": "64x1"}, device="cuda", require_prompt=False).resolution_schedule == "64x1"
+    # the prior's named preset is its settings for the device, as Auto
+    assert resolve(image, preset="builtin-image", device="cuda", require_prompt=False).resolution_schedule == "48x4"
+    assert resolve(image, preset="builtin-image", device="cpu", require_prompt=False).resolution_schedule == "32x1"
+    assert resolve({"prompt": "a red cube"}, preset="cpu-demo", device="cpu").resolution_schedule == "48x4"
     assert resolve({"prompt": "a red cube", "steps": 9}, preset="builtin", device="cuda").steps == 9
 
 
-def test_the_cli_recommends_for_the_device_it_runs_on():
-    """--device picks the recommendation (auto: this machine has no GPU, so the CPU's); a flag still wins."""
-    assert shown_settings("a red cube", "--device", "cuda")[0]["resolution_schedule"] == "48x4"
-    assert shown_settings("a red cube", "--device", "cpu")[0]["resolution_schedule"] == "48x1"
-    assert shown_settings("a red cube")[0]["resolution_schedule"] == "48x1"
+def test_the_prior_guides_colour_at_7_5_and_shape_at_3():
+    """Session 50: the colour prior v12 at guidance 7.5 (at 3 it narrowed the mug and the bowl), the shape
+    prior at 3 (at 7.5-10 cubes and pyramids come out rounded and oversized), on every device; an image job
+    has no shape prior, so no shape scale."""
+    for device in ("cpu", "cuda"):
+        text = resolve({"prompt": "a red cube"}, device=device)
+        assert (text.guidance_scale, text.shape_guidance_scale, text.shape_model) == (7.5, 3.0, "builtin-shape")
+    assert recommended_settings("builtin", "zero123", "cpu").get("shape_guidance_scale", 0.0) == 0.0
+
+
+def test_the_cli_recommends_for_the_device_it_runs_on(tmp_path):
+    """--device picks the recommendation for an image job (auto: this machine has no GPU, so the CPU's); a
+    flag still wins; the text prior's is the same on both."""
+    from tests.test_image_jobs import picture
+    pic = tmp_path / "object.png"
+    pic.write_bytes(picture())
+    assert shown_settings("--image", str(pic), "--device", "cuda")[0]["resolution_schedule"] == "48x4"
+    assert shown_settings("--image", str(pic), "--device", "cpu")[0]["resolution_schedule"] == "32x1"
+    assert shown_settings("--image", str(pic))[0]["resolution_schedule"] == "32x1"
+    assert shown_settings("a red cube", "--device", "cuda")[0] == shown_settings("a red cube")[0]
     explicit, _ = shown_settings("a red cube", "--device", "cuda", "--resolution-schedule", "32x2")
     assert explicit["resolution_schedule"] == "32x2"
 
@@ -195,6 +214,7 @@ def test_the_builtin_prior_comes_with_its_shape_prior():
     prior is optional and a shape prior needs one), and ``--shape-model ''`` turns it off."""
     from backend.engine.guidance.models import BUILTIN_DIR, BUILTIN_SHAPE_DIR, load_guidance_for
     from backend.engine.guidance.shape_colour import ShapeColourGuidance
+    from backend.engine.guidance.stable_diffusion import StableDiffusionGuidance
 
     settings = resolve({"prompt": "a wooden barrel"})
     assert settings.shape_model == "builtin-shape"
@@ -205,7 +225,11 @@ def test_the_builtin_prior_comes_with_its_shape_prior():
     image = resolve({"prompt": "", "guidance_type": "zero123"}, require_prompt=False)
     assert image.is_image_job and not image.has_shape_model
     shown, _ = shown_settings("a wooden barrel", "--shape-model", "")
-    assert shown["shape_model"] == ""
+    assert shown["shape_model"] == ""       # the preset's shape_guidance_scale stays, unused: no error
+    off = resolve({"prompt": "a wooden barrel", "shape_model": ""})
+    assert not off.has_shape_model and off.shape_guidance_scale == 3.0
+    alone = load_guidance_for(off, "cpu")      # the colour prior guides every render
+    assert isinstance(alone, StableDiffusionGuidance) and not isinstance(alone, ShapeColourGuidance)
 
 
 def test_the_plain_command_draws_thin_parts_thinner_and_a_flag_turns_it_off():

@@ -30,7 +30,7 @@ CAMERA: dict = {k: PRESET[k] for k in ("distance_min", "distance_max", "fovy_min
 
 def recommended_settings(device: str | None = "cpu") -> dict:
     """Setting overrides for generating with ``model="builtin"`` on ``device``: a fresh copy of its
-    preset (on a GPU ``builtin-gpu``: four views a step, shared/presets.py says why)."""
+    preset (four views a step on every device since session 50: shared/presets.py says why)."""
     return layering.recommended_settings("builtin", device=device)
 
 

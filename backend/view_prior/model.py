@@ -73,17 +73,15 @@ def build_feature_extractor(size: int = IMAGE_SIZE):
                               image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True)
 
 
-def load_text_prior_vae():
-    """The text prior's trained VAE (float32)."""
+def load_frozen_vae():
+    """The VAE the view prior is trained on (float32): prior v6's 4x VAE (16x16 latents), the built-in text
+    prior's until session 50, kept in the view prior's own weights (the same bytes). The text prior since then
+    (v12) has a 2x VAE with 32x32 latents that this UNet (``sample_size`` LATENT_SIZE) was not made for."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(str(text_prior_weights() / "vae"), torch_dtype=torch.float32)
+    from backend.view_prior import WEIGHTS_DIR
 
-
-def text_prior_weights() -> Path:
-    from backend.prior import WEIGHTS_DIR
-
-    return WEIGHTS_DIR
+    return AutoencoderKL.from_pretrained(str(WEIGHTS_DIR / "vae"), torch_dtype=torch.float32)
 
 
 def save_layout(path: Path, *, vae, unet, image_encoder, projection, scheduler=None, feature_extractor=None,

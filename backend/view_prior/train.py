@@ -7,7 +7,7 @@ Stages, all on one device (a GPU: about 7 minutes on an H200 with the defaults):
    engine's ``sample_cameras`` at the prior's camera, the same shading mode, white background as
    Zero-1-to-3's renders; a quarter of the target views blurred as the guidance sees an upsampled
    render), kept on the device as uint8;
-2. encode every image once with the text prior's trained VAE (frozen, ``model.load_text_prior_vae``);
+2. encode every image once with prior v6's trained VAE (frozen, ``model.load_frozen_vae``);
 3. train the UNet, the image encoder and the camera projection together (epsilon prediction on the
    target view's latent, SD's scaled-linear schedule; the reference's unscaled VAE mean concatenated
    as 4 channels, its image embedding and ``relative_camera`` projected to the cross-attention
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
         args.pairs, dev, chunk=args.render_chunk, seed=args.seed, minutes=args.render_minutes), timings, "pairs")
     report["pairs"] = len(images)
 
-    vae = M.load_text_prior_vae().to(dev).eval().requires_grad_(False)
+    vae = M.load_frozen_vae().to(dev).eval().requires_grad_(False)
     scale = float(vae.config.scaling_factor)
     means, stds = encode_pairs(vae, images)
     log(f"latents {tuple(means.shape)}, scaled std {means.std().item() * scale:.3f}")
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model = ViewPrior(M.build_unet(), M.build_image_encoder(), M.build_projection()).to(dev)
     report["params"] = {"unet": text_prior.n_params(model.unet), "image_encoder": text_prior.n_params(model.image_encoder),
-                        "projection": text_prior.n_params(model.projection), "vae (frozen, the text prior's)":
+                        "projection": text_prior.n_params(model.projection), "vae (frozen, prior v6's)":
                         text_prior.n_params(vae)}
     log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["params"].items()))
     if stage == "unet":

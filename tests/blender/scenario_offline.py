@@ -104,8 +104,16 @@ def check_presets():
     assert props_are(pg, INPUTS["plain_settings"])
 
     # Auto is the recommendation for the server's device: a GPU server's info reply turns an untouched
-    # Auto panel to the GPU's values (four views a step), a CPU server's back; values typed by hand stay
+    # Auto panel to the GPU's values, a CPU server's back; values typed by hand stay. The text prior's
+    # values are the same on every device since session 50 (a GPU reply changes nothing), so for the rest
+    # of this check the prior has a GPU preset of its own (two views a step), as a model may
     jobs = harness.module("jobs")
+    assert L.recommended_settings("builtin", device="cuda") == recommended
+    jobs.set_server_info({"device": "cuda"})
+    assert props_are(pg, INPUTS["plain_settings"]) and pg.quality == 'AUTO'
+    jobs.set_server_info({"device": "cpu"})
+    P.PRESETS["builtin-gpu-check"] = {**P.PRESETS["builtin"], "resolution_schedule": "48x2"}
+    L.GPU_PRESETS["builtin"] = "builtin-gpu-check"
     gpu = L.recommended_settings("builtin", device="cuda")
     assert gpu["resolution_schedule"] != recommended["resolution_schedule"]
     jobs.set_server_info({"device": "cuda"})
@@ -137,6 +145,7 @@ def check_presets():
     assert pg.quality == 'DRAFT' and pg.resolution_schedule == draft == P.preset_settings("draft")["resolution_schedule"]
     pg.quality = 'AUTO'
     assert props_are(pg, INPUTS["plain_settings"])
+    del L.GPU_PRESETS["builtin"], P.PRESETS["builtin-gpu-check"]
     return {"presets": list(P.QUALITY_PRESETS)}
 
 
