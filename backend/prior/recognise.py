@@ -25,7 +25,7 @@ shield, a red cylinder as a red mug with margin 0.80, i.e. used). Once a reading
 re-frames the picture to ``framing`` of what was read (``backend.engine.reference.prior_framing``).
 
 Cost: two rounds (every caption on ``samples[0]`` noisings, the ``top`` best again on ``samples[1]``
-more), x the framings: about 2,000 UNet rows at 16x16 latents, 20-30 s on a 2-core CPU, nothing on a GPU.
+more), x the framings: about 2,000 UNet rows at 32x32 latents (v12), 10-40 s on a 2-core CPU, nothing on a GPU.
 """
 
 from __future__ import annotations
