@@ -91,10 +91,23 @@ def test_bench_image_runs_in_a_time_budget_then_resumes_only_the_rest(tmp_path, 
 def test_bench_image_rejects_bad_options_naming_them(capsys):
     from backend.bench.image import main
 
-    for argv, name in ((["--workers", "0"], "--workers"), (["--time-budget", "-1"], "--time-budget")):
+    for argv, name in ((["--workers", "0"], "--workers"), (["--time-budget", "-1"], "--time-budget"),
+                       (["--variants", "picture"], "--variants")):
         with pytest.raises(SystemExit):
             main(argv)
         assert name in capsys.readouterr().err
+
+
+def test_bench_image_runs_only_the_variants_asked_for(tmp_path, capsys):
+    """An A/B of the text prior's settings runs joint mode alone (--variants joint), not the picture variant too."""
+    from backend.bench.image import main
+
+    assert main([*SHORT, "--seeds", "0", "--variants", "joint", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path)
+    assert [(r["variant"], r["object"]) for r in rows] == [("joint", "cube")], rows
+    assert not rows[0].get("crashed"), rows[0].get("error")
+    out = capsys.readouterr().out
+    assert "joint/seed0" in out and "image/seed0" not in out
 
 
 def test_an_object_is_seen_from_its_own_side_in_any_list_of_objects():

@@ -56,6 +56,9 @@ NOVEL_VIEWS = (60.0, 120.0, 180.0, -120.0, -60.0)     # degrees of azimuth from 
 NOVEL_ELEVATION = 20.0
 DEFAULT_OBJECTS = ("barrel", "crate", "mug", "chair", "bottle", "lantern", "mushroom", "cube", "cone", "torus")
 CPU_OBJECTS = ("cube",)
+# a job's two kinds: the picture alone ("image": no prompt, read from the picture when the text prior is sure)
+# and the picture with its object's prompt ("joint": Magic123's joint mode)
+VARIANTS = ("image", "joint")
 
 
 class DrawnObject:
@@ -301,6 +304,9 @@ def parse_args(argv):
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--device", default="auto")
     p.add_argument("--text", action="store_true", help="also run joint mode (the object's prompt + the image)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                   help="which variants to run (default: image, and joint with --text); e.g. --variants joint "
+                        "for an A/B of the text prior's settings alone")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="setting overrides (e.g. steps=100)")
     p.add_argument("--iou-resolution", type=int, default=128)
     p.add_argument("--model", default="builtin",
@@ -343,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     on_cuda = device.startswith("cuda")
     objects = args.objects or list(DEFAULT_OBJECTS if on_cuda else CPU_OBJECTS)
     overrides = parse_overrides(args.set)
-    variants = ["image"] + (["joint"] if args.text else [])
+    variants = args.variants or ["image"] + (["joint"] if args.text else [])
     n_gpus = torch.cuda.device_count() if on_cuda and device == "cuda" else 1
     workers = args.workers or (min(12 * n_gpus, max(1, (os.cpu_count() or 2) - 2)) if on_cuda else 1)
     threads = 1 if workers > 1 else max(1, torch.get_num_threads())

@@ -28,6 +28,13 @@ BUILTIN_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights"
 # lit and textureless renders while BUILTIN_DIR's prior guides the albedo ones (``shape_colour.py``).
 BUILTIN_SHAPE = "builtin-shape"
 BUILTIN_SHAPE_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights_shape"
+# An image job's built-in text prior (``text_model`` "builtin": joint mode and reading a picture's prompt): colour
+# prior v6, trained on lit, textureless and albedo renders alike. The text jobs' prior since session 50 (v12,
+# BUILTIN_DIR) has seen albedo renders only and leaves the lit ones to the shape prior; beside the view prior, which
+# renders all three, it took the image benchmark's joint mode from 0.71-0.75 to 0.48-0.54 mean IoU (one H200, 3
+# seeds; at guidance 7.5 x weight 0.25 / 1 / 3: 0.51 / 0.57 / 0.60 on seed 0), and read fewer pictures
+# (results/image/README.md, session 51).
+BUILTIN_IMAGE_TEXT_DIR = Path(__file__).resolve().parents[2] / "prior" / "weights_v6"
 TINY_RANDOM = "tiny-random"
 
 
@@ -113,11 +120,23 @@ def load_guidance_for(settings: GenerationSettings, device="cpu", *, allow_downl
 def load_text_guidance_for(settings: GenerationSettings, device="cpu", *, allow_download: bool = False) -> Guidance:
     """An image job's text prior (joint mode, ``backend.engine.reference``): ``text_model`` with
     stable-diffusion guidance, paired with ``shape_model`` for the lit and textureless renders when set,
-    as a text job's ``model`` is."""
+    as a text job's ``model`` is. "builtin" is BUILTIN_IMAGE_TEXT_DIR's prior (v6), not a text job's."""
+    model = image_text_model(settings.text_model)
     if settings.has_shape_model:
-        return _load_shape_colour(settings, "stable-diffusion", settings.text_model, device, allow_download)
-    return load_guidance(settings.text_model, device, guidance_type="stable-diffusion",
+        return _load_shape_colour(settings, "stable-diffusion", model, device, allow_download)
+    return load_guidance(model, device, guidance_type="stable-diffusion",
                          half_precision=settings.half_precision, allow_download=allow_download, settings=settings)
+
+
+def image_text_model(name: str) -> str:
+    """An image job's ``text_model`` as a model name or folder: "builtin" -> BUILTIN_IMAGE_TEXT_DIR (a missing
+    one is named), anything else as given."""
+    if name.strip() != "builtin":
+        return name
+    if not (BUILTIN_IMAGE_TEXT_DIR / "model_index.json").is_file():
+        raise ModelNotFoundError(f"text_model: the built-in text prior of image jobs {BUILTIN_IMAGE_TEXT_DIR} "
+                                 "is not installed")
+    return str(BUILTIN_IMAGE_TEXT_DIR)
 
 
 def resolve_shape_model(settings: GenerationSettings, guidance_type: str = "stable-diffusion", *,
