@@ -26,7 +26,8 @@ PRESETS: dict[str, dict] = {
                 # wood as the GPU does (results/quality/runs/2026-12-04-session50-plain-barrel-cpu-views.png), and
                 # the CPU makes what the GPU run of record measured. Plain command on this 2-core CPU, wall: barrel
                 # 54 -> 125 s (two views: 72 s, the hoops dark), mug 111 s (with its handle), chair 93 s; `make demo`'s
-                # red cube 60 -> 165-169 s (a solid fills more of the volume: more samples a ray), IoU 0.77 -> 0.86.
+                # red cube 60 -> 165-169 s (a solid fills more of the volume: more samples a ray), IoU 0.77 -> 0.86:
+                # so make demo renders two ("cpu-demo" below).
                 "resolution_schedule": "48x4",
                 "samples_per_ray": 64, "hash_levels": 8, "hash_log2_size": 16, "hash_max_resolution": 256,
                 "shading": "dreamfusion", "albedo_warmup_steps": 100, "background": "random",
@@ -152,7 +153,11 @@ PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items()
 PRESETS["builtin-gpu"] = PRESETS["builtin"]   # the same since session 50 (four views on the CPU too); the name kept
 PRESETS["builtin-image-gpu"] = {**PRESETS["builtin-image"], "resolution_schedule": "48x4"}
 
-PRESETS["cpu-demo"] = PRESETS["builtin"]     # what `make demo` runs
+# What `make demo` runs: the text preset with two views a step. With four (the preset's) the demo's red cube took
+# 165-169 s of its 3 minutes on this 2-core CPU (a solid fills more of the volume than a barrel: more samples a ray),
+# 11 s from the limit; with two, 110-113 s, IoU 0.857 / 0.854 / 0.842 against 0.852 / 0.866 / 0.860 (seeds 0-2),
+# albedo error 0.033-0.036 against 0.024-0.027 (results/demo/report.md, session 51). The plain command keeps four views.
+PRESETS["cpu-demo"] = {**PRESETS["builtin"], "resolution_schedule": "48x2"}
 
 # Offered in the Blender panel (draft/standard/high for Stable Diffusion on a GPU).
 QUALITY_PRESETS = ("draft", "standard", "high", "builtin")
