@@ -1,6 +1,11 @@
 # Sourced by the two-GPU device scripts (image_bench_x2.sh, prior_v8_x2.sh): the wheels installed, the
 # command's own deadline (its first argument, seconds), and a bench that resumes across commands.
 #   source tools/device/common.sh "$1"
+# The tree a call carries must stay under 64 MiB with .devwhl (9 MB): the weights are most of it. A text run
+# (quality, speed, cost) needs backend/prior/weights and weights_shape: rm -rf results backend/prior/report*
+# backend/prior/weights_v6 backend/view_prior/weights; an image run needs backend/prior/weights_v6 (image jobs'
+# text prior since session 51) and backend/view_prior/weights: rm -rf results backend/prior/report*
+# backend/prior/weights backend/prior/weights_shape. Afterwards: git checkout -- results backend.
 START=$(date +%s); END=$((START + ${1:-550}))
 left() { echo $((END - $(date +%s))); }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devwhl/*.whl 2>&1 | tail -2

@@ -9,7 +9,8 @@
 # COARSE=0 leaves out the coarse side by side (session 35: the GPU's image preset, 32x4, with the hollow mug, alone).
 # A fresh machine resumes from .devstate (run(carry=[".devwhl", ".devstate"]); copy $OUT's state.tgz.* into
 # .devstate/ after each call; empty it before a new run). Before the call: rm -rf results backend/prior/report*
-# backend/prior/weights_shape (the image preset has no shape prior; the tree must stay under 64 MiB).
+# backend/prior/weights_shape backend/prior/weights (an image job loads the view prior and v6, weights_v6, only;
+# the tree must stay under 64 MiB).
 source tools/device/common.sh "$1"
 restore_state
 bench() { resumable_bench image 40 "$@"; }   # out, expected rows, args...

@@ -3,7 +3,7 @@
 # CPU still draws it at 0.72). The view prior's outputs across precisions and CUDA graphs
 # (view_prior_parity.py), then the picture variant of three objects on seed 1 four ways side by side: as shipped,
 # without CUDA graphs, in fp32, and at one view a step (the CPU's 32x1). Before the call: rm -rf results
-# backend/prior/report* backend/prior/weights_shape. Call: run(command="bash tools/device/image_gpu_diag.sh 560",
+# backend/prior/report* backend/prior/weights_shape backend/prior/weights. Call: run(command="bash tools/device/image_gpu_diag.sh 560",
 # carry=[".devwhl"]); back in $OUT: diag.tgz (each variant's image.jsonl and pictures).
 source tools/device/common.sh "$1"
 python tools/device/view_prior_parity.py 2>&1 | grep -v -e "Loading weights" -e torchvision

@@ -2,7 +2,7 @@
 # Session 51: image jobs' joint mode with text prior v12. The image preset leaves the text prior's guidance at the
 # schema's 100 with weight 0.25 (tuned for v6, session 19); with v12 the joint variant fell from 0.71-0.75 to
 # 0.48-0.54 (GPU, 3 seeds). Joint variant, seed 0, the 10 objects, four text-guidance settings side by side.
-# Before the call: rm -rf results backend/prior/report* backend/prior/weights_shape. Call: run(command="bash
+# Before the call: rm -rf results backend/prior/report* backend/prior/weights_shape backend/prior/weights. Call: run(command="bash
 # tools/device/joint_text_sweep.sh 560", carry=[".devwhl"]); back in $OUT: sweep.tgz (image.jsonl, pictures).
 source tools/device/common.sh "$1"
 build_cuda_once
