@@ -5,7 +5,8 @@
 # (quality, speed, cost) needs backend/prior/weights and weights_shape: rm -rf results backend/prior/report*
 # backend/prior/weights_v6 backend/view_prior/weights; an image run needs backend/prior/weights_v6 (image jobs'
 # text prior since session 51) and backend/view_prior/weights: rm -rf results backend/prior/report*
-# backend/prior/weights backend/prior/weights_shape. Afterwards: git checkout -- results backend.
+# backend/prior/weights backend/prior/weights_shape. Commit first: `git checkout -- results backend` restores them
+# afterwards and also throws away any edit not committed there (session 51 lost two that way).
 START=$(date +%s); END=$((START + ${1:-550}))
 left() { echo $((END - $(date +%s))); }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .devwhl/*.whl 2>&1 | tail -2
