@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file: saved every --checkpoint-interval steps, resumed if it exists")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="named budgets (draft, standard, high for GPUs; builtin: the built-in "
-                             "prior's own settings; cpu-demo: make demo's, builtin with two views a step), over the model's recommended settings (explicit flags still win)")
+                        help="named budgets (draft, standard, high for GPUs; builtin: the built-in prior's own "
+                             "settings; cpu-demo: make demo's, builtin with two views a step), over the model's "
+                             "recommended settings (explicit flags still win)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--list-prompts", action="store_true",
                         help="print the built-in prior's vocabulary (every prompt it knows), one a line, and exit")

@@ -200,7 +200,8 @@ def submit_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("submit")
     out.add_argument("--preset", choices=sorted(PRESETS), default=None,
                      help="named settings shared with `generate --preset` and the Blender panel (draft, "
-                          "standard, high for GPUs; builtin / cpu-demo (make demo's) for the built-in prior, minutes on a CPU); "
+                          "standard, high for GPUs; builtin / cpu-demo (make demo's) for the built-in prior, "
+                          "minutes on a CPU); "
                           "explicit flags still win")
     out.add_argument("--init-mesh", default=None, help="refine this GLB instead of starting from a blob")
     out.add_argument("--parent", default=None, help="refine the result of this job (id)")
