@@ -98,6 +98,19 @@ def test_bench_image_rejects_bad_options_naming_them(capsys):
         assert name in capsys.readouterr().err
 
 
+def test_every_set_counts_whether_repeated_or_listed_after_one():
+    """`--set a=1 --set b=2` overrides both settings (until session 52 the second --set replaced the first, so a
+    sweep of two settings ran with one of them), as `--set a=1 b=2` does."""
+    from backend.bench.image import parse_args
+    from backend.bench.quality import parse_overrides
+
+    repeated = parse_args(["--set", "shape_model=builtin-shape", "--set", "shape_guidance_scale=10"])
+    listed = parse_args(["--set", "shape_model=builtin-shape", "shape_guidance_scale=10"])
+    for args in (repeated, listed):
+        assert parse_overrides(args.set) == {"shape_model": "builtin-shape", "shape_guidance_scale": "10"}
+    assert parse_args([]).set == [] and parse_args([]).set is not parse_args([]).set
+
+
 def test_bench_image_runs_only_the_variants_asked_for(tmp_path, capsys):
     """An A/B of the text prior's settings runs joint mode alone (--variants joint), not the picture variant too."""
     from backend.bench.image import main

@@ -307,7 +307,10 @@ def parse_args(argv):
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
                    help="which variants to run (default: image, and joint with --text); e.g. --variants joint "
                         "for an A/B of the text prior's settings alone")
-    p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="setting overrides (e.g. steps=100)")
+    # extend, not store: a second --set replaced the first until session 52 (`--set shape_model=X --set
+    # shape_guidance_scale=10` ran without the shape prior); quality's and speed's --set accumulate too
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="NAME=VALUE",
+                   help="setting overrides (e.g. steps=100); repeatable, and several may follow one --set")
     p.add_argument("--iou-resolution", type=int, default=128)
     p.add_argument("--model", default="builtin",
                    help="the view prior: 'builtin' or a Zero-1-to-3 diffusers folder (e.g. a retrained one)")

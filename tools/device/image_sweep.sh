@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Several image-benchmark runs in one device command (session 52), one after another, each resumable: a plan file
+# (the second argument) has one run a line, `NAME|SEEDS|VARIANTS|SETTINGS`, e.g.
+#   base|1 2|image joint|
+#   shape10|0 1|image|shape_model=builtin-shape shape_guidance_scale=10
+# Each run is `bench image --seeds SEEDS --variants VARIANTS --set SETTINGS` into /tmp/sweep/NAME (12 jobs sharing the
+# GPU); a run whose rows are all there is skipped, so the same command sent again (within 30 s, the machine still
+# held) goes on where the last one stopped. Before the call: rm -rf results backend/prior/report* backend/prior/weights
+# (an image job with shape_model=builtin-shape needs backend/prior/weights_shape: keep it then; the tree must stay
+# under 64 MiB with .devwhl). Call: run(command="bash tools/device/image_sweep.sh 560 PLAN", carry=[".devwhl"]).
+# Back in $OUT: sweep.tgz (each run's image.md/json/jsonl and pictures) and the log's summary lines.
+source tools/device/common.sh "$1"
+PLAN=$2
+build_cuda_once
+mkdir -p /tmp/sweep
+while IFS='|' read -r name seeds variants settings; do
+  [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+  jobs=$(( 10 * $(echo $seeds | wc -w) * $(echo $variants | wc -w) ))
+  resumable_bench image 40 /tmp/sweep/$name $jobs --seeds $seeds --variants $variants --workers ${W:-12} \
+    ${settings:+--set $settings} >> /tmp/sweep_$name.log 2>&1 || echo "== $name: stopped"
+  echo "== $name ($(count /tmp/sweep/$name/image.jsonl)/$jobs rows)"; grep -h "^joint/\|^image/" /tmp/sweep_$name.log | tail -4
+done < "$PLAN"
+tar czf $OUT/sweep.tgz -C /tmp sweep $(cd /tmp && ls sweep_*.log)
