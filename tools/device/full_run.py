@@ -59,6 +59,17 @@ def main() -> int:
               "ms_per_step": 1000 * marks[-1]["elapsed_s"] / done,
               "projected_10k_s": marks[-1]["elapsed_s"] / done * (settings.steps - 1) if done else None,
               "peak_gb": torch.cuda.max_memory_allocated() / 2**30}
+    # What `generate --estimate` would have told the user for the steps of this run (the cost model fitted by
+    # `bench cost`, results/speed/cost.json): its error against the whole run timed here (session 52).
+    try:
+        from backend.cost.device import local_device
+        from backend.cost.estimate import estimate
+
+        est = estimate(settings, local_device("cuda"), checkpoints=False, include_load=False)
+        report["estimated_steps_s"] = est["parts_s"]["steps"] * done / max(1, settings.steps - 1)
+        report["estimate_error"] = report["estimated_steps_s"] / report["elapsed_s"] - 1.0
+    except Exception as exc:        # the timing stands without it
+        report["estimate_failed"] = f"{type(exc).__name__}: {exc}"
     print(json.dumps({k: v for k, v in report.items() if k != "marks"}), flush=True)
     (OUT / "full_run.json").write_text(json.dumps(report, indent=2))
     return 0
