@@ -53,3 +53,32 @@ def test_the_bound_is_each_parts_lowest_reading_of_the_default_configuration():
     assert other["vae_encode_fwd_bwd_ms"] == 15.5
     # the bound's own reading stands when it is the lowest
     assert bound_of_record(_single_job_report(bound_vae=10.8, lever_vae=13.9))["bound_ms"] == pytest.approx(21.2)
+
+
+def _whole_run(elapsed_s: float, complete: bool = True) -> dict:
+    steps = 9999 if complete else 4999
+    return {"device": "test GPU", "overrides": {}, "setup_s": 40.0, "steps_timed": steps, "elapsed_s": elapsed_s,
+            "complete": complete, "ms_per_step": 1000 * elapsed_s / steps,
+            "projected_10k_s": elapsed_s / steps * 9999, "peak_gb": 8.7,
+            "marks": [{"step": 500, "elapsed_s": 14.0}, {"step": 1000, "elapsed_s": 30.0}],
+            "estimated_steps_s": 300.0 * steps / 9999, "estimate_error": 300.0 * steps / 9999 / elapsed_s - 1}
+
+
+def test_the_whole_run_section_says_whether_10k_steps_took_five_minutes_and_the_estimates_error(tmp_path):
+    """The default schedule timed whole (tools/device/full_run.py) is a section of its own, after the single job's:
+    its verdict against 5 minutes follows the measured time, the set-up step shown apart, and the cost model's
+    estimate of the same steps beside it with its signed error."""
+    from backend.bench.speed import whole_run_section
+
+    fast, slow = whole_run_section(_whole_run(278.0))["table_md"], whole_run_section(_whole_run(330.0))["table_md"]
+    assert "**4.63 min**" in fast and "**met**" in fast and "5.30 min" in fast and "+8%" in fast, fast
+    assert "**5.50 min**" in slow and "**not met**" in slow and "-9%" in slow, slow
+    assert "500: 28.1, 1000: 32.0" in fast     # each stretch's own ms a step (the first from step 1: 499 steps)
+    partial = whole_run_section(_whole_run(150.0, complete=False))["table_md"]
+    assert "stopped after 4999 steps: projected" in partial and "**5.00 min**" in partial
+    (tmp_path / "single.json").write_text(json.dumps({"table_md": "| bound |\n|---|\n| 25.0 |"}))
+    (tmp_path / "whole.json").write_text(json.dumps(whole_run_section(_whole_run(278.0))))
+    assemble(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert text.index("## Single job") < text.index("## The default schedule timed whole") < text.index("4.63 min")
+    assert json.loads((tmp_path / "report.json").read_text())["sections"] == ["single", "whole"]

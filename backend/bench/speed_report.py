@@ -1,8 +1,8 @@
 """``python -m backend.bench.speed_report [folder]``: join the speed sections into one report.
 
-Three benchmarks each write their own section file into ``results/speed/`` (one device run can
-write all three): ``single.json`` (``bench speed``: the single-job table against the bound),
-``throughput.json`` (``bench throughput``: props per hour with several jobs on one GPU) and
+Each benchmark writes its own section file into ``results/speed/`` (one device run can write them
+all): ``single.json`` (``bench speed``: the single-job table against the bound), ``whole.json``
+(``tools/device/full_run.py``: the default 10k-step schedule timed whole), ``throughput.json`` (``bench throughput``: props per hour with several jobs on one GPU) and
 ``cost.json`` (``bench cost``: the time and memory estimator's error on held-out settings). Each
 carries its own markdown under ``"table_md"`` next to its data, so this module only orders and
 joins them: ``report.md`` is the sections' markdown one after another, ``report.json`` their data
@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 # (file stem, heading) in report order
-SECTIONS = (("single", "Single job"), ("throughput", "Throughput: several jobs on one GPU"),
-            ("cost", "Cost estimate before submit"))
+SECTIONS = (("single", "Single job"), ("whole", "The default schedule timed whole"),
+            ("throughput", "Throughput: several jobs on one GPU"), ("cost", "Cost estimate before submit"))
 
 
 def load_sections(folder: Path) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from backend.bench.speed import PROMPT, synchronize
+from backend.bench.speed import PROMPT, synchronize, whole_run_section
 from backend.engine.trainer import Trainer
 from shared.settings import GenerationSettings
 
@@ -72,6 +72,8 @@ def main() -> int:
         report["estimate_failed"] = f"{type(exc).__name__}: {exc}"
     print(json.dumps({k: v for k, v in report.items() if k != "marks"}), flush=True)
     (OUT / "full_run.json").write_text(json.dumps(report, indent=2))
+    # the speed report's section (copy it to results/speed/ and run `python -m backend.bench.speed_report`)
+    (OUT / "whole.json").write_text(json.dumps(whole_run_section(report), indent=2))
     return 0
 
 
