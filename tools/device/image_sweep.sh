@@ -5,10 +5,16 @@
 #   shape10|0 1|image|shape_model=builtin-shape shape_guidance_scale=10
 # Each run is `bench image --seeds SEEDS --variants VARIANTS --set SETTINGS` into /tmp/sweep/NAME (12 jobs sharing the
 # GPU); a run whose rows are all there is skipped, so the same command sent again (within 30 s, the machine still
-# held) goes on where the last one stopped. Before the call: rm -rf results backend/prior/report* backend/prior/weights
-# (an image job with shape_model=builtin-shape needs backend/prior/weights_shape: keep it then; the tree must stay
-# under 64 MiB with .devwhl). Call: run(command="bash tools/device/image_sweep.sh 560 PLAN", carry=[".devwhl"]).
-# Back in $OUT: sweep.tgz (each run's image.md/json/jsonl and pictures) and the log's summary lines.
+# held) goes on where the last one stopped. The tree must stay under 64 MiB with .devwhl: an image job needs
+# backend/prior/weights_v6 and backend/view_prior/weights, with shape_model=builtin-shape backend/prior/weights_shape
+# too, which is 1 MiB over unless the view prior's VAE (the same bytes as weights_v6/vae) is left out and copied
+# back on the machine. Session 52, commit first, then:
+#   rm -rf results backend/prior/report* backend/prior/weights backend/view_prior/weights/vae docs tests blender_addon
+#   backend/view_prior/report
+#   run(command="mkdir -p backend/view_prior/weights/vae && cp backend/prior/weights_v6/vae/* backend/view_prior/weights/vae/
+#       && bash tools/device/image_sweep.sh 560 PLAN", carry=[".devwhl"])
+# (`cp -r .../vae backend/view_prior/weights/vae` nests it: the machine's copy of the tree has the empty folder), then
+# `git checkout -- .` here. Back in $OUT: sweep.tgz (each run's image.md/json/jsonl, pictures and log).
 source tools/device/common.sh "$1"
 PLAN=$2
 build_cuda_once
