@@ -82,3 +82,19 @@ def test_the_whole_run_section_says_whether_10k_steps_took_five_minutes_and_the_
     text = (tmp_path / "report.md").read_text()
     assert text.index("## Single job") < text.index("## The default schedule timed whole") < text.index("4.63 min")
     assert json.loads((tmp_path / "report.json").read_text())["sections"] == ["single", "whole"]
+
+
+def test_the_whole_run_is_set_against_a_bound_read_on_the_same_machine_after_the_warm_up():
+    """With a bound read in the run's process, the section divides the steps after the albedo warm-up (marks at
+    2000 and 10000) by it; without one it says so instead of borrowing another instance's bound."""
+    from backend.bench.speed import whole_run_section
+
+    run = {**_whole_run(278.0), "albedo_warmup_steps": 2000,
+           "marks": [{"step": 2000, "elapsed_s": 54.0}, {"step": 10000, "elapsed_s": 278.0}]}
+    assert "No bound read on this instance; steps 2000-10000 (after the albedo warm-up) 28.0 ms" in \
+        whole_run_section(run)["table_md"]
+    bound = {"unet_cfg_ms": 10.0, "vae_encode_fwd_bwd_ms": 12.0, "bound_ms": 22.0, "readings": [{}, {}, {}]}
+    text = whole_run_section({**run, "bound": bound})["table_md"]
+    assert "**22.0 ms**" in text and "28.0 ms a step = **1.27x** the bound" in text and "**met**)" in text, text
+    slow = whole_run_section({**run, "bound": {**bound, "bound_ms": 20.0}})["table_md"]
+    assert "**1.40x** the bound (target <= 1.3x: **not met**)" in slow, slow

@@ -254,6 +254,22 @@ def whole_run_section(run: dict) -> dict:
     est_cells = (f"{est:.1f} s | {100 * run['estimate_error']:+.0f}%" if est is not None
                  else f"- | - ({run.get('estimate_failed', 'not computed')})")
     marks = run.get("marks", [])
+    # after the albedo warm-up (the step the single-job table sets against the bound), from the marks around it
+    warm = run.get("albedo_warmup_steps", 2000)
+    at = {m["step"]: m["elapsed_s"] for m in marks}
+    after_ms = (1000 * (at[max(at)] - at[warm]) / (max(at) - warm)) if warm in at and max(at) > warm else None
+    bound = (run.get("bound") or {}).get("bound_ms")
+    if bound and after_ms:
+        b = run["bound"]
+        ratio = after_ms / bound
+        bound_line = (f"Bound read in the same process after the run (UNet CFG pair {b['unet_cfg_ms']:.1f} + VAE encode "
+                      f"fwd/bwd {b['vae_encode_fwd_bwd_ms']:.1f} ms, each its lowest of {len(b.get('readings', []))}): "
+                      f"**{bound:.1f} ms**; steps {warm}-{max(at)} (after the albedo warm-up) {after_ms:.1f} ms a step = "
+                      f"**{ratio:.2f}x** the bound (target <= 1.3x: **{'met' if ratio <= 1.3 else 'not met'}**).")
+    else:
+        bound_line = ("No bound read on this instance" + (f" ({run['bound_failed']})" if run.get("bound_failed") else "")
+                      + (f"; steps {warm}-{max(at)} (after the albedo warm-up) {after_ms:.1f} ms a step." if after_ms
+                         else "."))
     rates, last = [], (1, 0.0)
     for m in marks:                                   # ms a step within each 500-step stretch
         rates.append(f"{m['step']}: {1000 * (m['elapsed_s'] - last[1]) / max(1, m['step'] - last[0]):.1f}")
@@ -267,6 +283,7 @@ def whole_run_section(run: dict) -> dict:
              "estimate of these steps | its error |", "|---:|---:|---:|---:|---|---:|---:|---:|",
              f"| {steps} | {wall:.1f} | {run['ms_per_step']:.1f} | **{minutes:.2f} min**{complete} | <= 5 min: "
              f"**{met}** | {(run['projected_10k_s'] + run['setup_s']) / 60:.2f} min | {est_cells} |", "",
+             bound_line, "",
              f"Peak GPU memory {run['peak_gb']:.2f} GB. ms a step by the step each 500-step stretch ends at: "
              + ", ".join(rates) + "."]
     return {**run, "table_md": "\n".join(lines)}

@@ -1,4 +1,4 @@
-# Sourced by the two-GPU device scripts (image_bench_x2.sh, prior_v8_x2.sh): the wheels installed, the
+# Sourced by the device scripts (image_bench.sh, image_sweep.sh, speed_record.sh, ...): the wheels installed, the
 # command's own deadline (its first argument, seconds), and a bench that resumes across commands.
 #   source tools/device/common.sh "$1"
 # The tree a call carries must stay under 64 MiB with .devwhl (9 MB): the weights are most of it. A text run

@@ -59,6 +59,20 @@ def main() -> int:
               "ms_per_step": 1000 * marks[-1]["elapsed_s"] / done,
               "projected_10k_s": marks[-1]["elapsed_s"] / done * (settings.steps - 1) if done else None,
               "peak_gb": torch.cuda.max_memory_allocated() / 2**30}
+    # The bound read in this process on this machine, after the run (session 52: the whole run's 27.8 ms could only be
+    # set against another instance's bound): each part's lowest of BOUND_READINGS readings, as bench speed's
+    # bound_of_record takes it, with the guidance configured as the run had it (VAE compiled, UNet graphed).
+    try:
+        from backend.bench.speed import measure_bound
+
+        readings = [measure_bound(guidance) for _ in range(int(os.environ.get("BOUND_READINGS", "3")))]
+        unet = min(r["unet_cfg_ms"] for r in readings)
+        vae = min(r["vae_encode_fwd_bwd_ms"] for r in readings)
+        report["bound"] = {"unet_cfg_ms": unet, "vae_encode_fwd_bwd_ms": vae, "bound_ms": unet + vae,
+                           "readings": readings}
+    except Exception as exc:        # the timing stands without it
+        report["bound_failed"] = f"{type(exc).__name__}: {exc}"
+    report["albedo_warmup_steps"] = settings.albedo_warmup_steps
     # What `generate --estimate` would have told the user for the steps of this run (the cost model fitted by
     # `bench cost`, results/speed/cost.json): its error against the whole run timed here (session 52).
     try:

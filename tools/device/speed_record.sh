@@ -3,7 +3,9 @@
 # graphs by default), one command each part. `record`: `bench speed` (bound, the 64 px step, export, the 10k projection
 # with its jumps warmed up; ~6 min) into $OUT/speed, then copy single.json / report.md / profile back to results/speed and
 # run `python -m backend.bench.speed_report results/speed`. `full`: the default 10k schedule timed whole
-# (tools/device/full_run.py, stops at LIMIT_S, default 430 s). Tree: any (the SD-1.5 architecture is built from its
+# (tools/device/full_run.py, stops at LIMIT_S, default 430 s; since session 52 it reads the bound in the same process
+# after the run, so one call gives the step against this machine's bound: ~6.5 min; then copy $OUT/full/whole.json to
+# results/speed/ and run `python -m backend.bench.speed_report results/speed`). Tree: any (the SD-1.5 architecture is built from its
 # config). Call: run(command="bash tools/device/speed_record.sh 590 record", kind="nvidia-h200", carry=[".devwhl"]).
 source tools/device/common.sh "$1"
 case "${2:-record}" in
