@@ -5,9 +5,10 @@ all): ``single.json`` (``bench speed``: the single-job table against the bound),
 (``tools/device/full_run.py``: the default 10k-step schedule timed whole), ``throughput.json``
 (``bench throughput``: props per hour with several jobs on one GPU) and ``cost.json`` (``bench
 cost``: the time and memory estimator's error on held-out settings). Each carries its own markdown
-under ``"table_md"`` next to its data, so this module only orders and joins them: ``report.md`` is the sections' markdown one after another, ``report.json`` their data
-under their names. A section whose file is missing is listed as not run, so a partial run still
-gives a report that says what it lacks.
+under ``"table_md"`` next to its data, so this module only orders and joins them: ``report.md`` is
+the sections' markdown one after another, ``report.json`` their data under their names. A section
+whose file is missing is listed as not run, so a partial run still gives a report that says what it
+lacks.
 """
 
 from __future__ import annotations
