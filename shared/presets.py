@@ -140,8 +140,8 @@ PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items()
                             # job's: it reached them unmeasured through "builtin", and the mug, the one benchmark
                             # object it touches, came out lower on all six GPU runs (session 37 -> 52: picture 0.552 /
                             # 0.547 / 0.501 -> 0.531 / 0.510 / 0.450, joint 0.534 / 0.527 / 0.512 -> 0.385 / 0.521 /
-                            # 0.467, volume down, holes in its wall). CPU, seeds 0 / 1, the mug alone, with -> without:
-                            # 0.340 / 0.180 -> 0.413 / 0.210 (results/image/README.md, session 52).
+                            # 0.467, volume down, holes in its wall). CPU, seeds 0 / 1 / 2, the mug alone, with ->
+                            # without: 0.340 / 0.180 / 0.338 -> 0.413 / 0.210 / 0.371 (results/image/README.md, session 52).
                             "fine_cavity_inset": 0.0}
 
 # The built-in priors on a GPU (session 33): four views a step where the CPU then drew one. Four renders a step
