@@ -372,6 +372,11 @@ class GenerationSettings:
                                       "alone (a fence, a shield): its thin parts drawn this much thinner on each "
                                       "side, instead of fine_thin_inset (0: as every other prop). A board is seen "
                                       "edge-on from two sides only and comes out about twice as thick")
+    seal_radius: float = _s(0.05, lo=0.0, hi=0.2, group="export",
+                            help="the exported mesh: hollows inside the object that open to the air only through "
+                                 "pores narrower than twice this (scene units; objects are about 1 across) filled, "
+                                 "so the mesh has no hidden inner walls; wider openings (a cup's mouth, a handle's "
+                                 "loop) are kept (0: off)")
     fine_flat_base: bool = _s(False, group="export",
                               help="the fine stage's mesh: the dome a field leaves hanging under a flat base (which "
                                    "cameras above the object's base never see) cut off at the base; for flat-bottomed "

@@ -151,3 +151,32 @@ def test_reference_picture_is_an_rgba_view_the_engine_accepts():
     assert 0.05 < covered < 0.6
     prepared = prepare_reference(png, fill=0.0)
     assert prepared.source == "alpha"
+
+
+def test_bench_image_export_variants_export_the_same_run_again(tmp_path, capsys):
+    """--export-variants A/Bs export-only settings (``seal_radius``) at the cost of an export: each job's final mesh
+    exported again from its run, scored as ``<variant>+<name>``; the same export settings give the same mesh's
+    scores, and --resume counts a job done only with every row of it. A setting the run depends on is refused."""
+    from backend.bench.image import main
+
+    exports = tmp_path / "exports.json"
+    exports.write_text(json.dumps({"same": {"seal_radius": 0.05}, "coarse": {"mesh_resolution": 32}}))
+    out = tmp_path / "out"
+    assert main([*SHORT, "--seeds", "0", "--device", "cpu", "--export-variants", str(exports), "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in _rows(out)}
+    assert set(rows) == {"image", "image+same", "image+coarse"}
+    assert all(not r.get("crashed") for r in rows.values()), [r.get("error") for r in rows.values()]
+    own, same, coarse = rows["image"], rows["image+same"], rows["image+coarse"]
+    assert same["iou"] == own["iou"] and same["chamfer"] == own["chamfer"]       # the same run, exported alike
+    assert coarse["chamfer"] != own["chamfer"]                                    # the same run, a coarser mesh
+    assert same["export_of"] == "image" and same["generate_s"] < own["generate_s"]
+    assert "image+coarse/seed0" in (out / "image.md").read_text()
+    capsys.readouterr()
+    assert main([*SHORT, "--seeds", "0", "--device", "cpu", "--export-variants", str(exports), "--resume",
+                 "--out", str(out)]) == 0
+    assert "resuming: 1 jobs already done" in capsys.readouterr().out
+    assert {r["variant"]: r["iou"] for r in _rows(out)} == {v: r["iou"] for v, r in rows.items()}
+
+    exports.write_text(json.dumps({"longer": {"steps": 8}}))
+    with pytest.raises(SystemExit, match="'longer' changes steps"):
+        main([*SHORT, "--seeds", "0", "--device", "cpu", "--export-variants", str(exports), "--out", str(out)])

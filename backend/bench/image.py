@@ -38,6 +38,7 @@ import argparse
 import io
 import json
 import math
+import os
 import platform
 import time
 import traceback
@@ -160,53 +161,74 @@ def settings_for(obj: DrawnObject, seed: int, elevation: float, azimuth: float, 
     return GenerationSettings.from_dict(values)
 
 
-def run_job(job: dict) -> dict:
-    """Generate one object from its reference picture and score the mesh."""
-    from backend.bench.metrics import LoadedMesh, evaluate_mesh, load_glb, render_mesh_albedo, texture_psnr
-    from backend.engine.api import generate
-    from backend.engine.cameras import orbit_cameras
-    from backend.prior import CAMERA
+def run_job(job: dict) -> list[dict]:
+    """Generate one object from its reference picture and score the mesh: the job's row, then one row per
+    export variant (``job["exports"]``: {name: export-only settings}, variant ``"<variant>+<name>"``), the same
+    run's final mesh exported again from its last checkpoint under those settings."""
+    import tempfile
 
     obj = DrawnObject(job["object"], job.get("look"), job["seed"])
     elevation, azimuth = reference_camera(job["seed"], job["index"])
     out = {"object": obj.name, "look": obj.look, "seed": job["seed"], "variant": job["variant"],
            "reference_elevation": elevation, "reference_azimuth": azimuth,
            "params": {k: float(v) for k, v in obj.params.items()}}
+    exports = job.get("exports") or {}
+    names = [job["variant"], *(f"{job['variant']}+{e}" for e in exports)]
     if job.get("deadline") is not None and time.time() > job["deadline"]:
-        return {**out, "skipped": True}          # not started within --time-budget: --resume runs it
-    t0 = time.perf_counter()
-    try:
-        png = reference_png(obj, elevation, azimuth)
-        prompt = f"a {obj.look} {obj.name}" if job["variant"] == "joint" and obj.look else (
-            f"a {obj.name}" if job["variant"] == "joint" else "")
-        settings = settings_for(obj, job["seed"], elevation, azimuth, job.get("overrides", {}), prompt,
-                                job.get("model", "builtin"), job["device"])
-        result = generate(settings, device=job["device"], reference_image=png)
-        t_gen = time.perf_counter() - t0
-        mesh = load_glb(result.glb)
-        metrics = evaluate_mesh(mesh, obj.sdf, obj.albedo, period=obj.yaw_period, res=job.get("iou_resolution", 128),
-                                seed=job["seed"])
-        cams = orbit_cameras(NOVEL_ELEVATION, [azimuth + a for a in NOVEL_VIEWS], CAMERA["distance_min"],
-                             CAMERA["fovy_min"])
-        truth = obj.render_albedo(cams, 64)
-        mesh_views = render_mesh_albedo(mesh, cams, 64)
-        novel = texture_psnr(mesh_views, truth)     # at yaw 0: the given camera
-        timings = result.metadata.get("timings", {})
-        read = (result.metadata.get("reference") or {}).get("prompt_from_picture") or {}
-        out.update({k: metrics[k] for k in ("iou", "iou_canonical", "yaw", "chamfer", "albedo_error", "empty",
-                                            "volume_ratio")},
-                   iou_ref_yaw=metrics["iou_canonical"], ref_yaw_gap=metrics["iou"] - metrics["iou_canonical"],
-                   novel_view_psnr=novel, generate_s=t_gen,
-                   # auto_prompt (an "image" job has no prompt): what the text prior read, if it was sure
-                   prompt_read=read.get("prompt") if read.get("used") else None, optimise_s=timings.get("optimise_s"),
-                   s_per_step=timings.get("s_per_step"), wall_s=time.perf_counter() - t0,
-                   # the pictures a person looks at (written to files by the main process: save_images)
-                   views=novel_views_png(png, mesh_views, truth), turntable=result.turntable_png)
-    except Exception as exc:           # a crash is a result of the benchmark, not the end of it
-        out.update(error=f"{type(exc).__name__}: {exc}"[:500], traceback=traceback.format_exc()[-2000:],
-                   crashed=True, iou=0.0, iou_ref_yaw=0.0, ref_yaw_gap=float("nan"), albedo_error=1.0,
-                   chamfer=float("nan"), novel_view_psnr=float("nan"), wall_s=time.perf_counter() - t0)
-    return out
+        return [{**out, "variant": v, "skipped": True} for v in names]   # not started within --time-budget
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="image-bench-") as folder:
+        checkpoint = os.path.join(folder, "run.pt") if exports else None
+        for name, export_overrides in [(None, {}), *exports.items()]:
+            t0 = time.perf_counter()
+            row = {**out, "variant": job["variant"] if name is None else f"{job['variant']}+{name}"}
+            if name is not None:
+                row["export_of"] = job["variant"]
+            try:
+                png = reference_png(obj, elevation, azimuth)
+                prompt = f"a {obj.look} {obj.name}" if job["variant"] == "joint" and obj.look else (
+                    f"a {obj.name}" if job["variant"] == "joint" else "")
+                settings = settings_for(obj, job["seed"], elevation, azimuth,
+                                        {**job.get("overrides", {}), **export_overrides}, prompt,
+                                        job.get("model", "builtin"), job["device"])
+                row.update(_generate_and_score(obj, settings, png, azimuth, job, t0, checkpoint))
+            except Exception as exc:           # a crash is a result of the benchmark, not the end of it
+                row.update(error=f"{type(exc).__name__}: {exc}"[:500], traceback=traceback.format_exc()[-2000:],
+                           crashed=True, iou=0.0, iou_ref_yaw=0.0, ref_yaw_gap=float("nan"), albedo_error=1.0,
+                           chamfer=float("nan"), novel_view_psnr=float("nan"), wall_s=time.perf_counter() - t0)
+            rows.append(row)
+    return rows
+
+
+def _generate_and_score(obj: DrawnObject, settings, png: bytes, azimuth: float, job: dict, t0: float,
+                        checkpoint: str | None) -> dict:
+    """One generation (or, when ``checkpoint`` holds the finished run, its export again), scored."""
+    from backend.bench.metrics import evaluate_mesh, load_glb, render_mesh_albedo, texture_psnr
+    from backend.engine.api import generate
+    from backend.engine.cameras import orbit_cameras
+    from backend.prior import CAMERA
+
+    result = generate(settings, device=job["device"], reference_image=png, checkpoint_path=checkpoint)
+    t_gen = time.perf_counter() - t0
+    mesh = load_glb(result.glb)
+    metrics = evaluate_mesh(mesh, obj.sdf, obj.albedo, period=obj.yaw_period, res=job.get("iou_resolution", 128),
+                            seed=job["seed"])
+    cams = orbit_cameras(NOVEL_ELEVATION, [azimuth + a for a in NOVEL_VIEWS], CAMERA["distance_min"],
+                         CAMERA["fovy_min"])
+    truth = obj.render_albedo(cams, 64)
+    mesh_views = render_mesh_albedo(mesh, cams, 64)
+    novel = texture_psnr(mesh_views, truth)     # at yaw 0: the given camera
+    timings = result.metadata.get("timings", {})
+    read = (result.metadata.get("reference") or {}).get("prompt_from_picture") or {}
+    return {**{k: metrics[k] for k in ("iou", "iou_canonical", "yaw", "chamfer", "albedo_error", "empty",
+                                       "volume_ratio")},
+            "iou_ref_yaw": metrics["iou_canonical"], "ref_yaw_gap": metrics["iou"] - metrics["iou_canonical"],
+            "novel_view_psnr": novel, "generate_s": t_gen,
+            # auto_prompt (an "image" job has no prompt): what the text prior read, if it was sure
+            "prompt_read": read.get("prompt") if read.get("used") else None, "optimise_s": timings.get("optimise_s"),
+            "s_per_step": timings.get("s_per_step"), "wall_s": time.perf_counter() - t0,
+            # the pictures a person looks at (written to files by the main process: save_images)
+            "views": novel_views_png(png, mesh_views, truth), "turntable": result.turntable_png}
 
 
 def novel_views_png(reference: bytes, pred: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray]) -> bytes:
@@ -320,6 +342,9 @@ def parse_args(argv):
                    help="seconds; jobs not started by then are skipped (--resume runs them later)")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished jobs of --out's image.jsonl and run only the others")
+    p.add_argument("--export-variants", type=Path, default=None, metavar="JSON",
+                   help="a JSON file {name: {setting: value}} of export-only settings (e.g. seal_radius): each job's "
+                        "final mesh is exported again from its run under each and scored as variant <variant>+<name>")
     p.add_argument("--out", type=Path, default=Path("results/image"))
     args = p.parse_args(argv)
     if args.workers is not None and args.workers < 1:
@@ -344,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing as mp
     import os
 
-    from backend.bench.quality import _build_cuda_extensions, _init_worker, parse_overrides, save_images
+    from backend.bench.quality import (_build_cuda_extensions, _init_worker, load_export_variants, parse_overrides,
+                                       save_images)
     from backend.engine.trainer import pick_device
 
     args = parse_args(argv or [])
@@ -353,26 +379,33 @@ def main(argv: list[str] | None = None) -> int:
     objects = args.objects or list(DEFAULT_OBJECTS if on_cuda else CPU_OBJECTS)
     overrides = parse_overrides(args.set)
     variants = args.variants or ["image"] + (["joint"] if args.text else [])
+    exports = load_export_variants(args.export_variants, {v: {} for v in VARIANTS})
     n_gpus = torch.cuda.device_count() if on_cuda and device == "cuda" else 1
     workers = args.workers or (min(12 * n_gpus, max(1, (os.cpu_count() or 2) - 2)) if on_cuda else 1)
     threads = 1 if workers > 1 else max(1, torch.get_num_threads())
     meta = {"device": torch.cuda.get_device_name(0) if on_cuda else "cpu", "platform": platform.platform(),
-            "overrides": overrides, "objects": objects, "seeds": args.seeds, "model": args.model, "workers": workers}
+            "overrides": overrides, "objects": objects, "seeds": args.seeds, "model": args.model, "workers": workers,
+            "export_variants": exports}
     jobs = plan_jobs(objects, args.seeds, variants, device=device, model=args.model, overrides=overrides,
-                     iou_resolution=args.iou_resolution, deadline=None)
+                     iou_resolution=args.iou_resolution, deadline=None, exports=exports)
     # Every job's settings checked before any time is spent (a bad --set names its field here).
     for job in jobs:
         obj = DrawnObject(job["object"], None, job["seed"])
-        settings_for(obj, job["seed"], 0.0, 0.0, overrides, "", args.model, device)
+        for export_overrides in [{}, *exports.values()]:
+            settings_for(obj, job["seed"], 0.0, 0.0, {**overrides, **export_overrides}, "", args.model, device)
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl = args.out / "image.jsonl"
     rows = []
     if args.resume:
-        wanted = {_job_key(j) for j in jobs}
-        rows = [r for r in _read_finished(jsonl) if _job_key(r) in wanted]
-        done = {_job_key(r) for r in rows}
-        jobs = [j for j in jobs if _job_key(j) not in done]
-        print(f"resuming: {len(rows)} jobs already done in {jsonl}", flush=True)
+        # a job is done when its own row and each export variant's are
+        def keys(j):
+            return [(j["object"], j["seed"], v) for v in [j["variant"], *(f"{j['variant']}+{e}" for e in exports)]]
+        wanted = {k for j in jobs for k in keys(j)}
+        finished = {_job_key(r): r for r in _read_finished(jsonl) if _job_key(r) in wanted}
+        done = [j for j in jobs if all(k in finished for k in keys(j))]
+        rows = [finished[k] for j in done for k in keys(j)]
+        jobs = [j for j in jobs if not all(k in finished for k in keys(j))]
+        print(f"resuming: {len(done)} jobs already done in {jsonl}", flush=True)
     if on_cuda and jobs:
         _build_cuda_extensions(device)      # once, before the workers (they would race on nerfacc's JIT build)
     if args.time_budget is not None:
@@ -386,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(r) + "\n")
     skipped = 0
 
-    def report(row):
+    def report(job_rows: list[dict]):
+        for row in job_rows:
+            report_row(row)
+
+    def report_row(row):
         nonlocal skipped
         if row.get("skipped"):
             skipped += 1
@@ -406,11 +443,13 @@ def main(argv: list[str] | None = None) -> int:
             report(run_job(job))
     else:
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(device, threads)) as pool:
-            for row in pool.imap_unordered(run_job, jobs):
-                report(row)
+            for job_rows in pool.imap_unordered(run_job, jobs):
+                report(job_rows)
     if skipped:
         print(f"{skipped} jobs not started within --time-budget: run again with --resume", flush=True)
-    order = {(o, s, v): i for i, (s, o, v) in enumerate((s, o, v) for s in args.seeds for o in objects for v in variants)}
+    order = {(o, s, v): i for i, (s, o, v) in enumerate((s, o, v) for s in args.seeds for o in objects
+                                                        for v in [x for w in variants
+                                                                  for x in [w, *(f"{w}+{e}" for e in exports)]])}
     rows.sort(key=lambda r: order.get(_job_key(r), len(order)))
     summary = write_report(args.out, rows, meta)
     for key, s in summary.items():

@@ -251,7 +251,8 @@ class FineTrainer(Trainer):
         return export_field(self.inside, self.export_albedo, resolution=s.mesh_resolution, threshold=0.0,
                             keep_components=s.keep_components, face_budget=s.face_budget,
                             texture_size=s.texture_size, vertex_colors=s.vertex_colors, bound=BOUND,
-                            device=self.device, progress=progress, adjust_grid=adjust)
+                            device=self.device, progress=progress, adjust_grid=adjust,
+                            seal_radius=s.seal_radius if self.from_nerf else 0.0)
 
     def proxy_mesh(self) -> Optional[bytes]:
         from backend.export.mesh import albedo_at, density_grid, simplify_mesh, surface_from_grid, to_glb

@@ -40,7 +40,7 @@ CHECKPOINT_VERSION = 2       # 2: the job's own random streams (rng.JobRandom) i
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
                   "keep_components", "model", "fine_thin_inset", "fine_cavity_inset", "fine_board_inset",
-                  "fine_flat_base",
+                  "fine_flat_base", "seal_radius",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
                   "sampling", "field_precision", "compile_render", "vae_channels_last", "graph_render"}
@@ -442,7 +442,8 @@ class Trainer:
         return export_field(self.occupied_density, self.field.albedo, resolution=s.mesh_resolution,
                             threshold=s.mesh_threshold, keep_components=s.keep_components,
                             face_budget=s.face_budget, texture_size=s.texture_size,
-                            vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress)
+                            vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress,
+                            seal_radius=s.seal_radius)
 
 
 class FitLoop:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Several image-benchmark runs in one device command (session 52), one after another, each resumable: a plan file
-# (the second argument) has one run a line, `NAME|SEEDS|VARIANTS|SETTINGS[|OBJECTS]`, e.g.
+# (the second argument) has one run a line, `NAME|SEEDS|VARIANTS|SETTINGS[|OBJECTS[|EXPORTS]]`, e.g.
 #   base|1 2|image joint|
 #   shape10|0 1|image|shape_model=builtin-shape shape_guidance_scale=10
 #   mug|0 1 2|image joint||mug          (OBJECTS, since session 53: some of the benchmark's 10 objects; default all)
+#   seal|0|image|||{"noseal": {"seal_radius": 0}}   (EXPORTS, since session 54: bench image --export-variants, each
+#                                                    job's mesh exported again under each, a row each)
 # Each run is `bench image --seeds SEEDS --variants VARIANTS --set SETTINGS` into /tmp/sweep/NAME (12 jobs sharing the
 # GPU); a run whose rows are all there is skipped, so the same command sent again (within 30 s, the machine still
 # held) goes on where the last one stopped. The tree must stay under 64 MiB with .devwhl: an image job needs
@@ -20,12 +22,18 @@ source tools/device/common.sh "$1"
 PLAN=$2
 build_cuda_once
 mkdir -p /tmp/sweep
-while IFS='|' read -r name seeds variants settings objects; do
+while IFS='|' read -r name seeds variants settings objects exports; do
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
   n_objects=10; [ -n "$objects" ] && n_objects=$(echo $objects | wc -w)
-  jobs=$(( n_objects * $(echo $seeds | wc -w) * $(echo $variants | wc -w) ))
+  rows_per_job=1
+  if [ -n "$exports" ]; then
+    echo "$exports" > /tmp/exports_$name.json
+    rows_per_job=$(( 1 + $(python -c "import json; print(len(json.load(open('/tmp/exports_$name.json'))))") ))
+  fi
+  jobs=$(( n_objects * $(echo $seeds | wc -w) * $(echo $variants | wc -w) * rows_per_job ))
   resumable_bench image 40 /tmp/sweep/$name $jobs --seeds $seeds --variants $variants --workers ${W:-12} \
-    ${settings:+--set $settings} ${objects:+--objects $objects} >> /tmp/sweep_$name.log 2>&1 || echo "== $name: stopped"
+    ${settings:+--set $settings} ${objects:+--objects $objects} ${exports:+--export-variants /tmp/exports_$name.json} \
+    >> /tmp/sweep_$name.log 2>&1 || echo "== $name: stopped"
   echo "== $name ($(count /tmp/sweep/$name/image.jsonl)/$jobs rows)"; grep -h "^joint/\|^image/" /tmp/sweep_$name.log | tail -4
 done < "$PLAN"
 tar czf $OUT/sweep.tgz -C /tmp sweep $(cd /tmp && ls sweep_*.log)
