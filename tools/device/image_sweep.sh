@@ -34,6 +34,6 @@ while IFS='|' read -r name seeds variants settings objects exports; do
   resumable_bench image 40 /tmp/sweep/$name $jobs --seeds $seeds --variants $variants --workers ${W:-12} \
     ${settings:+--set $settings} ${objects:+--objects $objects} ${exports:+--export-variants /tmp/exports_$name.json} \
     >> /tmp/sweep_$name.log 2>&1 || echo "== $name: stopped"
-  echo "== $name ($(count /tmp/sweep/$name/image.jsonl)/$jobs rows)"; grep -h "^joint/\|^image/" /tmp/sweep_$name.log | tail -4
+  echo "== $name ($(count /tmp/sweep/$name/image.jsonl)/$jobs rows)"; grep -h "^joint\|^image" /tmp/sweep_$name.log | tail -8
 done < "$PLAN"
 tar czf $OUT/sweep.tgz -C /tmp sweep $(cd /tmp && ls sweep_*.log)
