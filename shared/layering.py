@@ -70,7 +70,24 @@ def layered_values(explicit: dict, *, preset: str | None = None, recommended: di
     guidance_type = explicit.get("guidance_type", preset_values.get("guidance_type", GenerationSettings.guidance_type))
     if recommended is None:
         recommended = recommended_settings(model, guidance_type, device)
-    return {**recommended, **preset_values, **explicit}
+    values = {**recommended, **preset_values, **explicit}
+    if guidance_type in IMAGE_GUIDANCE_TYPES and "shape_model" not in explicit and not _pairs_builtin_text_prior(values):
+        # The image preset's shape prior (the built-in one) pairs with the built-in text prior, in a job that uses
+        # it; with another text prior, or none (no prompt and auto_prompt off), the preset has none to offer.
+        values.pop("shape_model", None)
+    return values
+
+
+def _pairs_builtin_text_prior(values: dict) -> bool:
+    """An image job's settings (not yet validated) that run the built-in text prior: joint mode or a prompt
+    read from the picture (``GenerationSettings.joint_text_guidance`` / ``prompt_from_picture``)."""
+    get = lambda name: values.get(name, getattr(GenerationSettings, name))   # noqa: E731 - schema default
+    try:
+        weight = float(get("text_guidance_weight"))
+    except (TypeError, ValueError):
+        return True             # a bad value: validation names it
+    return (str(get("text_model")).strip() == "builtin" and weight > 0
+            and (bool(str(get("prompt")).strip()) or str(get("auto_prompt")).lower() in ("true", "1")))
 
 
 def resolve(explicit: dict, *, preset: str | None = None, recommended: dict | None = None,

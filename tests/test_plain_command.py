@@ -16,6 +16,7 @@ from backend.prior import recommended_settings as prior_recommended
 from backend.prior.vocabulary import in_vocabulary, known_prompts, nearest_prompts, oov_warning
 from shared.layering import recommended_settings, resolve
 from shared.presets import preset_settings
+from shared.settings import SettingError
 from shared.settings import GenerationSettings, SettingError
 from tests.server_fixtures import REPO, queue_server  # noqa: F401
 
@@ -48,15 +49,16 @@ def test_shared_table_is_the_priors_recommendation():
 def test_the_text_prior_renders_four_views_on_every_device_and_image_jobs_only_on_a_gpu():
     """The text prior's settings are the same on every device since session 50: four views a step at 48 px
     (on the CPU one view drew the barrel's hoops as faint bands). Image jobs render four only on a GPU
-    (32x1 -> 48x4: session 37's image benchmark); every other recommended value is the CPU's."""
+    (32x1 -> 48x4: session 37's image benchmark), where they also run 600 steps with the shape prior (session 54);
+    every other recommended value is the CPU's."""
     cpu = recommended_settings("builtin", None, "cpu")
     assert cpu == recommended_settings("builtin", None, "cuda") == recommended_settings("builtin", None, None)
     assert cpu["resolution_schedule"] == "48x4"
     cpu = recommended_settings("builtin", "zero123", "cpu")
     gpu = recommended_settings("builtin", "zero123", "cuda")
     assert cpu["resolution_schedule"] == "32x1" and gpu["resolution_schedule"] == "48x4"
-    assert {k: v for k, v in gpu.items() if k != "resolution_schedule"} == \
-        {k: v for k, v in cpu.items() if k != "resolution_schedule"}
+    gpu_only = ("resolution_schedule", "steps", "shape_model", "shape_guidance_scale")
+    assert {k: v for k, v in gpu.items() if k not in gpu_only} == {k: v for k, v in cpu.items() if k not in gpu_only}
     image = {"guidance_type": "zero123"}
     assert resolve(image, device="cuda", require_prompt=False).resolution_schedule == "48x4"
     assert resolve(image, device=None, require_prompt=False).resolution_schedule == "32x1"    # unknown: the CPU's
@@ -76,6 +78,25 @@ def test_a_text_jobs_opened_cup_is_thinned_from_inside_and_an_image_jobs_is_not(
     assert recommended_settings("builtin", None, "cpu")["fine_cavity_inset"] > 0
     for device in ("cpu", "cuda"):
         assert resolve({"guidance_type": "zero123"}, device=device, require_prompt=False).fine_cavity_inset == 0.0
+
+
+def test_a_gpu_image_job_gets_the_shape_prior_with_the_builtin_text_prior_only():
+    """Session 54: the GPU's image preset runs 600 steps with the shape prior at 10 (the chair over 0.45 on two seeds
+    of three, the mean up on all three). The shape prior guides the built-in text prior's lit renders, so the preset's
+    is dropped where that prior does not run (no prompt and auto_prompt off; another text_model), and one the user
+    names is kept (and refused by name where it cannot work)."""
+    image = {"guidance_type": "zero123"}
+    gpu = resolve(image, device="cuda", require_prompt=False)
+    assert (gpu.steps, gpu.shape_model, gpu.shape_guidance_scale) == (600, "builtin-shape", 10.0)
+    assert gpu.prompt_from_picture
+    assert resolve({**image, "prompt": "a red cube", "auto_prompt": False}, device="cuda").shape_model == "builtin-shape"
+    assert resolve({**image, "auto_prompt": False}, device="cuda", require_prompt=False).shape_model == ""
+    assert resolve({**image, "text_model": "/models/sd15"}, device="cuda", require_prompt=False).shape_model == ""
+    assert resolve({**image, "text_guidance_weight": 0.0}, device="cuda", require_prompt=False).shape_model == ""
+    cpu = resolve(image, device="cpu", require_prompt=False)
+    assert (cpu.steps, cpu.shape_model) == (400, "")          # the CPU's preset: unchanged
+    with pytest.raises(SettingError, match="shape_model"):
+        resolve({**image, "auto_prompt": False, "shape_model": "builtin-shape"}, device="cuda", require_prompt=False)
 
 
 def test_the_prior_guides_colour_at_7_5_and_shape_at_3():
