@@ -16,9 +16,17 @@ build_cuda_once
 # SOLID_SEEDS: the solids' seeds ("0 1 2" when seed 0's solids must run again, e.g. under other settings); SET: settings
 # over the preset's for every job, e.g. SET="--set guidance_scale=7.5 --set shape_guidance_scale=3" (session 49's lead).
 solid_seeds=(${SOLID_SEEDS:-1 2})
-resumable_bench quality 40 /tmp/props $(( 27 * 3 * 2 )) --prompts props --seeds 0 1 2 --workers ${W:-14} \
-  --straggler-s 60 ${SET:-} >> /tmp/record.log 2>&1 \
-  && resumable_bench quality 40 /tmp/sol12 $(( 56 * ${#solid_seeds[@]} * 2 )) --prompts solids \
-  --seeds "${solid_seeds[@]}" --workers ${W:-14} --straggler-s 60 ${SET:-} >> /tmp/record.log 2>&1
+# EXPORTS (session 54): export-only variants, a JSON object, e.g. EXPORTS='{"noseal": {"seal_radius": 0}}': each job's
+# final mesh exported again under each (bench quality --export-variants), two rows more a job for each.
+rows=2 ex=()
+if [ -n "${EXPORTS:-}" ]; then
+  echo "$EXPORTS" > /tmp/exports.json
+  rows=$(( 2 * (1 + $(python -c "import json; print(len(json.load(open('/tmp/exports.json'))))")) ))
+  ex=(--export-variants /tmp/exports.json)
+fi
+resumable_bench quality 40 /tmp/props $(( 27 * 3 * rows )) --prompts props --seeds 0 1 2 --workers ${W:-14} \
+  --straggler-s 60 ${SET:-} "${ex[@]}" >> /tmp/record.log 2>&1 \
+  && resumable_bench quality 40 /tmp/sol12 $(( 56 * ${#solid_seeds[@]} * rows )) --prompts solids \
+  --seeds "${solid_seeds[@]}" --workers ${W:-14} --straggler-s 60 ${SET:-} "${ex[@]}" >> /tmp/record.log 2>&1
 pack_state props sol12 record.log
 grep -v "%|" /tmp/record.log | grep "^| [0-9] |" | tail -n 12
