@@ -1,7 +1,7 @@
 """Image-to-3D benchmark against ground truth (issue 12, point 6).
 
 ``python -m backend bench image [--objects ...] [--seeds 0 1 2] [--device auto] [--workers N] [--model DIR]
-[--time-budget S] [--resume] [--out results/image]``
+[--time-budget S] [--resume] [--export-variants FILE] [--out results/image]``
 
 For every object (a category and look of the procedural library, ``backend.prior.catalogue``) and
 seed: draw the object's proportions with a generator seed that training never used
@@ -30,6 +30,9 @@ pool set-up: worker i takes GPU i mod n): one image job keeps an H200 far from b
 skips the jobs not started in time and ``--resume`` (same ``--out``) runs only those, so a 3-seed run
 spans several 10-minute device commands. ``--model`` is the view prior (a Zero-1-to-3 diffusers
 folder; default the built-in one), so a retrained prior is measured without replacing the shipped one.
+``--export-variants FILE`` (``{name: {setting: value}}``, export-only settings such as ``seal_radius``) A/Bs an
+export at the cost of an export: each job's final mesh is exported again from its run's checkpoint under each and
+scored as variant ``<variant>+<name>`` (``export_of`` names the run it came from).
 """
 
 from __future__ import annotations
