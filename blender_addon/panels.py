@@ -14,7 +14,7 @@ CATEGORY = "Dreamprop"
 CAMERA = ("elevation_min", "elevation_max", "azimuth_min", "azimuth_max", "distance_min", "distance_max",
           "fovy_min", "fovy_max")
 OPTIM = ("steps", "resolution_schedule", "guidance_scale", "stages", "hollow", "fine_steps", "fine_resolution")
-EXPORT = ("mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "seal_radius")
+EXPORT = ("mesh_resolution", "mesh_threshold", "mesh_level", "face_budget", "texture_size", "seal_radius")
 MAIN = ("prompt", "negative_prompt", "seed", "model")
 STATE_ICONS = {"SUBMITTING": 'EXPORT', "QUEUED": 'SORTTIME', "RUNNING": 'PLAY', "FINISHED": 'CHECKMARK',
                "FAILED": 'ERROR', "CANCELLED": 'CANCEL'}

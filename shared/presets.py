@@ -54,7 +54,7 @@ PRESETS: dict[str, dict] = {
                 # against a 48 s coarse stage. More steps thin parts away (from ~10 steps the lamp
                 # post's pole goes; at the former 75 it is gone), fewer keep less (1 step: IoU 0.423).
                 # Renders 32 px (the prior sees 32 px), lr 0.003, a strong normal term (200) and the
-                # surface drawn 1.5 beta inside its zero level (fine.RENDER_OFFSET_BETAS): tuned in
+                # surface drawn 1.5 beta inside its zero level (fine_render_offset): tuned in
                 # 2026-11-29-fine-tuning-cpu.md and 2026-11-29-fine-hold-cpu.md.
                 "stages": "coarse,fine",
                 "fine_steps": 5, "fine_resolution": 32, "fine_lr": 0.003, "fine_smoothness_weight": 200.0,

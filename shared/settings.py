@@ -33,6 +33,10 @@ STAGES = ("coarse", "coarse,fine")
 # Whether the coarse result is opened from the top when the coarse stage ends (``backend/engine/hollow.py``):
 # always, never, or for the built-in prior's hollow props.
 HOLLOW = ("auto", "on", "off")
+# How the coarse density's iso-level is chosen when ``mesh_threshold`` is not given (``mesh_level``): from the
+# density values alone (``backend.export.mesh.auto_threshold``), or matched to the field's own rendered
+# silhouettes (``backend/engine/silhouette_level.py``).
+MESH_LEVELS = ("density", "silhouette")
 # What the coarse field starts from (``shape_init``): the centred ball of density (``blob_density``) or the
 # visual hull of the prompt's prior samples (``backend/engine/prior_hull.py``).
 SHAPE_INITS = ("blob", "prior-hull")
@@ -183,6 +187,10 @@ class GenerationSettings:
     fine_smoothness_weight: float = _s(1.0, lo=0.0, hi=1e5, group="optim",
                                        help="fine stage: normal smoothness near the surface (flat faces, "
                                             "no bumps)")
+    fine_render_offset: float = _s(1.5, lo=0.0, hi=4.0, group="optim",
+                                   help="fine stage: the surface is drawn this many betas (the render's edge "
+                                        "softness) inside the zero level it exports, because a soft surface "
+                                        "looks larger than it is; lower lets the shape grow, higher shrinks it")
     checkpoint_interval: int = _s(500, lo=0, hi=100000, group="optim",
                                   help="save a resumable checkpoint every N steps (0: never)")
 
@@ -356,7 +364,12 @@ class GenerationSettings:
     # -- export ----------------------------------------------------------------------------------
     mesh_resolution: int = _s(256, lo=32, hi=512, group="export", help="marching cubes grid per side")
     mesh_threshold: float | None = _s(None, lo=0.0, hi=1e4, optional=True, group="export",
-                                      help="density iso-level (None: automatic)")
+                                      help="density iso-level (None: automatic, by mesh_level)")
+    mesh_level: str = _s("density", choices=MESH_LEVELS, group="export",
+                         help="how the automatic iso-level of the coarse field is chosen (its export and the fine "
+                              "stage's start): density = from the density values alone; silhouette = so that the "
+                              "mesh covers what the field's own renders cover from 24 views around it (a soft "
+                              "field's flat faces otherwise come out too large and its round ones too small)")
     fine_thin_inset: float = _s(0.0, lo=0.0, hi=0.05, group="export",
                                 help="the fine stage's mesh: parts thinner than about 0.06 (scene units; objects are "
                                      "about 1 across) drawn this much thinner on each side, thick parts unchanged (a "

@@ -16,6 +16,7 @@ from backend.engine.api import Cancelled, generate
 from backend.engine.fine import FineTrainer, checkpoint_stage
 from backend.engine.sdf_field import SDFField
 from backend.engine.sdf_init import grid_points, smooth_sdf
+from shared.settings import GenerationSettings
 from backend.export.mesh import ENGINE_TO_GLTF, density_grid, to_glb
 from tests.helpers import tiny_settings
 
@@ -149,7 +150,7 @@ def apparent_radius(field: SDFField) -> float:
 
 def test_the_render_offset_puts_the_silhouette_on_the_zero_level():
     """A VolSDF render looks larger than its zero level (grazing rays cross the density's tail), which
-    SDS answers by shrinking the shape; drawn ``RENDER_OFFSET_BETAS`` inside, the silhouette of a
+    SDS answers by shrinking the shape; drawn ``fine_render_offset`` (its default) inside, the silhouette of a
     radius-0.5 sphere is back within a beta of 0.5, and the marched shell reaches the drawn surface."""
     from backend.engine import fine
 
@@ -158,9 +159,10 @@ def test_the_render_offset_puts_the_silhouette_on_the_zero_level():
     field.occupancy_margin = 0.041         # and its shell margin (1.5 cells of a 128^3 occupancy grid)
     assert field.render_offset == 0.0      # a standalone SDF draws its zero level
     assert apparent_radius(field) - 0.5 > 1.5 * field.beta
-    field.render_offset = fine.RENDER_OFFSET_BETAS
+    offset = GenerationSettings().fine_render_offset
+    field.render_offset = offset
     assert abs(apparent_radius(field) - 0.5) < 0.75 * field.beta
-    drawn = torch.tensor([[0.5 - (fine.RENDER_OFFSET_BETAS + 1.0) * field.beta, 0.0, 0.0]])
+    drawn = torch.tensor([[0.5 - (offset + 1.0) * field.beta, 0.0, 0.0]])
     assert field.occupancy_density(drawn).item() > 0
 
 

@@ -6,7 +6,7 @@ explained), ``fine_steps`` steps at ``fine_resolution`` pixels with twice the co
 per ray and an occupancy grid twice as fine, ``fine_lr``, diffusion times up to 0.5 (threestudio's
 ``magic3d-refine``), no albedo warm-up (the texture carries over), and no orientation or sparsity
 term (an SDF's normals and opacity need neither); the SDF adds its eikonal and normal terms itself.
-Its surface is drawn ``RENDER_OFFSET_BETAS`` inside the zero level it exports, so that the render looks
+Its surface is drawn ``fine_render_offset`` betas inside the zero level it exports, so that the render looks
 as large as the surface does and SDS has no reason to shrink it.
 
 It starts from one of:
@@ -51,13 +51,15 @@ TRAIN_ALBEDO = False
 # by the normal term within the stage's few steps (same runs: the barrel's start 0.893 -> 0.900 normal
 # consistency; the pyramid's fine mesh 0.880 with it, 0.859 without, at 64 px and trained colours).
 COARSE_SMOOTHING_CELLS = 1.5
-# The SDF's surface is drawn this many betas inside its zero level (``SDFField.render_offset`` says
-# why): drawn at the zero level, the render looks ~2 beta (a render step or two) larger than the
+# The SDF's surface is drawn ``fine_render_offset`` betas inside its zero level (``SDFField.render_offset``
+# says why): drawn at the zero level, the render looks ~2 beta (a render step or two) larger than the
 # surface, and SDS shrank every shape by about that much, right-sized ones too (barrel volume 1.09 ->
-# 0.92 of the truth, IoU 0.886 -> 0.846); 1.5 holds it (1.10, 0.886), 2 makes shapes grow (1.19).
-# Neither an anchor to the start surface nor a volume term did better than this: both hold every
-# surface, and fight SDS where it rightly thins a prop (results/quality/runs/2026-11-29-fine-hold-cpu.md).
-RENDER_OFFSET_BETAS = 1.5
+# 0.92 of the truth, IoU 0.886 -> 0.846); 1.5 (the setting's default) held it at the automatic density
+# level (1.10, 0.886), 2 makes shapes grow (1.19). Started on a surface whose level matches the field's
+# renders (``mesh_level`` "silhouette"), 1.5 grows every round solid by 3-10% and 1.0 holds them (the
+# built-in preset's value; results/quality/README.md, session 55). Neither an anchor to the start surface
+# nor a volume term did better than an offset: both hold every surface, and fight SDS where it rightly
+# thins a prop (results/quality/runs/2026-11-29-fine-hold-cpu.md).
 # A coarse start's colours are read on the start surface (``albedo_on_start_surface``): Newton steps on
 # the base grid's signed distance from the exported surface to it; two bring a point 2 cm away to within
 # a fraction of a base cell (the base is a smoothed distance field, its gradient near unit length).
@@ -107,7 +109,7 @@ class FineTrainer(Trainer):
         # stage starts open, and its export thins the walls from the inside (``fine_cavity_inset``).
         self.thins_cavity, self.opens_cavity = self.opens_cavity, False
         self.field.train_albedo = TRAIN_ALBEDO
-        self.field.render_offset = RENDER_OFFSET_BETAS
+        self.field.render_offset = settings.fine_render_offset
         # Started on a coarse NeRF's surface, whose thin parts are too thick (``fine_thin_inset`` corrects
         # them at export); an artist's mesh (Refine Selected) is exported as it is.
         self.from_nerf = True
@@ -125,13 +127,14 @@ class FineTrainer(Trainer):
 
     # -- starting points -------------------------------------------------------------------------
     def init_from_coarse(self, coarse: Trainer) -> None:
-        from backend.export.mesh import EmptyMeshError, auto_threshold, density_grid, surface_from_grid
+        from backend.engine.silhouette_level import coarse_level
+        from backend.export.mesh import EmptyMeshError, density_grid, surface_from_grid
 
         coarse.field.eval()
         s = self.run_settings
         grid = density_grid(coarse.occupied_density, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
                             device=self.device)
-        level = auto_threshold(grid) if s.mesh_threshold is None else float(s.mesh_threshold)
+        level = coarse_level(coarse, grid, bound=BOUND)     # the coarse export's own level
         vertices, faces = surface_from_grid(grid, level, bound=BOUND, keep_components=s.keep_components)
         if len(faces) == 0:
             raise EmptyMeshError(level, float(grid.min()), float(grid.max()))

@@ -40,7 +40,7 @@ CHECKPOINT_VERSION = 2       # 2: the job's own random streams (rng.JobRandom) i
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
                   "keep_components", "model", "fine_thin_inset", "fine_cavity_inset", "fine_board_inset",
-                  "fine_flat_base", "seal_radius",
+                  "fine_flat_base", "seal_radius", "mesh_level",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
                   "sampling", "field_precision", "compile_render", "vae_channels_last", "graph_render"}
@@ -435,6 +435,7 @@ class Trainer:
         return out
 
     def export(self, progress: Optional[Callable[[str, float], None]] = None):
+        from backend.engine.silhouette_level import coarse_level
         from backend.export.mesh import export_field
 
         self.field.eval()
@@ -443,7 +444,7 @@ class Trainer:
                             threshold=s.mesh_threshold, keep_components=s.keep_components,
                             face_budget=s.face_budget, texture_size=s.texture_size,
                             vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress,
-                            seal_radius=s.seal_radius)
+                            seal_radius=s.seal_radius, level_fn=lambda grid: coarse_level(self, grid, bound=BOUND))
 
 
 class FitLoop:

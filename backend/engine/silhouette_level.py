@@ -1,0 +1,138 @@
+"""The coarse field's iso-level matched to its own renders (the ``mesh_level`` setting's "silhouette").
+
+Why: SDS fits what the field *looks like*, and a coarse NeRF's surface is soft, a skin of density a few cells
+thick. Where its iso-surface lies inside that skin depends on the shape: a ray grazing a flat face runs through
+the skin for the face's whole length and turns opaque far out in it, a ray grazing a sphere crosses it in a
+short chord and needs the dense core. So one density level, chosen from the density values alone
+(``backend.export.mesh.auto_threshold``), draws a soft cube too large and a soft sphere too small, while the
+field's renders of both are right. Measured on this CPU (built-in prior, seed 0, the preset's coarse stage,
+192 px views at elevation 0-30): the field's rendered silhouettes (opacity >= 0.5) cover 0.99-1.02 of the
+truth's for the red cube and 1.01-1.02 for the red sphere; the automatic level's mesh covers 1.04-1.07 and
+0.87-0.88 (volume 1.15 and 0.81 of the truth; ``results/quality/README.md``, session 55).
+
+The rule: render the field's opacity from ``VIEWS`` around it at the run's camera distance and field of view;
+for every pixel ray, the largest density of the export's grid along it (trilinear, as marching cubes
+interpolates); the level is the density that exactly as many rays exceed as there are pixels the renders
+cover. The iso-surface's silhouettes then cover as many pixels as the field's own. Clamped to
+``LEVEL_RANGE`` times the automatic level: a field whose renders are mostly translucent haze would
+otherwise pick a level far outside anything the density supports. And a level above the automatic one
+may take off the skin, never the body: where the density under the skin is thin (a box SDS drew as a shell
+of modest density over a weaker inside), a higher level opens holes in the shell and the solid collapses
+(a wooden crate, CPU, seed 0: matched at 1.78x, volume 1.17 -> 0.66 of the truth, IoU 0.85 -> 0.57), so
+the level is lowered until the solid keeps ``KEEP_VOLUME`` of the automatic level's (the cube's skin
+at 1.47x: 0.93 of it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# 24 views: three elevations (the built-in prior's cameras span -10..45 degrees) x 8 azimuths, the upper
+# rows turned half a step so that no two views look along the same vertical plane.
+VIEW_ELEVATIONS = (0.0, 20.0, 40.0)
+VIEW_AZIMUTHS = 8
+VIEW_RESOLUTION = 96              # pixels a side: ~1 export cell a pixel at the preset's camera
+RAY_SAMPLES = 256                 # grid samples along each ray through the scene's bounding sphere
+COVERED_OPACITY = 0.5             # a pixel the field covers: the render's silhouette at half opacity
+LEVEL_RANGE = (0.4, 1.6)          # times the automatic level
+KEEP_VOLUME = 0.8                 # a raised level keeps this share of the automatic level's solid
+RAY_CHUNK = 8192
+
+
+def view_cameras(settings, device="cpu"):
+    """The views the level is matched on: the run's mean distance and field of view."""
+    from backend.engine.cameras import orbit_cameras
+
+    distance = 0.5 * (settings.distance_min + settings.distance_max)
+    fovy = 0.5 * (settings.fovy_min + settings.fovy_max)
+    step = 360.0 / VIEW_AZIMUTHS
+    return [orbit_cameras(el, [k * step + (0.5 * step if row % 2 else 0.0) for k in range(VIEW_AZIMUTHS)],
+                          distance, fovy, device=device)
+            for row, el in enumerate(VIEW_ELEVATIONS)]
+
+
+def largest_density_along(grid: np.ndarray, origins: torch.Tensor, directions: torch.Tensor, *,
+                          bound: float, t_near: float, t_far: float, samples: int = RAY_SAMPLES) -> torch.Tensor:
+    """Float[Tensor, "R"]: the largest trilinear value of ``grid`` (indexed [x, y, z] over [-bound, bound]^3,
+    as ``export.mesh.density_grid`` samples it) along each ray ``origins`` (R, 3) + t ``directions`` (R, 3),
+    t in [t_near, t_far]; 0 outside the grid."""
+    # grid_sample reads (D, H, W) = (z, y, x) and takes points as (x, y, z) in [-1, 1], corners aligned.
+    volume = torch.from_numpy(np.ascontiguousarray(grid.transpose(2, 1, 0), dtype=np.float32))[None, None]
+    volume = volume.to(origins.device)
+    t = torch.linspace(t_near, t_far, samples, device=origins.device)
+    out = []
+    for o, d in zip(origins.split(RAY_CHUNK), directions.split(RAY_CHUNK)):
+        points = (o[:, None] + t[None, :, None] * d[:, None]) / bound               # (n, S, 3)
+        values = F.grid_sample(volume, points[None, None], align_corners=True, padding_mode="zeros")
+        out.append(values[0, 0, 0].amax(-1))
+    return torch.cat(out)
+
+
+def level_covering(largest: torch.Tensor, covered: int) -> float:
+    """The level that exactly ``covered`` of the rays, whose largest densities are ``largest``, exceed."""
+    if covered <= 0:
+        return math.inf
+    ordered = largest.sort(descending=True).values
+    return float(ordered[min(covered, ordered.numel() - 1)])
+
+
+def silhouette_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> float:
+    """The iso-level of ``grid`` (the coarse ``trainer``'s density, sampled as the export samples it) whose
+    surface covers as many pixels of ``VIEWS`` as the field's renders do, within ``LEVEL_RANGE`` of the
+    automatic level."""
+    from backend.engine.cameras import camera_rays
+    from backend.export.mesh import auto_threshold
+
+    automatic = auto_threshold(grid)
+    modes = [(m, m.training) for m in (trainer.field, trainer.estimator)]
+    trainer.field.eval(), trainer.estimator.eval()
+    largest, covered = [], 0
+    for cameras in view_cameras(trainer.s, device=trainer.device):
+        origins, directions = camera_rays(cameras, VIEW_RESOLUTION)
+        with torch.no_grad():
+            opacity = trainer.renderer.render_image(origins, directions, shading="albedo",
+                                                    bg_color=torch.ones_like(origins))["opacity"]
+        covered += int((opacity >= COVERED_OPACITY).sum())
+        distance = float(cameras.distance[0])
+        reach = math.sqrt(3.0) * bound          # the grid's corners
+        largest.append(largest_density_along(grid, origins.reshape(-1, 3).cpu(), directions.reshape(-1, 3).cpu(),
+                                             bound=bound, t_near=max(0.0, distance - reach),
+                                             t_far=distance + reach).cpu())
+    for module, training in modes:
+        module.train(training)
+    level = level_covering(torch.cat(largest), covered)
+    level = min(max(level, LEVEL_RANGE[0] * automatic), LEVEL_RANGE[1] * automatic)
+    return keep_body(grid, automatic, level)
+
+
+def keep_body(grid: np.ndarray, automatic: float, level: float, keep: float = KEEP_VOLUME) -> float:
+    """``level``, lowered towards ``automatic`` (by bisection) until the solid above it holds at least
+    ``keep`` of the solid above ``automatic``: a raised level trims the skin, not the body."""
+    base = int((grid > automatic).sum())
+    if level <= automatic or base == 0 or (grid > level).sum() >= keep * base:
+        return float(level)
+    low, high = automatic, level            # low keeps enough, high does not
+    for _ in range(20):
+        middle = 0.5 * (low + high)
+        if (grid > middle).sum() >= keep * base:
+            low = middle
+        else:
+            high = middle
+    return float(low)
+
+
+def coarse_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> float:
+    """The coarse field's iso-level as the run's settings ask: ``mesh_threshold`` when given, else by
+    ``mesh_level``."""
+    from backend.export.mesh import auto_threshold
+
+    s = trainer.s
+    if s.mesh_threshold is not None:
+        return float(s.mesh_threshold)
+    if s.mesh_level == "silhouette":
+        return silhouette_level(trainer, grid, bound=bound)
+    return auto_threshold(grid)

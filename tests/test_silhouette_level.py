@@ -1,0 +1,118 @@
+"""``mesh_level`` "silhouette": the coarse iso-level matched to the field's own rendered silhouettes
+(``backend/engine/silhouette_level.py``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from backend.engine.cameras import camera_rays, orbit_cameras
+from backend.engine.silhouette_level import keep_body, largest_density_along, level_covering
+from backend.export.mesh import auto_threshold, density_grid, surface_from_grid
+
+N = 96
+DISTANCE, FOVY = 1.8, 50.0
+
+
+def soft_ball(radius: float, width: float, peak: float = 20.0):
+    """A field like a coarse NeRF's: a plateau of ``peak`` inside ``radius``, a skin ``width`` wide."""
+    def density(x: torch.Tensor) -> torch.Tensor:
+        return peak * torch.sigmoid((radius - x.norm(dim=-1)) / width)
+    return density
+
+
+def views():
+    cams = orbit_cameras(15.0, [0.0, 90.0, 200.0], DISTANCE, FOVY)
+    origins, directions = camera_rays(cams, 64)
+    return origins.reshape(-1, 3), directions.reshape(-1, 3)
+
+
+def disc_pixels(origins: torch.Tensor, directions: torch.Tensor, radius: float) -> int:
+    """The pixels a sphere of ``radius`` at the origin covers: rays passing closer than it to the centre."""
+    along = (-origins * directions).sum(-1, keepdim=True)
+    miss = (origins + along * directions).norm(dim=-1)
+    return int((miss < radius).sum())
+
+
+def surface_radius(grid: np.ndarray, level: float) -> float:
+    vertices, _ = surface_from_grid(grid, level, bound=1.0, keep_components=1)
+    return float(np.median(np.linalg.norm(vertices, axis=1)))
+
+
+@pytest.mark.parametrize("seen", [0.40, 0.48])
+def test_the_level_puts_the_surface_on_the_silhouettes_the_renders_cover(seen):
+    """A soft ball whose skin spans radius ~0.38-0.50: whether its renders cover a disc of radius 0.40 or
+    0.48, the matched level's iso-surface has that radius within a grid cell, while the automatic level
+    (density values alone) puts it at the same radius for both."""
+    grid = density_grid(soft_ball(0.44, 0.02), resolution=N)
+    origins, directions = views()
+    largest = largest_density_along(grid, origins, directions, bound=1.0, t_near=0.0, t_far=DISTANCE + 1.8)
+    level = level_covering(largest, disc_pixels(origins, directions, seen))
+    cell = 2.0 / (N - 1)
+    assert abs(surface_radius(grid, level) - seen) < cell
+    assert abs(surface_radius(grid, auto_threshold(grid)) - 0.44) < cell
+
+
+def test_largest_density_along_reads_the_grid_where_the_ray_passes():
+    """A ray through the ball's centre meets its plateau; one passing outside the ball meets nothing."""
+    grid = density_grid(soft_ball(0.3, 0.01), resolution=N)
+    origins = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.6, 0.0]])
+    directions = torch.tensor([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    largest = largest_density_along(grid, origins, directions, bound=1.0, t_near=0.0, t_far=4.0)
+    assert largest[0] > 19.0 and largest[1] < 0.01
+    assert math.isinf(level_covering(largest, 0))
+
+
+def test_a_raised_level_trims_the_skin_not_the_body():
+    """A ball whose body is weaker than its shell (a box SDS drew as a shell): a level above the body's
+    density would empty it; ``keep_body`` lowers it until the solid keeps 80% of the automatic level's,
+    and leaves a level that only trims the skin as it is."""
+    def shell(x: torch.Tensor) -> torch.Tensor:
+        r = x.norm(dim=-1)
+        skin = 30.0 * torch.sigmoid((0.45 - r) / 0.02)
+        return torch.where(r < 0.38, torch.full_like(r, 4.0), skin)
+    grid = density_grid(shell, resolution=64)
+    automatic = auto_threshold(grid)
+    base = (grid > automatic).sum()
+    too_high = 6.0 * automatic
+    assert (grid > too_high).sum() < 0.5 * base                    # the body would go
+    kept = keep_body(grid, automatic, too_high)
+    assert automatic < kept < too_high
+    assert (grid > kept).sum() >= 0.8 * base
+    trim = automatic * 1.05
+    assert (grid > trim).sum() >= 0.8 * base
+    assert keep_body(grid, automatic, trim) == trim
+    assert keep_body(grid, automatic, 0.5 * automatic) == 0.5 * automatic     # lowering is never limited
+
+
+def test_a_run_exports_and_hands_over_at_the_level_its_setting_asks(tiny_model_path, monkeypatch):
+    """A real coarse field (tiny SD-layout model, a few steps): with ``mesh_level`` "density" the export's
+    level is the automatic one; with "silhouette" it is the matched level, within its range of the
+    automatic one, and the export uses it; a ``mesh_threshold`` given wins over both."""
+    from backend.engine import silhouette_level as module
+    from backend.engine.silhouette_level import LEVEL_RANGE, coarse_level, silhouette_level
+    from backend.engine.trainer import BOUND, prepare_generation
+    from tests.helpers import tiny_settings
+
+    monkeypatch.setattr(module, "VIEW_RESOLUTION", 32)       # the rule as it runs, on fewer rays
+    monkeypatch.setattr(module, "VIEW_AZIMUTHS", 4)
+
+    run = prepare_generation(tiny_settings(steps=3, mesh_level="silhouette"), device="cpu")
+    trainer = run.trainer
+    for _ in range(3):
+        trainer.train_step()
+    trainer.field.eval()
+    grid = density_grid(trainer.occupied_density, resolution=trainer.s.mesh_resolution, bound=BOUND)
+    automatic = auto_threshold(grid)
+    matched = silhouette_level(trainer, grid, bound=BOUND)
+    assert LEVEL_RANGE[0] * automatic <= matched <= LEVEL_RANGE[1] * automatic
+    assert matched != pytest.approx(automatic, rel=1e-3)
+    assert coarse_level(trainer, grid, bound=BOUND) == pytest.approx(matched)
+    assert trainer.export().threshold == pytest.approx(matched, rel=1e-4)
+    trainer.s = trainer.s.replace(mesh_level="density")
+    assert coarse_level(trainer, grid, bound=BOUND) == pytest.approx(automatic)
+    trainer.s = trainer.s.replace(mesh_threshold=3.0)
+    assert coarse_level(trainer, grid, bound=BOUND) == 3.0
