@@ -17,7 +17,7 @@ for prompt in prompts:
         for stages in ("coarse", "coarse,fine"):
             t = time.time()
             if stages == "coarse":
-                tr = prepare_generation(base.replace(stages="coarse", checkpoint_interval=base.steps), device="cpu",
+                tr = prepare_generation(base.replace(stages="coarse", checkpoint_interval=base.steps, fine_render_offset=1.5), device="cpu",
                                         checkpoint_path=ck).trainer
                 glb = tr.export().glb
             else:
