@@ -18,12 +18,12 @@ AXIS = np.linspace(-1.0, 1.0, 128)
 POINTS = np.stack(np.meshgrid(AXIS, AXIS, AXIS, indexing="ij"), axis=-1)
 
 
-def sponge_cube(points: np.ndarray) -> np.ndarray:
+def sponge_cube(points: np.ndarray, pore_radius: float = 0.015) -> np.ndarray:
     """Signed distance (near enough) of a cube (half 0.4) with a hollow inside it (a box of half 0.2 off
     centre) that opens to the +x face through a pore 0.03 wide: the shape a one-picture cube came out as."""
     cube = box_sdf(points, (0.0, 0.0, 0.0), (0.4, 0.4, 0.4))
     hollow = box_sdf(points, (0.1, 0.0, 0.0), (0.2, 0.2, 0.2))
-    pore = np.maximum(np.hypot(points[..., 1], points[..., 2]) - 0.015, np.abs(points[..., 0] - 0.4) - 0.15)
+    pore = np.maximum(np.hypot(points[..., 1], points[..., 2]) - pore_radius, np.abs(points[..., 0] - 0.4) - 0.15)
     return np.maximum(cube, -np.minimum(hollow, pore))
 
 
@@ -90,3 +90,27 @@ def test_export_with_seal_radius_closes_the_mesh_over_the_hollow():
     assert len(open_.faces) > 1.2 * len(solid.faces) and len(sealed.faces) < 1.02 * len(solid.faces)
     # the outside where the solid cube's is
     assert sealed.bounds == pytest.approx(solid.bounds, abs=1e-4)
+
+
+@pytest.mark.parametrize("radius, filled", [(0.08, True), (0.0, False)])
+def test_the_fine_stage_starts_on_the_sealed_solid(tiny_model_path, radius, filled):
+    """The hand-over to the fine stage seals as the export does: a coarse field that is a shell over a hidden
+    hollow starts the fine stage's SDF solid through the hollow (with ``seal_radius`` 0: hollow)."""
+    from backend.engine.fine import FineTrainer
+    from backend.engine.guidance import load_guidance
+    from backend.engine.trainer import Trainer
+    from tests.test_fine import fine_settings
+
+    settings = fine_settings(seal_radius=radius)
+    guidance = load_guidance("tiny-random", "cpu")
+    coarse = Trainer(settings, guidance, torch.device("cpu"))
+    # the coarse field's density: the sponge cube's, a NeRF-like plateau with a soft skin, its pore 0.12 wide
+    # (open on the fine stage's 128^3 start grid, narrower than the 0.16 a seal of radius 0.08 closes)
+    coarse.occupied_density = lambda x: 20.0 * torch.sigmoid(
+        torch.from_numpy(-sponge_cube(x.detach().cpu().numpy().astype(np.float64), 0.06)).float() / 0.01)
+    fine = FineTrainer(settings, guidance, torch.device("cpu"))
+    fine.init_from_coarse(coarse)
+    hollow_centre, cube_wall = torch.tensor([[0.1, 0.0, 0.0]]), torch.tensor([[-0.3, 0.0, 0.0]])
+    with torch.no_grad():
+        assert fine.inside(cube_wall).item() > 0
+        assert (fine.inside(hollow_centre).item() > 0) == filled
