@@ -99,7 +99,7 @@ def silhouette_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> float:
         covered += int((opacity >= COVERED_OPACITY).sum())
         distance = float(cameras.distance[0])
         reach = math.sqrt(3.0) * bound          # the grid's corners
-        largest.append(largest_density_along(grid, origins.reshape(-1, 3).cpu(), directions.reshape(-1, 3).cpu(),
+        largest.append(largest_density_along(grid, origins.reshape(-1, 3), directions.reshape(-1, 3),
                                              bound=bound, t_near=max(0.0, distance - reach),
                                              t_far=distance + reach).cpu())
     for module, training in modes:
