@@ -56,8 +56,8 @@ COARSE_SMOOTHING_CELLS = 1.5
 # surface, and SDS shrank every shape by about that much, right-sized ones too (barrel volume 1.09 ->
 # 0.92 of the truth, IoU 0.886 -> 0.846); 1.5 (the setting's default) held it at the automatic density
 # level (1.10, 0.886), 2 makes shapes grow (1.19). Started on a surface whose level matches the field's
-# renders (``mesh_level`` "silhouette"), 1.5 grows every round solid by 3-10% and 1.0 holds them (the
-# built-in preset's value; results/quality/README.md, session 55). Neither an anchor to the start surface
+# renders (``mesh_level`` "silhouette"), 1.5 grows every round solid by 3-10% and 1.0 holds them (CPU;
+# both stay opt-in until a GPU A/B, results/quality/README.md, session 55). Neither an anchor to the start surface
 # nor a volume term did better than an offset: both hold every surface, and fight SDS where it rightly
 # thins a prop (results/quality/runs/2026-11-29-fine-hold-cpu.md).
 # A coarse start's colours are read on the start surface (``albedo_on_start_surface``): Newton steps on
