@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from scipy import ndimage
+
 from backend.engine.cameras import camera_rays, orbit_cameras
 from backend.engine.silhouette_level import keep_body, largest_density_along, level_covering
 from backend.export.mesh import auto_threshold, density_grid, surface_from_grid
@@ -116,3 +118,24 @@ def test_a_run_exports_and_hands_over_at_the_level_its_setting_asks(tiny_model_p
     assert coarse_level(trainer, grid, bound=BOUND) == pytest.approx(automatic)
     trainer.s = trainer.s.replace(mesh_threshold=3.0)
     assert coarse_level(trainer, grid, bound=BOUND) == 3.0
+
+
+def test_a_raised_level_does_not_cut_a_thin_part_through():
+    """Two bulbs joined by a thin rod of lower density (a lamp post's head and foot on its pole): a level
+    above the rod's density keeps most of the solid, but in two pieces, and the export keeps one; so
+    ``keep_body`` judges the largest piece and lowers the level until the rod holds them together."""
+    def dumbbell(x: torch.Tensor) -> torch.Tensor:
+        bulbs = torch.minimum((x - torch.tensor([0.0, 0.0, 0.45])).norm(dim=-1),
+                              (x + torch.tensor([0.0, 0.0, 0.45])).norm(dim=-1))
+        bulb = 60.0 * torch.sigmoid((0.25 - bulbs) / 0.005)
+        rod = 40.0 * torch.sigmoid((0.06 - x[..., :2].norm(dim=-1)) / 0.01) * (x[..., 2].abs() < 0.5)
+        return torch.maximum(bulb, rod)
+    grid = density_grid(dumbbell, resolution=64)
+    automatic = auto_threshold(grid)
+    assert automatic < 40.0
+    too_high = 45.0
+    assert (grid > too_high).sum() >= 0.8 * (grid > automatic).sum()    # the whole solid would pass
+    pieces_at = lambda level: ndimage.label(grid > level)[1]
+    assert pieces_at(automatic) == 1 and pieces_at(too_high) == 2
+    kept = keep_body(grid, automatic, too_high)
+    assert automatic <= kept < 40.0 and pieces_at(kept) == 1

@@ -19,8 +19,8 @@ otherwise pick a level far outside anything the density supports. And a level ab
 may take off the skin, never the body: where the density under the skin is thin (a box SDS drew as a shell
 of modest density over a weaker inside), a higher level opens holes in the shell and the solid collapses
 (a wooden crate, CPU, seed 0: matched at 1.78x, volume 1.17 -> 0.66 of the truth, IoU 0.85 -> 0.57), so
-the level is lowered until the solid keeps ``KEEP_VOLUME`` of the automatic level's (the cube's skin
-at 1.47x: 0.93 of it).
+the level is lowered until the solid's largest piece keeps ``KEEP_VOLUME`` of the automatic level's (the
+cube's skin at 1.47x: 0.93 of it); the largest piece, so that a thin part is not cut through (``keep_body``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 # 24 views: three elevations (the built-in prior's cameras span -10..45 degrees) x 8 azimuths, the upper
 # rows turned half a step so that no two views look along the same vertical plane.
@@ -39,7 +40,8 @@ VIEW_RESOLUTION = 96              # pixels a side: ~1 export cell a pixel at the
 RAY_SAMPLES = 256                 # grid samples along each ray through the scene's bounding sphere
 COVERED_OPACITY = 0.5             # a pixel the field covers: the render's silhouette at half opacity
 LEVEL_RANGE = (0.4, 1.6)          # times the automatic level
-KEEP_VOLUME = 0.8                 # a raised level keeps this share of the automatic level's solid
+KEEP_VOLUME = 0.8                 # a raised level keeps this share of the automatic level's largest piece
+BISECTIONS = 12                   # keep_body's steps: the level to 2^-12 of the raise
 RAY_CHUNK = 8192
 
 
@@ -109,16 +111,27 @@ def silhouette_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> float:
     return keep_body(grid, automatic, level)
 
 
+def largest_piece(solid: np.ndarray) -> int:
+    """Cells in the largest face-connected piece of the boolean grid ``solid``: what the export keeps
+    (``keep_components`` 1)."""
+    labels, count = ndimage.label(solid)
+    return int(np.bincount(labels.ravel())[1:].max()) if count else 0
+
+
 def keep_body(grid: np.ndarray, automatic: float, level: float, keep: float = KEEP_VOLUME) -> float:
-    """``level``, lowered towards ``automatic`` (by bisection) until the solid above it holds at least
-    ``keep`` of the solid above ``automatic``: a raised level trims the skin, not the body."""
-    base = int((grid > automatic).sum())
-    if level <= automatic or base == 0 or (grid > level).sum() >= keep * base:
+    """``level``, lowered towards ``automatic`` (by bisection) until the largest piece of the solid above it
+    holds at least ``keep`` of the largest piece above ``automatic``: a raised level trims the skin, not the
+    body. The largest piece, not the whole solid, because the export keeps that piece alone: a level that
+    cuts a thin part through (a lamp post's pole, weaker than its head and foot) keeps most of the solid in
+    two pieces and exports one (CPU, seed 1: volume 1.77 -> 0.58 of the truth, IoU 0.54 -> 0.32). A piece
+    only shrinks as the level rises, so the bisection is sound."""
+    base = largest_piece(grid > automatic)
+    if level <= automatic or base == 0 or largest_piece(grid > level) >= keep * base:
         return float(level)
     low, high = automatic, level            # low keeps enough, high does not
-    for _ in range(20):
+    for _ in range(BISECTIONS):
         middle = 0.5 * (low + high)
-        if (grid > middle).sum() >= keep * base:
+        if largest_piece(grid > middle) >= keep * base:
             low = middle
         else:
             high = middle
