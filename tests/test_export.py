@@ -119,6 +119,22 @@ def test_keep_components_drops_floaters():
     assert np.linalg.norm(vertices - 0.75, axis=1).min() < 0.15
 
 
+def test_a_part_detached_by_a_cell_wide_gap_is_kept_a_far_or_tiny_one_is_not():
+    """A head a cell above its body (a lamp post's lamp over its pole) is part of the object; the same head
+    far off, or a speck beside the body, is a floater."""
+    cell = 2.0 / 63
+
+    def body_and(head_z, head_radius):
+        return lambda p: torch.maximum(sphere(p), ball(p, center=(0.0, 0.0, head_z), radius=head_radius))
+
+    vertices, _ = extract_mesh(body_and(R0 + 0.15 + 1.5 * cell, 0.15), resolution=64, keep_components=1)
+    assert vertices[:, 2].max() > R0 + 0.25                       # the head is there
+    vertices, _ = extract_mesh(body_and(R0 + 0.15 + 0.3, 0.15), resolution=64, keep_components=1)
+    assert vertices[:, 2].max() < R0 + 0.05                       # far: a floater
+    vertices, _ = extract_mesh(body_and(R0 + 0.04 + 1.5 * cell, 0.04), resolution=64, keep_components=1)
+    assert vertices[:, 2].max() < R0 + 0.05                       # tiny: a floater
+
+
 def test_empty_field_gives_empty_mesh_and_a_clear_error():
     vertices, faces = extract_mesh(empty, resolution=32)
     assert vertices.shape == (0, 3) and faces.shape == (0, 3)
