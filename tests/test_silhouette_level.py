@@ -95,7 +95,7 @@ def test_a_run_exports_and_hands_over_at_the_level_its_setting_asks(tiny_model_p
     level is the automatic one; with "silhouette" it is the matched level, within its range of the
     automatic one, and the export uses it; a ``mesh_threshold`` given wins over both."""
     from backend.engine import silhouette_level as module
-    from backend.engine.silhouette_level import LEVEL_RANGE, coarse_level, silhouette_level
+    from backend.engine.silhouette_level import LEVEL_RANGE, coarse_iso, silhouette_level
     from backend.engine.trainer import BOUND, prepare_generation
     from tests.helpers import tiny_settings
 
@@ -112,12 +112,12 @@ def test_a_run_exports_and_hands_over_at_the_level_its_setting_asks(tiny_model_p
     matched = silhouette_level(trainer, grid, bound=BOUND)
     assert LEVEL_RANGE[0] * automatic <= matched <= LEVEL_RANGE[1] * automatic
     assert matched != pytest.approx(automatic, rel=1e-3)
-    assert coarse_level(trainer, grid, bound=BOUND) == pytest.approx(matched)
+    assert coarse_iso(trainer, grid, bound=BOUND)[1] == pytest.approx(matched)
     assert trainer.export().threshold == pytest.approx(matched, rel=1e-4)
     trainer.s = trainer.s.replace(mesh_level="density")
-    assert coarse_level(trainer, grid, bound=BOUND) == pytest.approx(automatic)
+    assert coarse_iso(trainer, grid, bound=BOUND)[1] == pytest.approx(automatic)
     trainer.s = trainer.s.replace(mesh_threshold=3.0)
-    assert coarse_level(trainer, grid, bound=BOUND) == 3.0
+    assert coarse_iso(trainer, grid, bound=BOUND)[1] == 3.0
 
 
 def test_a_raised_level_does_not_cut_a_thin_part_through():
@@ -139,3 +139,26 @@ def test_a_raised_level_does_not_cut_a_thin_part_through():
     assert pieces_at(automatic) == 1 and pieces_at(too_high) == 2
     kept = keep_body(grid, automatic, too_high)
     assert automatic <= kept < 40.0 and pieces_at(kept) == 1
+
+
+def test_a_raised_level_trims_the_body_and_leaves_a_thin_part_as_it_was():
+    """A soft ball on a soft pole (a lamp post's head on its pole): the raised level takes the ball's skin off,
+    and ``keep_thin_parts`` leaves the pole as the automatic level draws it, where the raised level alone
+    would thin it to a thread."""
+    from backend.engine.silhouette_level import keep_thin_parts
+
+    def ball_on_pole(x: torch.Tensor) -> torch.Tensor:
+        head = 40.0 * torch.sigmoid((0.3 - (x - torch.tensor([0.0, 0.0, 0.3])).norm(dim=-1)) / 0.03)
+        pole = 40.0 * torch.sigmoid((0.03 - x[..., :2].norm(dim=-1)) / 0.015) * (x[..., 2] > -0.8)
+        return torch.maximum(head, pole)
+    grid = density_grid(ball_on_pole, resolution=128)
+    automatic = auto_threshold(grid)
+    level = 1.5 * automatic
+    kept = keep_thin_parts(grid, automatic, level)
+    pole_slice, head_slice = 25, 85                  # z = -0.61 (pole), z = 0.34 (the head's widest)
+    pole_at = lambda g, lv: int((g[:, :, pole_slice] > lv).sum())
+    assert pole_at(grid, level) < 0.7 * pole_at(grid, automatic)            # the raise alone thins the pole
+    assert pole_at(kept, level) == pole_at(grid, automatic)                  # kept as it was
+    head_at = lambda g, lv: int((g[:, :, head_slice] > lv).sum())
+    assert head_at(kept, level) == head_at(grid, level) < head_at(grid, automatic)   # the head trimmed
+    assert keep_thin_parts(grid, automatic, 0.8 * automatic) is grid        # a lowered level changes nothing

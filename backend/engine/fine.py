@@ -127,14 +127,14 @@ class FineTrainer(Trainer):
 
     # -- starting points -------------------------------------------------------------------------
     def init_from_coarse(self, coarse: Trainer) -> None:
-        from backend.engine.silhouette_level import coarse_level
+        from backend.engine.silhouette_level import coarse_iso
         from backend.export.mesh import EmptyMeshError, density_grid, seal_pores, surface_from_grid
 
         coarse.field.eval()
         s = self.run_settings
         grid = density_grid(coarse.occupied_density, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
                             device=self.device)
-        level = coarse_level(coarse, grid, bound=BOUND)     # the coarse export's own level
+        grid, level = coarse_iso(coarse, grid, bound=BOUND)     # the coarse export's own grid and level
         if s.seal_radius > 0:
             # The solid the coarse export draws (export_field seals it too): a shell over a hidden hollow would
             # start the SDF as a thin wall, which the start's smoothing and the fine steps erode (a crate at the

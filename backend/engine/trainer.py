@@ -435,7 +435,7 @@ class Trainer:
         return out
 
     def export(self, progress: Optional[Callable[[str, float], None]] = None):
-        from backend.engine.silhouette_level import coarse_level
+        from backend.engine.silhouette_level import coarse_iso
         from backend.export.mesh import export_field
 
         self.field.eval()
@@ -444,7 +444,7 @@ class Trainer:
                             threshold=s.mesh_threshold, keep_components=s.keep_components,
                             face_budget=s.face_budget, texture_size=s.texture_size,
                             vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress,
-                            seal_radius=s.seal_radius, level_fn=lambda grid: coarse_level(self, grid, bound=BOUND))
+                            seal_radius=s.seal_radius, iso_fn=lambda grid: coarse_iso(self, grid, bound=BOUND))
 
 
 class FitLoop:

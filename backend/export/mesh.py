@@ -659,10 +659,10 @@ def export_field(density_fn: DensityFn, albedo_fn: AlbedoFn, *, resolution: int,
                  progress: Optional[ProgressFn] = None,
                  adjust_grid: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                  seal_radius: float = 0.0,
-                 level_fn: Optional[Callable[[np.ndarray], float]] = None) -> ExportResult:
+                 iso_fn: Optional[Callable[[np.ndarray], tuple[np.ndarray, float]]] = None) -> ExportResult:
     """Field -> GLB with the export settings. ``progress(stage, fraction)`` is called as each stage
     starts (fraction of the stages done) and with ("done", 1.0) at the end. ``threshold`` None: the
-    iso-level is ``level_fn(grid)`` (default ``auto_threshold``). ``seal_radius`` > 0: the
+    grid and its iso-level are ``iso_fn(grid)`` (default: the grid at ``auto_threshold``). ``seal_radius`` > 0: the
     hollows hidden inside the object filled first (``seal_pores``); ``adjust_grid`` then changes the
     sampled grid before marching cubes.
     Raises EmptyMeshError when the iso-surface is empty."""
@@ -671,7 +671,10 @@ def export_field(density_fn: DensityFn, albedo_fn: AlbedoFn, *, resolution: int,
     stage = _Stages(names + ["glb"], progress)
     with stage("density"):
         grid = density_grid(density_fn, resolution=resolution, bound=bound, device=device)
-        level = (level_fn or auto_threshold)(grid) if threshold is None else float(threshold)
+        if threshold is not None:
+            level = float(threshold)
+        else:
+            grid, level = iso_fn(grid) if iso_fn is not None else (grid, auto_threshold(grid))
         if seal_radius > 0:         # before the insets: a shell over a hollow would read as a thin part
             grid = seal_pores(grid, level, seal_radius, bound=bound)
         if adjust_grid is not None:      # e.g. thin_inset, on an SDF grid
