@@ -20,6 +20,9 @@
 # `git checkout -- .` here. Back in $OUT: sweep.tgz (each run's image.md/json/jsonl, pictures and log).
 source tools/device/common.sh "$1"
 PLAN=$2
+# a fresh machine goes on from the runs a former call brought back (since session 56: .devstate/state.tgz.* holding
+# sweep/NAME, carried with run(carry=[".devwhl", ".devstate"]))
+restore_state
 build_cuda_once
 mkdir -p /tmp/sweep
 while IFS='|' read -r name seeds variants settings objects exports; do
