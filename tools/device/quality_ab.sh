@@ -20,7 +20,8 @@
 # surface drawn 1.0 beta inside (CPU, seed 0, coarse + fine: cube 0.844 -> 0.919 at volume 1.18 -> 1.04, pyramid
 # 0.788 -> 0.890 at 1.27 -> 1.08, sphere 0.855 -> 0.983, the other solids +0.00-0.02; with the sealed hand-over crate
 # 0.835 -> 0.877, lamp post 0.534 -> 0.623, fence 0.382 -> 0.456; seed 1: cube, pyramid, crate +0.06, the lamp post
-# 0.539 -> 0.321, its pole cut), every prompt, seed 0 (the run of record is the baseline):
+# 0.539 -> 0.321, its pole cut; since session 56 thin parts keep the automatic level, keep_thin_parts: the lamp post
+# 0.539 -> 0.585, seed 0's 12 prompts 0.788 -> 0.832), every prompt, seed 0 (the run of record is the baseline):
 #   AB=tools/device/ab_silhouette_level.json PROMPTS=benchmark SEEDS=0 bash tools/device/quality_ab.sh 560
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
 # .devstate/ (the call after resumes from it on any machine; empty it before a new A/B). Before a call: rm -rf results
