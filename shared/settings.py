@@ -391,10 +391,10 @@ class GenerationSettings:
                                  "so the mesh has no hidden inner walls; wider openings (a cup's mouth, a handle's "
                                  "loop) are kept (0: off)")
     fine_flat_base: bool = _s(False, group="export",
-                              help="the fine stage's mesh: the dome a field leaves hanging under a flat base (which "
-                                   "cameras above the object's base never see) cut off at the base; for flat-bottomed "
-                                   "objects (a pyramid, a cone, a crate): a rounded bottom that widens quickly, like a "
-                                   "rock's, can read as such a dome and be cut (the built-in prior: 3 of 6 rocks)")
+                              help="the fine stage's mesh: a nearly flat underside (which cameras above the object's "
+                                   "base never see, and which a field draws dented, with a skirt under it) made flat "
+                                   "at the height where its rim ends; objects whose bottom is not their lowest and "
+                                   "widest part (legs under a seat, a ring, a round bottom) are left as they are")
     face_budget: int = _s(50000, lo=100, hi=1000000, group="export", help="max faces after simplification")
     texture_size: int = _s(1024, lo=64, hi=4096, group="export", help="albedo texture side, pixels")
     vertex_colors: bool = _s(False, group="export", help="vertex colours only, no UV texture")
