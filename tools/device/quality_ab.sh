@@ -23,6 +23,11 @@
 # 0.539 -> 0.321, its pole cut; since session 56 thin parts keep the automatic level, keep_thin_parts: the lamp post
 # 0.539 -> 0.585, seed 0's 12 prompts 0.788 -> 0.832), every prompt, seed 0 (the run of record is the baseline):
 #   AB=tools/device/ab_silhouette_level.json PROMPTS=benchmark SEEDS=0 bash tools/device/quality_ab.sh 560
+# Since session 57 with the flat base as an export variant of both arms (fine_flat_base: the underside flattened at its
+# rim; CPU: pyramid 0.785 -> 0.830 and 0.810 -> 0.876, cones +0.02-0.04, normal consistency of cones, pyramids and
+# cylinders 0.92-0.97 -> 0.96-0.99):
+#   AB=tools/device/ab_silhouette_level.json EXPORTS=tools/device/flat_base_export.json PROMPTS=benchmark SEEDS=0 \
+#     bash tools/device/quality_ab.sh 560
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
 # .devstate/ (the call after resumes from it on any machine; empty it before a new A/B). Before a call: rm -rf results
 # backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior.
@@ -40,8 +45,12 @@ print(len(json.load(open(sys.argv[1]))), len(expand_prompts(sys.argv[2:])))
 PY
 )"
 NSEEDS=$(echo ${SEEDS:-0} | wc -w)
+# EXPORTS (session 57): each job's meshes also exported under those export-only settings, as quality_seeds.sh does
+# (its coarse and fine rows again under each export variant's name).
+extra=(); NE=0
+[ -n "${EXPORTS:-}" ] && { NE=$(python -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$EXPORTS"); extra=(--export-variants "$EXPORTS"); }
 build_cuda_once
-resumable_bench quality 45 $Q $(( N * NP * NSEEDS * 2 )) --prompts ${PROMPTS:-props} --seeds ${SEEDS:-0} --variants $AB \
-  --workers ${WORKERS:-14} --straggler-s 40 >> $Q.log 2>&1
+resumable_bench quality 45 $Q $(( N * NP * NSEEDS * 2 * (1 + NE) )) --prompts ${PROMPTS:-props} --seeds ${SEEDS:-0} --variants $AB \
+  "${extra[@]}" --workers ${WORKERS:-14} --straggler-s 40 >> $Q.log 2>&1
 pack_state $NAME $NAME.log
 grep -v "^ *[0-9]*%" $Q.log | grep -v "Loading weights" | grep "^| [0-9] |\|^## \|^### \|^==" | tail -n 20
