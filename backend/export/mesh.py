@@ -317,6 +317,13 @@ def bottom_surface(inside: np.ndarray, *, bound: float = 1.0) -> tuple[np.ndarra
 def base_height(inside: np.ndarray, *, bound: float = 1.0) -> float | None:
     """The height of the flat base the solid ``inside`` stands on (its footprint's rim's median bottom), or None:
     no nearly flat underside that is both the object's lowest and its widest part (``BASE_*``)."""
+    found = _flat_underside(inside, bound=bound)
+    return None if found is None else found[0]
+
+
+def _flat_underside(inside: np.ndarray, *, bound: float = 1.0):
+    """(base height, Bool[ndarray, "X Y"] the footprint's inner columns, Float[ndarray, "X Y"] each column's bottom
+    surface) of ``base_height``'s base, or None."""
     cell = 2.0 * bound / (inside.shape[0] - 1)
     has, surface = bottom_surface(inside, bound=bound)
     inner = ndimage.binary_erosion(has, iterations=BASE_RIM_CELLS)
@@ -333,7 +340,7 @@ def base_height(inside: np.ndarray, *, bound: float = 1.0) -> float | None:
     rise = min(inside.shape[2] - 1, int(round((base + BASE_SECTION_RISE + bound) / cell)))
     if (inside[:, :, rise] > 0).sum() < BASE_SECTION * has.sum():
         return None
-    return base
+    return base, inner, surface
 
 
 def flat_base(inside: np.ndarray, *, bound: float = 1.0) -> np.ndarray:
@@ -348,13 +355,12 @@ def flat_base(inside: np.ndarray, *, bound: float = 1.0) -> np.ndarray:
     base is is read from its rim, where the sides the cameras see end. Session 38's rule (cut a dome that grows
     from a point) found no base under the GPU's skirts and read a rock's bottom as a dome. Not a library
     operation: it is a judgement about this project's fields."""
-    base = base_height(inside, bound=bound)
-    if base is None:
+    found = _flat_underside(inside, bound=bound)
+    if found is None:
         return inside
+    base, inner, surface = found
     cell = 2.0 * bound / (inside.shape[0] - 1)
     z = (-bound + cell * np.arange(inside.shape[2]))[None, None, :]
-    has, surface = bottom_surface(inside, bound=bound)
-    inner = ndimage.binary_erosion(has, iterations=BASE_RIM_CELLS)
     out = np.minimum(inside, z - base)                                              # the skirt cut
     dent = inner[..., None] & (z >= base) & (z <= surface[..., None] + cell)
     out = np.where(dent, np.maximum(out, np.minimum(z - base, cell)), out)          # the dents filled
