@@ -254,6 +254,35 @@ def test_refine_from_a_mesh_trains_its_colours_and_a_resume_keeps_that(tmp_path)
     assert resumed.field.train_albedo
 
 
+def test_refine_from_a_coarse_checkpoint_reads_the_field_with_all_its_levels(tmp_path):
+    """Refine from a finished coarse run's checkpoint (``init_checkpoint``): the field is read as that run left
+    it, every hash-grid level on, not as a fresh run's step 0 (half the levels: its own blur, which the fine
+    stage's hand-over then drew). Break: ``Trainer._set_levels`` ignoring ``field_trained``."""
+    from backend.engine.guidance import load_guidance
+    from backend.engine.trainer import Trainer
+
+    settings = fine_settings(progressive_levels=True)
+    guidance = load_guidance("tiny-random", "cpu")
+    parent = Trainer(settings, guidance, torch.device("cpu"))
+    with torch.no_grad():           # every level's table non-zero, as a trained field's is
+        for p in parent.field.encoding.parameters():
+            p.normal_(0.0, 0.5)
+    parent.step = settings.steps
+    parent._set_levels()
+    path = str(tmp_path / "coarse.pt")
+    parent.save_checkpoint(path)
+
+    child = Trainer(settings, guidance, torch.device("cpu"))
+    child.init_from_checkpoint(path)
+    assert child.step == 0          # a new run: its own steps and optimiser
+    x = torch.rand(4096, 3) * 1.2 - 0.6
+    with torch.no_grad():
+        want = parent.field.density(x)
+        assert torch.allclose(child.field.density(x), want, rtol=1e-5, atol=1e-6)
+        child.field.update_step(0)                  # what it read before: half the levels
+        assert not torch.allclose(child.field.density(x), want, rtol=1e-2, atol=1e-3)
+
+
 def test_refine_keeps_a_cube_a_cube_with_sharp_corners(tiny_model_path):
     events = []
     # 96 cells a side: 2.1 cm cells against the corners' 4 cm tolerance (the export at 128 was most of

@@ -164,6 +164,7 @@ class Trainer:
             group["initial_lr"] = group["lr"]
         self.embeddings = self._encode_prompts(guidance, settings)
         self.step = 0
+        self.field_trained = False      # True once init_from_checkpoint took a finished run's field
         self._set_levels()
         # A hollow object SDS drew filled is opened when the coarse stage ends (backend/engine/hollow.py). An
         # image job without a typed prompt goes by the one read from its picture.
@@ -198,7 +199,10 @@ class Trainer:
 
     # -- schedules -------------------------------------------------------------------------------
     def _set_levels(self) -> None:
-        self.field.update_step(self.step)       # e.g. progressive hash-grid levels
+        # e.g. progressive hash-grid levels. A field taken from a finished run (``init_from_checkpoint``) has
+        # trained all of them: read at this run's step 0 it would be its own blur (half the levels), and a coarse
+        # checkpoint refined into a fine stage started from that blur (a stone house, CPU: IoU 0.85 -> 0.54).
+        self.field.update_step(self.s.steps if self.field_trained else self.step)
 
     def t_range(self, step: int) -> tuple[float, float]:
         t_max = self.s.t_max
@@ -408,6 +412,7 @@ class Trainer:
         self.field.load_state_dict(state["field"])
         self.background.load_state_dict(state["background"])
         self.estimator.load_state_dict(state["estimator"])
+        self.field_trained = True
         self._set_levels()
 
     # -- the loop --------------------------------------------------------------------------------
