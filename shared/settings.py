@@ -394,7 +394,7 @@ class GenerationSettings:
                               help="the fine stage's mesh: a nearly flat underside (which cameras above the object's "
                                    "base never see, and which a field draws dented, with a skirt under it) made flat "
                                    "at the height where its rim ends; objects whose bottom is not their lowest and "
-                                   "widest part (legs under a seat, a ring, a round bottom) are left as they are")
+                                   "widest part (legs under a seat, a ring, a round bottom) are left as they are (on in the built-in prior's preset)")
     face_budget: int = _s(50000, lo=100, hi=1000000, group="export", help="max faces after simplification")
     texture_size: int = _s(1024, lo=64, hi=4096, group="export", help="albedo texture side, pixels")
     vertex_colors: bool = _s(False, group="export", help="vertex colours only, no UV texture")
