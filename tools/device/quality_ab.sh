@@ -28,6 +28,9 @@
 # cylinders 0.92-0.97 -> 0.96-0.99):
 #   AB=tools/device/ab_silhouette_level.json EXPORTS=tools/device/flat_base_export.json PROMPTS=benchmark SEEDS=0 \
 #     bash tools/device/quality_ab.sh 560
+# Session 58: the flat base is in the preset; the preset again with it exported off as well (paired, the same fields):
+#   AB=tools/device/ab_default.json EXPORTS=tools/device/no_flat_base_export.json PROMPTS=benchmark SEEDS=0 \
+#     bash tools/device/quality_ab.sh 560
 # run(command=..., carry=[".devwhl", ".devstate"], timeout_s=600); after each call copy $OUT's state.tgz.* into
 # .devstate/ (the call after resumes from it on any machine; empty it before a new A/B). Before a call: rm -rf results
 # backend/view_prior/weights backend/prior/report*; after: git checkout -- results backend/view_prior backend/prior.
