@@ -115,6 +115,17 @@ PRESETS: dict[str, dict] = {
                 # benchmark's 10 objects (seed 0) it changed nothing. results/quality/README.md, session 58; the GPU
                 # run of every prompt is still to be made (tools/device/quality_ab.sh, ab_default.json).
                 "fine_flat_base": True,
+                # The coarse iso-level matched to the field's own renders for bulky objects (session 58; the rule of
+                # sessions 55-56, backend/engine/silhouette_level.py): the automatic level draws a soft cube large and
+                # a soft sphere small. An object whose thickest part is thin (legs, boards, walls) keeps the automatic
+                # level (body_weight), and a bulky one's fine stage draws its surface 1.0 beta inside instead of 1.5
+                # (fine_render_offset there). CPU, the preset's fine stage from saved coarse stages, seed 0, with the
+                # flat base -> with both (IoU / volume): cube 0.857 / 1.17 -> 0.899 / 1.01, pyramid 0.838 / 1.19 ->
+                # 0.949 / 1.02, sphere 0.854 / 0.85 -> 0.985 / 0.99, house 0.813 -> 0.872, crate 0.850 -> 0.892,
+                # anvil 0.799 -> 0.838; the chair, fence, lamp post, stool, table and mug as they were; mean of 19
+                # prompts 0.810 -> 0.835 (seed 1 in results/quality/README.md, session 58). Image jobs keep the
+                # automatic level (below): there the matched level shrank the cones and tori (session 56).
+                "mesh_level": "silhouette",
                 # The VAE encoder eager on a GPU (session 29, one H200, results/speed/NOTES.md): compiled, a step
                 # was no faster (medians 21.2 / 23.7 ms compiled, 19.7 / 21.9 eager, two runs: the prior's step is
                 # host-bound, 2.6 ms of GPU work, and the compiled regions cost ~5 ms of host time each).
@@ -131,7 +142,7 @@ PRESETS: dict[str, dict] = {
 # SDS render): rendering all of it every step made a CPU step 3-4x slower. A few minutes on a CPU.
 # (Without the shape prior: an image job's text prior is optional, and shape_model needs one.)
 PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items()
-                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model")},
+                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model", "mesh_level")},
                             # (measured with the 32 px renders the text prior had before session 23)
                             "resolution_schedule": "32x1",
                             "steps": 400, "reference_resolution": 64, "reference_rays": 1024,

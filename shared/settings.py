@@ -369,7 +369,9 @@ class GenerationSettings:
                          help="how the automatic iso-level of the coarse field is chosen (its export and the fine "
                               "stage's start): density = from the density values alone; silhouette = so that the "
                               "mesh covers what the field's own renders cover from 24 views around it (a soft "
-                              "field's flat faces otherwise come out too large and its round ones too small)")
+                              "field's flat faces otherwise come out too large and its round ones too small; an object "
+                              "whose thickest part is thin keeps the density level, and a bulky one's fine stage "
+                              "draws its surface at most 1.0 beta inside)")
     fine_thin_inset: float = _s(0.0, lo=0.0, hi=0.05, group="export",
                                 help="the fine stage's mesh: parts thinner than about 0.06 (scene units; objects are "
                                      "about 1 across) drawn this much thinner on each side, thick parts unchanged (a "

@@ -56,8 +56,9 @@ COARSE_SMOOTHING_CELLS = 1.5
 # surface, and SDS shrank every shape by about that much, right-sized ones too (barrel volume 1.09 ->
 # 0.92 of the truth, IoU 0.886 -> 0.846); 1.5 (the setting's default) held it at the automatic density
 # level (1.10, 0.886), 2 makes shapes grow (1.19). Started on a surface whose level matches the field's
-# renders (``mesh_level`` "silhouette"), 1.5 grows every round solid by 3-10% and 1.0 holds them (CPU;
-# both stay opt-in until a GPU A/B, results/quality/README.md, session 55). Neither an anchor to the start surface
+# renders (``mesh_level`` "silhouette"), 1.5 grows every round solid by 3-10% and 1.0 holds them (CPU,
+# results/quality/README.md, sessions 55 and 58): such a start, on a bulky object, is drawn at most 1.0 inside
+# (``silhouette_level.fine_render_offset``; the thin props keep the automatic level and 1.5). Neither an anchor to the start surface
 # nor a volume term did better than an offset: both hold every surface, and fight SDS where it rightly
 # thins a prop (results/quality/runs/2026-11-29-fine-hold-cpu.md).
 # A coarse start's colours are read on the start surface (``albedo_on_start_surface``): Newton steps on
@@ -116,7 +117,7 @@ class FineTrainer(Trainer):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "stage": STAGE, "train_albedo": self.field.train_albedo,
-                "from_nerf": self.from_nerf}
+                "from_nerf": self.from_nerf, "render_offset": self.field.render_offset}
 
     def load_checkpoint(self, path: str) -> None:
         super().load_checkpoint(path)
@@ -124,17 +125,19 @@ class FineTrainer(Trainer):
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.field.train_albedo = bool(state.get("train_albedo", TRAIN_ALBEDO))
         self.from_nerf = _started_from_nerf(state)
+        self.field.render_offset = float(state.get("render_offset", self.field.render_offset))   # set at the hand-over
 
     # -- starting points -------------------------------------------------------------------------
     def init_from_coarse(self, coarse: Trainer) -> None:
-        from backend.engine.silhouette_level import coarse_iso
+        from backend.engine.silhouette_level import coarse_iso, fine_render_offset
         from backend.export.mesh import EmptyMeshError, density_grid, seal_pores, surface_from_grid
 
         coarse.field.eval()
         s = self.run_settings
         grid = density_grid(coarse.occupied_density, resolution=BASE_GRID_RESOLUTION, bound=BOUND,
                             device=self.device)
-        grid, level = coarse_iso(coarse, grid, bound=BOUND)     # the coarse export's own grid and level
+        grid, level, weight = coarse_iso(coarse, grid, bound=BOUND)     # the coarse export's own grid and level
+        self.field.render_offset = fine_render_offset(s.fine_render_offset, weight)
         if s.seal_radius > 0:
             # The solid the coarse export draws (export_field seals it too): a shell over a hidden hollow would
             # start the SDF as a thin wall, which the start's smoothing and the fine steps erode (a crate at the
@@ -167,6 +170,7 @@ class FineTrainer(Trainer):
             self.field.load_state_dict(state["field"])
             self.background.load_state_dict(state["background"])
             self.from_nerf = _started_from_nerf(state)
+            self.field.render_offset = float(state.get("render_offset", self.field.render_offset))
             return
         coarse = Trainer(self.run_settings, self.guidance, self.device)
         coarse.init_from_checkpoint(path)

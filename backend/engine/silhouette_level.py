@@ -21,11 +21,15 @@ of modest density over a weaker inside), a higher level opens holes in the shell
 (a wooden crate, CPU, seed 0: matched at 1.78x, volume 1.17 -> 0.66 of the truth, IoU 0.85 -> 0.57), so
 the level is lowered until the solid's largest piece keeps ``KEEP_VOLUME`` of the automatic level's (the
 cube's skin at 1.47x: 0.93 of it); the largest piece, so that a thin part is not cut through (``keep_body``).
+Only a bulky object takes the matched level (``body_weight``, session 58): one made of thin parts keeps the
+automatic level, whose excess there the fine stage's thin-part inset already corrects; and a bulky object's fine
+stage draws its surface less far inside (``fine_render_offset``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +49,12 @@ KEEP_VOLUME = 0.8                 # a raised level keeps this share of the autom
 # takes the raised one (2 and 4 cells of the 128^3 grid)
 THIN_HALF_THICKNESS = 0.03
 THICK_HALF_THICKNESS = 0.06
+# body_weight: an object whose thickest part is at most BODY_THIN half-thick (scene units; the stool's seat, a
+# table's top, a mug's wall, a fence's post: 0.045-0.09 at the automatic level) keeps the automatic level, one
+# whose thickest part is BODY_THICK or more takes the matched level (a cube, a house, an anvil: 0.135-0.45)
+BODY_THIN = 0.09
+BODY_THICK = 0.13
+MATCHED_RENDER_OFFSET = 1.0       # fine_render_offset's most for a bulky object drawn at the matched level
 BISECTIONS = 12                   # keep_body's steps: the level to 2^-12 of the raise
 RAY_CHUNK = 8192
 
@@ -89,7 +99,12 @@ def level_covering(largest: torch.Tensor, covered: int) -> float:
 def silhouette_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> float:
     """The iso-level of ``grid`` (the coarse ``trainer``'s density, sampled as the export samples it) whose
     surface covers as many pixels of ``VIEWS`` as the field's renders do, within ``LEVEL_RANGE`` of the
-    automatic level."""
+    automatic level, taken as far as the object's ``body_weight``."""
+    return matched_level(trainer, grid, bound=bound)[0]
+
+
+def matched_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> tuple[float, float]:
+    """``silhouette_level``, and the ``body_weight`` it was taken with."""
     from backend.engine.cameras import camera_rays
     from backend.export.mesh import auto_threshold
 
@@ -112,7 +127,22 @@ def silhouette_level(trainer, grid: np.ndarray, *, bound: float = 1.0) -> float:
         module.train(training)
     level = level_covering(torch.cat(largest), covered)
     level = min(max(level, LEVEL_RANGE[0] * automatic), LEVEL_RANGE[1] * automatic)
-    return keep_body(grid, automatic, level)
+    weight = body_weight(grid, automatic, bound=bound)
+    level = automatic + weight * (level - automatic)
+    return keep_body(grid, automatic, level), weight
+
+
+def body_weight(grid: np.ndarray, automatic: float, *, bound: float = 1.0,
+                thin: float = BODY_THIN, thick: float = BODY_THICK) -> float:
+    """How much of the matched level an object takes, by its thickest part's half-thickness at the automatic level:
+    0 up to ``thin``, 1 from ``thick``. Why: the match is one number for the whole object, and an object made of
+    thin parts (legs, boards, walls) is where the level and the fine stage's thin-part inset would both correct the
+    same excess; raised, a stool's legs came through the hand-over whole and the fine stage wore them through (CPU,
+    seed 0: 0.747 -> 0.508), lowered, a mug's walls thickened (0.592 -> 0.556), while the bulky ones gain (a cube
+    0.857 -> 0.924, a house 0.813 -> 0.872; results/quality/README.md, session 58)."""
+    cell = 2.0 * bound / (grid.shape[0] - 1)
+    deepest = float(ndimage.distance_transform_edt(grid > automatic).max()) * cell
+    return float(np.clip((deepest - thin) / (thick - thin), 0.0, 1.0))
 
 
 def largest_piece(solid: np.ndarray) -> int:
@@ -161,16 +191,32 @@ def keep_thin_parts(grid: np.ndarray, automatic: float, level: float, *, bound: 
     return (grid * (1.0 + weight * (level / automatic - 1.0))).astype(grid.dtype)
 
 
-def coarse_iso(trainer, grid: np.ndarray, *, bound: float = 1.0) -> tuple[np.ndarray, float]:
+class CoarseIso(NamedTuple):
+    grid: np.ndarray          # the coarse density grid to draw (thin parts scaled: ``keep_thin_parts``)
+    level: float              # its iso-level
+    body_weight: float        # how much of the matched level the object took (0: the automatic level)
+
+
+def coarse_iso(trainer, grid: np.ndarray, *, bound: float = 1.0) -> CoarseIso:
     """The coarse field's grid to draw and its iso-level, as the run's settings ask: ``mesh_threshold`` when
     given, else by ``mesh_level`` ("silhouette": the grid's thin parts kept at the automatic level)."""
     from backend.export.mesh import auto_threshold
 
     s = trainer.s
     if s.mesh_threshold is not None:
-        return grid, float(s.mesh_threshold)
+        return CoarseIso(grid, float(s.mesh_threshold), 0.0)
     automatic = auto_threshold(grid)
     if s.mesh_level == "silhouette":
-        level = silhouette_level(trainer, grid, bound=bound)
-        return keep_thin_parts(grid, automatic, level, bound=bound), level
-    return grid, automatic
+        level, weight = matched_level(trainer, grid, bound=bound)
+        return CoarseIso(keep_thin_parts(grid, automatic, level, bound=bound), level, weight)
+    return CoarseIso(grid, automatic, 0.0)
+
+
+def fine_render_offset(offset: float, weight: float) -> float:
+    """The fine stage's render offset (``fine_render_offset``, betas) for a start drawn at the matched level with
+    ``body_weight`` ``weight``: at most ``MATCHED_RENDER_OFFSET`` for a bulky object. Why: the offset makes up for a
+    soft surface looking larger than it is, and was tuned (1.5) on starts at the automatic level, which draws a
+    bulky object large already; on a start whose outline matches the renders, 1.5 grew the round solids by 3-10%
+    (a torus 0.962 -> 0.902, a capsule 0.986 -> 0.949) and 1.0 holds them, while the thin props, which keep the
+    automatic level, lose at 1.0 (a table 0.781 -> 0.710; CPU, seed 0, results/quality/README.md, session 58)."""
+    return offset + weight * (min(offset, MATCHED_RENDER_OFFSET) - offset)

@@ -449,7 +449,7 @@ class Trainer:
                             threshold=s.mesh_threshold, keep_components=s.keep_components,
                             face_budget=s.face_budget, texture_size=s.texture_size,
                             vertex_colors=s.vertex_colors, bound=BOUND, device=self.device, progress=progress,
-                            seal_radius=s.seal_radius, iso_fn=lambda grid: coarse_iso(self, grid, bound=BOUND))
+                            seal_radius=s.seal_radius, iso_fn=lambda grid: coarse_iso(self, grid, bound=BOUND)[:2])
 
 
 class FitLoop:
