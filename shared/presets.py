@@ -197,6 +197,7 @@ PRESETS["builtin-image-gpu"] = {**PRESETS["builtin-image"], "resolution_schedule
 # 165-169 s of its 3 minutes on this 2-core CPU (a solid fills more of the volume than a barrel: more samples a ray),
 # 11 s from the limit; with two, 110-113 s, IoU 0.857 / 0.854 / 0.842 against 0.852 / 0.866 / 0.860 (seeds 0-2),
 # albedo error 0.033-0.036 against 0.024-0.027 (results/demo/report.md, session 51). The plain command keeps four views.
+# Session 58, with the text preset's render-matched level and flat base: IoU 0.919 / 0.923 / 0.911, 88-100 s.
 PRESETS["cpu-demo"] = {**PRESETS["builtin"], "resolution_schedule": "48x2"}
 
 # Offered in the Blender panel (draft/standard/high for Stable Diffusion on a GPU).
