@@ -112,8 +112,9 @@ PRESETS: dict[str, dict] = {
                 # the same to 0.001 (cube, sphere, torus, capsule, barrel, chair, fence, lamp post, stool, table,
                 # mug, rock, anvil, house; a green cone of seed 2), mean of the 19: IoU 0.804 -> 0.810, normal
                 # consistency 0.919 -> 0.923, Chamfer 0.0157 -> 0.0149. Image jobs inherit it: on the image
-                # benchmark's 10 objects (seed 0) it changed nothing. results/quality/README.md, session 58; the GPU
-                # run of every prompt is still to be made (tools/device/quality_ab.sh, ab_default.json).
+                # benchmark's 10 objects (seed 0) it changed nothing. results/quality/README.md, session 58. GPU (one H100,
+                # session 59, every benchmark prompt, seed 0, the same fields exported with it off -> on): solids
+                # 0.930 -> 0.940, normal consistency 0.9436 -> 0.9480, Chamfer 0.0125 -> 0.0118.
                 "fine_flat_base": True,
                 # The coarse iso-level matched to the field's own renders for bulky objects (session 58; the rule of
                 # sessions 55-56, backend/engine/silhouette_level.py): the automatic level draws a soft cube large and
@@ -124,7 +125,10 @@ PRESETS: dict[str, dict] = {
                 # 0.949 / 1.02, sphere 0.854 / 0.85 -> 0.985 / 0.99, house 0.813 -> 0.872, crate 0.850 -> 0.892,
                 # anvil 0.799 -> 0.838; the chair, fence, lamp post, stool, table and mug as they were; mean of 19
                 # prompts 0.810 -> 0.835 (seed 1 in results/quality/README.md, session 58). Image jobs keep the
-                # automatic level (below): there the matched level shrank the cones and tori (session 56).
+                # automatic level (below): there the matched level shrank the cones and tori (session 56). GPU, both
+                # (one H100, session 59, 83 prompts, seeds 0 / 1, against the session-50 run of record): solids 0.898
+                # / 0.905 -> 0.940 / 0.946, props 0.713 / 0.718 -> 0.734 / 0.734, cube volume 1.14 / 1.15 -> 1.02 /
+                # 1.06, Chamfer 0.0164 / 0.0161 -> 0.0118 / 0.0116, normal consistency 0.940 / 0.941 -> 0.948 / 0.950.
                 "mesh_level": "silhouette",
                 # The VAE encoder eager on a GPU (session 29, one H200, results/speed/NOTES.md): compiled, a step
                 # was no faster (medians 21.2 / 23.7 ms compiled, 19.7 / 21.9 eager, two runs: the prior's step is
