@@ -80,6 +80,22 @@ def test_chamfer_is_zero_for_identical_sets_and_the_offset_for_shifted_ones():
     assert M.chamfer(a, a + [0.0, 0.0, 0.5]) == pytest.approx(0.5)
 
 
+def test_surface_chamfer_has_no_sampling_floor_and_measures_an_offset():
+    """The truth against itself from two independent sample sets: the sample-to-sample Chamfer is about
+    half a sample spacing, the sample-to-surface one is zero; a copy moved 0.05 up is 0.05 away at most."""
+    mesh = M.sdf_surface_mesh(sdf_of("cube"), res=64)
+    a = M.sample_surface(*mesh, 5000, np.random.default_rng(1))[0]
+    b = M.sample_surface(*mesh, 5000, np.random.default_rng(2))[0]
+    assert M.chamfer(a, b) > 0.005                                    # the floor the old measure had
+    assert M.surface_chamfer(a, mesh, b, mesh) < 1e-6
+    moved = (mesh[0] + [0.0, 0.0, 0.05], mesh[1])
+    c = M.sample_surface(*moved, 5000, np.random.default_rng(3))[0]
+    d = M.surface_chamfer(a, mesh, c, moved)
+    # a cube's top and bottom faces are 0.05 off, its sides slide along themselves (0 off): in between
+    assert 0.005 < d <= 0.05 + 1e-6
+    assert d < M.chamfer(a, c)
+
+
 def _row(iou=0.8, albedo=0.05, group="solid", facing=False, gap=0.0, **extra):
     return {"iou": iou, "iou_canonical": iou - gap, "facing_gap": gap, "albedo_error": albedo, "chamfer": 0.02,
             "texture_psnr": 20.0, "volume_ratio": 1.0, "wall_s": 1.0, "group": group, "facing": facing, **extra}
