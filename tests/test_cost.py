@@ -602,3 +602,28 @@ def test_the_cost_model_knows_which_sampler_a_training_render_takes(sampling):
                 assert samples_on_budget(s, rays, cuda, bound=BOUND) == engine, (spr, rays, cuda)
                 seen.add(engine)
     assert seen == ({True, False} if sampling != "dynamic" else {False})
+
+
+def test_first_step_set_up_is_counted_with_the_load_once_a_profile_has_it(tmp_path):
+    """A fresh process pays its first step's compiles and graph captures (``bench cost``'s ``measure_setup``): a
+    profile that measured them adds them to the load a CLI job pays (not a server worker's, which holds the model);
+    a GPU profile from before says it does not count them."""
+    from backend.cost.device import DeviceFacts
+
+    h200 = DeviceFacts("cuda", "NVIDIA H200", 141 * GB, 140 * GB)
+    data = Profile.load(profile_path("nvidia-h200")).data
+    s = settings(model="/models/sd", resolution_schedule="64x1")
+    paths = {}
+    for name, setup in (("without", None), ("with", 40.0)):
+        archs = {a: {k: v for k, v in d.items() if k != "setup_s"} for a, d in data["architectures"].items()}
+        if setup is not None:
+            archs["sd15"]["setup_s"] = setup
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps({**data, "architectures": archs}))
+    before = estimate(s, h200, profile_path=str(paths["without"]))
+    after = estimate(s, h200, profile_path=str(paths["with"]))
+    assert after["parts_s"]["load"] == pytest.approx(before["parts_s"]["load"] + 40.0)
+    assert after["time_s"] == pytest.approx(before["time_s"] + 40.0)
+    assert any("set-up" in n for n in before["notes"]) and not any("set-up" in n for n in after["notes"])
+    worker = estimate(s, h200, profile_path=str(paths["with"]), include_load=False)
+    assert worker["parts_s"]["load"] == 0 and worker["time_s"] == pytest.approx(after["time_s"] - after["parts_s"]["load"])

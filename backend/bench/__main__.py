@@ -1,4 +1,4 @@
-"""``python -m backend bench <quality|speed|throughput|demo|image|farm|cost> [options]`` (also ``python -m backend.bench``)."""
+"""``python -m backend bench <quality|speed|throughput|demo|image|farm|cost|estimate> [options]`` (also ``python -m backend.bench``)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,14 @@ benchmarks:
             --gpu 1,2,4,8: one GPU, one actor vs k actors of 1/k GPU; -h for options
   cost      measure a grid of settings on this device, fit the cost model (time, peak memory),
             report its error on held-out settings, write backend/cost/profiles/<device>.json
+  estimate  whole jobs (the real generate command, fresh processes) against the estimate that
+            `generate --estimate` prints for them; -h for options
 """
 
 BENCHMARKS = {"quality": "backend.bench.quality", "speed": "backend.bench.speed",
               "throughput": "backend.bench.throughput", "demo": "backend.bench.demo",
-              "farm": "backend.bench.farm", "cost": "backend.bench.cost", "image": "backend.bench.image"}
+              "farm": "backend.bench.farm", "cost": "backend.bench.cost", "image": "backend.bench.image",
+              "estimate": "backend.bench.estimate_check"}
 
 
 def main(argv: list[str] | None = None) -> int:

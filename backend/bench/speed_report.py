@@ -4,7 +4,8 @@ Each benchmark writes its own section file into ``results/speed/`` (one device r
 all): ``single.json`` (``bench speed``: the single-job table against the bound), ``whole.json``
 (``tools/device/full_run.py``: the default 10k-step schedule timed whole), ``throughput.json``
 (``bench throughput``: props per hour with several jobs on one GPU) and ``cost.json`` (``bench
-cost``: the time and memory estimator's error on held-out settings). Each carries its own markdown
+cost``: the time and memory estimator's error on held-out settings) and ``estimate.json`` (``bench
+estimate``: whole jobs, the real command in fresh processes, against the estimate it prints). Each carries its own markdown
 under ``"table_md"`` next to its data, so this module only orders and joins them: ``report.md`` is
 the sections' markdown one after another, ``report.json`` their data under their names. A section
 whose file is missing is listed as not run, so a partial run still gives a report that says what it
@@ -19,7 +20,8 @@ from pathlib import Path
 
 # (file stem, heading) in report order
 SECTIONS = (("single", "Single job"), ("whole", "The default schedule timed whole"),
-            ("throughput", "Throughput: several jobs on one GPU"), ("cost", "Cost estimate before submit"))
+            ("throughput", "Throughput: several jobs on one GPU"), ("cost", "Cost estimate before submit"),
+            ("estimate", "Whole jobs against the estimate"))
 
 
 def load_sections(folder: Path) -> dict[str, dict]:

@@ -115,8 +115,8 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
     whether it fits, and how good the profile is (its error on held-out settings).
 
     ``checkpoints``: the run saves a checkpoint every ``checkpoint_interval`` steps (server jobs do;
-    the CLI only with --checkpoint). ``include_load``: count loading the model (a server worker that
-    has it loaded already skips that)."""
+    the CLI only with --checkpoint). ``include_load``: count loading the model and the first step's
+    set-up (a server worker that has it loaded already skips both)."""
     s = settings
     choice = choose_profile(facts, profile_path)
     p = choice.profile
@@ -162,7 +162,13 @@ def estimate(settings: GenerationSettings, facts: DeviceFacts, *, profile_path: 
     checkpoints_s = saves * predict(p.coef("checkpoint"), checkpoint_features(s, cuda=p.cuda)) * choice.time_scale
     export_s = predict(p.coef("export"), export_features(s)) * choice.time_scale
     loaded = [arch] + ([shape] if shape is not None else [])
-    load_s = sum(p.data["architectures"][a].get("load_s", 0.0) for a in loaded) if include_load else 0.0
+    # The load and the first step's one-off set-up (compiles, graph captures: ``bench cost``'s ``measure_setup``),
+    # both paid once by a fresh process and neither by a server worker that holds the model already.
+    load_s = sum(p.data["architectures"][a].get("load_s", 0.0) + p.data["architectures"][a].get("setup_s", 0.0)
+                 for a in loaded) if include_load else 0.0
+    if include_load and p.cuda and any("setup_s" not in p.data["architectures"][a] for a in loaded):
+        notes.append(f"the first step's set-up (compiles, CUDA graph captures) is not in the {p.device_name} cost "
+                     "profile (measured since session 60: `python -m backend bench cost`): its time is not counted")
     total = load_s + steps_s + fine_s + previews_s + checkpoints_s + export_s
     peak = peak_memory(s, p)
     usable = usable_memory(facts, memory_limit_bytes)
@@ -242,7 +248,7 @@ def summary_lines(est: dict, prompt: str = "") -> list[str]:
     stages = ", ".join(f"{s['resolution']}x{s['batch']}: {s['steps']} steps at {s['step_ms_albedo']:.0f} / "
                        f"{s['step_ms_after_warmup']:.0f} ms" for s in est["stages"])
     fine = f", fine stage {_duration(parts['fine'])}" if parts.get("fine") else ""
-    lines.append(f"  load {_duration(parts['load'])}, optimisation {_duration(parts['steps'])} ({stages}; warm-up / "
+    lines.append(f"  load and set-up {_duration(parts['load'])}, optimisation {_duration(parts['steps'])} ({stages}; warm-up / "
                  f"after){fine}, previews {_duration(parts['previews'])}, checkpoints {_duration(parts['checkpoints'])}, "
                  f"export {_duration(parts['export'])}")
     err = est.get("held_out_error") or {}
