@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -67,17 +66,26 @@ def estimate_for(args: list[str], device: str) -> dict:
     return estimated
 
 
+# A bare Python that starts ``argv[1:]`` and reports its peak resident set. Why a launcher between: a child's
+# ``ru_maxrss`` counts what it held between fork and exec, the forking process's whole resident set (a pytest worker
+# with torch loaded: 3.2 GB, every child "peaked" at that), so the fork is made from this small process instead.
+PEAK_MARK = "peak-rss-kib"
+LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, status, use = os.wait4(p.pid, 0); "
+            f"sys.stderr.write('\\n{PEAK_MARK} ' + str(use.ru_maxrss) + '\\n'); "
+            "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
 def timed_process(command: list[str]) -> tuple[float, int, int, str]:
     """(wall seconds, exit status, peak resident bytes, the tail of its stderr) of one fresh process."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.run([sys.executable, "-c", LAUNCHER, *command], stdout=subprocess.DEVNULL,
+                              stderr=err).returncode
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        tail = err.read().decode(errors="replace")[-600:]
-    return wall, proc.returncode, usage.ru_maxrss * 1024, tail      # ru_maxrss: KiB on Linux
+        text = err.read().decode(errors="replace")
+    body, _, peak_kib = text.rstrip().rpartition(f"\n{PEAK_MARK} ")
+    return wall, code, int(peak_kib) * 1024, body[-600:]      # ru_maxrss: KiB on Linux
 
 
 def start_up_seconds(repeats: int = 3) -> float:
