@@ -1,5 +1,5 @@
 # Session 60 scratch script, kept as run (paths are the session's: /work/main, session 55's saved coarse stages in /work/s55):
-# python3 THIS PROMPT SEED -> the coarse field's orthographic silhouettes (side, top) against the truth's.
+# python3 THIS PROMPT SEED [CHECKPOINT] -> the coarse field's orthographic silhouettes (side, top) against the truth's.
 # Orthographic renders of the saved coarse cube field: the opacity-0.5 silhouette's half-width and corner shape
 import sys, numpy as np, torch
 sys.path.insert(0, '/work/main'); torch.set_num_threads(2)
@@ -7,7 +7,7 @@ from backend.bench.quality import settings_for
 from backend.engine.api import load_guidance_for
 from backend.engine.trainer import Trainer
 prompt = sys.argv[1]; seed = int(sys.argv[2])
-ck = f"/work/s55/ck_{'_'.join(prompt.split()[1:])}_{seed}.pt"
+ck = sys.argv[3] if len(sys.argv) > 3 else f"/work/s55/ck_{'_'.join(prompt.split()[1:])}_{seed}.pt"
 s = settings_for(prompt, seed, {}, "builtin", "cpu")
 t = Trainer(s, load_guidance_for(s, "cpu"), "cpu"); t.init_from_checkpoint(ck)
 t.field.eval(); t.estimator.eval()
