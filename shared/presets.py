@@ -116,6 +116,15 @@ PRESETS: dict[str, dict] = {
                 # session 59, every benchmark prompt, seed 0, the same fields exported with it off -> on): solids
                 # 0.930 -> 0.940, normal consistency 0.9436 -> 0.9480, Chamfer 0.0125 -> 0.0118.
                 "fine_flat_base": True,
+                # Its height read from the footprint's column bottoms, not its rim (session 61; BASE_QUANTILE in
+                # backend/export/mesh.py says why): the rim lies on a cube's rounded bottom edge and read its base
+                # 2.6-3.3 cm high, cutting the cube's bottom off (GPU run of record: 5 of 8 cubes lower in IoU after
+                # the fine stage than before it). CPU, seed 0, the same fine fields exported both ways (IoU / Chamfer
+                # / normal consistency): red cube 0.901 -> 0.934 / 0.0171 -> 0.0130 / 0.947 -> 0.969, white cube
+                # 0.883 -> 0.919 / 0.0150 -> 0.0108 / 0.940 -> 0.959, purple cone 0.898 -> 0.924 / 0.0102 -> 0.0082
+                # / 0.963 -> 0.970, cyan pyramid 0.962 both / 0.0061 -> 0.0047 / 0.956 -> 0.960, red cylinder the
+                # same (results/quality/README.md, session 61).
+                "fine_base_read": "bottoms",
                 # The coarse iso-level matched to the field's own renders for bulky objects (session 58; the rule of
                 # sessions 55-56, backend/engine/silhouette_level.py): the automatic level draws a soft cube large and
                 # a soft sphere small. An object whose thickest part is thin (legs, boards, walls) keeps the automatic
@@ -146,7 +155,8 @@ PRESETS: dict[str, dict] = {
 # SDS render): rendering all of it every step made a CPU step 3-4x slower. A few minutes on a CPU.
 # (Without the shape prior: an image job's text prior is optional, and shape_model needs one.)
 PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items()
-                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model", "mesh_level")},
+                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model", "mesh_level",
+                                             "fine_base_read")},
                             # (measured with the 32 px renders the text prior had before session 23)
                             "resolution_schedule": "32x1",
                             "steps": 400, "reference_resolution": 64, "reference_rays": 1024,

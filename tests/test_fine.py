@@ -569,10 +569,11 @@ def drawn_underside(p: np.ndarray) -> np.ndarray:
     return np.maximum(np.minimum(cube, skirt), -dent)
 
 
-def test_flat_base_makes_the_drawn_underside_flat_at_its_rim():
+@pytest.mark.parametrize("read", ["rim", "bottoms"])
+def test_flat_base_makes_the_drawn_underside_flat_at_its_rim(read):
     """``fine_flat_base``'s grid operation: the cube with a skirt and a dent under it comes back with its underside
     flat at the base (where its rim ends): the skirt cut, the dent filled, the volume the cube's, nothing above
-    the dent changed."""
+    the dent changed. Both reads of the base's height find it."""
     from backend.export.mesh import base_height, flat_base
 
     axis, p = _grid()
@@ -580,8 +581,8 @@ def test_flat_base_makes_the_drawn_underside_flat_at_its_rim():
     skirt_column, dent_column = int(np.searchsorted(axis, 0.2)), 64
     assert crossings(inside[skirt_column, 64, :], axis)[0] < -0.38              # the skirt hangs under the base
     assert crossings(inside[dent_column, 64, :], axis)[0] > -0.30               # the dent goes up into the cube
-    assert base_height(inside) == pytest.approx(-0.35, abs=0.012)
-    after = flat_base(inside)
+    assert base_height(inside, read=read) == pytest.approx(-0.35, abs=0.012)
+    after = flat_base(inside, read=read)
     for column in (skirt_column, dent_column):
         assert crossings(after[column, 64, :], axis)[0] == pytest.approx(-0.35, abs=0.012)
     assert np.array_equal(after > 0, box_sdf(p, (0.0, 0.0, 0.0), (0.35, 0.35, 0.35)) < 0)     # the cube, exactly
@@ -589,8 +590,36 @@ def test_flat_base_makes_the_drawn_underside_flat_at_its_rim():
     assert np.array_equal(after[:, :, above] > 0, inside[:, :, above] > 0)
 
 
+def test_the_bottoms_read_finds_the_base_under_a_rounded_edge_where_the_rim_reads_it_too_high():
+    """A cube drawn as the fields draw one (session 61): its bottom edges rounded over 0.07, a skirt 0.02 under the
+    base at -0.35 and a dent up into it. The footprint's outer ring lies on the rounding, so "rim" reads the base
+    3 cm high and would cut the cube's bottom off; "bottoms" reads it at the base, and the cut leaves the rest as
+    it was."""
+    from backend.export.mesh import base_height, flat_base
+
+    axis, p = _grid()
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    side = np.maximum(np.abs(x), np.abs(y))
+    rounded = np.hypot(np.maximum(side - 0.28, 0.0), np.maximum(-0.28 - z, 0.0)) - 0.07     # the bottom edges
+    body = np.maximum(np.maximum(side - 0.35, np.abs(z) - 0.35), rounded)
+    r = np.hypot(x, y)
+    skirt = np.maximum(np.maximum(0.10 - r, r - 0.20), np.maximum(-0.37 - z, z + 0.3))
+    dent = np.maximum(r - 0.08, np.maximum(-0.36 - z, z + 0.31))
+    inside = (-np.maximum(np.minimum(body, skirt), -dent)).astype(np.float32)
+
+    assert base_height(inside, read="rim") > -0.33                          # read on the rounding
+    assert base_height(inside, read="bottoms") == pytest.approx(-0.35, abs=0.012)
+    after = flat_base(inside, read="bottoms")
+    for at in (0.0, 0.15, 0.25):                                            # the dent, the skirt, the plain base
+        column = int(np.searchsorted(axis, at))
+        assert crossings(after[column, 64, :], axis)[0] == pytest.approx(-0.35, abs=0.012)
+    above = axis > -0.29
+    assert np.array_equal(after[:, :, above] > 0, inside[:, :, above] > 0)
+
+
+@pytest.mark.parametrize("read", ["rim", "bottoms"])
 @pytest.mark.parametrize("shape", ["sphere", "torus", "cube", "sword", "table"])
-def test_flat_base_leaves_rounded_bottoms_legs_and_flat_bases_alone(shape):
+def test_flat_base_leaves_rounded_bottoms_legs_and_flat_bases_alone(shape, read):
     """No change where the underside is not a flat base or is flat already: a sphere's bottom is round, a torus's
     is not its widest part, a blade's point and a table's legs reach far under the crossguard's and the top's
     underside (not the lowest part); a plain cube is already flat."""
@@ -614,7 +643,7 @@ def test_flat_base_leaves_rounded_bottoms_legs_and_flat_bases_alone(shape):
         guard = box_sdf(p, (0.0, 0.0, 0.33), (0.06, 0.3, 0.03))
         sdf = np.minimum(blade, guard)
     inside = (-sdf).astype(np.float32)
-    assert np.array_equal(flat_base(inside) > 0, inside > 0)
+    assert np.array_equal(flat_base(inside, read=read) > 0, inside > 0)
 
 
 def test_the_fine_stage_flattens_the_underside_of_a_nerf_start_not_of_an_artists_mesh():

@@ -259,7 +259,7 @@ class FineTrainer(Trainer):
 
         def adjust(grid: np.ndarray) -> np.ndarray:
             grid = cavity_inset(inset(grid), inner, bound=BOUND)
-            return flat_base(grid, bound=BOUND) if cut else grid
+            return flat_base(grid, bound=BOUND, read=s.fine_base_read) if cut else grid
 
         return export_field(self.inside, self.export_albedo, resolution=s.mesh_resolution, threshold=0.0,
                             keep_components=s.keep_components, face_budget=s.face_budget,

@@ -40,7 +40,7 @@ CHECKPOINT_VERSION = 2       # 2: the job's own random streams (rng.JobRandom) i
 NON_TRAJECTORY = {"preview_interval", "preview_size", "proxy_mesh_interval", "checkpoint_interval",
                   "mesh_resolution", "mesh_threshold", "face_budget", "texture_size", "vertex_colors",
                   "keep_components", "model", "fine_thin_inset", "fine_cavity_inset", "fine_board_inset",
-                  "fine_flat_base", "seal_radius", "mesh_level",
+                  "fine_flat_base", "fine_base_read", "seal_radius", "mesh_level",
                   # speed only: the same computation, run another way
                   "cuda_graphs", "checkpoint_rays", "hashgrid_backend", "vae_attention", "compile_vae",
                   "sampling", "field_precision", "compile_render", "vae_channels_last", "graph_render"}
