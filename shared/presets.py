@@ -116,14 +116,15 @@ PRESETS: dict[str, dict] = {
                 # session 59, every benchmark prompt, seed 0, the same fields exported with it off -> on): solids
                 # 0.930 -> 0.940, normal consistency 0.9436 -> 0.9480, Chamfer 0.0125 -> 0.0118.
                 "fine_flat_base": True,
-                # Its height read from the footprint's column bottoms, not its rim (session 61; BASE_QUANTILE in
-                # backend/export/mesh.py says why): the rim lies on a cube's rounded bottom edge and read its base
-                # 2.6-3.3 cm high, cutting the cube's bottom off (GPU run of record: 5 of 8 cubes lower in IoU after
-                # the fine stage than before it). CPU, seed 0, the same fine fields exported both ways (IoU / Chamfer
-                # / normal consistency): red cube 0.901 -> 0.934 / 0.0171 -> 0.0130 / 0.947 -> 0.969, white cube
-                # 0.883 -> 0.919 / 0.0150 -> 0.0108 / 0.940 -> 0.959, purple cone 0.898 -> 0.924 / 0.0102 -> 0.0082
-                # / 0.963 -> 0.970, cyan pyramid 0.962 both / 0.0061 -> 0.0047 / 0.956 -> 0.960, red cylinder the
-                # same (results/quality/README.md, session 61).
+                # Its height under upright sides read from the footprint's column bottoms, not its rim (session 61;
+                # BASE_QUANTILE in backend/export/mesh.py says why): the rim lies on a cube's rounded bottom edge and
+                # read its base 2.6-3.3 cm high, cutting the cube's bottom off, or found no base (GPU run of record:
+                # 5 of 8 cubes of seed 0 lower in IoU after the fine stage than before it). CPU, seed 0, the same fine
+                # fields exported both ways, 13 prompts (IoU / Chamfer / normal consistency): red cube 0.901 -> 0.934 /
+                # 0.0171 -> 0.0130 / 0.947 -> 0.969, white cube 0.883 -> 0.919 / 0.0150 -> 0.0108 / 0.940 -> 0.959,
+                # green and blue cubes +0.008 / +0.006 IoU, crate 0.890 -> 0.900, chest 0.840 -> 0.851; the pyramids
+                # and cones untouched (sloped sides keep the rim), cylinder and house within 0.001; mean IoU 0.917 ->
+                # 0.925, Chamfer 0.0116 -> 0.0104 (results/quality/README.md, session 61). Not yet run on a GPU.
                 "fine_base_read": "bottoms",
                 # The coarse iso-level matched to the field's own renders for bulky objects (session 58; the rule of
                 # sessions 55-56, backend/engine/silhouette_level.py): the automatic level draws a soft cube large and
@@ -212,6 +213,9 @@ PRESETS["builtin-image-gpu"] = {**PRESETS["builtin-image"], "resolution_schedule
 # 11 s from the limit; with two, 110-113 s, IoU 0.857 / 0.854 / 0.842 against 0.852 / 0.866 / 0.860 (seeds 0-2),
 # albedo error 0.033-0.036 against 0.024-0.027 (results/demo/report.md, session 51). The plain command keeps four views.
 # Session 58, with the text preset's render-matched level and flat base: IoU 0.919 / 0.923 / 0.911, 88-100 s.
+# Session 61, the base under upright sides read from the column bottoms: 0.925 / 0.912 / 0.915, 85-86 s (seed 1, the
+# same field exported both ways: IoU 0.917 -> 0.913, Chamfer 0.0154 -> 0.0147, normal consistency 0.950 -> 0.959: the
+# rim's read found no base there, the skirt stayed).
 PRESETS["cpu-demo"] = {**PRESETS["builtin"], "resolution_schedule": "48x2"}
 
 # Offered in the Blender panel (draft/standard/high for Stable Diffusion on a GPU).

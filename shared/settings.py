@@ -40,8 +40,8 @@ MESH_LEVELS = ("density", "silhouette")
 # What the coarse field starts from (``shape_init``): the centred ball of density (``blob_density``) or the
 # visual hull of the prompt's prior samples (``backend/engine/prior_hull.py``).
 SHAPE_INITS = ("blob", "prior-hull")
-# Where ``fine_flat_base`` reads the base's height (``backend.export.mesh.BASE_READS`` says why each): the median
-# bottom of the footprint's rim, or a quantile of every footprint column's bottom.
+# Where ``fine_flat_base`` reads the base's height (``backend.export.mesh.BASE_QUANTILE`` says why each): the median
+# bottom of the footprint's rim, or, under upright sides, a quantile of every footprint column's bottom.
 BASE_READS = ("rim", "bottoms")
 # Values added at run time to the choices of these settings (``add_choice``).
 _EXTRA_CHOICES: dict[str, list[str]] = {"guidance_type": [], "geometry_type": []}
@@ -402,8 +402,9 @@ class GenerationSettings:
                                    "widest part (legs under a seat, a ring, a round bottom) are left as they are (on in the built-in prior's preset)")
     fine_base_read: str = _s("rim", choices=BASE_READS, group="export",
                              help="where fine_flat_base reads the base's height: rim = the median bottom of the "
-                                  "footprint's rim; bottoms = the 0.7 quantile of every footprint column's bottom "
-                                  "(also right where the sides bulge over a rounded bottom edge)")
+                                  "footprint's rim (where sloped sides end); bottoms = the same for sloped sides, and "
+                                  "for upright ones (a cube, a crate), whose rounded bottom edge raises the rim, the "
+                                  "0.7 quantile of every footprint column's bottom")
     face_budget: int = _s(50000, lo=100, hi=1000000, group="export", help="max faces after simplification")
     texture_size: int = _s(1024, lo=64, hi=4096, group="export", help="albedo texture side, pixels")
     vertex_colors: bool = _s(False, group="export", help="vertex colours only, no UV texture")

@@ -617,6 +617,23 @@ def test_the_bottoms_read_finds_the_base_under_a_rounded_edge_where_the_rim_read
     assert np.array_equal(after[:, :, above] > 0, inside[:, :, above] > 0)
 
 
+def test_the_bottoms_read_keeps_the_rim_under_sloped_sides_over_a_wide_skirt():
+    """A pyramid (base at -0.45, half-width 0.45) over a skirt 0.03 deep that spans 79% of its footprint, as a field
+    draws one (the CPU's red pyramid, session 61): most column bottoms are the skirt's, so their quantile would cut
+    the pyramid 0.03 low; its sides slope, so "bottoms" reads it at the rim, where they end, as "rim" does."""
+    from backend.export.mesh import base_height
+
+    axis, p = _grid()
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    side = np.maximum(np.abs(x), np.abs(y))
+    pyramid = np.maximum(side - 0.5 * (0.45 - z), np.maximum(-0.45 - z, z - 0.45))
+    skirt = np.maximum(side - 0.40, np.maximum(-0.48 - z, z + 0.44))
+    inside = (-np.minimum(pyramid, skirt)).astype(np.float32)
+
+    assert base_height(inside, read="rim") == pytest.approx(-0.45, abs=0.012)
+    assert base_height(inside, read="bottoms") == base_height(inside, read="rim")
+
+
 @pytest.mark.parametrize("read", ["rim", "bottoms"])
 @pytest.mark.parametrize("shape", ["sphere", "torus", "cube", "sword", "table"])
 def test_flat_base_leaves_rounded_bottoms_legs_and_flat_bases_alone(shape, read):

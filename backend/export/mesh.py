@@ -67,16 +67,20 @@ BASE_SPREAD = 0.12
 BASE_LOWEST = 0.06
 BASE_SECTION_RISE = 0.03
 BASE_SECTION = 0.8
-# Where a flat base's height is read (``fine_base_read``, one of ``BASE_READS``): "rim", the median bottom of the footprint's outer
-# BASE_RIM_CELLS (session 57: inside the rim a field draws a skirt under the base and dents up into it); "bottoms",
-# the BASE_QUANTILE quantile of every footprint column's bottom. The rim reads a cube's base 2.6-3.3 cm too high: the
-# field draws its sides bulging (a pillow), so the footprint's outer ring lies under the bulge and the rounded edge,
-# whose bottoms are the bulge's underside (CPU, seed 0, fine meshes, red / white cube -0.374 / -0.367 against -0.400).
-# The column bottoms of a drawn base are the base itself over most of the footprint, a skirt under it (below, up to
-# ~40% of the columns) and a rounded rim and dents (above, up to ~30%): their 0.7 quantile is the base, red / white
-# cube -0.400 / -0.393, cyan pyramid and purple cone -0.452 / -0.454 against -0.450, where the rim reads -0.458 /
-# -0.464 (results/quality/README.md, session 61).
+# Where a flat base's height is read (``fine_base_read``, one of ``BASE_READS``). "rim": the median bottom of the
+# footprint's outer BASE_RIM_CELLS, where sloped sides end. "bottoms": the same, except for an object with upright sides
+# (its section BASE_UPRIGHT_RISE above the rim's read still covers BASE_UPRIGHT of the footprint: a cube, a crate, a
+# cylinder; not a pyramid or a cone, 0.74-0.78), read at the BASE_QUANTILE quantile of every footprint column's bottom.
+# Why: a field draws an upright object's bottom edges rounded over several centimetres, so its footprint's outer ring
+# lies on the rounding and the rim reads the base 2.6-3.3 cm high, cutting the bottom off (CPU, seed 0, fine grids: red /
+# white cube -0.374 / -0.367 against the truth's -0.400; two more cubes read 4-4.5 cm high were not cut at all,
+# BASE_LOWEST). Its column bottoms are the base over most of the footprint, a skirt under it (up to ~40% of the
+# columns) and the rounding and dents above it (up to ~30%): their 0.7 quantile reads the cubes -0.400 / -0.393. On
+# sloped sides the rim is right and the quantile is not: under a pyramid or a cone the field's skirt can span most of
+# the footprint (red pyramid: the rim 0.9 cm low, the quantile 2.1 cm low). results/quality/README.md, session 61.
 BASE_QUANTILE = 0.7
+BASE_UPRIGHT_RISE = 0.15
+BASE_UPRIGHT = 0.9
 # Dilation of the baked colours past chart borders in export_field: mip levels up to 2^4 texels
 # per texel then read chart colours, not the gutter fill.
 EXPORT_DILATION_PX = 16
@@ -345,17 +349,24 @@ def _flat_underside(inside: np.ndarray, *, bound: float = 1.0, read: str = "rim"
     p10, p90 = np.percentile(surface[inner], [10, 90])
     if p90 - p10 > BASE_SPREAD:
         return None
-    # Whether there is a flat base is judged at the rim's median bottom, not at the inner bottoms': inside the rim a
-    # field draws a skirt under the base and dents up into it (no camera sees there). "bottoms" then reads its height
-    # elsewhere (BASE_QUANTILE says why): the objects cut are the same for both reads, only the cut's height moves.
-    rim = float(np.median(surface[has & ~inner]))
-    if rim - surface[has].min() > BASE_LOWEST:
+    # Not the inner bottoms' median: inside the rim a field draws a skirt under the base and dents up into it (no
+    # camera sees there). The rim's median bottom is where sloped sides (a pyramid's, a cone's) end; "bottoms" reads
+    # an object with upright sides (a cube's, a crate's) at its column bottoms instead (BASE_QUANTILE says why).
+    base = float(np.median(surface[has & ~inner]))
+    if read == "bottoms" and _section_share(inside, base + BASE_UPRIGHT_RISE, has, bound) >= BASE_UPRIGHT:
+        base = float(np.quantile(surface[has], BASE_QUANTILE))
+    if base - surface[has].min() > BASE_LOWEST:
         return None
-    rise = min(inside.shape[2] - 1, int(round((rim + BASE_SECTION_RISE + bound) / cell)))
-    if (inside[:, :, rise] > 0).sum() < BASE_SECTION * has.sum():
+    if _section_share(inside, base + BASE_SECTION_RISE, has, bound) < BASE_SECTION:
         return None
-    base = rim if read == "rim" else float(np.quantile(surface[has], BASE_QUANTILE))
     return base, inner, surface
+
+
+def _section_share(inside: np.ndarray, height: float, footprint: np.ndarray, bound: float) -> float:
+    """The share of the footprint (Bool[ndarray, "X Y"]) that the solid's horizontal section at ``height`` covers."""
+    cell = 2.0 * bound / (inside.shape[0] - 1)
+    level = int(np.clip(round((height + bound) / cell), 0, inside.shape[2] - 1))
+    return float((inside[:, :, level] > 0).sum() / max(1, footprint.sum()))
 
 
 def flat_base(inside: np.ndarray, *, bound: float = 1.0, read: str = "rim") -> np.ndarray:
