@@ -341,7 +341,6 @@ def _flat_underside(inside: np.ndarray, *, bound: float = 1.0, read: str = "rim"
     surface) of ``base_height``'s base, or None."""
     if read not in BASE_READS:
         raise ValueError(f"fine_base_read must be one of {', '.join(BASE_READS)}, got {read!r}")
-    cell = 2.0 * bound / (inside.shape[0] - 1)
     has, surface = bottom_surface(inside, bound=bound)
     inner = ndimage.binary_erosion(has, iterations=BASE_RIM_CELLS)
     if inner.sum() < 20:
@@ -378,7 +377,8 @@ def flat_base(inside: np.ndarray, *, bound: float = 1.0, read: str = "rim") -> n
     SDS leaves what the field drew there: CPU, seed 0, a purple cone's base is a disc dented 0.01-0.08 up into the
     cone around a ring hanging 0.04 under it, normal consistency 0.79 over 36% of its surface, its sides 0.995;
     a pyramid's extra volume is a skirt under its base (results/quality/README.md, sessions 39 and 57). Where the
-    base is is read from its rim, where the sides the cameras see end. Session 38's rule (cut a dome that grows
+    base is is read from its rim, where the sides the cameras see end (under upright sides, with ``read`` "bottoms", from
+    its column bottoms: BASE_QUANTILE says why). Session 38's rule (cut a dome that grows
     from a point) found no base under the GPU's skirts and read a rock's bottom as a dome. Not a library
     operation: it is a judgement about this project's fields."""
     found = _flat_underside(inside, bound=bound, read=read)
