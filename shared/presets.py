@@ -116,16 +116,13 @@ PRESETS: dict[str, dict] = {
                 # session 59, every benchmark prompt, seed 0, the same fields exported with it off -> on): solids
                 # 0.930 -> 0.940, normal consistency 0.9436 -> 0.9480, Chamfer 0.0125 -> 0.0118.
                 "fine_flat_base": True,
-                # Its height under upright sides read from the footprint's column bottoms, not its rim (session 61;
-                # BASE_QUANTILE in backend/export/mesh.py says why): the rim lies on a cube's rounded bottom edge and
-                # read its base 2.6-3.3 cm high, cutting the cube's bottom off, or found no base (GPU run of record:
-                # 5 of 8 cubes of seed 0 lower in IoU after the fine stage than before it). CPU, seed 0, the same fine
-                # fields exported both ways, 13 prompts (IoU / Chamfer / normal consistency): red cube 0.901 -> 0.934 /
-                # 0.0171 -> 0.0130 / 0.947 -> 0.969, white cube 0.883 -> 0.919 / 0.0150 -> 0.0108 / 0.940 -> 0.959,
-                # green and blue cubes +0.008 / +0.006 IoU, crate 0.890 -> 0.900, chest 0.840 -> 0.851; the pyramids
-                # and cones untouched (sloped sides keep the rim), cylinder and house within 0.001; mean IoU 0.917 ->
-                # 0.925, Chamfer 0.0116 -> 0.0104 (results/quality/README.md, session 61). Not yet run on a GPU.
-                "fine_base_read": "bottoms",
+                # Not in the preset: reading the base under upright sides from the column bottoms (``fine_base_read``
+                # "bottoms", session 61). GPU (one H100, 83 prompts x 3 seeds, the same fields exported both ways, rim
+                # -> bottoms): the 24 cube runs IoU +0.011 on average (0.913 / 0.910 / 0.913 -> 0.928 / 0.912 / 0.930),
+                # normal consistency +0.010, crate and chest better; but the 10 tori it cut lose IoU 0.036 and normal
+                # consistency 0.031 each, the cylinders 0.008 IoU: mean normal consistency 0.9464 / 0.9501 / 0.9460 ->
+                # 0.9457 / 0.9496 / 0.9468 (results/quality/README.md, session 61). Stays "rim" until the tori are
+                # kept out of it.
                 # The coarse iso-level matched to the field's own renders for bulky objects (session 58; the rule of
                 # sessions 55-56, backend/engine/silhouette_level.py): the automatic level draws a soft cube large and
                 # a soft sphere small. An object whose thickest part is thin (legs, boards, walls) keeps the automatic
@@ -156,8 +153,7 @@ PRESETS: dict[str, dict] = {
 # SDS render): rendering all of it every step made a CPU step 3-4x slower. A few minutes on a CPU.
 # (Without the shape prior: an image job's text prior is optional, and shape_model needs one.)
 PRESETS["builtin-image"] = {**{k: v for k, v in PRESETS["builtin"].items()
-                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model", "mesh_level",
-                                             "fine_base_read")},
+                               if k not in ("guidance_scale", "shape_guidance_scale", "shape_model", "mesh_level")},
                             # (measured with the 32 px renders the text prior had before session 23)
                             "resolution_schedule": "32x1",
                             "steps": 400, "reference_resolution": 64, "reference_rays": 1024,
@@ -213,9 +209,6 @@ PRESETS["builtin-image-gpu"] = {**PRESETS["builtin-image"], "resolution_schedule
 # 11 s from the limit; with two, 110-113 s, IoU 0.857 / 0.854 / 0.842 against 0.852 / 0.866 / 0.860 (seeds 0-2),
 # albedo error 0.033-0.036 against 0.024-0.027 (results/demo/report.md, session 51). The plain command keeps four views.
 # Session 58, with the text preset's render-matched level and flat base: IoU 0.919 / 0.923 / 0.911, 88-100 s.
-# Session 61, the base under upright sides read from the column bottoms: 0.925 / 0.912 / 0.915, 85-86 s (seed 1, the
-# same field exported both ways: IoU 0.917 -> 0.913, Chamfer 0.0154 -> 0.0147, normal consistency 0.950 -> 0.959: the
-# rim's read found no base there, the skirt stayed).
 PRESETS["cpu-demo"] = {**PRESETS["builtin"], "resolution_schedule": "48x2"}
 
 # Offered in the Blender panel (draft/standard/high for Stable Diffusion on a GPU).
